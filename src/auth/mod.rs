@@ -1,0 +1,8 @@
+//! Who is calling: password hashing, JSON Web Tokens, and the [`Viewer`] built from a
+//! verified token. A company id is only ever taken from a verified token, never from input.
+
+pub mod jwt;
+pub mod password;
+mod viewer;
+
+pub use viewer::{Authentication, Role, Viewer};

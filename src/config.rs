@@ -1,0 +1,219 @@
+//! Typed settings, read from command-line flags with environment-variable fallbacks.
+//!
+//! Every setting has a flag and an environment variable; the README's configuration table
+//! lists them all. Defaults are chosen so `stepwise serve` works with no configuration.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The `stepwise` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stepwise",
+    version,
+    about = "Multi-tenant GraphQL backend for browser workflow automation"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(
+        long,
+        env = "STEPWISE_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the HTTP server (GraphQL, GraphiQL, health checks).
+    Serve(Box<ServeArgs>),
+    /// Apply, revert or list database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Print the GraphQL schema (SDL); `schema.graphql` is produced by this.
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Run,
+    /// Revert the most recent migration (or all of them with `--all`).
+    Revert {
+        #[arg(long)]
+        all: bool,
+    },
+    /// List every migration as `applied` or `pending`.
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port (logged at start).
+    #[arg(long, env = "STEPWISE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Do not apply pending migrations at start (for deployments that migrate separately).
+    #[arg(long, env = "STEPWISE_SKIP_MIGRATIONS")]
+    pub skip_migrations: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://FILE`, a plain file path, or `postgres://user@host:port/db`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://stepwise.db")]
+    pub database_url: String,
+
+    /// Maximum number of pooled database connections.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10)]
+    pub pool_size: usize,
+
+    /// How long a request waits for a free connection before failing, in milliseconds.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub acquire_timeout_ms: u64,
+}
+
+impl DatabaseArgs {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// HMAC secret for signing tokens (at least 32 bytes). Without it, a random secret is
+    /// generated once and kept in `--jwt-secret-file`.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Where the generated secret is kept when `JWT_SECRET` is not set. Defaults to
+    /// `<sqlite file>.jwt-secret`, or `stepwise.jwt-secret` in the working directory on Postgres.
+    #[arg(long, env = "JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// Token lifetime in seconds.
+    #[arg(long, env = "JWT_TTL_SECONDS", default_value_t = 86_400)]
+    pub jwt_ttl_seconds: u64,
+
+    /// `iss` claim written into and required from every token.
+    #[arg(long, env = "JWT_ISSUER", default_value = "stepwise")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim written into and required from every token.
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "stepwise")]
+    pub jwt_audience: String,
+}
+
+/// A value that must never reach a log line: `Debug` prints a placeholder.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Which database a URL names. The backend is chosen at run time from the scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// Path of the SQLite database file.
+    Sqlite(PathBuf),
+    /// A libpq-style connection URL.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        let raw = raw.trim();
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(Self::Postgres(raw.to_owned()));
+        }
+        let path = match raw.strip_prefix("sqlite://") {
+            Some(path) => path,
+            None if raw.contains("://") => {
+                anyhow::bail!(
+                    "unsupported DATABASE_URL scheme in {raw:?}: use sqlite:// or postgres://"
+                )
+            }
+            None => raw.strip_prefix("sqlite:").unwrap_or(raw),
+        };
+        if path.is_empty() {
+            anyhow::bail!("DATABASE_URL names no SQLite file");
+        }
+        if path.contains(":memory:") || path.starts_with("file:") {
+            // Every pooled connection would see its own empty database.
+            anyhow::bail!("in-memory SQLite is not supported; name a file");
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DatabaseUrl;
+    use std::path::PathBuf;
+
+    #[test]
+    fn database_urls_pick_the_backend_by_scheme() {
+        let sqlite = |p: &str| Some(DatabaseUrl::Sqlite(PathBuf::from(p)));
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://stepwise.db").ok(),
+            sqlite("stepwise.db")
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/x.db").ok(),
+            sqlite("/var/x.db")
+        );
+        assert_eq!(DatabaseUrl::parse("data/x.db").ok(), sqlite("data/x.db"));
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u@h/db").ok(),
+            Some(DatabaseUrl::Postgres("postgres://u@h/db".into()))
+        );
+        assert!(DatabaseUrl::parse("mysql://h/db").is_err());
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+        assert!(DatabaseUrl::parse("sqlite::memory:").is_err());
+    }
+}

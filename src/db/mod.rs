@@ -1,0 +1,218 @@
+//! Database access for both backends.
+//!
+//! diesel-async has no `MultiConnection`, so [`Db`] is an enum over two pools and the
+//! [`with_conn!`](crate::with_conn) / [`transaction!`](crate::transaction) macros expand a
+//! query body once per backend: every query is written once and type-checked twice.
+//!
+//! SQLite allows one writer at a time. Instead of letting concurrent write transactions
+//! collide ("database is locked" when a deferred transaction upgrades), [`Db`] hands out
+//! SQLite write connections behind a one-permit semaphore; readers are never blocked (WAL).
+
+pub mod migrations;
+pub mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diesel::SqliteConnection;
+use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use futures_util::FutureExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{DatabaseArgs, DatabaseUrl};
+use crate::error::{AppError, AppResult};
+
+/// SQLite as diesel-async drives it: the sync connection on a blocking thread.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// Per-connection settings for SQLite: WAL so readers never block the writer, enforced
+/// foreign keys (off by default in SQLite!), a wait instead of an instant "busy" error,
+/// and NORMAL sync, which is durable in WAL mode except across power loss.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
+     PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
+
+/// Per-connection settings for PostgreSQL, visible in `pg_stat_activity`.
+const POSTGRES_SETUP: &str = "SET application_name = 'stepwise'; SET TIME ZONE 'UTC';";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The connection pool, for whichever backend `DATABASE_URL` named.
+#[derive(Clone)]
+pub enum Db {
+    Sqlite {
+        pool: Pool<SqliteConn>,
+        writer: Arc<Semaphore>,
+        acquire_timeout: Duration,
+    },
+    Postgres {
+        pool: Pool<AsyncPgConnection>,
+    },
+}
+
+/// A pooled connection; obtained through [`with_conn!`](crate::with_conn).
+pub enum Conn {
+    Sqlite(Object<SqliteConn>),
+    Postgres(Object<AsyncPgConnection>),
+}
+
+/// A connection allowed to write; on SQLite it holds the single writer permit.
+pub enum WriteConn {
+    Sqlite(OwnedSemaphorePermit, Object<SqliteConn>),
+    Postgres(Object<AsyncPgConnection>),
+}
+
+impl Db {
+    /// Builds the pool. Connections are opened lazily, so this succeeds while the database
+    /// is down; [`Db::ping`] tells whether it is reachable.
+    pub fn connect(args: &DatabaseArgs) -> anyhow::Result<Self> {
+        let url = DatabaseUrl::parse(&args.database_url)?;
+        let timeout = args.acquire_timeout();
+        let size = args.pool_size.max(1);
+        Ok(match url {
+            DatabaseUrl::Sqlite(path) => {
+                let mut config = ManagerConfig::<SqliteConn>::default();
+                config.custom_setup = Box::new(|url| establish_sqlite(url).boxed());
+                let manager =
+                    AsyncDieselConnectionManager::new_with_config(path.to_string_lossy(), config);
+                let pool = Pool::builder(manager)
+                    .max_size(size)
+                    .wait_timeout(Some(timeout))
+                    .create_timeout(Some(timeout))
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .context("building the SQLite pool")?;
+                Self::Sqlite {
+                    pool,
+                    writer: Arc::new(Semaphore::new(1)),
+                    acquire_timeout: timeout,
+                }
+            }
+            DatabaseUrl::Postgres(url) => {
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.custom_setup = Box::new(|url| establish_postgres(url).boxed());
+                let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+                let pool = Pool::builder(manager)
+                    .max_size(size)
+                    .wait_timeout(Some(timeout))
+                    .create_timeout(Some(timeout))
+                    .recycle_timeout(Some(timeout))
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .context("building the PostgreSQL pool")?;
+                Self::Postgres { pool }
+            }
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite { .. } => Backend::Sqlite,
+            Self::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    /// A connection for reads (and single-statement writes that cannot conflict).
+    pub async fn conn(&self) -> AppResult<Conn> {
+        Ok(match self {
+            Self::Sqlite { pool, .. } => Conn::Sqlite(pool.get().await.map_err(pool_error)?),
+            Self::Postgres { pool } => Conn::Postgres(pool.get().await.map_err(pool_error)?),
+        })
+    }
+
+    /// A connection for a write transaction.
+    pub async fn write_conn(&self) -> AppResult<WriteConn> {
+        Ok(match self {
+            Self::Sqlite {
+                pool,
+                writer,
+                acquire_timeout,
+            } => {
+                let permit = tokio::time::timeout(*acquire_timeout, writer.clone().acquire_owned())
+                    .await
+                    .map_err(|_| {
+                        AppError::internal(anyhow::anyhow!(
+                            "timed out waiting for the SQLite writer"
+                        ))
+                    })?
+                    .map_err(AppError::internal)?;
+                WriteConn::Sqlite(permit, pool.get().await.map_err(pool_error)?)
+            }
+            Self::Postgres { pool } => WriteConn::Postgres(pool.get().await.map_err(pool_error)?),
+        })
+    }
+
+    /// Whether the database answers a trivial query (`/readyz`).
+    pub async fn ping(&self) -> AppResult<()> {
+        crate::with_conn!(self, |conn| {
+            diesel::sql_query("SELECT 1").execute(conn).await?;
+        });
+        Ok(())
+    }
+}
+
+fn pool_error(error: PoolError) -> AppError {
+    AppError::internal(anyhow::Error::new(error).context("acquiring a database connection"))
+}
+
+async fn establish_sqlite(path: &str) -> diesel::ConnectionResult<SqliteConn> {
+    let mut conn = SqliteConn::establish(path).await?;
+    conn.batch_execute(SQLITE_PRAGMAS)
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+async fn establish_postgres(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let mut conn = AsyncPgConnection::establish(url).await?;
+    conn.batch_execute(POSTGRES_SETUP)
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend is in use.
+/// The body is compiled once per backend, so it must only use portable diesel DSL.
+#[macro_export]
+macro_rules! with_conn {
+    ($db:expr, |$conn:ident| $body:expr) => {{
+        match $db.conn().await? {
+            $crate::db::Conn::Sqlite(mut pooled) => {
+                let $conn = &mut *pooled;
+                $body
+            }
+            $crate::db::Conn::Postgres(mut pooled) => {
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    }};
+}
+
+/// Runs `$body` (which evaluates to `AppResult<T>`) in one database transaction: committed
+/// when it returns `Ok`, rolled back on `Err`. On SQLite it runs as the single writer.
+#[macro_export]
+macro_rules! transaction {
+    ($db:expr, |$conn:ident| $body:expr) => {{
+        use diesel_async::AsyncConnection as _;
+        match $db.write_conn().await? {
+            $crate::db::WriteConn::Sqlite(_permit, mut pooled) => {
+                let result: $crate::error::AppResult<_> =
+                    (&mut *pooled).transaction(async |$conn| $body).await;
+                result
+            }
+            $crate::db::WriteConn::Postgres(mut pooled) => {
+                let result: $crate::error::AppResult<_> =
+                    (&mut *pooled).transaction(async |$conn| $body).await;
+                result
+            }
+        }
+    }};
+}

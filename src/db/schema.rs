@@ -1,0 +1,170 @@
+//! The one portable schema for both backends.
+//!
+//! Only types that mean the same on SQLite and PostgreSQL are used: ids and JSON are `Text`,
+//! timestamps are `Timestamp` holding UTC. The migration trees must produce exactly these
+//! columns on each backend (the test suite applies both).
+
+diesel::table! {
+    companies (id) {
+        id -> Text,
+        name -> Text,
+        invite_token -> Text,
+        settings -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        company_id -> Text,
+        email -> Text,
+        password_hash -> Text,
+        name -> Text,
+        role -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    workflows (id) {
+        id -> Text,
+        company_id -> Text,
+        created_by -> Nullable<Text>,
+        name -> Text,
+        description -> Nullable<Text>,
+        status -> Text,
+        success_rate -> Double,
+        total_uses -> Integer,
+        consecutive_failures -> Integer,
+        last_success_at -> Nullable<Timestamp>,
+        last_failure_at -> Nullable<Timestamp>,
+        tags -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    screenshots (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        hash -> Text,
+        storage_key -> Text,
+        content_type -> Text,
+        size_bytes -> BigInt,
+        width -> Integer,
+        height -> Integer,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    steps (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        step_number -> Integer,
+        action_type -> Text,
+        selectors -> Text,
+        element_meta -> Text,
+        page_context -> Text,
+        action_data -> Text,
+        dom_context -> Text,
+        screenshot_id -> Nullable<Text>,
+        field_label -> Nullable<Text>,
+        instruction -> Nullable<Text>,
+        ai_confidence -> Nullable<Double>,
+        ai_model -> Nullable<Text>,
+        label_edited -> Bool,
+        instruction_edited -> Bool,
+        edited_by -> Nullable<Text>,
+        edited_at -> Nullable<Timestamp>,
+        healed_selectors -> Nullable<Text>,
+        healed_at -> Nullable<Timestamp>,
+        healing_confidence -> Nullable<Double>,
+        healing_method -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    runs (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        started_by -> Nullable<Text>,
+        status -> Text,
+        steps_total -> Integer,
+        steps_completed -> Integer,
+        steps_failed -> Integer,
+        steps_healed -> Integer,
+        current_step_id -> Nullable<Text>,
+        error -> Nullable<Text>,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    health_logs (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        run_id -> Text,
+        step_id -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        status -> Text,
+        error_type -> Nullable<Text>,
+        error_message -> Nullable<Text>,
+        healing_confidence -> Nullable<Double>,
+        deterministic_score -> Nullable<Double>,
+        ai_score -> Nullable<Double>,
+        page_url -> Nullable<Text>,
+        execution_time_ms -> Nullable<Integer>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    notifications (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Nullable<Text>,
+        kind -> Text,
+        severity -> Text,
+        title -> Text,
+        message -> Text,
+        read -> Bool,
+        read_at -> Nullable<Timestamp>,
+        read_by -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(users -> companies (company_id));
+diesel::joinable!(workflows -> companies (company_id));
+diesel::joinable!(workflows -> users (created_by));
+diesel::joinable!(steps -> workflows (workflow_id));
+diesel::joinable!(steps -> screenshots (screenshot_id));
+diesel::joinable!(screenshots -> workflows (workflow_id));
+diesel::joinable!(runs -> workflows (workflow_id));
+diesel::joinable!(health_logs -> runs (run_id));
+diesel::joinable!(notifications -> companies (company_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    companies,
+    users,
+    workflows,
+    screenshots,
+    steps,
+    runs,
+    health_logs,
+    notifications,
+);

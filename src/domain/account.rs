@@ -1,0 +1,150 @@
+//! Accounts: signing up a new company, joining one with its invite token, and logging in.
+//!
+//! These run before anyone is signed in, so they are the only functions here that do not
+//! take a [`Tenant`]: they produce one.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::RunQueryDsl;
+
+use super::company::{self, Company};
+use super::user::{self, User, normalize_email};
+use super::{new_id, now, required_name};
+use crate::auth::{Role, password};
+use crate::db::Db;
+use crate::db::schema::{companies, users};
+use crate::error::{AppError, AppResult};
+
+/// What a person types to create an account.
+pub struct Credentials {
+    pub name: String,
+    pub email: String,
+    pub password: String,
+}
+
+/// A validated new member, with the password already hashed (hashing happens before any
+/// transaction opens, so a slow hash never holds a database connection).
+struct NewMember {
+    name: String,
+    email: String,
+    password_hash: String,
+}
+
+impl NewMember {
+    async fn from_credentials(credentials: Credentials) -> AppResult<Self> {
+        let name = required_name("name", &credentials.name, user::MAX_NAME_CHARS)?;
+        let email = normalize_email(&credentials.email)?;
+        password::check_policy(&credentials.password)?;
+        let password_hash = password::hash(credentials.password).await?;
+        Ok(Self {
+            name,
+            email,
+            password_hash,
+        })
+    }
+
+    fn into_user(self, company_id: &str, role: Role) -> User {
+        let at = now();
+        User {
+            id: new_id(),
+            company_id: company_id.to_owned(),
+            email: self.email,
+            password_hash: self.password_hash,
+            name: self.name,
+            role: role.as_str().to_owned(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
+/// Creates a company and its first admin, both or neither.
+pub async fn signup(
+    db: &Db,
+    company_name: &str,
+    credentials: Credentials,
+) -> AppResult<(Company, User)> {
+    let company_name = required_name("companyName", company_name, company::MAX_NAME_CHARS)?;
+    let member = NewMember::from_credentials(credentials).await?;
+    let at = now();
+    let company = Company {
+        id: new_id(),
+        name: company_name,
+        invite_token: company::new_invite_token(),
+        settings: "{}".to_owned(),
+        created_at: at,
+        updated_at: at,
+    };
+    let user = member.into_user(&company.id, Role::Admin);
+    crate::transaction!(db, |conn| {
+        diesel::insert_into(companies::table)
+            .values(&company)
+            .execute(conn)
+            .await?;
+        diesel::insert_into(users::table)
+            .values(&user)
+            .execute(conn)
+            .await
+            .map_err(email_conflict)?;
+        Ok(())
+    })?;
+    Ok((company, user))
+}
+
+/// Adds a regular member to the company whose invite token was given.
+pub async fn join(
+    db: &Db,
+    invite_token: &str,
+    credentials: Credentials,
+) -> AppResult<(Company, User)> {
+    let invite_token = invite_token.trim();
+    if invite_token.is_empty() {
+        return Err(AppError::bad_input(
+            "inviteToken",
+            "inviteToken must not be empty",
+        ));
+    }
+    let member = NewMember::from_credentials(credentials).await?;
+    crate::transaction!(db, |conn| {
+        let company: Company = companies::table
+            .filter(companies::invite_token.eq(invite_token))
+            .select(Company::as_select())
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| AppError::bad_input("inviteToken", "invalid invite token"))?;
+        let user = member.into_user(&company.id, Role::Regular);
+        diesel::insert_into(users::table)
+            .values(&user)
+            .execute(conn)
+            .await
+            .map_err(email_conflict)?;
+        Ok((company, user))
+    })
+}
+
+/// The account matching these credentials. A wrong email and a wrong password give the
+/// same error, after the same amount of work.
+pub async fn authenticate(db: &Db, email: &str, password: String) -> AppResult<User> {
+    let rejected = || AppError::Unauthenticated("invalid email or password");
+    // A malformed address cannot belong to anyone; still spend the hashing time.
+    let found = match normalize_email(email) {
+        Ok(email) => user::find_by_email(db, &email).await?,
+        Err(_) => None,
+    };
+    let stored = found.as_ref().map(|u| u.password_hash.clone());
+    if password::verify(password, stored).await? {
+        found.ok_or_else(rejected)
+    } else {
+        Err(rejected())
+    }
+}
+
+fn email_conflict(error: DieselError) -> AppError {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+            AppError::Conflict("an account with this email already exists".to_owned())
+        }
+        other => other.into(),
+    }
+}

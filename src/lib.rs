@@ -1,0 +1,10 @@
+//! Stepwise: a multi-tenant GraphQL backend for browser workflow automation.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod server;

@@ -1,0 +1,64 @@
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use stepwise::config::{Cli, Command, DatabaseUrl, LogFormat, MigrateAction};
+use stepwise::db::migrations::{self, Action};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => stepwise::server::serve(*args).await,
+        Command::Schema => {
+            print!("{}", stepwise::graphql::sdl());
+            Ok(())
+        }
+        Command::Migrate { action, database } => {
+            let url = DatabaseUrl::parse(&database.database_url)?;
+            let (action, verb) = match action {
+                MigrateAction::Run => (Action::RunPending, "applied"),
+                MigrateAction::Revert { all: false } => (Action::RevertLast, "reverted"),
+                MigrateAction::Revert { all: true } => (Action::RevertAll, "reverted"),
+                MigrateAction::Status => (Action::Status, ""),
+            };
+            let states = migrations::perform(&url, action).await?;
+            for state in &states {
+                let word = match action {
+                    Action::Status if state.applied => "applied",
+                    Action::Status => "pending",
+                    _ => verb,
+                };
+                println!("{word}  {}", state.name);
+            }
+            if states.is_empty() && !matches!(action, Action::Status) {
+                println!("nothing to do");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Logs go to stdout: human-readable text by default, JSON lines for collectors.
+/// `RUST_LOG` overrides the default level (info).
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,78 @@
+//! Start-up and shutdown of `stepwise serve`: wire configuration, database, schema and
+//! routes together, then serve until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::auth::jwt::{self, TokenKeys};
+use crate::config::{DatabaseUrl, ServeArgs};
+use crate::db::{Db, migrations};
+use crate::graphql::{self, Services};
+use crate::http::{self, AppState};
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let url = DatabaseUrl::parse(&args.database.database_url)?;
+    if args.skip_migrations {
+        tracing::info!("skipping migrations (--skip-migrations)");
+    } else {
+        let applied = migrations::perform(&url, migrations::Action::RunPending)
+            .await
+            .context("applying database migrations")?;
+        for migration in &applied {
+            tracing::info!(migration = %migration.name, "applied migration");
+        }
+    }
+
+    let secret = jwt::load_or_create_secret(&args.jwt, &url)?;
+    let tokens = Arc::new(TokenKeys::new(&secret, &args.jwt)?);
+    let db = Db::connect(&args.database)?;
+    let services = Services { db, tokens };
+    let schema = graphql::schema_builder().data(services.clone()).finish();
+    let app = http::router(AppState {
+        schema,
+        services: services.clone(),
+    });
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, backend = ?services.db.backend(), "stepwise listening; GraphiQL at http://{address}/graphql");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM: stop accepting, let in-flight requests finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
