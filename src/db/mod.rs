@@ -58,12 +58,15 @@ pub enum Db {
 }
 
 /// A pooled connection; obtained through [`with_conn!`](crate::with_conn).
+// Lives on the stack for one query; boxing the larger variant would allocate per query.
+#[allow(clippy::large_enum_variant)]
 pub enum Conn {
     Sqlite(Object<SqliteConn>),
     Postgres(Object<AsyncPgConnection>),
 }
 
 /// A connection allowed to write; on SQLite it holds the single writer permit.
+#[allow(clippy::large_enum_variant)] // as for `Conn`
 pub enum WriteConn {
     Sqlite(OwnedSemaphorePermit, Object<SqliteConn>),
     Postgres(Object<AsyncPgConnection>),
