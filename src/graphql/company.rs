@@ -29,11 +29,11 @@ impl Company {
         &self.row.name
     }
 
-    /// The token new members join with (`joinCompany`). Admins only: anyone else gets
-    /// FORBIDDEN.
-    async fn invite_token(&self) -> async_graphql::Result<&str> {
+    /// The token new members join with (`joinCompany`). Admins only: for anyone else it is
+    /// null, with a FORBIDDEN error.
+    async fn invite_token(&self) -> async_graphql::Result<Option<&str>> {
         if self.viewer.is_admin() {
-            Ok(&self.row.invite_token)
+            Ok(Some(&self.row.invite_token))
         } else {
             Err(AppError::Forbidden("only company admins may read the invite token").into())
         }
