@@ -75,6 +75,18 @@ pub struct ServeArgs {
     #[arg(long, env = "STEPWISE_SKIP_MIGRATIONS")]
     pub skip_migrations: bool,
 
+    /// How long a WebSocket client may take to send `connection_init`, in milliseconds.
+    #[arg(long, env = "STEPWISE_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_init_timeout_ms: u64,
+
+    /// Largest WebSocket message accepted from a client, in bytes.
+    #[arg(long, env = "STEPWISE_WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub ws_max_message_bytes: usize,
+
+    /// Most operations (subscriptions) one WebSocket connection may run at once.
+    #[arg(long, env = "STEPWISE_WS_MAX_OPERATIONS", default_value_t = 100)]
+    pub ws_max_operations: usize,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 

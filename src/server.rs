@@ -2,6 +2,7 @@
 //! routes together, then serve until SIGTERM or Ctrl-C.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -10,7 +11,7 @@ use crate::auth::jwt::{self, TokenKeys};
 use crate::config::{DatabaseUrl, ServeArgs};
 use crate::db::{Db, migrations};
 use crate::graphql::{self, Services};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, WebSocketConfig};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database.database_url)?;
@@ -30,9 +31,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let db = Db::connect(&args.database)?;
     let services = Services { db, tokens };
     let schema = graphql::schema_builder().data(services.clone()).finish();
+    let websocket = WebSocketConfig {
+        init_timeout: Duration::from_millis(args.ws_init_timeout_ms),
+        max_message_bytes: args.ws_max_message_bytes,
+        max_operations: args.ws_max_operations,
+    };
     let app = http::router(AppState {
         schema,
         services: services.clone(),
+        websocket,
     });
 
     let listener = TcpListener::bind(args.listen)

@@ -97,18 +97,20 @@ impl TokenKeys {
         Ok(IssuedToken { token, expires_at })
     }
 
-    /// The viewer a token speaks for, or `None` for any token we did not issue as-is.
-    pub fn verify(&self, token: &str) -> Option<Viewer> {
+    /// The viewer a token speaks for and when the token expires (Unix seconds), or `None`
+    /// for any token we did not issue as-is.
+    pub fn verify(&self, token: &str) -> Option<(Viewer, i64)> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.company_id.is_empty() {
             return None;
         }
-        Some(Viewer {
+        let viewer = Viewer {
             user_id: claims.sub,
             tenant: Tenant::from_verified_token(claims.company_id),
             role: Role::parse(&claims.role)?,
-        })
+        };
+        Some((viewer, claims.exp))
     }
 }
 

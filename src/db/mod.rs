@@ -12,10 +12,12 @@ pub mod migrations;
 pub mod schema;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use diesel::SqliteConnection;
+use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
@@ -46,7 +48,13 @@ pub enum Backend {
 
 /// The connection pool, for whichever backend `DATABASE_URL` named.
 #[derive(Clone)]
-pub enum Db {
+pub struct Db {
+    pools: Pools,
+    statements: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+enum Pools {
     Sqlite {
         pool: Pool<SqliteConn>,
         writer: Arc<Semaphore>,
@@ -79,10 +87,13 @@ impl Db {
         let url = DatabaseUrl::parse(&args.database_url)?;
         let timeout = args.acquire_timeout();
         let size = args.pool_size.max(1);
-        Ok(match url {
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        let pools = match url {
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::<SqliteConn>::default();
-                config.custom_setup = Box::new(|url| establish_sqlite(url).boxed());
+                config.custom_setup =
+                    Box::new(move |url| establish_sqlite(url, counter.clone()).boxed());
                 let manager =
                     AsyncDieselConnectionManager::new_with_config(path.to_string_lossy(), config);
                 let pool = Pool::builder(manager)
@@ -92,7 +103,7 @@ impl Db {
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()
                     .context("building the SQLite pool")?;
-                Self::Sqlite {
+                Pools::Sqlite {
                     pool,
                     writer: Arc::new(Semaphore::new(1)),
                     acquire_timeout: timeout,
@@ -100,7 +111,8 @@ impl Db {
             }
             DatabaseUrl::Postgres(url) => {
                 let mut config = ManagerConfig::<AsyncPgConnection>::default();
-                config.custom_setup = Box::new(|url| establish_postgres(url).boxed());
+                config.custom_setup =
+                    Box::new(move |url| establish_postgres(url, counter.clone()).boxed());
                 let manager = AsyncDieselConnectionManager::new_with_config(url, config);
                 let pool = Pool::builder(manager)
                     .max_size(size)
@@ -110,30 +122,45 @@ impl Db {
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()
                     .context("building the PostgreSQL pool")?;
-                Self::Postgres { pool }
+                Pools::Postgres { pool }
             }
-        })
+        };
+        Ok(Self { pools, statements })
     }
 
     pub fn backend(&self) -> Backend {
-        match self {
-            Self::Sqlite { .. } => Backend::Sqlite,
-            Self::Postgres { .. } => Backend::Postgres,
+        match self.pools {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres { .. } => Backend::Postgres,
         }
+    }
+
+    /// SQL statements started since the process began (`/metrics`; the N+1 tests read it).
+    pub fn statements_executed(&self) -> u64 {
+        AtomicU64::load(&self.statements, Ordering::Relaxed)
+    }
+
+    /// Connections in the pool and how many of them are idle.
+    pub fn pool_status(&self) -> (usize, usize) {
+        let status = match &self.pools {
+            Pools::Sqlite { pool, .. } => pool.status(),
+            Pools::Postgres { pool } => pool.status(),
+        };
+        (status.size, status.available)
     }
 
     /// A connection for reads (and single-statement writes that cannot conflict).
     pub async fn conn(&self) -> AppResult<Conn> {
-        Ok(match self {
-            Self::Sqlite { pool, .. } => Conn::Sqlite(pool.get().await.map_err(pool_error)?),
-            Self::Postgres { pool } => Conn::Postgres(pool.get().await.map_err(pool_error)?),
+        Ok(match &self.pools {
+            Pools::Sqlite { pool, .. } => Conn::Sqlite(pool.get().await.map_err(pool_error)?),
+            Pools::Postgres { pool } => Conn::Postgres(pool.get().await.map_err(pool_error)?),
         })
     }
 
     /// A connection for a write transaction.
     pub async fn write_conn(&self) -> AppResult<WriteConn> {
-        Ok(match self {
-            Self::Sqlite {
+        Ok(match &self.pools {
+            Pools::Sqlite {
                 pool,
                 writer,
                 acquire_timeout,
@@ -148,7 +175,7 @@ impl Db {
                     .map_err(AppError::internal)?;
                 WriteConn::Sqlite(permit, pool.get().await.map_err(pool_error)?)
             }
-            Self::Postgres { pool } => WriteConn::Postgres(pool.get().await.map_err(pool_error)?),
+            Pools::Postgres { pool } => WriteConn::Postgres(pool.get().await.map_err(pool_error)?),
         })
     }
 
@@ -165,16 +192,33 @@ fn pool_error(error: PoolError) -> AppError {
     AppError::internal(anyhow::Error::new(error).context("acquiring a database connection"))
 }
 
-async fn establish_sqlite(path: &str) -> diesel::ConnectionResult<SqliteConn> {
+/// Counts every statement a connection starts.
+fn count_statements(counter: Arc<AtomicU64>) -> impl Instrumentation {
+    move |event: InstrumentationEvent<'_>| {
+        if let InstrumentationEvent::StartQuery { .. } = event {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn establish_sqlite(
+    path: &str,
+    counter: Arc<AtomicU64>,
+) -> diesel::ConnectionResult<SqliteConn> {
     let mut conn = SqliteConn::establish(path).await?;
+    conn.set_instrumentation(count_statements(counter));
     conn.batch_execute(SQLITE_PRAGMAS)
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
 }
 
-async fn establish_postgres(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+async fn establish_postgres(
+    url: &str,
+    counter: Arc<AtomicU64>,
+) -> diesel::ConnectionResult<AsyncPgConnection> {
     let mut conn = AsyncPgConnection::establish(url).await?;
+    conn.set_instrumentation(count_statements(counter));
     conn.batch_execute(POSTGRES_SETUP)
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;

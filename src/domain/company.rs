@@ -7,12 +7,14 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::{Tenant, now};
+use super::{Tenant, json, now, required_name};
 use crate::db::Db;
 use crate::db::schema::companies;
 use crate::error::{AppError, AppResult};
 
 pub const MAX_NAME_CHARS: usize = 200;
+/// Settings are a small document of preferences, not a storage area.
+pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = companies, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
@@ -24,6 +26,13 @@ pub struct Company {
     pub settings: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+}
+
+impl Company {
+    /// The settings document.
+    pub fn settings(&self) -> AppResult<serde_json::Value> {
+        json::parse("companies.settings", &self.settings)
+    }
 }
 
 /// An unguessable invite token (256 random bits).
@@ -67,4 +76,39 @@ pub async fn rotate_invite_token(db: &Db, tenant: &Tenant) -> AppResult<Company>
             .await?)
     })?;
     Ok(updated)
+}
+
+/// Renames the company.
+pub async fn rename(db: &Db, tenant: &Tenant, name: &str) -> AppResult<Company> {
+    let name = required_name("name", name, MAX_NAME_CHARS)?;
+    let updated = crate::transaction!(db, |conn| {
+        Ok(diesel::update(companies::table.find(tenant.id()))
+            .set((companies::name.eq(&name), companies::updated_at.eq(now())))
+            .returning(Company::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?)
+    })?;
+    updated.ok_or(AppError::NotFound("company"))
+}
+
+/// Replaces the settings document, which must be a JSON object of at most 16 KiB.
+pub async fn update_settings(
+    db: &Db,
+    tenant: &Tenant,
+    settings: &serde_json::Value,
+) -> AppResult<Company> {
+    let text = json::object_text("settings", settings, MAX_SETTINGS_BYTES)?;
+    let updated = crate::transaction!(db, |conn| {
+        Ok(diesel::update(companies::table.find(tenant.id()))
+            .set((
+                companies::settings.eq(&text),
+                companies::updated_at.eq(now()),
+            ))
+            .returning(Company::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?)
+    })?;
+    updated.ok_or(AppError::NotFound("company"))
 }

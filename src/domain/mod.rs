@@ -7,7 +7,15 @@
 
 pub mod account;
 pub mod company;
+pub mod health_log;
+pub mod json;
+pub mod notification;
+pub mod page;
+pub mod run;
+pub mod screenshot;
+pub mod step;
 pub mod user;
+pub mod workflow;
 
 use chrono::{NaiveDateTime, SubsecRound as _, Utc};
 

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use async_graphql::Context;
+use async_graphql::dataloader::DataLoader;
 
 use crate::auth::jwt::TokenKeys;
 use crate::auth::{Authentication, Viewer};
 use crate::db::Db;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
+use crate::graphql::loaders::TenantLoader;
 
 /// Process-wide services, added to the schema once at start-up.
 #[derive(Clone)]
@@ -18,8 +20,52 @@ pub struct Services {
 
 static ANONYMOUS: Authentication = Authentication::Anonymous;
 
+/// The per-request data every transport attaches: who is calling and, for a verified
+/// viewer, the batch loader of their company.
+pub struct RequestData {
+    authentication: Authentication,
+    loader: Option<DataLoader<TenantLoader>>,
+}
+
+impl RequestData {
+    pub fn new(services: &Services, authentication: Authentication) -> Self {
+        let loader = match &authentication {
+            Authentication::Verified(viewer) => Some(TenantLoader::for_request(
+                services.db.clone(),
+                viewer.tenant.clone(),
+            )),
+            _ => None,
+        };
+        Self {
+            authentication,
+            loader,
+        }
+    }
+
+    /// For one HTTP request.
+    pub fn attach(self, request: async_graphql::Request) -> async_graphql::Request {
+        let request = request.data(self.authentication);
+        match self.loader {
+            Some(loader) => request.data(loader),
+            None => request,
+        }
+    }
+
+    /// For a WebSocket connection (`connection_init`).
+    pub fn into_data(self) -> async_graphql::Data {
+        let mut data = async_graphql::Data::default();
+        data.insert(self.authentication);
+        if let Some(loader) = self.loader {
+            data.insert(loader);
+        }
+        data
+    }
+}
+
 pub trait ContextExt {
     fn services(&self) -> &Services;
+    /// The batch loader for the viewer's company, or UNAUTHENTICATED.
+    fn loader(&self) -> AppResult<&DataLoader<TenantLoader>>;
     fn authentication(&self) -> &Authentication;
     /// The signed-in viewer, or UNAUTHENTICATED.
     fn viewer(&self) -> AppResult<&Viewer> {
@@ -36,5 +82,15 @@ impl ContextExt for Context<'_> {
 
     fn authentication(&self) -> &Authentication {
         self.data_opt::<Authentication>().unwrap_or(&ANONYMOUS)
+    }
+
+    fn loader(&self) -> AppResult<&DataLoader<TenantLoader>> {
+        match self.data_opt::<DataLoader<TenantLoader>>() {
+            Some(loader) => Ok(loader),
+            None => Err(self
+                .viewer()
+                .err()
+                .unwrap_or(AppError::Unauthenticated("authentication required"))),
+        }
     }
 }

@@ -8,19 +8,43 @@ mod account;
 mod company;
 mod context;
 mod guards;
+mod health_log;
+mod loaders;
+mod notification;
+mod pagination;
+mod run;
+mod screenshot;
+mod step;
 mod user;
+mod workflow;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
 
-pub use context::Services;
+pub use context::{RequestData, Services};
 
 /// Everything a client can read.
 #[derive(MergedObject, Default)]
-pub struct Query(user::UserQuery, company::CompanyQuery);
+pub struct Query(
+    user::UserQuery,
+    company::CompanyQuery,
+    run::RunQuery,
+    health_log::HealthLogQuery,
+    notification::NotificationQuery,
+    workflow::WorkflowQuery,
+    step::StepQuery,
+    screenshot::ScreenshotQuery,
+);
 
 /// Everything a client can change.
 #[derive(MergedObject, Default)]
-pub struct Mutation(account::AccountMutation, company::CompanyMutation);
+pub struct Mutation(
+    account::AccountMutation,
+    company::CompanyMutation,
+    user::UserMutation,
+    notification::NotificationMutation,
+    workflow::WorkflowMutation,
+    step::StepMutation,
+);
 
 pub type StepwiseSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -32,4 +56,39 @@ pub fn schema_builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
 /// The SDL that `schema.graphql` must equal.
 pub fn sdl() -> String {
     schema_builder().finish().sdl()
+}
+
+/// Puts `null` where a field failed.
+///
+/// async-graphql 7 leaves a failed nullable field out of `data` altogether, while the
+/// GraphQL spec (and every client library) expects the field present with `null` and the
+/// error beside it. Every transport runs responses through this before sending them.
+pub fn null_failed_fields(response: &mut async_graphql::Response) {
+    use async_graphql::{Name, PathSegment, Value};
+    for error in &response.errors {
+        let path = &error.path;
+        let mut node: &mut Value = &mut response.data;
+        for (index, segment) in path.iter().enumerate() {
+            let last = index + 1 == path.len();
+            node = match (segment, node) {
+                (PathSegment::Field(name), Value::Object(fields)) => {
+                    if last {
+                        fields.entry(Name::new(name)).or_insert(Value::Null);
+                        break;
+                    }
+                    match fields.get_mut(name.as_str()) {
+                        Some(next) => next,
+                        None => break,
+                    }
+                }
+                (PathSegment::Index(position), Value::List(items)) if !last => {
+                    match items.get_mut(*position) {
+                        Some(next) => next,
+                        None => break,
+                    }
+                }
+                _ => break,
+            };
+        }
+    }
 }

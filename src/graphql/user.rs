@@ -1,10 +1,15 @@
-//! Users: the `me` query and the `User` type.
+//! Users: the `me` and `users` queries, the `User` type, and admins managing members.
 
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
 use async_graphql::{Context, ID, Object};
 use chrono::{DateTime, Utc};
 
-use super::company::Company;
+use super::company::{Company, TenantCompany};
 use super::context::ContextExt as _;
+use super::guards::AdminOnly;
+use super::loaders::{LoadError, TenantLoader, load_error};
 use crate::auth::{Role, Viewer};
 use crate::domain;
 use crate::error::AppError;
@@ -45,11 +50,59 @@ impl User {
 
     /// The company this member belongs to.
     async fn company(&self, ctx: &Context<'_>) -> async_graphql::Result<Company> {
-        let row = domain::company::find(&ctx.services().db, &self.viewer.tenant).await?;
+        // Batched: a list of members asking for their company reads it once. The request's
+        // loader only serves users of its own company: sign-up, join and login answer
+        // before (or regardless of) the request's token, so they read directly.
+        let row = match ctx.loader() {
+            Ok(loader) if loader.loader().tenant == self.viewer.tenant => {
+                loader.load_one(TenantCompany).await?
+            }
+            _ => Some(domain::company::find(&ctx.services().db, &self.viewer.tenant).await?),
+        }
+        .ok_or(AppError::NotFound("company"))?;
         Ok(Company {
             row,
             viewer: self.viewer.clone(),
         })
+    }
+}
+
+impl User {
+    /// Resolves a nullable reference to a member (an author, a reader, a starter): null
+    /// when that member has been removed.
+    pub async fn load_opt(
+        ctx: &Context<'_>,
+        viewer: &Viewer,
+        id: Option<&str>,
+    ) -> async_graphql::Result<Option<Self>> {
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let row = ctx.loader()?.load_one(UserById(id.to_owned())).await?;
+        Ok(row.map(|row| Self {
+            row,
+            viewer: viewer.clone(),
+        }))
+    }
+}
+
+/// Batch key: a member of the loader's company, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserById(pub String);
+
+impl Loader<UserById> for TenantLoader {
+    type Value = domain::user::User;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[UserById]) -> Result<HashMap<UserById, Self::Value>, LoadError> {
+        let ids: Vec<String> = keys.iter().map(|key| key.0.clone()).collect();
+        let rows = domain::user::find_many(&self.db, &self.tenant, &ids)
+            .await
+            .map_err(load_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (UserById(row.id.clone()), row))
+            .collect())
     }
 }
 
@@ -72,5 +125,55 @@ impl UserQuery {
             row,
             viewer: viewer.clone(),
         })
+    }
+
+    /// Every member of the signed-in user's company, in the order they joined.
+    async fn users(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
+        let viewer = ctx.viewer()?;
+        let rows = domain::user::list(&ctx.services().db, &viewer.tenant).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| User {
+                row,
+                viewer: viewer.clone(),
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct UserMutation;
+
+#[Object]
+impl UserMutation {
+    /// Makes a member an admin or a regular member. A company keeps at least one admin:
+    /// demoting the last one is BAD_USER_INPUT. Admins only.
+    #[graphql(guard = "AdminOnly")]
+    async fn change_user_role(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The member whose role changes.")] user_id: ID,
+        #[graphql(desc = "The role they get.")] role: Role,
+    ) -> async_graphql::Result<User> {
+        let viewer = ctx.viewer()?;
+        let row =
+            domain::user::change_role(&ctx.services().db, &viewer.tenant, &user_id, role).await?;
+        Ok(User {
+            row,
+            viewer: viewer.clone(),
+        })
+    }
+
+    /// Removes a member from the company and answers their id. Their workflows stay, with
+    /// `createdBy` null. The last admin cannot be removed (BAD_USER_INPUT). Admins only.
+    #[graphql(guard = "AdminOnly")]
+    async fn remove_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The member to remove.")] user_id: ID,
+    ) -> async_graphql::Result<ID> {
+        let viewer = ctx.viewer()?;
+        domain::user::remove(&ctx.services().db, &viewer.tenant, &user_id).await?;
+        Ok(user_id)
     }
 }

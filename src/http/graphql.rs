@@ -2,16 +2,19 @@
 //! endpoint for subscriptions.
 
 use async_graphql::ParseRequestError;
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::{FromRequest, Request, State, WebSocketUpgrade};
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
+use std::time::Duration;
+use tokio::time::Instant;
 
 use super::{AppState, GRAPHQL_PATH, GRAPHQL_WS_PATH};
 use crate::auth::Authentication;
 use crate::auth::jwt::TokenKeys;
+use crate::graphql::{RequestData, null_failed_fields};
 
 /// A request body or query string that is not a GraphQL request at all.
 pub struct RequestRejection(ParseRequestError);
@@ -65,30 +68,10 @@ async fn execute(state: &AppState, request: Request) -> Response {
         Ok(parsed) => parsed.into_inner(),
         Err(rejection) => return rejection.into_response(),
     };
-    let response = state
-        .schema
-        .execute(graphql_request.data(authentication))
-        .await;
+    let graphql_request = RequestData::new(&state.services, authentication).attach(graphql_request);
+    let mut response = state.schema.execute(graphql_request).await;
+    null_failed_fields(&mut response);
     GraphQLResponse::from(response).into_response()
-}
-
-pub async fn websocket_handler(
-    State(state): State<AppState>,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            let tokens = state.services.tokens.clone();
-            GraphQLWebSocket::new(stream, state.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    let mut data = async_graphql::Data::default();
-                    data.insert(authenticate_init_payload(&payload, &tokens));
-                    Ok(data)
-                })
-                .serve()
-        })
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {
@@ -108,27 +91,23 @@ fn authenticate_header(headers: &HeaderMap, tokens: &TokenKeys) -> Authenticatio
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
-    verify(token, tokens)
-}
-
-/// The WebSocket `connection_init` payload: `{"token": "..."}` or, as many clients send it,
-/// `{"Authorization": "Bearer ..."}`.
-fn authenticate_init_payload(payload: &serde_json::Value, tokens: &TokenKeys) -> Authentication {
-    let token = payload.get("token").and_then(|t| t.as_str()).or_else(|| {
-        ["Authorization", "authorization"]
-            .iter()
-            .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
-            .map(|v| v.trim().strip_prefix("Bearer ").unwrap_or(v).trim())
-    });
     match token {
-        None => Authentication::Anonymous,
-        token => verify(token, tokens),
+        Some(token) => authenticate_token(token, tokens).0,
+        None => Authentication::Invalid,
     }
 }
 
-fn verify(token: Option<&str>, tokens: &TokenKeys) -> Authentication {
-    match token.and_then(|t| tokens.verify(t)) {
-        Some(viewer) => Authentication::Verified(viewer),
-        None => Authentication::Invalid,
+/// Verifies a bearer token; also says when it stops being valid (for WebSockets, which
+/// outlive a single request).
+pub fn authenticate_token(token: &str, tokens: &TokenKeys) -> (Authentication, Option<Instant>) {
+    match tokens.verify(token) {
+        Some((viewer, expires)) => {
+            let remaining = u64::try_from(expires - chrono::Utc::now().timestamp()).unwrap_or(0);
+            (
+                Authentication::Verified(viewer),
+                Some(Instant::now() + Duration::from_secs(remaining)),
+            )
+        }
+        None => (Authentication::Invalid, None),
     }
 }

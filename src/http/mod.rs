@@ -2,6 +2,8 @@
 
 mod graphql;
 mod health;
+mod metrics;
+mod websocket;
 
 use std::time::Duration;
 
@@ -12,12 +14,14 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::graphql::{Services, StepwiseSchema};
+pub use websocket::WebSocketConfig;
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub schema: StepwiseSchema,
     pub services: Services,
+    pub websocket: WebSocketConfig,
 }
 
 pub const GRAPHQL_PATH: &str = "/graphql";
@@ -26,9 +30,10 @@ pub const GRAPHQL_WS_PATH: &str = "/graphql/ws";
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(GRAPHQL_PATH, get(graphql::get_handler).post(graphql::post_handler))
-        .route(GRAPHQL_WS_PATH, get(graphql::websocket_handler))
+        .route(GRAPHQL_WS_PATH, get(websocket::handler))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .layer(
             // One INFO line per request, when the response is ready.
             TraceLayer::new_for_http()

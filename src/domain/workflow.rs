@@ -1,0 +1,612 @@
+//! Workflows: recorded browser automations, their status lifecycle and health figures.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::page::{Page, PageRequest, Position, SortValue, float_key, text_key, time_key};
+use super::step::{self, NewStep, Step};
+use super::{Tenant, new_id, now, required_name};
+use crate::db::Db;
+use crate::db::schema::{steps, workflows};
+use crate::error::{AppError, AppResult};
+
+pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_DESCRIPTION_CHARS: usize = 5_000;
+pub const MAX_TAGS: usize = 20;
+pub const MAX_TAG_CHARS: usize = 50;
+pub const MAX_STEPS: usize = 500;
+
+diesel::define_sql_function! {
+    /// SQL `lower()`, for case-insensitive name search on both backends.
+    fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+/// Where a workflow is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Draft,
+    Processing,
+    Active,
+    NeedsReview,
+    Broken,
+    Archived,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Processing => "processing",
+            Self::Active => "active",
+            Self::NeedsReview => "needs_review",
+            Self::Broken => "broken",
+            Self::Archived => "archived",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::Draft,
+            Self::Processing,
+            Self::Active,
+            Self::NeedsReview,
+            Self::Broken,
+            Self::Archived,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+
+    /// The lifecycle: an archived workflow must be restored to draft before anything else,
+    /// and nothing goes back to `processing` (that is the recorder's state on upload).
+    pub fn can_become(self, next: Self) -> bool {
+        use Status::*;
+        self == next
+            || match self {
+                Draft => matches!(next, Processing | Active | Archived),
+                Processing => matches!(next, Draft | Active | NeedsReview | Broken | Archived),
+                Active => matches!(next, NeedsReview | Broken | Draft | Archived),
+                NeedsReview => matches!(next, Active | Broken | Draft | Archived),
+                Broken => matches!(next, Active | NeedsReview | Draft | Archived),
+                Archived => next == Draft,
+            }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Identifiable)]
+#[diesel(table_name = workflows, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+// Every column is written explicitly: None means NULL, not "use the column default".
+#[diesel(treat_none_as_default_value = false)]
+pub struct Workflow {
+    pub id: String,
+    pub company_id: String,
+    pub created_by: Option<String>,
+    pub name: String,
+    pub description: Option<String>,
+    pub status: String,
+    pub success_rate: f64,
+    pub total_uses: i32,
+    pub consecutive_failures: i32,
+    pub last_success_at: Option<NaiveDateTime>,
+    pub last_failure_at: Option<NaiveDateTime>,
+    /// A JSON array of tags, stored as text.
+    pub tags: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl Workflow {
+    pub fn status(&self) -> AppResult<Status> {
+        Status::parse(&self.status).ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!(
+                "workflow {} has unknown status {:?}",
+                self.id,
+                self.status
+            ))
+        })
+    }
+
+    pub fn tags(&self) -> AppResult<Vec<String>> {
+        serde_json::from_str(&self.tags).map_err(|e| {
+            AppError::internal(anyhow::anyhow!(
+                "workflow {} has invalid tags: {e}",
+                self.id
+            ))
+        })
+    }
+}
+
+/// Which workflows a list shows. Empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    pub statuses: Vec<Status>,
+    pub tag: Option<String>,
+    pub search: Option<String>,
+    pub created_by: Option<String>,
+    pub updated_since: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderField {
+    CreatedAt,
+    UpdatedAt,
+    Name,
+    SuccessRate,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WorkflowOrder {
+    pub field: OrderField,
+    pub descending: bool,
+}
+
+impl WorkflowOrder {
+    /// Names the ordering inside cursors, so a cursor only works for the ordering it came from.
+    pub fn tag(&self) -> &'static str {
+        match (self.field, self.descending) {
+            (OrderField::CreatedAt, false) => "workflows:created_at:asc",
+            (OrderField::CreatedAt, true) => "workflows:created_at:desc",
+            (OrderField::UpdatedAt, false) => "workflows:updated_at:asc",
+            (OrderField::UpdatedAt, true) => "workflows:updated_at:desc",
+            (OrderField::Name, false) => "workflows:name:asc",
+            (OrderField::Name, true) => "workflows:name:desc",
+            (OrderField::SuccessRate, false) => "workflows:success_rate:asc",
+            (OrderField::SuccessRate, true) => "workflows:success_rate:desc",
+        }
+    }
+
+    pub fn position(&self, workflow: &Workflow) -> Position {
+        let key = match self.field {
+            OrderField::CreatedAt => SortValue::time(workflow.created_at),
+            OrderField::UpdatedAt => SortValue::time(workflow.updated_at),
+            OrderField::Name => SortValue::Text(workflow.name.clone()),
+            OrderField::SuccessRate => SortValue::Float(workflow.success_rate),
+        };
+        Position {
+            key,
+            id: workflow.id.clone(),
+        }
+    }
+}
+
+/// A workflow as a recorder uploads it, with its steps.
+#[derive(Debug, Clone, Default)]
+pub struct NewWorkflow {
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub status: Option<Status>,
+    pub steps: Vec<NewStep>,
+}
+
+/// An edit of a workflow; `None` leaves a field as it is, `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowChanges {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+    pub status: Option<Status>,
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = workflows)]
+struct WorkflowPatch {
+    name: Option<String>,
+    description: Option<Option<String>>,
+    tags: Option<String>,
+    status: Option<String>,
+    updated_at: NaiveDateTime,
+}
+
+fn validate_description(description: Option<String>) -> AppResult<Option<String>> {
+    let description = description
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty());
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
+    {
+        return Err(AppError::bad_input(
+            "description",
+            format!("description must be at most {MAX_DESCRIPTION_CHARS} characters long"),
+        ));
+    }
+    Ok(description)
+}
+
+/// Tags are trimmed, lower-cased and de-duplicated. Quotes, backslashes and control
+/// characters are refused, which also keeps the stored JSON array searchable with LIKE.
+pub fn normalize_tags(tags: Vec<String>) -> AppResult<Vec<String>> {
+    let mut normalized: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let tag = tag.trim().to_lowercase();
+        if tag.is_empty() || tag.chars().count() > MAX_TAG_CHARS {
+            return Err(AppError::bad_input(
+                "tags",
+                format!("each tag must be 1 to {MAX_TAG_CHARS} characters long"),
+            ));
+        }
+        if tag.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+            return Err(AppError::bad_input(
+                "tags",
+                "tags must not contain quotes, backslashes or control characters",
+            ));
+        }
+        if !normalized.contains(&tag) {
+            normalized.push(tag);
+        }
+    }
+    if normalized.len() > MAX_TAGS {
+        return Err(AppError::bad_input(
+            "tags",
+            format!("a workflow has at most {MAX_TAGS} tags"),
+        ));
+    }
+    Ok(normalized)
+}
+
+fn tags_text(tags: &[String]) -> AppResult<String> {
+    serde_json::to_string(tags).map_err(AppError::internal)
+}
+
+/// A LIKE pattern matching `text` literally: `%`, `_` and `\` are escaped with `\`.
+fn like_literal(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// The tenant's workflows matching `filter`, with `select` as the boxed select clause.
+macro_rules! filtered {
+    ($tenant:expr, $filter:expr, $select:expr) => {{
+        let filter: &WorkflowFilter = $filter;
+        let mut query = workflows::table
+            .filter(workflows::company_id.eq($tenant.id().to_owned()))
+            .select($select)
+            .into_boxed();
+        if !filter.statuses.is_empty() {
+            query =
+                query.filter(workflows::status.eq_any(filter.statuses.iter().map(|s| s.as_str())));
+        }
+        if let Some(tag) = &filter.tag {
+            // Tags are stored as a JSON array of validated strings, so `"tag"` matches one
+            // element exactly.
+            let pattern = format!("%\"{}\"%", like_literal(&tag.trim().to_lowercase()));
+            query = query.filter(workflows::tags.like(pattern).escape('\\'));
+        }
+        if let Some(search) = filter
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let pattern = format!("%{}%", like_literal(&search.to_lowercase()));
+            query = query.filter(lower(workflows::name).like(pattern).escape('\\'));
+        }
+        if let Some(created_by) = &filter.created_by {
+            query = query.filter(workflows::created_by.eq(created_by.clone()));
+        }
+        if let Some(since) = filter.updated_since {
+            query = query.filter(workflows::updated_at.ge(since));
+        }
+        query
+    }};
+}
+
+/// One page of the tenant's workflows.
+pub async fn list(
+    db: &Db,
+    tenant: &Tenant,
+    filter: &WorkflowFilter,
+    order: WorkflowOrder,
+    page: &PageRequest,
+) -> AppResult<Page<Workflow>> {
+    let rows = crate::with_conn!(db, |conn| {
+        let query = filtered!(tenant, filter, Workflow::as_select());
+        let desc = order.descending;
+        let query = match order.field {
+            OrderField::CreatedAt => {
+                crate::keyset!(
+                    query,
+                    page,
+                    desc,
+                    workflows::created_at,
+                    workflows::id,
+                    time_key
+                )
+            }
+            OrderField::UpdatedAt => {
+                crate::keyset!(
+                    query,
+                    page,
+                    desc,
+                    workflows::updated_at,
+                    workflows::id,
+                    time_key
+                )
+            }
+            OrderField::Name => {
+                crate::keyset!(query, page, desc, workflows::name, workflows::id, text_key)
+            }
+            OrderField::SuccessRate => {
+                crate::keyset!(
+                    query,
+                    page,
+                    desc,
+                    workflows::success_rate,
+                    workflows::id,
+                    float_key
+                )
+            }
+        };
+        query.load::<Workflow>(conn).await?
+    });
+    Ok(Page::from_scan(rows, page))
+}
+
+/// How many of the tenant's workflows match `filter`.
+pub async fn count(db: &Db, tenant: &Tenant, filter: &WorkflowFilter) -> AppResult<i64> {
+    Ok(crate::with_conn!(db, |conn| {
+        filtered!(tenant, filter, diesel::dsl::count_star())
+            .first::<i64>(conn)
+            .await?
+    }))
+}
+
+pub async fn find(db: &Db, tenant: &Tenant, id: &str) -> AppResult<Workflow> {
+    find_many(db, tenant, &[id.to_owned()])
+        .await?
+        .pop()
+        .ok_or(AppError::NotFound("workflow"))
+}
+
+/// The tenant's workflows among `ids`; ids of other companies are silently absent.
+pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Vec<Workflow>> {
+    Ok(crate::with_conn!(db, |conn| {
+        workflows::table
+            .filter(workflows::company_id.eq(tenant.id()))
+            .filter(workflows::id.eq_any(ids))
+            .select(Workflow::as_select())
+            .load(conn)
+            .await?
+    }))
+}
+
+/// Creates a workflow and its steps, all or nothing.
+pub async fn create(
+    db: &Db,
+    tenant: &Tenant,
+    created_by: &str,
+    new: NewWorkflow,
+) -> AppResult<Workflow> {
+    let name = required_name("name", &new.name, MAX_NAME_CHARS)?;
+    let description = validate_description(new.description)?;
+    let tags = tags_text(&normalize_tags(new.tags)?)?;
+    let status = new.status.unwrap_or(Status::Draft);
+    if !matches!(status, Status::Draft | Status::Processing | Status::Active) {
+        return Err(AppError::bad_input(
+            "status",
+            format!(
+                "a new workflow starts as draft, processing or active, not {}",
+                status.as_str()
+            ),
+        ));
+    }
+    if new.steps.len() > MAX_STEPS {
+        return Err(AppError::bad_input(
+            "steps",
+            format!("a workflow has at most {MAX_STEPS} steps"),
+        ));
+    }
+    let at = now();
+    let workflow = Workflow {
+        id: new_id(),
+        company_id: tenant.id().to_owned(),
+        created_by: Some(created_by.to_owned()),
+        name,
+        description,
+        status: status.as_str().to_owned(),
+        success_rate: 0.0,
+        total_uses: 0,
+        consecutive_failures: 0,
+        last_success_at: None,
+        last_failure_at: None,
+        tags,
+        created_at: at,
+        updated_at: at,
+    };
+    let rows = new
+        .steps
+        .into_iter()
+        .zip(1..)
+        .map(|(step, number)| step.into_row(tenant, &workflow.id, number, at))
+        .collect::<AppResult<Vec<Step>>>()?;
+    let screenshot_ids: Vec<String> = rows
+        .iter()
+        .filter_map(|s| s.screenshot_id.clone())
+        .collect();
+    crate::transaction!(db, |conn| {
+        step::check_screenshots!(conn, tenant, &screenshot_ids);
+        diesel::insert_into(workflows::table)
+            .values(&workflow)
+            .execute(conn)
+            .await?;
+        step::insert_all!(conn, &rows);
+        Ok(())
+    })?;
+    Ok(workflow)
+}
+
+/// Applies an edit; status changes must follow [`Status::can_become`].
+pub async fn update(
+    db: &Db,
+    tenant: &Tenant,
+    id: &str,
+    changes: WorkflowChanges,
+) -> AppResult<Workflow> {
+    let name = changes
+        .name
+        .map(|n| required_name("name", &n, MAX_NAME_CHARS))
+        .transpose()?;
+    let description = changes.description.map(validate_description).transpose()?;
+    let tags = changes
+        .tags
+        .map(|t| normalize_tags(t).and_then(|t| tags_text(&t)))
+        .transpose()?;
+    crate::transaction!(db, |conn| {
+        let current: Workflow = workflows::table
+            .filter(workflows::company_id.eq(tenant.id()))
+            .filter(workflows::id.eq(id))
+            .select(Workflow::as_select())
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or(AppError::NotFound("workflow"))?;
+        if let Some(next) = changes.status {
+            let from = current.status()?;
+            if !from.can_become(next) {
+                return Err(AppError::bad_input(
+                    "status",
+                    format!(
+                        "cannot change status from {} to {}",
+                        from.as_str(),
+                        next.as_str()
+                    ),
+                ));
+            }
+        }
+        let patch = WorkflowPatch {
+            name: name.clone(),
+            description: description.clone(),
+            tags: tags.clone(),
+            status: changes.status.map(|s| s.as_str().to_owned()),
+            updated_at: now(),
+        };
+        Ok(diesel::update(workflows::table.find(&current.id))
+            .set(&patch)
+            .returning(Workflow::as_returning())
+            .get_result(conn)
+            .await?)
+    })
+}
+
+/// Deletes a workflow with its steps, screenshots, runs, health logs and notifications.
+pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<()> {
+    crate::transaction!(db, |conn| {
+        let deleted = diesel::delete(
+            workflows::table
+                .filter(workflows::company_id.eq(tenant.id()))
+                .filter(workflows::id.eq(id)),
+        )
+        .execute(conn)
+        .await?;
+        if deleted == 0 {
+            Err(AppError::NotFound("workflow"))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// Copies a workflow and its steps into a new draft with fresh statistics.
+pub async fn duplicate(
+    db: &Db,
+    tenant: &Tenant,
+    id: &str,
+    created_by: &str,
+    name: Option<String>,
+) -> AppResult<Workflow> {
+    let name = name
+        .map(|n| required_name("name", &n, MAX_NAME_CHARS))
+        .transpose()?;
+    crate::transaction!(db, |conn| {
+        let source: Workflow = workflows::table
+            .filter(workflows::company_id.eq(tenant.id()))
+            .filter(workflows::id.eq(id))
+            .select(Workflow::as_select())
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or(AppError::NotFound("workflow"))?;
+        let source_steps: Vec<Step> = steps::table
+            .filter(steps::company_id.eq(tenant.id()))
+            .filter(steps::workflow_id.eq(&source.id))
+            .order(steps::step_number.asc())
+            .select(Step::as_select())
+            .load(conn)
+            .await?;
+        let at = now();
+        let copy_name = name.clone().unwrap_or_else(|| {
+            let suffix = " (copy)";
+            let keep = MAX_NAME_CHARS - suffix.chars().count();
+            format!(
+                "{}{suffix}",
+                source.name.chars().take(keep).collect::<String>()
+            )
+        });
+        let copy = Workflow {
+            id: new_id(),
+            created_by: Some(created_by.to_owned()),
+            name: copy_name,
+            status: Status::Draft.as_str().to_owned(),
+            success_rate: 0.0,
+            total_uses: 0,
+            consecutive_failures: 0,
+            last_success_at: None,
+            last_failure_at: None,
+            created_at: at,
+            updated_at: at,
+            ..source
+        };
+        let copied_steps: Vec<Step> = source_steps
+            .into_iter()
+            .map(|s| Step {
+                id: new_id(),
+                workflow_id: copy.id.clone(),
+                created_at: at,
+                updated_at: at,
+                ..s
+            })
+            .collect();
+        diesel::insert_into(workflows::table)
+            .values(&copy)
+            .execute(conn)
+            .await?;
+        step::insert_all!(conn, &copied_steps);
+        Ok(copy)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archived_workflows_only_return_to_draft() {
+        assert!(Status::Archived.can_become(Status::Draft));
+        assert!(!Status::Archived.can_become(Status::Active));
+        assert!(Status::Active.can_become(Status::Archived));
+        assert!(!Status::Active.can_become(Status::Processing));
+        assert!(Status::Broken.can_become(Status::Broken));
+    }
+
+    #[test]
+    fn tags_are_normalised_and_checked() {
+        let tags = normalize_tags(vec![" Billing ".into(), "billing".into(), "ops".into()]).ok();
+        assert_eq!(tags, Some(vec!["billing".to_owned(), "ops".to_owned()]));
+        assert!(normalize_tags(vec!["a\"b".into()]).is_err());
+        assert!(normalize_tags(vec!["".into()]).is_err());
+        assert!(normalize_tags((0..21).map(|i| format!("t{i}")).collect()).is_err());
+    }
+
+    #[test]
+    fn like_patterns_match_literally() {
+        assert_eq!(like_literal("50%_off\\"), "50\\%\\_off\\\\");
+    }
+}

@@ -1,0 +1,130 @@
+//! Domain events and their delivery to subscribers.
+//!
+//! Writes publish events *after* their transaction commits. Every server instance has one
+//! in-process [`EventBus`] (a tokio broadcast channel) that its subscriptions listen to.
+//! On PostgreSQL the bus is also bridged to every other instance through LISTEN/NOTIFY
+//! ([`postgres`]), so a subscriber on any instance sees every write on any instance.
+//!
+//! Delivery is at most once: an instance that crashes between commit and NOTIFY, or a
+//! subscriber too slow to keep up, can miss an event. Subscriptions are built for that:
+//! a subscriber that lagged, or whose instance lost its LISTEN connection, receives a
+//! [`EventKind::Resync`] and answers with a fresh snapshot read from the database, and
+//! `healthLogRecorded` replays from a cursor after a reconnect.
+
+pub mod postgres;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::domain::Tenant;
+use crate::domain::health_log::HealthLog;
+use crate::domain::notification::Notification;
+use crate::domain::run::Run;
+
+/// How many events a subscriber may fall behind before it must resynchronise.
+const BUS_CAPACITY: usize = 4_096;
+
+/// Something that happened to one company's data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// The tenant the event belongs to; subscribers of other companies never see it.
+    /// `None` only for an instance-wide [`EventKind::Resync`].
+    pub company_id: Option<String>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A run changed: started, progressed, paused, finished... `health_log` is the report
+    /// that caused the change, if one did.
+    RunChanged {
+        run: Box<Run>,
+        health_log: Option<Box<HealthLog>>,
+    },
+    /// An executor reported a step.
+    HealthLogRecorded {
+        health_log: Box<HealthLog>,
+    },
+    NotificationCreated {
+        notification: Box<Notification>,
+    },
+    WorkflowStatusChanged {
+        workflow_id: String,
+        status: String,
+        previous: String,
+    },
+    /// Events may have been missed (lag, lost LISTEN connection): subscribers re-read
+    /// their current state.
+    Resync,
+}
+
+impl Event {
+    pub fn new(tenant: &Tenant, kind: EventKind) -> Self {
+        Self {
+            company_id: Some(tenant.id().to_owned()),
+            kind,
+        }
+    }
+
+    /// Whether a subscriber of `tenant` may see this event.
+    pub fn is_visible_to(&self, tenant: &Tenant) -> bool {
+        match &self.company_id {
+            Some(company) => company == tenant.id(),
+            None => matches!(self.kind, EventKind::Resync),
+        }
+    }
+}
+
+/// The in-process event bus, shared by everything in one server instance.
+#[derive(Clone)]
+pub struct EventBus {
+    local: broadcast::Sender<Arc<Event>>,
+    /// Towards the PostgreSQL NOTIFY publisher, when there is one.
+    remote: Option<mpsc::UnboundedSender<Arc<Event>>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        Self {
+            local: broadcast::channel(BUS_CAPACITY).0,
+            remote: None,
+        }
+    }
+
+    /// Publishes committed events to local subscribers and, on PostgreSQL, to the other
+    /// instances.
+    pub fn publish(&self, events: impl IntoIterator<Item = Event>) {
+        for event in events {
+            let event = Arc::new(event);
+            if let Some(remote) = &self.remote {
+                // Only fails once the publisher task is gone (shutdown).
+                let _ = remote.send(event.clone());
+            }
+            // No receivers is fine: nobody is subscribed right now.
+            let _ = self.local.send(event);
+        }
+    }
+
+    /// Delivers events that arrived from another instance to local subscribers only.
+    pub(crate) fn deliver_remote(&self, event: Event) {
+        let _ = self.local.send(Arc::new(event));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.local.subscribe()
+    }
+
+    /// Local subscribers, for `/metrics`.
+    pub fn subscriber_count(&self) -> usize {
+        self.local.receiver_count()
+    }
+}

@@ -1,0 +1,244 @@
+//! Health logs: the `healthLogs` query, the `HealthLog` type and its filter.
+
+use async_graphql::{Context, Enum, ID, InputObject, Object};
+use chrono::{DateTime, NaiveDateTime, SubsecRound as _, TimeDelta, Utc};
+
+use super::context::ContextExt as _;
+use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
+use super::run::{Run, RunById};
+use super::step::{Step, StepById};
+use super::workflow::{Workflow, WorkflowById};
+use crate::auth::Viewer;
+use crate::domain;
+use crate::domain::health_log::LogOrder;
+use crate::error::{AppError, AppResult};
+
+/// How a step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "domain::health_log::Status")]
+pub enum HealthLogStatus {
+    /// The recorded selectors found the element and the action worked.
+    Success,
+    /// The step could not be done.
+    Failed,
+    /// The recorded selectors failed; a deterministic fallback found the element.
+    HealedDeterministic,
+    /// The recorded selectors failed; the AI found the element.
+    HealedAi,
+}
+
+/// Narrows a list of health logs. Every field is optional; the ones given must all match.
+#[derive(Debug, Clone, Default, InputObject)]
+#[graphql(name = "HealthLogFilter")]
+pub struct HealthLogFilterInput {
+    /// Only logs of this workflow.
+    pub workflow_id: Option<ID>,
+    /// Only logs of this run.
+    pub run_id: Option<ID>,
+    /// Only logs in one of these statuses; empty or absent: any status.
+    pub status: Option<Vec<HealthLogStatus>>,
+    /// Only logs created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only logs created before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl HealthLogFilterInput {
+    /// The domain filter; `until` before `since` is BAD_USER_INPUT (`filter.until`).
+    pub fn into_domain(self) -> AppResult<domain::health_log::HealthLogFilter> {
+        domain::health_log::HealthLogFilter {
+            workflow_id: self.workflow_id.map(|id| id.0),
+            run_id: self.run_id.map(|id| id.0),
+            statuses: self
+                .status
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            since: self.since.map(stored_precision),
+            until: self.until.map(stored_precision),
+        }
+        .validate("filter")
+    }
+}
+
+/// Rounds a bound up to the microseconds the databases keep. Stored times are whole
+/// microseconds, so `>=` and `<` against the rounded bound answer exactly as against the
+/// original, and both backends compare the same value.
+fn stored_precision(at: DateTime<Utc>) -> NaiveDateTime {
+    let at = at.naive_utc();
+    let truncated = at.trunc_subsecs(6);
+    if truncated == at {
+        at
+    } else {
+        truncated
+            .checked_add_signed(TimeDelta::microseconds(1))
+            .unwrap_or(truncated)
+    }
+}
+
+/// The outcome of one step of one run.
+pub struct HealthLog {
+    pub row: domain::health_log::HealthLog,
+    pub viewer: Viewer,
+}
+
+/// The outcome of one step of one run, as the executor reported it.
+#[Object]
+impl HealthLog {
+    /// Stable identifier.
+    async fn id(&self) -> ID {
+        ID(self.row.id.clone())
+    }
+
+    /// The workflow the step belongs to.
+    async fn workflow(&self, ctx: &Context<'_>) -> async_graphql::Result<Workflow> {
+        let row = ctx
+            .loader()?
+            .load_one(WorkflowById(self.row.workflow_id.clone()))
+            .await?
+            .ok_or(AppError::NotFound("workflow"))?;
+        Ok(Workflow {
+            row,
+            viewer: self.viewer.clone(),
+        })
+    }
+
+    /// The run that executed the step.
+    async fn run(&self, ctx: &Context<'_>) -> async_graphql::Result<Run> {
+        let row = ctx
+            .loader()?
+            .load_one(RunById(self.row.run_id.clone()))
+            .await?
+            .ok_or(AppError::NotFound("run"))?;
+        Ok(Run {
+            row,
+            viewer: self.viewer.clone(),
+        })
+    }
+
+    /// The step; null when it has since been deleted from the workflow.
+    async fn step(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Step>> {
+        let Some(id) = &self.row.step_id else {
+            return Ok(None);
+        };
+        let row = ctx.loader()?.load_one(StepById(id.clone())).await?;
+        Ok(row.map(|row| Step {
+            row,
+            viewer: self.viewer.clone(),
+        }))
+    }
+
+    /// How the step went.
+    async fn status(&self) -> async_graphql::Result<HealthLogStatus> {
+        Ok(self.row.status()?.into())
+    }
+
+    /// The kind of failure, as the executor classified it (e.g. `element_not_found`).
+    async fn error_type(&self) -> Option<&str> {
+        self.row.error_type.as_deref()
+    }
+
+    /// What went wrong, in the executor's words.
+    async fn error_message(&self) -> Option<&str> {
+        self.row.error_message.as_deref()
+    }
+
+    /// How sure the healing was of the element it chose, from 0 to 1.
+    async fn healing_confidence(&self) -> Option<f64> {
+        self.row.healing_confidence
+    }
+
+    /// The deterministic fallback's score for the element it chose, from 0 to 1.
+    async fn deterministic_score(&self) -> Option<f64> {
+        self.row.deterministic_score
+    }
+
+    /// The AI's score for the element it chose, from 0 to 1.
+    async fn ai_score(&self) -> Option<f64> {
+        self.row.ai_score
+    }
+
+    /// The page the step ran on.
+    async fn page_url(&self) -> Option<&str> {
+        self.row.page_url.as_deref()
+    }
+
+    /// How long the step took, in milliseconds.
+    async fn execution_time_ms(&self) -> Option<i32> {
+        self.row.execution_time_ms
+    }
+
+    /// When the outcome was recorded.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.row.created_at.and_utc()
+    }
+}
+
+/// A page of the viewer's health logs matching `filter`, newest first (`Workflow.healthLogs`
+/// and the root `healthLogs`).
+pub async fn health_logs_connection(
+    ctx: &Context<'_>,
+    filter: domain::health_log::HealthLogFilter,
+    args: PageArgs,
+) -> async_graphql::Result<CountedConnection<HealthLog>> {
+    health_logs_connection_ordered(ctx, filter, LogOrder::NewestFirst, args).await
+}
+
+/// A page of the viewer's health logs matching `filter`, in `order` (`Run.healthLogs`
+/// reads a run's timeline oldest first).
+pub async fn health_logs_connection_ordered(
+    ctx: &Context<'_>,
+    filter: domain::health_log::HealthLogFilter,
+    order: LogOrder,
+    args: PageArgs,
+) -> async_graphql::Result<CountedConnection<HealthLog>> {
+    let viewer = ctx.viewer()?;
+    let db = &ctx.services().db;
+    let request = args.into_request(order.tag())?;
+    let page = domain::health_log::list(db, &viewer.tenant, &filter, order, &request).await?;
+    let total = {
+        let (db, tenant) = (db.clone(), viewer.tenant.clone());
+        TotalCount::new(move || {
+            let (db, tenant, filter) = (db.clone(), tenant.clone(), filter.clone());
+            async move { domain::health_log::count(&db, &tenant, &filter).await }
+        })
+    };
+    Ok(connection(
+        page,
+        order.tag(),
+        domain::health_log::HealthLog::position,
+        |row| HealthLog {
+            row,
+            viewer: viewer.clone(),
+        },
+        total,
+    ))
+}
+
+#[derive(Default)]
+pub struct HealthLogQuery;
+
+#[Object]
+impl HealthLogQuery {
+    /// The company's health logs, newest first.
+    async fn health_logs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Which logs; absent: all.")] filter: Option<HealthLogFilterInput>,
+        #[graphql(desc = "How many logs to return from the start: 0 to 100, default 20.")]
+        first: Option<i32>,
+        #[graphql(desc = "Return the logs after this cursor.")] after: Option<String>,
+        #[graphql(desc = "How many logs to return from the end: 0 to 100.")] last: Option<i32>,
+        #[graphql(desc = "Return the logs before this cursor.")] before: Option<String>,
+    ) -> async_graphql::Result<CountedConnection<HealthLog>> {
+        let filter = filter.unwrap_or_default().into_domain()?;
+        let args = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        };
+        health_logs_connection(ctx, filter, args).await
+    }
+}

@@ -1,0 +1,263 @@
+//! Runs: the `run` and `runs` queries and the `Run` type.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use async_graphql::{Context, Enum, ID, Object};
+use chrono::{DateTime, Utc};
+
+use super::context::ContextExt as _;
+use super::health_log::{HealthLog, health_logs_connection_ordered};
+use super::loaders::{LoadError, TenantLoader, load_error};
+use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
+use super::step::{Step, StepById};
+use super::user::User;
+use super::workflow::{Workflow, WorkflowById};
+use crate::auth::Viewer;
+use crate::domain;
+use crate::domain::health_log::{HealthLogFilter, LogOrder};
+use crate::domain::run::{ORDERING, RunFilter};
+use crate::error::AppError;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "domain::run::Status")]
+pub enum RunStatus {
+    /// Waiting for an executor to pick it up.
+    Queued,
+    /// An executor is working through the steps.
+    Running,
+    /// Stopped part-way; it can continue.
+    Paused,
+    /// Every step was done (some possibly healed).
+    Succeeded,
+    /// A step could not be done.
+    Failed,
+    /// Stopped on request before it finished.
+    Cancelled,
+    /// The executor stopped reporting for too long.
+    TimedOut,
+}
+
+/// One execution of a workflow.
+pub struct Run {
+    pub row: domain::run::Run,
+    pub viewer: Viewer,
+}
+
+/// One execution of a workflow by an executor, with its progress.
+#[Object]
+impl Run {
+    /// Stable identifier.
+    async fn id(&self) -> ID {
+        ID(self.row.id.clone())
+    }
+
+    /// The workflow being run.
+    async fn workflow(&self, ctx: &Context<'_>) -> async_graphql::Result<Workflow> {
+        let row = ctx
+            .loader()?
+            .load_one(WorkflowById(self.row.workflow_id.clone()))
+            .await?
+            .ok_or(AppError::NotFound("workflow"))?;
+        Ok(Workflow {
+            row,
+            viewer: self.viewer.clone(),
+        })
+    }
+
+    /// Who started the run; null when it was started by the system or that member was
+    /// removed.
+    async fn started_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        User::load_opt(ctx, &self.viewer, self.row.started_by.as_deref()).await
+    }
+
+    /// Where the run is in its life.
+    async fn status(&self) -> async_graphql::Result<RunStatus> {
+        Ok(self.row.status()?.into())
+    }
+
+    /// How many steps the run has to do.
+    async fn steps_total(&self) -> i32 {
+        self.row.steps_total
+    }
+
+    /// How many steps are done, healed ones included.
+    async fn steps_completed(&self) -> i32 {
+        self.row.steps_completed
+    }
+
+    /// How many steps failed.
+    async fn steps_failed(&self) -> i32 {
+        self.row.steps_failed
+    }
+
+    /// How many steps needed healing (their recorded selectors no longer matched).
+    async fn steps_healed(&self) -> i32 {
+        self.row.steps_healed
+    }
+
+    /// The step being executed now; null before the first and after the last, or when
+    /// that step was deleted.
+    async fn current_step(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Step>> {
+        let Some(id) = &self.row.current_step_id else {
+            return Ok(None);
+        };
+        let row = ctx.loader()?.load_one(StepById(id.clone())).await?;
+        Ok(row.map(|row| Step {
+            row,
+            viewer: self.viewer.clone(),
+        }))
+    }
+
+    /// Why the run failed, when it did.
+    async fn error(&self) -> Option<&str> {
+        self.row.error.as_deref()
+    }
+
+    /// When an executor began; null while queued.
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.row.started_at.map(|at| at.and_utc())
+    }
+
+    /// When the run ended, whatever the outcome; null while it is going.
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.row.finished_at.map(|at| at.and_utc())
+    }
+
+    /// When the run was requested.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.row.created_at.and_utc()
+    }
+
+    /// When anything about the run last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.row.updated_at.and_utc()
+    }
+
+    /// The outcome of each step, oldest first: the order the steps were reported in.
+    async fn health_logs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "How many logs to return: 0 to 100, default 20.")] first: Option<i32>,
+        #[graphql(desc = "Return the logs after this cursor.")] after: Option<String>,
+    ) -> async_graphql::Result<CountedConnection<HealthLog>> {
+        let filter = HealthLogFilter {
+            run_id: Some(self.row.id.clone()),
+            ..HealthLogFilter::default()
+        };
+        health_logs_connection_ordered(
+            ctx,
+            filter,
+            LogOrder::OldestFirst,
+            PageArgs::forward(first, after),
+        )
+        .await
+    }
+}
+
+/// Batch key: a run of the loader's company, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunById(pub String);
+
+impl Loader<RunById> for TenantLoader {
+    type Value = domain::run::Run;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[RunById]) -> Result<HashMap<RunById, Self::Value>, LoadError> {
+        let ids: Vec<String> = keys.iter().map(|key| key.0.clone()).collect();
+        let rows = domain::run::find_many(&self.db, &self.tenant, &ids)
+            .await
+            .map_err(load_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (RunById(row.id.clone()), row))
+            .collect())
+    }
+}
+
+/// A page of the viewer's runs matching `filter`, newest first (`Workflow.runs` and the
+/// root `runs`).
+pub async fn runs_connection(
+    ctx: &Context<'_>,
+    filter: RunFilter,
+    args: PageArgs,
+) -> async_graphql::Result<CountedConnection<Run>> {
+    let viewer = ctx.viewer()?;
+    let db = &ctx.services().db;
+    let request = args.into_request(ORDERING)?;
+    let page = domain::run::list(db, &viewer.tenant, &filter, &request).await?;
+    let total = {
+        let (db, tenant) = (db.clone(), viewer.tenant.clone());
+        TotalCount::new(move || {
+            let (db, tenant, filter) = (db.clone(), tenant.clone(), filter.clone());
+            async move { domain::run::count(&db, &tenant, &filter).await }
+        })
+    };
+    Ok(connection(
+        page,
+        ORDERING,
+        domain::run::Run::position,
+        |row| Run {
+            row,
+            viewer: viewer.clone(),
+        },
+        total,
+    ))
+}
+
+/// The domain filter for a list of run statuses as a client sent it.
+pub fn statuses(status: Option<Vec<RunStatus>>) -> Vec<domain::run::Status> {
+    status
+        .unwrap_or_default()
+        .into_iter()
+        .map(Into::into)
+        .collect()
+}
+
+#[derive(Default)]
+pub struct RunQuery;
+
+#[Object]
+impl RunQuery {
+    /// A run of the viewer's company; null with NOT_FOUND when there is no such run.
+    async fn run(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The run's id.")] id: ID,
+    ) -> async_graphql::Result<Option<Run>> {
+        let viewer = ctx.viewer()?;
+        let row = domain::run::find(&ctx.services().db, &viewer.tenant, &id).await?;
+        Ok(Some(Run {
+            row,
+            viewer: viewer.clone(),
+        }))
+    }
+
+    /// The company's runs, newest first.
+    #[allow(clippy::too_many_arguments)] // the Relay arguments plus two filters
+    async fn runs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only runs of this workflow.")] workflow_id: Option<ID>,
+        #[graphql(desc = "Only runs in one of these statuses; empty or absent: any status.")]
+        status: Option<Vec<RunStatus>>,
+        #[graphql(desc = "How many runs to return from the start: 0 to 100, default 20.")]
+        first: Option<i32>,
+        #[graphql(desc = "Return the runs after this cursor.")] after: Option<String>,
+        #[graphql(desc = "How many runs to return from the end: 0 to 100.")] last: Option<i32>,
+        #[graphql(desc = "Return the runs before this cursor.")] before: Option<String>,
+    ) -> async_graphql::Result<CountedConnection<Run>> {
+        let filter = RunFilter {
+            workflow_id: workflow_id.map(|id| id.0),
+            statuses: statuses(status),
+        };
+        let args = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        };
+        runs_connection(ctx, filter, args).await
+    }
+}

@@ -1,0 +1,133 @@
+//! Screenshots: the images shown with steps.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use async_graphql::{Context, ID, Object};
+use chrono::{DateTime, Utc};
+
+use super::context::ContextExt as _;
+use super::loaders::{LoadError, TenantLoader, load_error};
+use super::workflow::Workflow;
+use crate::domain;
+use crate::error::AppError;
+
+/// Batch key: a screenshot by id, within the viewer's company.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScreenshotById(pub String);
+
+impl Loader<ScreenshotById> for TenantLoader {
+    type Value = domain::screenshot::Screenshot;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[ScreenshotById],
+    ) -> Result<HashMap<ScreenshotById, Self::Value>, Self::Error> {
+        let ids: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        let rows = domain::screenshot::find_many(&self.db, &self.tenant, &ids)
+            .await
+            .map_err(load_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|s| (ScreenshotById(s.id.clone()), s))
+            .collect())
+    }
+}
+
+/// Batch key: the screenshots recorded for a workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScreenshotsOfWorkflow(pub String);
+
+impl Loader<ScreenshotsOfWorkflow> for TenantLoader {
+    type Value = Vec<domain::screenshot::Screenshot>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[ScreenshotsOfWorkflow],
+    ) -> Result<HashMap<ScreenshotsOfWorkflow, Self::Value>, Self::Error> {
+        let ids: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        let rows = domain::screenshot::of_workflows(&self.db, &self.tenant, &ids)
+            .await
+            .map_err(load_error)?;
+        let mut grouped: HashMap<ScreenshotsOfWorkflow, Self::Value> =
+            keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+        for row in rows {
+            grouped
+                .entry(ScreenshotsOfWorkflow(row.workflow_id.clone()))
+                .or_default()
+                .push(row);
+        }
+        Ok(grouped)
+    }
+}
+
+/// An image recorded with a step. The same bytes are stored once per company.
+pub struct Screenshot {
+    pub row: domain::screenshot::Screenshot,
+}
+
+/// An image recorded with a step. The same bytes are stored once per company.
+#[Object]
+impl Screenshot {
+    /// Stable identifier.
+    async fn id(&self) -> ID {
+        ID(self.row.id.clone())
+    }
+
+    /// The workflow it was recorded for.
+    async fn workflow(&self, ctx: &Context<'_>) -> async_graphql::Result<Workflow> {
+        Workflow::load(ctx, &self.row.workflow_id).await
+    }
+
+    /// Hex SHA-256 of the image bytes.
+    async fn hash(&self) -> &str {
+        &self.row.hash
+    }
+
+    /// `image/png`, `image/jpeg` or `image/webp`.
+    async fn content_type(&self) -> &str {
+        &self.row.content_type
+    }
+
+    /// Size of the image in bytes.
+    async fn size_bytes(&self) -> i64 {
+        self.row.size_bytes
+    }
+
+    /// Width in pixels.
+    async fn width(&self) -> i32 {
+        self.row.width
+    }
+
+    /// Height in pixels.
+    async fn height(&self) -> i32 {
+        self.row.height
+    }
+
+    /// When it was uploaded.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.row.created_at.and_utc()
+    }
+}
+
+#[derive(Default)]
+pub struct ScreenshotQuery;
+
+#[Object]
+impl ScreenshotQuery {
+    /// One screenshot of the company; null with NOT_FOUND if there is none with this id.
+    async fn screenshot(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Screenshot>> {
+        let row = ctx
+            .loader()?
+            .load_one(ScreenshotById(id.0))
+            .await?
+            .ok_or(AppError::NotFound("screenshot"))?;
+        Ok(Some(Screenshot { row }))
+    }
+}

@@ -1,0 +1,517 @@
+//! Workflows: the list with filters and paging, one workflow with everything under it, and
+//! the mutations that record, edit, archive, duplicate and delete them.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
+use chrono::{DateTime, Utc};
+
+use super::context::ContextExt as _;
+use super::guards::AdminOnly;
+use super::health_log::{HealthLog, HealthLogFilterInput, health_logs_connection};
+use super::loaders::{LoadError, TenantLoader, load_error};
+use super::pagination::{CountedConnection, PageArgs, SortDirection, TotalCount, connection};
+use super::run::{Run, RunStatus, runs_connection, statuses as run_statuses};
+use super::screenshot::{Screenshot, ScreenshotsOfWorkflow};
+use super::step::{Step, StepInput, StepsOfWorkflow};
+use super::user::{User, UserById};
+use crate::auth::Viewer;
+use crate::domain;
+use crate::domain::run::RunFilter;
+use crate::domain::workflow::{NewWorkflow, OrderField, WorkflowChanges};
+use crate::error::AppError;
+
+/// Where a workflow is in its life.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "domain::workflow::Status")]
+pub enum WorkflowStatus {
+    /// Being recorded or edited; not yet run by executors.
+    Draft,
+    /// Uploaded and being prepared (labels, screenshots).
+    Processing,
+    /// Ready and healthy: executors may run it.
+    Active,
+    /// Runs, but a low-confidence healing asks a human to check it.
+    NeedsReview,
+    /// Failed several runs in a row; fix before use.
+    Broken,
+    /// Kept for the record; restore to draft to use again.
+    Archived,
+}
+
+/// What a workflow list is sorted by; ties are always broken by id, so paging is stable.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowOrderField {
+    /// When the workflow was created.
+    CreatedAt,
+    /// When the workflow or one of its steps last changed.
+    UpdatedAt,
+    /// Name, in the database's collation.
+    Name,
+    /// Share of successful runs.
+    SuccessRate,
+}
+
+/// The order of a workflow list.
+#[derive(InputObject, Debug, Clone, Copy)]
+pub struct WorkflowOrder {
+    /// What to sort by.
+    #[graphql(default_with = "WorkflowOrderField::CreatedAt")]
+    pub field: WorkflowOrderField,
+    /// Which way.
+    #[graphql(default_with = "SortDirection::Desc")]
+    pub direction: SortDirection,
+}
+
+impl From<WorkflowOrder> for domain::workflow::WorkflowOrder {
+    fn from(order: WorkflowOrder) -> Self {
+        let field = match order.field {
+            WorkflowOrderField::CreatedAt => OrderField::CreatedAt,
+            WorkflowOrderField::UpdatedAt => OrderField::UpdatedAt,
+            WorkflowOrderField::Name => OrderField::Name,
+            WorkflowOrderField::SuccessRate => OrderField::SuccessRate,
+        };
+        Self {
+            field,
+            descending: order.direction == SortDirection::Desc,
+        }
+    }
+}
+
+/// Which workflows to list. Every condition given must hold.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    /// Any of these statuses.
+    pub status: Option<Vec<WorkflowStatus>>,
+    /// Carries this tag (tags are compared lower-cased).
+    pub tag: Option<String>,
+    /// Name contains this text, ignoring case.
+    pub search: Option<String>,
+    /// Created by this member.
+    pub created_by: Option<ID>,
+    /// Changed at or after this time.
+    pub updated_since: Option<DateTime<Utc>>,
+}
+
+impl From<WorkflowFilter> for domain::workflow::WorkflowFilter {
+    fn from(filter: WorkflowFilter) -> Self {
+        Self {
+            statuses: filter
+                .status
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            tag: filter.tag,
+            search: filter.search,
+            created_by: filter.created_by.map(|id| id.0),
+            updated_since: filter.updated_since.map(|t| t.naive_utc()),
+        }
+    }
+}
+
+/// A workflow as a recorder uploads it.
+#[derive(InputObject)]
+pub struct CreateWorkflowInput {
+    /// 1–200 characters.
+    pub name: String,
+    /// Up to 5,000 characters.
+    pub description: Option<String>,
+    /// Up to 20 tags of 1–50 characters; stored lower-cased, duplicates dropped.
+    pub tags: Option<Vec<String>>,
+    /// DRAFT (default), PROCESSING or ACTIVE.
+    pub status: Option<WorkflowStatus>,
+    /// The steps in order (up to 500); numbered 1..n.
+    pub steps: Option<Vec<StepInput>>,
+}
+
+/// An edit of a workflow; omitted fields stay as they are.
+#[derive(InputObject)]
+pub struct UpdateWorkflowInput {
+    /// 1–200 characters.
+    pub name: Option<String>,
+    /// Up to 5,000 characters; an explicit null clears it.
+    pub description: MaybeUndefined<String>,
+    /// Replaces all tags.
+    pub tags: Option<Vec<String>>,
+    /// The new status; only legal transitions are accepted (an archived workflow returns
+    /// to DRAFT before anything else).
+    pub status: Option<WorkflowStatus>,
+}
+
+/// Batch key: a workflow by id, within the viewer's company.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkflowById(pub String);
+
+impl Loader<WorkflowById> for TenantLoader {
+    type Value = domain::workflow::Workflow;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[WorkflowById],
+    ) -> Result<HashMap<WorkflowById, Self::Value>, Self::Error> {
+        let ids: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        let rows = domain::workflow::find_many(&self.db, &self.tenant, &ids)
+            .await
+            .map_err(load_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|w| (WorkflowById(w.id.clone()), w))
+            .collect())
+    }
+}
+
+/// A recorded browser automation: ordered steps, their screenshots, its runs and health.
+pub struct Workflow {
+    pub row: domain::workflow::Workflow,
+    pub viewer: Viewer,
+}
+
+impl Workflow {
+    /// The viewer's workflow `id`, or NOT_FOUND (also for another company's id).
+    pub async fn load(ctx: &Context<'_>, id: &str) -> async_graphql::Result<Self> {
+        let viewer = ctx.viewer()?;
+        let row = ctx
+            .loader()?
+            .load_one(WorkflowById(id.to_owned()))
+            .await?
+            .ok_or(AppError::NotFound("workflow"))?;
+        Ok(Self {
+            row,
+            viewer: viewer.clone(),
+        })
+    }
+}
+
+/// A recorded browser automation: ordered steps, their screenshots, its runs and health.
+#[Object]
+impl Workflow {
+    /// Stable identifier.
+    async fn id(&self) -> ID {
+        ID(self.row.id.clone())
+    }
+
+    /// Display name.
+    async fn name(&self) -> &str {
+        &self.row.name
+    }
+
+    /// What the workflow does, in the author's words.
+    async fn description(&self) -> Option<&str> {
+        self.row.description.as_deref()
+    }
+
+    /// Where the workflow is in its life.
+    async fn status(&self) -> async_graphql::Result<WorkflowStatus> {
+        Ok(self.row.status()?.into())
+    }
+
+    /// Lower-cased tags for grouping and filtering.
+    async fn tags(&self) -> async_graphql::Result<Vec<String>> {
+        Ok(self.row.tags()?)
+    }
+
+    /// Share of finished runs that succeeded, 0–1.
+    async fn success_rate(&self) -> f64 {
+        self.row.success_rate
+    }
+
+    /// How many runs have finished.
+    async fn total_uses(&self) -> i32 {
+        self.row.total_uses
+    }
+
+    /// Failed runs since the last success.
+    async fn consecutive_failures(&self) -> i32 {
+        self.row.consecutive_failures
+    }
+
+    /// When a run last succeeded.
+    async fn last_success_at(&self) -> Option<DateTime<Utc>> {
+        self.row.last_success_at.map(|t| t.and_utc())
+    }
+
+    /// When a run last failed.
+    async fn last_failure_at(&self) -> Option<DateTime<Utc>> {
+        self.row.last_failure_at.map(|t| t.and_utc())
+    }
+
+    /// When the workflow was created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.row.created_at.and_utc()
+    }
+
+    /// When the workflow or one of its steps last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.row.updated_at.and_utc()
+    }
+
+    /// The member who recorded it; null once they left the company.
+    async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        let Some(id) = &self.row.created_by else {
+            return Ok(None);
+        };
+        let row = ctx.loader()?.load_one(UserById(id.clone())).await?;
+        Ok(row.map(|row| User {
+            row,
+            viewer: self.viewer.clone(),
+        }))
+    }
+
+    /// The steps, ordered by `stepNumber`.
+    async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Step>> {
+        let rows = ctx
+            .loader()?
+            .load_one(StepsOfWorkflow(self.row.id.clone()))
+            .await?
+            .unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .map(|row| Step {
+                row,
+                viewer: self.viewer.clone(),
+            })
+            .collect())
+    }
+
+    /// How many steps the workflow has.
+    async fn step_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        let rows = ctx
+            .loader()?
+            .load_one(StepsOfWorkflow(self.row.id.clone()))
+            .await?
+            .unwrap_or_default();
+        Ok(i32::try_from(rows.len()).unwrap_or(i32::MAX))
+    }
+
+    /// Screenshots recorded for this workflow, oldest first.
+    async fn screenshots(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Screenshot>> {
+        let rows = ctx
+            .loader()?
+            .load_one(ScreenshotsOfWorkflow(self.row.id.clone()))
+            .await?
+            .unwrap_or_default();
+        Ok(rows.into_iter().map(|row| Screenshot { row }).collect())
+    }
+
+    /// Runs of this workflow, newest first.
+    async fn runs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only runs in one of these statuses.")] status: Option<Vec<RunStatus>>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<CountedConnection<Run>> {
+        let filter = RunFilter {
+            workflow_id: Some(self.row.id.clone()),
+            statuses: run_statuses(status),
+        };
+        runs_connection(
+            ctx,
+            filter,
+            PageArgs {
+                first,
+                after,
+                last,
+                before,
+            },
+        )
+        .await
+    }
+
+    /// What executors reported for this workflow's steps, newest first.
+    async fn health_logs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Narrows the list; its workflowId is ignored here.")] filter: Option<
+            HealthLogFilterInput,
+        >,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<CountedConnection<HealthLog>> {
+        let mut filter = filter.unwrap_or_default().into_domain()?;
+        filter.workflow_id = Some(self.row.id.clone());
+        health_logs_connection(
+            ctx,
+            filter,
+            PageArgs {
+                first,
+                after,
+                last,
+                before,
+            },
+        )
+        .await
+    }
+}
+
+#[derive(Default)]
+pub struct WorkflowQuery;
+
+#[Object]
+impl WorkflowQuery {
+    /// The company's workflows, filtered, sorted and paged (Relay connection; at most 100
+    /// per page).
+    #[allow(clippy::too_many_arguments)] // the Relay arguments plus filter and order
+    async fn workflows(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<WorkflowFilter>,
+        order_by: Option<WorkflowOrder>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<CountedConnection<Workflow>> {
+        let viewer = ctx.viewer()?.clone();
+        let db = ctx.services().db.clone();
+        let order: domain::workflow::WorkflowOrder = order_by
+            .unwrap_or(WorkflowOrder {
+                field: WorkflowOrderField::CreatedAt,
+                direction: SortDirection::Desc,
+            })
+            .into();
+        let filter: domain::workflow::WorkflowFilter = filter.unwrap_or_default().into();
+        let request = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        }
+        .into_request(order.tag())?;
+        let page = domain::workflow::list(&db, &viewer.tenant, &filter, order, &request).await?;
+        let tenant = viewer.tenant.clone();
+        let total = TotalCount::new(move || {
+            let (db, tenant, filter) = (db.clone(), tenant.clone(), filter.clone());
+            async move { domain::workflow::count(&db, &tenant, &filter).await }
+        });
+        Ok(connection(
+            page,
+            order.tag(),
+            |w| order.position(w),
+            |row| Workflow {
+                row,
+                viewer: viewer.clone(),
+            },
+            total,
+        ))
+    }
+
+    /// One workflow of the company; null with NOT_FOUND if there is none with this id.
+    async fn workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Workflow>> {
+        Workflow::load(ctx, &id).await.map(Some)
+    }
+}
+
+#[derive(Default)]
+pub struct WorkflowMutation;
+
+#[Object]
+impl WorkflowMutation {
+    /// Records a new workflow with its steps, all or nothing.
+    async fn create_workflow(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateWorkflowInput,
+    ) -> async_graphql::Result<Workflow> {
+        let viewer = ctx.viewer()?;
+        let steps = input
+            .steps
+            .unwrap_or_default()
+            .into_iter()
+            .map(StepInput::into_domain)
+            .collect();
+        let new = NewWorkflow {
+            name: input.name,
+            description: input.description,
+            tags: input.tags.unwrap_or_default(),
+            status: input.status.map(Into::into),
+            steps,
+        };
+        let row =
+            domain::workflow::create(&ctx.services().db, &viewer.tenant, &viewer.user_id, new)
+                .await?;
+        Ok(Workflow {
+            row,
+            viewer: viewer.clone(),
+        })
+    }
+
+    /// Edits a workflow's name, description, tags or status.
+    async fn update_workflow(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateWorkflowInput,
+    ) -> async_graphql::Result<Workflow> {
+        let viewer = ctx.viewer()?;
+        let changes = WorkflowChanges {
+            name: input.name,
+            description: match input.description {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(d) => Some(Some(d)),
+            },
+            tags: input.tags,
+            status: input.status.map(Into::into),
+        };
+        let row =
+            domain::workflow::update(&ctx.services().db, &viewer.tenant, &id, changes).await?;
+        Ok(Workflow {
+            row,
+            viewer: viewer.clone(),
+        })
+    }
+
+    /// Archives a workflow: kept for the record, no longer run.
+    async fn archive_workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Workflow> {
+        let viewer = ctx.viewer()?;
+        let changes = WorkflowChanges {
+            status: Some(domain::workflow::Status::Archived),
+            ..Default::default()
+        };
+        let row =
+            domain::workflow::update(&ctx.services().db, &viewer.tenant, &id, changes).await?;
+        Ok(Workflow {
+            row,
+            viewer: viewer.clone(),
+        })
+    }
+
+    /// Deletes a workflow with its steps, screenshots, runs, health logs and notifications.
+    /// Admins only. Returns the deleted id.
+    #[graphql(guard = "AdminOnly")]
+    async fn delete_workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
+        let viewer = ctx.viewer()?;
+        domain::workflow::delete(&ctx.services().db, &viewer.tenant, &id).await?;
+        Ok(id)
+    }
+
+    /// Copies a workflow and its steps into a new DRAFT with fresh statistics.
+    async fn duplicate_workflow(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(desc = "Name of the copy; defaults to \"<name> (copy)\".")] name: Option<String>,
+    ) -> async_graphql::Result<Workflow> {
+        let viewer = ctx.viewer()?;
+        let row = domain::workflow::duplicate(
+            &ctx.services().db,
+            &viewer.tenant,
+            &id,
+            &viewer.user_id,
+            name,
+        )
+        .await?;
+        Ok(Workflow {
+            row,
+            viewer: viewer.clone(),
+        })
+    }
+}

@@ -1,0 +1,438 @@
+//! GraphQL over WebSocket, for subscriptions (and any operation a client sends that way).
+//!
+//! Implements the `graphql-transport-ws` protocol exactly as graphql-ws's PROTOCOL.md
+//! specifies it — including the close codes async-graphql's stock handler lacks — and the
+//! legacy `graphql-ws` protocol (subscriptions-transport-ws) for older clients.
+//!
+//! One task owns the socket: it reads client messages, writes everything outgoing, and
+//! runs the timers (init timeout, keep-alive, token expiry). Each operation runs in its
+//! own task and sends its results back over a bounded channel, so a slow client slows its
+//! own subscriptions (which then resynchronise from a snapshot) rather than the server.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Data, Response, ServerError};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::HeaderValue;
+use axum::response::Response as HttpResponse;
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, sleep_until};
+
+use super::AppState;
+use super::graphql::authenticate_token;
+use crate::auth::Authentication;
+use crate::graphql::{RequestData, null_failed_fields};
+
+/// The modern protocol (graphql-ws library).
+const TRANSPORT_WS: &str = "graphql-transport-ws";
+/// The legacy protocol (subscriptions-transport-ws library).
+const LEGACY_WS: &str = "graphql-ws";
+
+/// Close codes of the graphql-transport-ws protocol.
+mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const BAD_REQUEST: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const SUBPROTOCOL_NOT_ACCEPTABLE: u16 = 4406;
+    pub const INIT_TIMEOUT: u16 = 4408;
+    pub const SUBSCRIBER_EXISTS: u16 = 4409;
+    pub const TOO_MANY_INITS: u16 = 4429;
+}
+
+/// Transport limits, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct WebSocketConfig {
+    /// How long a client may take to send `connection_init`.
+    pub init_timeout: Duration,
+    /// Largest message accepted from a client.
+    pub max_message_bytes: usize,
+    /// Most operations one connection may run at once.
+    pub max_operations: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    TransportWs,
+    Legacy,
+}
+
+pub async fn handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> HttpResponse {
+    let config = state.websocket;
+    let mut upgrade = upgrade
+        .max_message_size(config.max_message_bytes)
+        .max_frame_size(config.max_message_bytes);
+    // The client's order of preference decides; unknown names are skipped.
+    let protocol = upgrade.requested_protocols().find_map(|value| {
+        value
+            .to_str()
+            .ok()
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .find_map(|name| match name.trim() {
+                TRANSPORT_WS => Some(Protocol::TransportWs),
+                LEGACY_WS => Some(Protocol::Legacy),
+                _ => None,
+            })
+    });
+    if let Some(protocol) = protocol {
+        let name = match protocol {
+            Protocol::TransportWs => TRANSPORT_WS,
+            Protocol::Legacy => LEGACY_WS,
+        };
+        upgrade.set_selected_protocol(HeaderValue::from_static(name));
+    }
+    upgrade.on_upgrade(move |socket| async move {
+        match protocol {
+            Some(protocol) => Connection::new(state, socket, protocol).run().await,
+            None => {
+                let mut socket = socket;
+                let _ = socket
+                    .send(close_message(
+                        close::SUBPROTOCOL_NOT_ACCEPTABLE,
+                        "Subprotocol not acceptable",
+                    ))
+                    .await;
+            }
+        }
+    })
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    }))
+}
+
+fn text(value: Value) -> Message {
+    Message::Text(Utf8Bytes::from(value.to_string()))
+}
+
+/// What an operation task reports back to the connection.
+enum Outgoing {
+    Next(String, Response),
+    Error(String, Vec<ServerError>),
+    Complete(String),
+}
+
+/// A client message of either protocol.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Pong {
+        #[serde(default)]
+        #[allow(dead_code)] // accepted and ignored, as the protocol says
+        payload: Option<Value>,
+    },
+    /// graphql-transport-ws
+    Subscribe {
+        id: String,
+        payload: OperationPayload,
+    },
+    /// legacy
+    Start {
+        id: String,
+        payload: OperationPayload,
+    },
+    /// graphql-transport-ws: the client stops an operation.
+    Complete { id: String },
+    /// legacy
+    Stop { id: String },
+    /// legacy
+    ConnectionTerminate,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OperationPayload {
+    query: String,
+    #[serde(default)]
+    operation_name: Option<String>,
+    #[serde(default)]
+    variables: Option<Value>,
+}
+
+enum Phase {
+    AwaitingInit { deadline: Instant },
+    Ready { data: Arc<Data> },
+}
+
+struct Connection {
+    state: AppState,
+    socket: WebSocket,
+    protocol: Protocol,
+    phase: Phase,
+    operations: HashMap<String, AbortHandle>,
+    outgoing_tx: mpsc::Sender<Outgoing>,
+    outgoing_rx: mpsc::Receiver<Outgoing>,
+    /// When the token the connection was initialised with expires.
+    expires_at: Option<Instant>,
+}
+
+/// Why the connection ends.
+struct Closing(u16, String);
+
+impl Connection {
+    fn new(state: AppState, socket: WebSocket, protocol: Protocol) -> Self {
+        let (outgoing_tx, outgoing_rx) = mpsc::channel(64);
+        let deadline = Instant::now() + state.websocket.init_timeout;
+        Self {
+            state,
+            socket,
+            protocol,
+            phase: Phase::AwaitingInit { deadline },
+            operations: HashMap::new(),
+            outgoing_tx,
+            outgoing_rx,
+            expires_at: None,
+        }
+    }
+
+    async fn run(mut self) {
+        let closing = self.serve().await;
+        for (_, operation) in self.operations.drain() {
+            operation.abort();
+        }
+        if let Some(Closing(code, reason)) = closing {
+            let _ = self.socket.send(close_message(code, &reason)).await;
+        }
+    }
+
+    /// Serves until the connection ends; `Some` when we are the side closing it.
+    async fn serve(&mut self) -> Option<Closing> {
+        let mut keep_alive = tokio::time::interval(Duration::from_secs(15));
+        let far_future = Instant::now() + Duration::from_secs(60 * 60 * 24 * 365);
+        loop {
+            let init_deadline = match self.phase {
+                Phase::AwaitingInit { deadline } => deadline,
+                Phase::Ready { .. } => far_future,
+            };
+            let expiry = self.expires_at.unwrap_or(far_future);
+            let step = tokio::select! {
+                incoming = self.socket.recv() => match incoming {
+                    Some(Ok(message)) => self.on_message(message).await,
+                    // The client went away or the socket broke: nothing left to tell it.
+                    Some(Err(_)) | None => return None,
+                },
+                Some(outgoing) = self.outgoing_rx.recv() => self.on_outgoing(outgoing).await,
+                () = sleep_until(init_deadline) => {
+                    Err(Closing(close::INIT_TIMEOUT, "Connection initialisation timeout".into()))
+                }
+                () = sleep_until(expiry) => Err(Closing(close::FORBIDDEN, "Forbidden: token expired".into())),
+                _ = keep_alive.tick(), if self.protocol == Protocol::Legacy && matches!(self.phase, Phase::Ready { .. }) => {
+                    self.send(json!({ "type": "ka" })).await
+                }
+            };
+            if let Err(closing) = step {
+                return Some(closing);
+            }
+        }
+    }
+
+    async fn send(&mut self, message: Value) -> Result<(), Closing> {
+        // A failed send means the client is gone; end quietly.
+        self.socket
+            .send(text(message))
+            .await
+            .map_err(|_| Closing(close::NORMAL, String::new()))
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), Closing> {
+        let raw = match message {
+            Message::Text(raw) => raw,
+            Message::Binary(_) => {
+                return Err(invalid("binary messages are not part of the protocol"));
+            }
+            // The socket library answers pings and completes the close handshake itself.
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+            Message::Close(_) => return Err(Closing(close::NORMAL, String::new())),
+        };
+        let message: ClientMessage = serde_json::from_str(raw.as_str())
+            .map_err(|e| invalid(&format!("invalid message: {e}")))?;
+        match (message, self.protocol) {
+            (ClientMessage::ConnectionInit { payload }, _) => self.on_init(payload).await,
+            (ClientMessage::Ping { payload }, Protocol::TransportWs) => {
+                let mut pong = json!({ "type": "pong" });
+                if let Some(payload) = payload {
+                    pong["payload"] = payload;
+                }
+                self.send(pong).await
+            }
+            (ClientMessage::Pong { .. }, Protocol::TransportWs) => Ok(()),
+            (ClientMessage::Subscribe { id, payload }, Protocol::TransportWs)
+            | (ClientMessage::Start { id, payload }, Protocol::Legacy) => {
+                self.on_subscribe(id, payload).await
+            }
+            (ClientMessage::Complete { id }, Protocol::TransportWs)
+            | (ClientMessage::Stop { id }, Protocol::Legacy) => {
+                if let Some(operation) = self.operations.remove(&id) {
+                    operation.abort();
+                }
+                Ok(())
+            }
+            (ClientMessage::ConnectionTerminate, Protocol::Legacy) => {
+                Err(Closing(close::NORMAL, String::new()))
+            }
+            _ => Err(invalid("message type not part of the negotiated protocol")),
+        }
+    }
+
+    async fn on_init(&mut self, payload: Option<Value>) -> Result<(), Closing> {
+        if matches!(self.phase, Phase::Ready { .. }) {
+            return Err(Closing(
+                close::TOO_MANY_INITS,
+                "Too many initialisation requests".into(),
+            ));
+        }
+        let payload = payload.unwrap_or(Value::Null);
+        if !(payload.is_null() || payload.is_object()) {
+            return Err(invalid("connection_init payload must be an object"));
+        }
+        let (authentication, expires_at) = authenticate_init_payload(&payload, &self.state);
+        if let Authentication::Invalid = authentication {
+            if self.protocol == Protocol::Legacy {
+                let error = json!({ "type": "connection_error", "payload": { "message": "invalid or expired token" } });
+                let _ = self.send(error).await;
+            }
+            return Err(Closing(close::FORBIDDEN, "Forbidden".into()));
+        }
+        self.expires_at = expires_at;
+        let data = RequestData::new(&self.state.services, authentication).into_data();
+        self.phase = Phase::Ready {
+            data: Arc::new(data),
+        };
+        self.send(json!({ "type": "connection_ack" })).await
+    }
+
+    async fn on_subscribe(&mut self, id: String, payload: OperationPayload) -> Result<(), Closing> {
+        let Phase::Ready { data } = &self.phase else {
+            return Err(Closing(close::UNAUTHORIZED, "Unauthorized".into()));
+        };
+        if self.operations.contains_key(&id) {
+            return Err(Closing(
+                close::SUBSCRIBER_EXISTS,
+                format!("Subscriber for {id} already exists"),
+            ));
+        }
+        if self.operations.len() >= self.state.websocket.max_operations {
+            let error = ServerError::new(
+                format!(
+                    "at most {} operations may run on one connection",
+                    self.state.websocket.max_operations
+                ),
+                None,
+            );
+            return self.on_outgoing(Outgoing::Error(id, vec![error])).await;
+        }
+        let mut request = async_graphql::Request::new(payload.query);
+        if let Some(name) = payload.operation_name {
+            request = request.operation_name(name);
+        }
+        if let Some(variables) = payload.variables {
+            request = request.variables(async_graphql::Variables::from_json(variables));
+        }
+        let stream = self
+            .state
+            .schema
+            .execute_stream_with_session_data(request, data.clone());
+        let tx = self.outgoing_tx.clone();
+        let operation_id = id.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = stream;
+            let mut first = true;
+            while let Some(response) = stream.next().await {
+                let outgoing = if first && is_request_error(&response) {
+                    // Parse and validation failures get an `error` message and no `complete`.
+                    let _ = tx
+                        .send(Outgoing::Error(operation_id, response.errors))
+                        .await;
+                    return;
+                } else {
+                    let mut response = response;
+                    null_failed_fields(&mut response);
+                    Outgoing::Next(operation_id.clone(), response)
+                };
+                first = false;
+                if tx.send(outgoing).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Outgoing::Complete(operation_id)).await;
+        });
+        self.operations.insert(id, task.abort_handle());
+        Ok(())
+    }
+
+    async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), Closing> {
+        let message = match (outgoing, self.protocol) {
+            (Outgoing::Next(id, response), protocol) => {
+                if !self.operations.contains_key(&id) {
+                    return Ok(()); // stopped by the client meanwhile
+                }
+                let kind = if protocol == Protocol::TransportWs {
+                    "next"
+                } else {
+                    "data"
+                };
+                json!({ "type": kind, "id": id, "payload": response })
+            }
+            (Outgoing::Error(id, errors), _) => {
+                self.operations.remove(&id);
+                json!({ "type": "error", "id": id, "payload": errors })
+            }
+            (Outgoing::Complete(id), _) => {
+                if self.operations.remove(&id).is_none() {
+                    return Ok(());
+                }
+                json!({ "type": "complete", "id": id })
+            }
+        };
+        self.send(message).await
+    }
+}
+
+fn invalid(reason: &str) -> Closing {
+    Closing(close::BAD_REQUEST, reason.chars().take(120).collect())
+}
+
+/// A request-level failure (parse or validation) rather than a result with field errors:
+/// no data, and no error attached to a field path.
+fn is_request_error(response: &Response) -> bool {
+    !response.errors.is_empty()
+        && response.data == async_graphql::Value::Null
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
+/// The `connection_init` payload: `{"token": "..."}` or, as many clients send it,
+/// `{"Authorization": "Bearer ..."}`. No token at all is an anonymous connection.
+fn authenticate_init_payload(
+    payload: &Value,
+    state: &AppState,
+) -> (Authentication, Option<Instant>) {
+    let token = payload.get("token").and_then(Value::as_str).or_else(|| {
+        ["Authorization", "authorization"]
+            .iter()
+            .find_map(|key| payload.get(*key).and_then(Value::as_str))
+            .map(|v| v.trim().strip_prefix("Bearer ").unwrap_or(v).trim())
+    });
+    match token {
+        None => (Authentication::Anonymous, None),
+        Some(token) => authenticate_token(token, &state.services.tokens),
+    }
+}
