@@ -87,6 +87,22 @@ pub struct ServeArgs {
     #[arg(long, env = "STEPWISE_WS_MAX_OPERATIONS", default_value_t = 100)]
     pub ws_max_operations: usize,
 
+    /// Failed runs in a row that mark a workflow broken.
+    #[arg(long, env = "STEPWISE_BROKEN_AFTER_FAILURES", default_value_t = 3)]
+    pub broken_after_failures: i32,
+
+    /// Healing confidence below which a healed step puts its workflow up for review (0–1).
+    #[arg(long, env = "STEPWISE_REVIEW_BELOW_CONFIDENCE", default_value_t = 0.7)]
+    pub review_below_confidence: f64,
+
+    /// Seconds a running run may go without a step report before it is marked timed out.
+    #[arg(long, env = "STEPWISE_RUN_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub run_timeout_seconds: u64,
+
+    /// How often the sweeper looks for timed-out runs, in seconds.
+    #[arg(long, env = "STEPWISE_SWEEP_INTERVAL_SECONDS", default_value_t = 30)]
+    pub sweep_interval_seconds: u64,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 

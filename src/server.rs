@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use crate::auth::jwt::{self, TokenKeys};
 use crate::config::{DatabaseUrl, ServeArgs};
 use crate::db::{Db, migrations};
+use crate::domain::health::HealthRules;
+use crate::events::EventBus;
 use crate::graphql::{self, Services};
 use crate::http::{self, AppState, WebSocketConfig};
 
@@ -29,17 +31,38 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let secret = jwt::load_or_create_secret(&args.jwt, &url)?;
     let tokens = Arc::new(TokenKeys::new(&secret, &args.jwt)?);
     let db = Db::connect(&args.database)?;
-    let services = Services { db, tokens };
+    let events = match &url {
+        DatabaseUrl::Postgres(url) => EventBus::with_postgres(url.clone()),
+        DatabaseUrl::Sqlite(_) => EventBus::new(),
+    };
+    if !(0.0..=1.0).contains(&args.review_below_confidence) || args.broken_after_failures < 1 {
+        anyhow::bail!(
+            "health thresholds: review confidence must be within 0–1 and failures at least 1"
+        );
+    }
+    let health = HealthRules {
+        broken_after_failures: args.broken_after_failures,
+        review_below_confidence: args.review_below_confidence,
+        run_timeout: Duration::from_secs(args.run_timeout_seconds.max(1)),
+    };
+    let services = Services {
+        db,
+        tokens,
+        events,
+        health,
+    };
     let schema = graphql::schema_builder().data(services.clone()).finish();
     let websocket = WebSocketConfig {
         init_timeout: Duration::from_millis(args.ws_init_timeout_ms),
         max_message_bytes: args.ws_max_message_bytes,
         max_operations: args.ws_max_operations,
     };
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let app = http::router(AppState {
         schema,
         services: services.clone(),
         websocket,
+        shutdown,
     });
 
     let listener = TcpListener::bind(args.listen)
@@ -48,7 +71,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, backend = ?services.db.backend(), "stepwise listening; GraphiQL at http://{address}/graphql");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Open WebSockets close with 1001 so clients reconnect elsewhere.
+            let _ = shutdown_tx.send(true);
+        })
         .await
         .context("serving HTTP")?;
     tracing::info!("stopped");

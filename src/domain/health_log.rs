@@ -1,17 +1,23 @@
 //! Health logs: the outcome of each step an executor ran, the record a workflow's health
 //! is judged from.
 //!
-//! This is the read side; logs are written as executors report steps.
+//! Logs are written by [`super::run::report_step`], which counts them on the run in the
+//! same transaction; this file holds the rows, the reported outcome and the read side.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::Tenant;
 use super::page::{Page, PageRequest, Position, SortValue, time_key};
+use super::{Tenant, new_id};
 use crate::db::Db;
 use crate::db::schema::health_logs;
 use crate::error::{AppError, AppResult};
+
+pub const MAX_ERROR_TYPE_CHARS: usize = 200;
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 2_000;
+pub const MAX_PAGE_URL_CHARS: usize = 2_048;
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 
 /// How a step went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +49,15 @@ impl Status {
         ]
         .into_iter()
         .find(|s| s.as_str() == raw)
+    }
+
+    /// How the element was found again, for a healed step (`Step.healingMethod`).
+    pub fn healing_method(self) -> Option<&'static str> {
+        match self {
+            Self::HealedDeterministic => Some("deterministic"),
+            Self::HealedAi => Some("ai"),
+            Self::Success | Self::Failed => None,
+        }
     }
 }
 
@@ -92,6 +107,121 @@ impl HealthLog {
             key: SortValue::time(self.created_at),
             id: self.id.clone(),
         }
+    }
+}
+
+/// What an executor reports about one step it ran.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    pub status: Status,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub healing_confidence: Option<f64>,
+    pub deterministic_score: Option<f64>,
+    pub ai_score: Option<f64>,
+    pub page_url: Option<String>,
+    pub execution_time_ms: Option<i32>,
+    /// The same key on a retried report of the same run records the step once.
+    pub idempotency_key: Option<String>,
+}
+
+impl StepOutcome {
+    /// Checks the limits; `field` prefixes the names in errors (e.g. `outcome`). Blank
+    /// texts are stored as absent.
+    pub fn validate(self, field: &str) -> AppResult<Self> {
+        let name = |f: &str| format!("{field}.{f}");
+        let idempotency_key = match self.idempotency_key {
+            Some(key) if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => {
+                return Err(AppError::bad_input(
+                    name("idempotencyKey"),
+                    format!(
+                        "{} must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters long",
+                        name("idempotencyKey")
+                    ),
+                ));
+            }
+            other => other,
+        };
+        if self.execution_time_ms.is_some_and(|ms| ms < 0) {
+            return Err(AppError::bad_input(
+                name("executionTimeMs"),
+                format!("{} must not be negative", name("executionTimeMs")),
+            ));
+        }
+        Ok(Self {
+            status: self.status,
+            error_type: bounded_text(&name("errorType"), self.error_type, MAX_ERROR_TYPE_CHARS)?,
+            error_message: bounded_text(
+                &name("errorMessage"),
+                self.error_message,
+                MAX_ERROR_MESSAGE_CHARS,
+            )?,
+            healing_confidence: score(&name("healingConfidence"), self.healing_confidence)?,
+            deterministic_score: score(&name("deterministicScore"), self.deterministic_score)?,
+            ai_score: score(&name("aiScore"), self.ai_score)?,
+            page_url: bounded_text(&name("pageUrl"), self.page_url, MAX_PAGE_URL_CHARS)?
+                .map(|url| url.trim().to_owned()),
+            execution_time_ms: self.execution_time_ms,
+            idempotency_key,
+        })
+    }
+
+    /// The log row recording this outcome for `step_id` of a run.
+    pub fn into_row(
+        self,
+        tenant: &Tenant,
+        workflow_id: &str,
+        run_id: &str,
+        step_id: &str,
+        at: NaiveDateTime,
+    ) -> HealthLog {
+        HealthLog {
+            id: new_id(),
+            company_id: tenant.id().to_owned(),
+            workflow_id: workflow_id.to_owned(),
+            run_id: run_id.to_owned(),
+            step_id: Some(step_id.to_owned()),
+            idempotency_key: self.idempotency_key,
+            status: self.status.as_str().to_owned(),
+            error_type: self.error_type,
+            error_message: self.error_message,
+            healing_confidence: self.healing_confidence,
+            deterministic_score: self.deterministic_score,
+            ai_score: self.ai_score,
+            page_url: self.page_url,
+            execution_time_ms: self.execution_time_ms,
+            created_at: at,
+        }
+    }
+}
+
+/// A free text of at most `max_chars`; blank is absent.
+pub(crate) fn bounded_text(
+    field: &str,
+    value: Option<String>,
+    max_chars: usize,
+) -> AppResult<Option<String>> {
+    let value = value.filter(|v| !v.trim().is_empty());
+    if value
+        .as_ref()
+        .is_some_and(|v| v.chars().count() > max_chars)
+    {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must be at most {max_chars} characters long"),
+        ));
+    }
+    Ok(value)
+}
+
+/// A score or confidence: within 0..1 (NaN is not).
+fn score(field: &str, value: Option<f64>) -> AppResult<Option<f64>> {
+    match value {
+        Some(v) if !(0.0..=1.0).contains(&v) => Err(AppError::bad_input(
+            field,
+            format!("{field} must be between 0 and 1"),
+        )),
+        other => Ok(other),
     }
 }
 
@@ -206,4 +336,119 @@ pub async fn count(db: &Db, tenant: &Tenant, filter: &HealthLogFilter) -> AppRes
             .first::<i64>(conn)
             .await?
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome() -> StepOutcome {
+        StepOutcome {
+            status: Status::HealedAi,
+            error_type: None,
+            error_message: None,
+            healing_confidence: Some(0.5),
+            deterministic_score: None,
+            ai_score: Some(1.0),
+            page_url: Some(" https://example.com/a ".to_owned()),
+            execution_time_ms: Some(0),
+            idempotency_key: Some("k".to_owned()),
+        }
+    }
+
+    fn field_of(result: AppResult<StepOutcome>) -> Option<String> {
+        match result {
+            Err(AppError::BadUserInput { field, .. }) => field,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_valid_outcome_is_kept() {
+        let checked = outcome().validate("outcome").ok();
+        assert_eq!(
+            checked.as_ref().and_then(|o| o.page_url.as_deref()),
+            Some("https://example.com/a")
+        );
+        assert_eq!(
+            checked.and_then(|o| o.idempotency_key),
+            Some("k".to_owned())
+        );
+    }
+
+    #[test]
+    fn outcomes_out_of_bounds_are_refused_by_field() {
+        let cases: Vec<(StepOutcome, &str)> = vec![
+            (
+                StepOutcome {
+                    healing_confidence: Some(1.5),
+                    ..outcome()
+                },
+                "outcome.healingConfidence",
+            ),
+            (
+                StepOutcome {
+                    ai_score: Some(f64::NAN),
+                    ..outcome()
+                },
+                "outcome.aiScore",
+            ),
+            (
+                StepOutcome {
+                    deterministic_score: Some(-0.1),
+                    ..outcome()
+                },
+                "outcome.deterministicScore",
+            ),
+            (
+                StepOutcome {
+                    execution_time_ms: Some(-1),
+                    ..outcome()
+                },
+                "outcome.executionTimeMs",
+            ),
+            (
+                StepOutcome {
+                    idempotency_key: Some(String::new()),
+                    ..outcome()
+                },
+                "outcome.idempotencyKey",
+            ),
+            (
+                StepOutcome {
+                    idempotency_key: Some("k".repeat(201)),
+                    ..outcome()
+                },
+                "outcome.idempotencyKey",
+            ),
+            (
+                StepOutcome {
+                    error_message: Some("e".repeat(2_001)),
+                    ..outcome()
+                },
+                "outcome.errorMessage",
+            ),
+            (
+                StepOutcome {
+                    page_url: Some("u".repeat(2_049)),
+                    ..outcome()
+                },
+                "outcome.pageUrl",
+            ),
+        ];
+        for (bad, field) in cases {
+            assert_eq!(field_of(bad.validate("outcome")).as_deref(), Some(field));
+        }
+    }
+
+    #[test]
+    fn only_healed_steps_have_a_healing_method() {
+        assert_eq!(Status::HealedAi.healing_method(), Some("ai"));
+        assert_eq!(
+            Status::HealedDeterministic.healing_method(),
+            Some("deterministic")
+        );
+        assert_eq!(Status::Success.healing_method(), None);
+        assert_eq!(Status::Failed.healing_method(), None);
+    }
 }

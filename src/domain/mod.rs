@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod company;
+pub mod health;
 pub mod health_log;
 pub mod json;
 pub mod notification;

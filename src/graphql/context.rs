@@ -8,7 +8,9 @@ use async_graphql::dataloader::DataLoader;
 use crate::auth::jwt::TokenKeys;
 use crate::auth::{Authentication, Viewer};
 use crate::db::Db;
+use crate::domain::health::HealthRules;
 use crate::error::{AppError, AppResult};
+use crate::events::EventBus;
 use crate::graphql::loaders::TenantLoader;
 
 /// Process-wide services, added to the schema once at start-up.
@@ -16,6 +18,9 @@ use crate::graphql::loaders::TenantLoader;
 pub struct Services {
     pub db: Db,
     pub tokens: Arc<TokenKeys>,
+    /// Where committed writes announce themselves to subscriptions.
+    pub events: EventBus,
+    pub health: HealthRules,
 }
 
 static ANONYMOUS: Authentication = Authentication::Anonymous;

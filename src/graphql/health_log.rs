@@ -1,4 +1,5 @@
-//! Health logs: the `healthLogs` query, the `HealthLog` type and its filter.
+//! Health logs: the `healthLogs` query, the `HealthLog` type, its filter, and the step
+//! outcome executors report (`reportStep` lives with the other run mutations).
 
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, NaiveDateTime, SubsecRound as _, TimeDelta, Utc};
@@ -59,6 +60,47 @@ impl HealthLogFilterInput {
             until: self.until.map(stored_precision),
         }
         .validate("filter")
+    }
+}
+
+/// What an executor reports about one step it ran.
+#[derive(Debug, Clone, InputObject)]
+pub struct StepOutcomeInput {
+    /// How the step went.
+    pub status: HealthLogStatus,
+    /// The kind of failure, e.g. `element_not_found`; at most 200 characters.
+    pub error_type: Option<String>,
+    /// What went wrong, in the executor's words; at most 2,000 characters.
+    pub error_message: Option<String>,
+    /// How sure the healing was of the element it chose, from 0 to 1. A healed step below
+    /// the review threshold (default 0.7) puts an active workflow up for review.
+    pub healing_confidence: Option<f64>,
+    /// The deterministic fallback's score for the element it chose, from 0 to 1.
+    pub deterministic_score: Option<f64>,
+    /// The AI's score for the element it chose, from 0 to 1.
+    pub ai_score: Option<f64>,
+    /// The page the step ran on; at most 2,048 characters.
+    pub page_url: Option<String>,
+    /// How long the step took, in milliseconds (0 or more).
+    pub execution_time_ms: Option<i32>,
+    /// 1 to 200 characters chosen by the executor. A retried report carrying the same key
+    /// for the same run is recorded and counted once.
+    pub idempotency_key: Option<String>,
+}
+
+impl StepOutcomeInput {
+    pub fn into_domain(self) -> domain::health_log::StepOutcome {
+        domain::health_log::StepOutcome {
+            status: self.status.into(),
+            error_type: self.error_type,
+            error_message: self.error_message,
+            healing_confidence: self.healing_confidence,
+            deterministic_score: self.deterministic_score,
+            ai_score: self.ai_score,
+            page_url: self.page_url,
+            execution_time_ms: self.execution_time_ms,
+            idempotency_key: self.idempotency_key,
+        }
     }
 }
 

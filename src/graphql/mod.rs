@@ -15,10 +15,11 @@ mod pagination;
 mod run;
 mod screenshot;
 mod step;
+mod subscription;
 mod user;
 mod workflow;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 pub use context::{RequestData, Services};
 
@@ -44,13 +45,18 @@ pub struct Mutation(
     notification::NotificationMutation,
     workflow::WorkflowMutation,
     step::StepMutation,
+    run::RunMutation,
 );
 
-pub type StepwiseSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type StepwiseSchema = Schema<Query, Mutation, subscription::Subscription>;
 
 /// The schema without any runtime data: `serve` adds [`Services`], `schema` prints it.
-pub fn schema_builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+pub fn schema_builder() -> SchemaBuilder<Query, Mutation, subscription::Subscription> {
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        subscription::Subscription,
+    )
 }
 
 /// The SDL that `schema.graphql` must equal.

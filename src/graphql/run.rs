@@ -1,13 +1,14 @@
-//! Runs: the `run` and `runs` queries and the `Run` type.
+//! Runs: the `run` and `runs` queries, the `Run` type, and the mutations executors drive a
+//! run with (start, report steps, pause, resume, finish, cancel).
 
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use async_graphql::{Context, Enum, ID, Object};
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::context::ContextExt as _;
-use super::health_log::{HealthLog, health_logs_connection_ordered};
+use super::health_log::{HealthLog, StepOutcomeInput, health_logs_connection_ordered};
 use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
 use super::step::{Step, StepById};
@@ -37,6 +38,28 @@ pub enum RunStatus {
     Cancelled,
     /// The executor stopped reporting for too long.
     TimedOut,
+}
+
+/// How an executor says a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "domain::run::Outcome")]
+pub enum RunOutcome {
+    /// Every step was done.
+    Succeeded,
+    /// The run could not be completed.
+    Failed,
+}
+
+/// The answer to `reportStep`.
+#[derive(SimpleObject)]
+pub struct StepReport {
+    /// The run after the report; for a duplicate, the run as it is now.
+    pub run: Run,
+    /// The recorded outcome; for a duplicate, the one recorded the first time.
+    pub health_log: HealthLog,
+    /// True when the idempotency key had been seen for this run: nothing was recorded or
+    /// counted this time.
+    pub duplicate: bool,
 }
 
 /// One execution of a workflow.
@@ -259,5 +282,156 @@ impl RunQuery {
             before,
         };
         runs_connection(ctx, filter, args).await
+    }
+}
+
+#[derive(Default)]
+pub struct RunMutation;
+
+#[Object]
+impl RunMutation {
+    /// Starts a run of an ACTIVE or NEEDS_REVIEW workflow, started by the viewer: RUNNING
+    /// at once, with `stepsTotal` the workflow's step count.
+    async fn start_run(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The workflow to run.")] workflow_id: ID,
+    ) -> async_graphql::Result<Run> {
+        let viewer = ctx.viewer()?;
+        let services = ctx.services();
+        let row = domain::run::start(
+            &services.db,
+            &services.events,
+            &viewer.tenant,
+            &viewer.user_id,
+            &workflow_id,
+        )
+        .await?;
+        Ok(Run {
+            row,
+            viewer: viewer.clone(),
+        })
+    }
+
+    /// Records the outcome of one step of a QUEUED or RUNNING run and counts it on the run.
+    /// A healed step records its healing on the step; healed with a confidence below the
+    /// review threshold, it moves an ACTIVE workflow to NEEDS_REVIEW.
+    async fn report_step(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The run the step was executed in.")] run_id: ID,
+        #[graphql(desc = "The step, a step of the run's workflow.")] step_id: ID,
+        #[graphql(desc = "How the step went.")] outcome: StepOutcomeInput,
+    ) -> async_graphql::Result<StepReport> {
+        let viewer = ctx.viewer()?;
+        let services = ctx.services();
+        let report = domain::run::report_step(
+            &services.db,
+            &services.events,
+            &services.health,
+            &viewer.tenant,
+            &run_id,
+            &step_id,
+            outcome.into_domain(),
+        )
+        .await?;
+        Ok(StepReport {
+            run: Run {
+                row: report.run,
+                viewer: viewer.clone(),
+            },
+            health_log: HealthLog {
+                row: report.health_log,
+                viewer: viewer.clone(),
+            },
+            duplicate: report.duplicate,
+        })
+    }
+
+    /// Ends a RUNNING run (a PAUSED one must be resumed first) and counts it for the
+    /// workflow's health: too many failures in a row mark it BROKEN, a success of a BROKEN
+    /// workflow makes it ACTIVE again.
+    async fn finish_run(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The run to finish.")] run_id: ID,
+        #[graphql(desc = "How the run ended.")] status: RunOutcome,
+        #[graphql(desc = "Why it failed; at most 2,000 characters.")] error: Option<String>,
+    ) -> async_graphql::Result<Run> {
+        let viewer = ctx.viewer()?;
+        let services = ctx.services();
+        let row = domain::run::finish(
+            &services.db,
+            &services.events,
+            &services.health,
+            &viewer.tenant,
+            &run_id,
+            status.into(),
+            error,
+        )
+        .await?;
+        Ok(Run {
+            row,
+            viewer: viewer.clone(),
+        })
+    }
+
+    /// Pauses a RUNNING run. A paused run is never timed out.
+    async fn pause_run(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The run to pause.")] run_id: ID,
+    ) -> async_graphql::Result<Run> {
+        let viewer = ctx.viewer()?;
+        let services = ctx.services();
+        let row =
+            domain::run::pause(&services.db, &services.events, &viewer.tenant, &run_id).await?;
+        Ok(Run {
+            row,
+            viewer: viewer.clone(),
+        })
+    }
+
+    /// Resumes a PAUSED run; its timeout counts from now.
+    async fn resume_run(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The run to resume.")] run_id: ID,
+    ) -> async_graphql::Result<Run> {
+        let viewer = ctx.viewer()?;
+        let services = ctx.services();
+        let row =
+            domain::run::resume(&services.db, &services.events, &viewer.tenant, &run_id).await?;
+        Ok(Run {
+            row,
+            viewer: viewer.clone(),
+        })
+    }
+
+    /// Cancels a QUEUED, RUNNING or PAUSED run. Cancelled runs do not count for the
+    /// workflow's health.
+    async fn cancel_run(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The run to cancel.")] run_id: ID,
+        #[graphql(
+            desc = "Why it was cancelled, kept as the run's error; at most 2,000 characters."
+        )]
+        reason: Option<String>,
+    ) -> async_graphql::Result<Run> {
+        let viewer = ctx.viewer()?;
+        let services = ctx.services();
+        let row = domain::run::cancel(
+            &services.db,
+            &services.events,
+            &viewer.tenant,
+            &run_id,
+            reason,
+        )
+        .await?;
+        Ok(Run {
+            row,
+            viewer: viewer.clone(),
+        })
     }
 }

@@ -22,6 +22,8 @@ pub struct AppState {
     pub schema: StepwiseSchema,
     pub services: Services,
     pub websocket: WebSocketConfig,
+    /// Becomes true when the server begins shutting down; WebSockets then close with 1001.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 pub const GRAPHQL_PATH: &str = "/graphql";

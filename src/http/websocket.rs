@@ -38,6 +38,7 @@ const LEGACY_WS: &str = "graphql-ws";
 /// Close codes of the graphql-transport-ws protocol.
 mod close {
     pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
     pub const BAD_REQUEST: u16 = 4400;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
@@ -218,7 +219,11 @@ impl Connection {
     async fn serve(&mut self) -> Option<Closing> {
         let mut keep_alive = tokio::time::interval(Duration::from_secs(15));
         let far_future = Instant::now() + Duration::from_secs(60 * 60 * 24 * 365);
+        let mut shutdown = self.state.shutdown.clone();
         loop {
+            if *shutdown.borrow_and_update() {
+                return Some(Closing(close::GOING_AWAY, "server shutting down".into()));
+            }
             let init_deadline = match self.phase {
                 Phase::AwaitingInit { deadline } => deadline,
                 Phase::Ready { .. } => far_future,
@@ -235,6 +240,11 @@ impl Connection {
                     Err(Closing(close::INIT_TIMEOUT, "Connection initialisation timeout".into()))
                 }
                 () = sleep_until(expiry) => Err(Closing(close::FORBIDDEN, "Forbidden: token expired".into())),
+                // Checked at the top of the loop; a dropped sender also means shutdown.
+                changed = shutdown.changed() => match changed {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(Closing(close::GOING_AWAY, "server shutting down".into())),
+                },
                 _ = keep_alive.tick(), if self.protocol == Protocol::Legacy && matches!(self.phase, Phase::Ready { .. }) => {
                     self.send(json!({ "type": "ka" })).await
                 }
@@ -261,7 +271,13 @@ impl Connection {
             }
             // The socket library answers pings and completes the close handshake itself.
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
-            Message::Close(_) => return Err(Closing(close::NORMAL, String::new())),
+            // Complete the closing handshake by echoing the client's code.
+            Message::Close(frame) => {
+                return Err(Closing(
+                    frame.map_or(close::NORMAL, |f| f.code),
+                    String::new(),
+                ));
+            }
         };
         let message: ClientMessage = serde_json::from_str(raw.as_str())
             .map_err(|e| invalid(&format!("invalid message: {e}")))?;
