@@ -17,6 +17,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::{Value, json};
 
+pub mod fixtures;
+
 /// Secret handed to every server unless a test opts out; tests forge tokens with it.
 pub const TEST_JWT_SECRET: &str = "stepwise-integration-tests-secret-0123456789";
 /// A syntactically fine password that satisfies the length rule.
@@ -557,6 +559,124 @@ impl TestServer {
     }
 }
 
+/// One text column named `v`, for [`TestServer::sql_strings`].
+#[derive(diesel::QueryableByName)]
+struct TextRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    v: String,
+}
+
+/// A direct connection to a test server's database, bypassing the server.
+// Short-lived, one at a time: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum DirectConn {
+    Postgres(AsyncPgConnection),
+    Sqlite(diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>),
+}
+
+// ---------------------------------------------------------------------------
+// Direct SQL (for data that has no mutation yet, and for checking what is stored)
+// ---------------------------------------------------------------------------
+
+impl TestServer {
+    async fn direct_connection(&self) -> DirectConn {
+        match self.backend() {
+            Backend::Postgres => DirectConn::Postgres(
+                AsyncPgConnection::establish(&self.database_url())
+                    .await
+                    .unwrap_or_else(|e| self.fail(&format!("connect to the test database: {e}"))),
+            ),
+            Backend::Sqlite => {
+                let path = self.db.sqlite_path();
+                let mut conn = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
+                    diesel::SqliteConnection,
+                >::establish(&path.to_string_lossy())
+                .await
+                .unwrap_or_else(|e| self.fail(&format!("open the test SQLite file: {e}")));
+                conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                    .await
+                    .unwrap_or_else(|e| self.fail(&format!("SQLite pragmas: {e}")));
+                DirectConn::Sqlite(conn)
+            }
+        }
+    }
+
+    /// Runs one or more SQL statements on the server's database (its own connection, not
+    /// the server's pool, so it does not move `/metrics` counters). Panics on errors.
+    pub async fn sql(&self, statements: &str) {
+        let result = match &mut self.direct_connection().await {
+            DirectConn::Postgres(conn) => conn.batch_execute(statements).await,
+            DirectConn::Sqlite(conn) => conn.batch_execute(statements).await,
+        };
+        if let Err(e) = result {
+            self.fail(&format!("SQL failed: {e}\nstatements:\n{statements}"));
+        }
+    }
+
+    /// Runs a query selecting one text column named `v` and returns its values.
+    pub async fn sql_strings(&self, query: &str) -> Vec<String> {
+        use diesel_async::RunQueryDsl;
+        let result = match &mut self.direct_connection().await {
+            DirectConn::Postgres(conn) => diesel::sql_query(query).load::<TextRow>(conn).await,
+            DirectConn::Sqlite(conn) => diesel::sql_query(query).load::<TextRow>(conn).await,
+        };
+        match result {
+            Ok(rows) => rows.into_iter().map(|r| r.v).collect(),
+            Err(e) => self.fail(&format!("SQL query failed: {e}\nquery: {query}")),
+        }
+    }
+
+    /// `SELECT COUNT(*) FROM <from_where>`, e.g. `sql_count("steps WHERE workflow_id = 'x'")`.
+    pub async fn sql_count(&self, from_where: &str) -> i64 {
+        let rows = self
+            .sql_strings(&format!(
+                "SELECT CAST(COUNT(*) AS TEXT) AS v FROM {from_where}"
+            ))
+            .await;
+        rows.first()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| self.fail(&format!("COUNT(*) FROM {from_where} gave {rows:?}")))
+    }
+
+    /// The value of a Prometheus sample `name` on `GET /metrics` (summed over label sets).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let resp = self.get("/metrics").await;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if status != reqwest::StatusCode::OK {
+            self.fail(&format!("GET /metrics answered {status}: {body}"));
+        }
+        let mut found = None;
+        for line in body.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            let rest = if rest.starts_with('{') {
+                match rest.find('}') {
+                    Some(end) => &rest[end + 1..],
+                    None => continue,
+                }
+            } else if rest.starts_with(' ') {
+                rest
+            } else {
+                continue; // a longer metric name with this prefix
+            };
+            let value = rest
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok());
+            match value {
+                Some(v) => *found.get_or_insert(0.0) += v,
+                None => self.fail(&format!("unparsable /metrics line: {line}")),
+            }
+        }
+        found.unwrap_or_else(|| self.fail(&format!("no `{name}` sample on /metrics:\n{body}")))
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
@@ -794,3 +914,7 @@ macro_rules! both_backends {
         }
     };
 }
+
+// Run helpers over HTTP, and WebSocket clients (Node scripts in tests/realtime/).
+pub mod realtime;
+pub mod runs;

@@ -1,0 +1,1595 @@
+//! Tenant isolation: company B, holding valid tokens, tries every query and mutation with
+//! company A's ids and must learn nothing and change nothing.
+//!
+//! The suite is driven by the schema: `every_schema_field_has_an_isolation_case` fails,
+//! naming the field, when a root field or an entity-valued nested field is added without
+//! a case here, and `company_b_cannot_see_or_touch_company_a` checks that every case in
+//! the tables below really ran.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use common::fixtures::*;
+use common::{Backend, PASSWORD, TestServer, assert_error_code, error_code, jwt_claims, str_field};
+use serde_json::{Value, json};
+
+/// Every root field, with what the suite checks for it.
+const ROOT_CASES: &[(&str, &str)] = &[
+    ("Query.me", "B's me is B's own user in B's company"),
+    ("Query.company", "B's company is B's, with B's settings"),
+    ("Query.users", "B's members only"),
+    (
+        "Query.workflows",
+        "none of A's workflows, whatever the filter (createdBy/search/tag/status)",
+    ),
+    (
+        "Query.workflow",
+        "A's workflow ids: null + NOT_FOUND, same as a missing id",
+    ),
+    (
+        "Query.step",
+        "A's step ids: null + NOT_FOUND, same as a missing id",
+    ),
+    (
+        "Query.screenshot",
+        "A's screenshot (same hash as B's): null + NOT_FOUND",
+    ),
+    ("Query.run", "A's run id: null + NOT_FOUND"),
+    (
+        "Query.runs",
+        "none of A's runs; workflowId of A's workflow gives nothing",
+    ),
+    (
+        "Query.healthLogs",
+        "none of A's logs; workflowId/runId of A's give nothing",
+    ),
+    (
+        "Query.notifications",
+        "none of A's notifications, with every filter",
+    ),
+    (
+        "Query.unreadNotificationCount",
+        "counts B's unread notifications only",
+    ),
+    (
+        "Mutation.signup",
+        "a new company named like A sees nothing of A",
+    ),
+    (
+        "Mutation.joinCompany",
+        "joining B makes a member of B who sees nothing of A",
+    ),
+    (
+        "Mutation.login",
+        "B's login yields B's company in payload and token",
+    ),
+    (
+        "Mutation.rotateInviteToken",
+        "rotates B's token; A's invite token unchanged",
+    ),
+    (
+        "Mutation.createWorkflow",
+        "a step with A's screenshotId is NOT_FOUND; new workflows stay in B",
+    ),
+    (
+        "Mutation.updateWorkflow",
+        "A's workflow id: NOT_FOUND, nothing changes",
+    ),
+    ("Mutation.archiveWorkflow", "A's workflow id: NOT_FOUND"),
+    (
+        "Mutation.deleteWorkflow",
+        "A's workflow id (B admin): NOT_FOUND",
+    ),
+    (
+        "Mutation.duplicateWorkflow",
+        "A's workflow id: NOT_FOUND, nothing copied",
+    ),
+    (
+        "Mutation.addStep",
+        "A's workflow id, or A's screenshotId on B's workflow: NOT_FOUND",
+    ),
+    (
+        "Mutation.updateStep",
+        "A's step id, or A's screenshotId on B's step: NOT_FOUND",
+    ),
+    ("Mutation.deleteStep", "A's step id: NOT_FOUND"),
+    (
+        "Mutation.reorderSteps",
+        "A's workflow: NOT_FOUND; A's step ids in B's list: rejected",
+    ),
+    (
+        "Mutation.markNotificationRead",
+        "A's notification id: NOT_FOUND",
+    ),
+    (
+        "Mutation.markAllNotificationsRead",
+        "marks B's only (count) and none of A's",
+    ),
+    (
+        "Mutation.deleteNotification",
+        "A's notification id (B admin): NOT_FOUND",
+    ),
+    (
+        "Mutation.changeUserRole",
+        "A's user ids (B admin): NOT_FOUND",
+    ),
+    ("Mutation.removeUser", "A's user ids (B admin): NOT_FOUND"),
+    ("Mutation.renameCompany", "renames B only"),
+    (
+        "Mutation.updateCompanySettings",
+        "changes B's settings only",
+    ),
+];
+
+/// Entity-valued fields below the root, with what the suite checks for them (they are
+/// read from B's own data, which also lives next to look-alike data of A; the
+/// `references_into_another_company_resolve_to_nothing` test adds dangling references).
+const NESTED_CASES: &[(&str, &str)] = &[
+    ("User.company", "every user B sees is in company B"),
+    (
+        "AuthPayload.user",
+        "login/joinCompany/signup payload user is the new/B user",
+    ),
+    (
+        "AuthPayload.company",
+        "login/joinCompany/signup payload company is B / the new one",
+    ),
+    (
+        "Workflow.createdBy",
+        "B's workflow was created by B's admin",
+    ),
+    ("Workflow.steps", "exactly B's steps"),
+    (
+        "Workflow.screenshots",
+        "exactly B's screenshot, not A's with the same hash",
+    ),
+    ("Workflow.runs", "exactly B's run, with status filters"),
+    (
+        "Workflow.healthLogs",
+        "exactly B's log; filter by A's workflowId/runId gives nothing",
+    ),
+    ("Step.workflow", "B's workflow"),
+    ("Step.screenshot", "B's screenshot"),
+    ("Step.editedBy", "B's member"),
+    ("Screenshot.workflow", "B's workflow"),
+    ("Run.workflow", "B's workflow"),
+    ("Run.startedBy", "B's admin"),
+    ("Run.currentStep", "B's step"),
+    ("Run.healthLogs", "exactly B's log"),
+    ("HealthLog.workflow", "B's workflow"),
+    ("HealthLog.run", "B's run"),
+    ("HealthLog.step", "B's step"),
+    ("Notification.workflow", "B's workflow"),
+    ("Notification.readBy", "B's admin"),
+];
+
+/// Entity-valued nested fields that need no case of their own, and why.
+const NESTED_EXEMPT: &[(&str, &str, &str)] = &[];
+
+/// An introspected type: its kind and its fields as (name, target kind, target name).
+type TypeInfo = (String, Vec<(String, String, String)>);
+
+/// The named type under NON_NULL / LIST wrappers.
+fn named_type(type_ref: &Value) -> (String, String) {
+    let mut t = type_ref;
+    while t["name"].is_null() && !t["ofType"].is_null() {
+        t = &t["ofType"];
+    }
+    (
+        t["kind"].as_str().unwrap_or_default().to_owned(),
+        t["name"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Connection plumbing: what it holds comes from the field that returned the connection.
+fn is_connection_plumbing(type_name: &str) -> bool {
+    type_name.ends_with("Connection") || type_name.ends_with("Edge") || type_name == "PageInfo"
+}
+
+// The schema is the same on both backends; one is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_schema_field_has_an_isolation_case() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let (token, _) = server
+        .signup("Acme", "Ada", "ada@acme.test", PASSWORD)
+        .await;
+    let data = ok(
+        &server,
+        &token,
+        "{ __schema { queryType { name } mutationType { name } \
+             types { name kind fields(includeDeprecated: true) { name type { ...T } } } } } \
+         fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }",
+        json!({}),
+    )
+    .await;
+    let schema = &data["__schema"];
+    let mut types: BTreeMap<String, TypeInfo> = BTreeMap::new();
+    for t in schema["types"].as_array().unwrap() {
+        let fields = t["fields"]
+            .as_array()
+            .map(|fs| {
+                fs.iter()
+                    .map(|f| {
+                        let (kind, name) = named_type(&f["type"]);
+                        (str_field(f, "name"), kind, name)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        types.insert(str_field(t, "name"), (str_field(t, "kind"), fields));
+    }
+    let roots = [
+        ("Query", str_field(&schema["queryType"], "name")),
+        ("Mutation", str_field(&schema["mutationType"], "name")),
+    ];
+
+    let root_cases: BTreeSet<&str> = ROOT_CASES.iter().map(|(k, _)| *k).collect();
+    let nested_cases: BTreeSet<(&str, &str)> = NESTED_CASES
+        .iter()
+        .map(|(k, _)| k.split_once('.').unwrap())
+        .chain(NESTED_EXEMPT.iter().map(|(t, f, _)| (*t, *f)))
+        .collect();
+    let mut missing = Vec::new();
+    let mut schema_fields = BTreeSet::new();
+    let mut queue: Vec<String> = Vec::new();
+    for (label, type_name) in &roots {
+        for (field, _, target) in &types[type_name].1 {
+            let key = format!("{label}.{field}");
+            if !root_cases.contains(key.as_str()) {
+                missing.push(format!(
+                    "root field {key} has no isolation case (add one to ROOT_CASES and the test)"
+                ));
+            }
+            schema_fields.insert(key);
+            queue.push(target.clone());
+        }
+    }
+    let mut seen: BTreeSet<String> = roots.iter().map(|(_, n)| n.clone()).collect();
+    while let Some(type_name) = queue.pop() {
+        if !seen.insert(type_name.clone()) {
+            continue;
+        }
+        let Some((kind, fields)) = types.get(&type_name) else {
+            continue;
+        };
+        if kind != "OBJECT" || type_name.starts_with("__") {
+            continue;
+        }
+        for (field, target_kind, target) in fields {
+            queue.push(target.clone());
+            let entity_valued = matches!(target_kind.as_str(), "OBJECT" | "INTERFACE" | "UNION");
+            if !entity_valued {
+                // Scalars and enums of an object that is itself only reachable through a
+                // covered (tenant-checked) field are isolated with it.
+                continue;
+            }
+            if is_connection_plumbing(&type_name) {
+                continue;
+            }
+            schema_fields.insert(format!("{type_name}.{field}"));
+            if !nested_cases.contains(&(type_name.as_str(), field.as_str())) {
+                missing.push(format!(
+                    "nested field {type_name}.{field} (-> {target}) has no isolation case (add one to NESTED_CASES and the test, or to NESTED_EXEMPT with a reason)"
+                ));
+            }
+        }
+    }
+    // The tables must not promise cases for fields the schema does not have (the contract
+    // names them all, so a missing one is also a missing feature).
+    for key in root_cases
+        .iter()
+        .map(|k| (*k).to_owned())
+        .chain(NESTED_CASES.iter().map(|(k, _)| (*k).to_owned()))
+    {
+        if !schema_fields.contains(&key) {
+            missing.push(format!(
+                "{key} is in the isolation tables but not reachable in the schema"
+            ));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "isolation coverage gaps:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Two companies with full data
+// ---------------------------------------------------------------------------
+
+struct World {
+    a: Team,
+    b: Team,
+    a_workflows: Vec<String>,
+    a_steps: Vec<String>,
+    a_screenshots: Vec<String>,
+    a_runs: Vec<String>,
+    a_logs: Vec<String>,
+    a_notes: Vec<String>,
+    b_workflow: String,
+    b_steps: Vec<String>,
+    b_screenshot: String,
+    b_run: String,
+    b_log: String,
+    b_notes: Vec<String>,
+}
+
+impl World {
+    /// Every id of A's (users included).
+    fn a_ids(&self) -> Vec<String> {
+        let mut ids = vec![
+            self.a.company_id.clone(),
+            self.a.admin_id.clone(),
+            self.a.member_id.clone(),
+        ];
+        for list in [
+            &self.a_workflows,
+            &self.a_steps,
+            &self.a_screenshots,
+            &self.a_runs,
+            &self.a_logs,
+            &self.a_notes,
+        ] {
+            ids.extend(list.iter().cloned());
+        }
+        ids
+    }
+
+    /// Asserts `resp` mentions nothing of A except the id `sent` in the request.
+    #[track_caller]
+    fn assert_no_leak(&self, resp: &Value, sent: &[&str], context: &str) {
+        let text = resp.to_string();
+        for marker in [
+            "A-SECRET",
+            "a-secret",
+            "aardvark",
+            "Aardvark",
+            "a-only-hash",
+        ] {
+            assert!(
+                !text.contains(marker),
+                "{context}: response leaks `{marker}` of company A: {resp:#}"
+            );
+        }
+        for id in self.a_ids() {
+            if !sent.contains(&id.as_str()) {
+                assert!(
+                    !text.contains(&id),
+                    "{context}: response leaks A's id {id}: {resp:#}"
+                );
+            }
+        }
+    }
+}
+
+async fn world(server: &TestServer) -> World {
+    let a = team(server, "Aardvark").await;
+    let b = team(server, "Bison").await;
+
+    // Company A.
+    let a1 = create_workflow(
+        server,
+        &a.admin_token,
+        json!({
+            "name": "A-SECRET payroll",
+            "description": "A-SECRET description",
+            "tags": ["a-secret"],
+            "status": "ACTIVE",
+            "steps": [
+                { "actionType": "type", "fieldLabel": "A-SECRET label", "instruction": "A-SECRET instruction",
+                  "aiModel": "gpt-a", "aiConfidence": 0.8, "selectors": { "css": "#a-secret" } },
+                step_input("click", "A-SECRET step 2"),
+                step_input("click", "A-SECRET step 3"),
+            ],
+        }),
+    )
+    .await;
+    let a2 = create_workflow(
+        server,
+        &a.member_token,
+        json!({ "name": "A-SECRET onboarding", "steps": step_inputs("A-SECRET onboarding ", 2) }),
+    )
+    .await;
+    let a1_id = str_field(&a1, "id");
+    let a2_id = str_field(&a2, "id");
+    let a1_steps = step_ids(&a1);
+    let a2_steps = step_ids(&a2);
+    update_step(
+        server,
+        &a.member_token,
+        &a1_steps[0],
+        json!({ "fieldLabel": "A-SECRET edited label" }),
+    )
+    .await;
+    ok(
+        server,
+        &a.admin_token,
+        "mutation($s: JSON!) { updateCompanySettings(settings: $s) { id } }",
+        json!({ "s": { "theme": "A-SECRET settings" } }),
+    )
+    .await;
+    let a_shot1 = insert_screenshot(
+        server,
+        &ScreenshotRow {
+            company_id: &a.company_id,
+            workflow_id: &a1_id,
+            hash: "shared-hash",
+        },
+    )
+    .await;
+    let a_shot2 = insert_screenshot(
+        server,
+        &ScreenshotRow {
+            company_id: &a.company_id,
+            workflow_id: &a1_id,
+            hash: "a-only-hash",
+        },
+    )
+    .await;
+    attach_screenshot(server, &a1_steps[0], &a_shot1).await;
+    let a_run1 = insert_run(
+        server,
+        &RunRow {
+            company_id: &a.company_id,
+            workflow_id: &a1_id,
+            started_by: Some(&a.admin_id),
+            status: "running",
+            current_step_id: Some(&a1_steps[1]),
+            error: Some("A-SECRET error"),
+            created_at: ts_at(100),
+        },
+    )
+    .await;
+    let a_run2 = insert_run(
+        server,
+        &RunRow {
+            company_id: &a.company_id,
+            workflow_id: &a2_id,
+            started_by: Some(&a.member_id),
+            status: "succeeded",
+            current_step_id: None,
+            error: None,
+            created_at: ts_at(110),
+        },
+    )
+    .await;
+    let a_log1 = insert_health_log(
+        server,
+        &HealthLogRow {
+            company_id: &a.company_id,
+            workflow_id: &a1_id,
+            run_id: &a_run1,
+            step_id: Some(&a1_steps[0]),
+            status: "success",
+            error_message: None,
+            created_at: ts_at(101),
+        },
+    )
+    .await;
+    let a_log2 = insert_health_log(
+        server,
+        &HealthLogRow {
+            company_id: &a.company_id,
+            workflow_id: &a1_id,
+            run_id: &a_run1,
+            step_id: Some(&a1_steps[1]),
+            status: "failed",
+            error_message: Some("A-SECRET failure"),
+            created_at: ts_at(102),
+        },
+    )
+    .await;
+    let mut a_notes = Vec::new();
+    for (workflow, severity, title, read_by, at) in [
+        (Some(a1_id.as_str()), "error", "A-SECRET alert", None, 120),
+        (None, "info", "A-SECRET news", None, 121),
+        (
+            Some(a2_id.as_str()),
+            "warning",
+            "A-SECRET warning",
+            Some(a.admin_id.as_str()),
+            122,
+        ),
+    ] {
+        a_notes.push(
+            insert_notification(
+                server,
+                &NotificationRow {
+                    company_id: &a.company_id,
+                    workflow_id: workflow,
+                    severity,
+                    title,
+                    read_by,
+                    created_at: ts_at(at),
+                },
+            )
+            .await,
+        );
+    }
+
+    // Company B.
+    let b1 = create_workflow(
+        server,
+        &b.admin_token,
+        json!({
+            "name": "Bison invoices",
+            "steps": [
+                { "actionType": "type", "fieldLabel": "Bison label", "aiModel": "gpt-b", "selectors": { "css": "#b" } },
+                step_input("click", "Bison step 2"),
+            ],
+        }),
+    )
+    .await;
+    let b_workflow = str_field(&b1, "id");
+    let b_steps = step_ids(&b1);
+    update_step(
+        server,
+        &b.member_token,
+        &b_steps[0],
+        json!({ "fieldLabel": "Bison edited label" }),
+    )
+    .await;
+    let b_screenshot = insert_screenshot(
+        server,
+        &ScreenshotRow {
+            company_id: &b.company_id,
+            workflow_id: &b_workflow,
+            hash: "shared-hash",
+        },
+    )
+    .await;
+    attach_screenshot(server, &b_steps[0], &b_screenshot).await;
+    let b_run = insert_run(
+        server,
+        &RunRow {
+            company_id: &b.company_id,
+            workflow_id: &b_workflow,
+            started_by: Some(&b.admin_id),
+            status: "running",
+            current_step_id: Some(&b_steps[1]),
+            error: None,
+            created_at: ts_at(200),
+        },
+    )
+    .await;
+    let b_log = insert_health_log(
+        server,
+        &HealthLogRow {
+            company_id: &b.company_id,
+            workflow_id: &b_workflow,
+            run_id: &b_run,
+            step_id: Some(&b_steps[0]),
+            status: "success",
+            error_message: None,
+            created_at: ts_at(201),
+        },
+    )
+    .await;
+    let b_note1 = insert_notification(
+        server,
+        &NotificationRow {
+            company_id: &b.company_id,
+            workflow_id: Some(&b_workflow),
+            severity: "error",
+            title: "Bison alert",
+            read_by: None,
+            created_at: ts_at(220),
+        },
+    )
+    .await;
+    let b_note2 = insert_notification(
+        server,
+        &NotificationRow {
+            company_id: &b.company_id,
+            workflow_id: None,
+            severity: "info",
+            title: "Bison news",
+            read_by: Some(&b.admin_id),
+            created_at: ts_at(221),
+        },
+    )
+    .await;
+
+    World {
+        a_workflows: vec![a1_id, a2_id],
+        a_steps: a1_steps.into_iter().chain(a2_steps).collect(),
+        a_screenshots: vec![a_shot1, a_shot2],
+        a_runs: vec![a_run1, a_run2],
+        a_logs: vec![a_log1, a_log2],
+        a_notes,
+        b_workflow,
+        b_steps,
+        b_screenshot,
+        b_run,
+        b_log,
+        b_notes: vec![b_note1, b_note2],
+        a,
+        b,
+    }
+}
+
+/// Runs `query` with A's `foreign` id and with a never-issued id; both must fail with
+/// NOT_FOUND, give a null `field`, and look exactly alike apart from the id sent.
+async fn like_missing(
+    server: &TestServer,
+    world: &World,
+    token: &str,
+    query: &str,
+    field: &str,
+    vars_for: impl Fn(&str) -> Value,
+    foreign: &str,
+) {
+    let context = format!("{field} with A's id {foreign}");
+    let resp = server.gql(query, vars_for(foreign), Some(token)).await;
+    assert_error_code(&resp, "NOT_FOUND", &context);
+    assert!(
+        resp["data"].is_null() || resp["data"][field].is_null(),
+        "{context}: {resp:#}"
+    );
+    world.assert_no_leak(&resp, &[foreign], &context);
+    let missing = new_id();
+    let control = server.gql(query, vars_for(&missing), Some(token)).await;
+    assert_eq!(
+        resp.to_string().replace(foreign, "<ID>"),
+        control.to_string().replace(&missing, "<ID>"),
+        "{context}: another company's id must be answered exactly like a missing one"
+    );
+}
+
+/// A list query B runs: it must succeed (or, when it names A's ids in a filter, may be
+/// NOT_FOUND) and mention nothing of A. Returns the response.
+async fn b_list(
+    server: &TestServer,
+    world: &World,
+    query: &str,
+    vars: Value,
+    context: &str,
+    filter_sent: &[&str],
+) -> Value {
+    let resp = server.gql(query, vars, Some(&world.b.admin_token)).await;
+    if filter_sent.is_empty() {
+        assert!(resp["errors"].is_null(), "{context}: {resp:#}");
+    } else if let Some(code) = error_code(&resp) {
+        assert_eq!(
+            code, "NOT_FOUND",
+            "{context}: a filter on A's id may only be NOT_FOUND: {resp:#}"
+        );
+    }
+    world.assert_no_leak(&resp, filter_sent, context);
+    resp
+}
+
+async fn count_workflows(server: &TestServer, company_id: &str) -> i64 {
+    server
+        .sql_count(&format!("workflows WHERE company_id = {}", lit(company_id)))
+        .await
+}
+
+fn ids_at(conn: &Value) -> BTreeSet<String> {
+    if conn.is_null() {
+        return BTreeSet::new();
+    }
+    edge_ids(conn).into_iter().collect()
+}
+
+fn set_of(ids: &[&String]) -> BTreeSet<String> {
+    ids.iter().map(|s| (*s).clone()).collect()
+}
+
+both_backends!(company_b_cannot_see_or_touch_company_a);
+async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let w = world(&server).await;
+    let before = company_snapshot(&server, &w.a.company_id, &w.a.admin_token).await;
+    assert_eq!(
+        before.api["workflows"]["totalCount"], 2,
+        "precondition: A's data is visible to A"
+    );
+    assert_eq!(before.api["unreadNotificationCount"], 2, "precondition");
+    let stored: Vec<(&str, usize)> = before
+        .db
+        .iter()
+        .map(|(t, rows)| (t.as_str(), rows.len()))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("companies", 1),
+            ("health_logs", 2),
+            ("notifications", 3),
+            ("runs", 2),
+            ("screenshots", 2),
+            ("steps", 5),
+            ("users", 2),
+            ("workflows", 2)
+        ],
+        "precondition: the snapshot holds all of A's stored rows"
+    );
+    let tb = w.b.admin_token.clone();
+    let tb = tb.as_str();
+    let mut covered: BTreeSet<&str> = BTreeSet::new();
+    let (a1, a2) = (w.a_workflows[0].clone(), w.a_workflows[1].clone());
+
+    // ----- Queries -----------------------------------------------------------------
+
+    let resp = b_list(
+        &server,
+        &w,
+        "{ me { id email company { id name } } }",
+        json!({}),
+        "me",
+        &[],
+    )
+    .await;
+    assert_eq!(resp["data"]["me"]["id"], w.b.admin_id.as_str());
+    assert_eq!(resp["data"]["me"]["company"]["id"], w.b.company_id.as_str());
+    covered.extend(["Query.me", "User.company"]);
+
+    let resp = b_list(
+        &server,
+        &w,
+        "{ company { id name inviteToken settings } }",
+        json!({}),
+        "company",
+        &[],
+    )
+    .await;
+    assert_eq!(resp["data"]["company"]["id"], w.b.company_id.as_str());
+    assert_eq!(resp["data"]["company"]["name"], "Bison");
+    assert_eq!(resp["data"]["company"]["settings"], json!({}));
+    covered.insert("Query.company");
+
+    let resp = b_list(
+        &server,
+        &w,
+        "{ users { id company { id } } }",
+        json!({}),
+        "users",
+        &[],
+    )
+    .await;
+    let users: BTreeSet<String> = resp["data"]["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| str_field(u, "id"))
+        .collect();
+    assert_eq!(users, set_of(&[&w.b.admin_id, &w.b.member_id]));
+    for u in resp["data"]["users"].as_array().unwrap() {
+        assert_eq!(u["company"]["id"], w.b.company_id.as_str());
+    }
+    covered.insert("Query.users");
+
+    let list = "query($f: WorkflowFilter) { workflows(filter: $f, first: 100) { totalCount edges { node { id name } } } }";
+    for (what, filter, sent) in [
+        ("no filter", json!(null), vec![]),
+        (
+            "createdBy A's admin",
+            json!({ "createdBy": w.a.admin_id }),
+            vec![w.a.admin_id.as_str()],
+        ),
+        (
+            "createdBy A's member",
+            json!({ "createdBy": w.a.member_id }),
+            vec![w.a.member_id.as_str()],
+        ),
+        ("search A's name", json!({ "search": "A-SECRET" }), vec![]),
+        ("search 'payroll'", json!({ "search": "payroll" }), vec![]),
+        ("A's tag", json!({ "tag": "a-secret" }), vec![]),
+        (
+            "every status",
+            json!({ "status": ["DRAFT", "PROCESSING", "ACTIVE", "NEEDS_REVIEW", "BROKEN", "ARCHIVED"] }),
+            vec![],
+        ),
+    ] {
+        let resp = b_list(
+            &server,
+            &w,
+            list,
+            json!({ "f": filter }),
+            &format!("workflows, {what}"),
+            &sent,
+        )
+        .await;
+        let ids = ids_at(&resp["data"]["workflows"]);
+        assert!(
+            ids.is_subset(&set_of(&[&w.b_workflow])),
+            "workflows ({what}) lists rows that are not B's: {resp:#}"
+        );
+        if !resp["data"]["workflows"].is_null() {
+            assert_eq!(
+                resp["data"]["workflows"]["totalCount"].as_u64(),
+                Some(ids.len() as u64),
+                "totalCount ({what}) counts other rows: {resp:#}"
+            );
+        }
+    }
+    let resp = b_list(&server, &w, list, json!({}), "workflows", &[]).await;
+    assert_eq!(
+        ids_at(&resp["data"]["workflows"]),
+        set_of(&[&w.b_workflow]),
+        "B sees its own workflow"
+    );
+    covered.insert("Query.workflows");
+
+    let by_id = |field: &str, fields: &str| {
+        format!("query($id: ID!) {{ {field}(id: $id) {{ {fields} }} }}")
+    };
+    let wf_query = by_id("workflow", &workflow_fields());
+    for id in &w.a_workflows {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            &wf_query,
+            "workflow",
+            |id| json!({ "id": id }),
+            id,
+        )
+        .await;
+    }
+    covered.insert("Query.workflow");
+    let step_query = by_id("step", STEP_FIELDS);
+    for id in &w.a_steps {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            &step_query,
+            "step",
+            |id| json!({ "id": id }),
+            id,
+        )
+        .await;
+    }
+    covered.insert("Query.step");
+    let shot_query = by_id("screenshot", SCREENSHOT_FIELDS);
+    for id in &w.a_screenshots {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            &shot_query,
+            "screenshot",
+            |id| json!({ "id": id }),
+            id,
+        )
+        .await;
+    }
+    let own = ok(&server, tb, &shot_query, json!({ "id": w.b_screenshot })).await;
+    assert_eq!(
+        own["screenshot"]["id"],
+        w.b_screenshot.as_str(),
+        "B's own screenshot with the shared hash"
+    );
+    assert_eq!(own["screenshot"]["workflow"]["id"], w.b_workflow.as_str());
+    covered.extend(["Query.screenshot", "Screenshot.workflow"]);
+    let run_query = by_id(
+        "run",
+        &format!(
+            "{RUN_FIELDS} healthLogs(first: 100) {{ edges {{ node {{ {HEALTH_LOG_FIELDS} }} }} }}"
+        ),
+    );
+    for id in &w.a_runs {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            &run_query,
+            "run",
+            |id| json!({ "id": id }),
+            id,
+        )
+        .await;
+    }
+    covered.insert("Query.run");
+
+    let runs = format!(
+        "query($wf: ID, $st: [RunStatus!]) {{ runs(workflowId: $wf, status: $st, first: 100) {{ totalCount edges {{ node {{ {RUN_FIELDS} }} }} }} }}"
+    );
+    let resp = b_list(&server, &w, &runs, json!({}), "runs", &[]).await;
+    assert_eq!(ids_at(&resp["data"]["runs"]), set_of(&[&w.b_run]));
+    assert_eq!(resp["data"]["runs"]["totalCount"], 1);
+    for a_wf in &w.a_workflows {
+        let resp = b_list(
+            &server,
+            &w,
+            &runs,
+            json!({ "wf": a_wf }),
+            "runs(workflowId: A's)",
+            &[a_wf.as_str()],
+        )
+        .await;
+        assert!(ids_at(&resp["data"]["runs"]).is_empty(), "{resp:#}");
+    }
+    let resp = b_list(
+        &server,
+        &w,
+        &runs,
+        json!({ "st": ["RUNNING", "SUCCEEDED"] }),
+        "runs(status)",
+        &[],
+    )
+    .await;
+    assert_eq!(ids_at(&resp["data"]["runs"]), set_of(&[&w.b_run]));
+    covered.insert("Query.runs");
+
+    let logs = format!(
+        "query($f: HealthLogFilter) {{ healthLogs(filter: $f, first: 100) {{ totalCount edges {{ node {{ {HEALTH_LOG_FIELDS} }} }} }} }}"
+    );
+    let resp = b_list(&server, &w, &logs, json!({}), "healthLogs", &[]).await;
+    assert_eq!(ids_at(&resp["data"]["healthLogs"]), set_of(&[&w.b_log]));
+    assert_eq!(resp["data"]["healthLogs"]["totalCount"], 1);
+    for (what, filter, sent) in [
+        (
+            "workflowId of A's",
+            json!({ "workflowId": a1 }),
+            a1.as_str(),
+        ),
+        (
+            "runId of A's",
+            json!({ "runId": w.a_runs[0] }),
+            w.a_runs[0].as_str(),
+        ),
+    ] {
+        let resp = b_list(
+            &server,
+            &w,
+            &logs,
+            json!({ "f": filter }),
+            &format!("healthLogs({what})"),
+            &[sent],
+        )
+        .await;
+        assert!(ids_at(&resp["data"]["healthLogs"]).is_empty(), "{resp:#}");
+    }
+    let resp = b_list(
+        &server,
+        &w,
+        &logs,
+        json!({ "f": { "status": ["FAILED", "SUCCESS"], "since": "2000-01-01T00:00:00Z" } }),
+        "healthLogs(status)",
+        &[],
+    )
+    .await;
+    assert_eq!(ids_at(&resp["data"]["healthLogs"]), set_of(&[&w.b_log]));
+    covered.insert("Query.healthLogs");
+
+    let notes = format!(
+        "query($u: Boolean, $s: NotificationSeverity) {{ notifications(unreadOnly: $u, severity: $s, first: 100) {{ totalCount edges {{ node {{ {NOTIFICATION_FIELDS} }} }} }} }}"
+    );
+    for (what, vars, expected) in [
+        ("all", json!({}), set_of(&[&w.b_notes[0], &w.b_notes[1]])),
+        ("unreadOnly", json!({ "u": true }), set_of(&[&w.b_notes[0]])),
+        ("ERROR", json!({ "s": "ERROR" }), set_of(&[&w.b_notes[0]])),
+        ("WARNING", json!({ "s": "WARNING" }), set_of(&[])),
+    ] {
+        let resp = b_list(
+            &server,
+            &w,
+            &notes,
+            vars,
+            &format!("notifications {what}"),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            ids_at(&resp["data"]["notifications"]),
+            expected,
+            "notifications {what}"
+        );
+        assert_eq!(
+            resp["data"]["notifications"]["totalCount"].as_u64(),
+            Some(expected.len() as u64)
+        );
+    }
+    covered.insert("Query.notifications");
+    let resp = b_list(
+        &server,
+        &w,
+        "{ unreadNotificationCount }",
+        json!({}),
+        "unreadNotificationCount",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        resp["data"]["unreadNotificationCount"], 1,
+        "B has one unread notification; A's two must not count"
+    );
+    covered.insert("Query.unreadNotificationCount");
+
+    // ----- Nested fields of B's own data, next to A's look-alikes ----------------------
+
+    let nested = format!(
+        "query($id: ID!, $aw: ID, $ar: ID) {{ workflow(id: $id) {{ {wf} \
+           screenshots {{ {SCREENSHOT_FIELDS} }} \
+           runs(first: 100) {{ totalCount edges {{ node {{ {RUN_FIELDS} healthLogs(first: 100) {{ totalCount edges {{ node {{ {HEALTH_LOG_FIELDS} }} }} }} }} }} }} \
+           succeeded: runs(status: [SUCCEEDED], first: 100) {{ totalCount edges {{ node {{ id }} }} }} \
+           healthLogs(first: 100) {{ totalCount edges {{ node {{ {HEALTH_LOG_FIELDS} }} }} }} \
+           byAWorkflow: healthLogs(filter: {{ workflowId: $aw }}, first: 100) {{ totalCount edges {{ node {{ id }} }} }} \
+           byARun: healthLogs(filter: {{ runId: $ar }}, first: 100) {{ totalCount edges {{ node {{ id }} }} }} }} }}",
+        wf = workflow_fields()
+    );
+    let resp = server
+        .gql(
+            &nested,
+            json!({ "id": w.b_workflow, "aw": a1, "ar": w.a_runs[0] }),
+            Some(tb),
+        )
+        .await;
+    if let Some(code) = error_code(&resp) {
+        // Only the sub-lists filtered by A's ids may complain, and only as NOT_FOUND.
+        assert_eq!(code, "NOT_FOUND", "{resp:#}");
+    }
+    w.assert_no_leak(
+        &resp,
+        &[a1.as_str(), w.a_runs[0].as_str()],
+        "B's workflow with every nested field",
+    );
+    let wf = &resp["data"]["workflow"];
+    assert_eq!(wf["id"], w.b_workflow.as_str(), "{resp:#}");
+    assert_eq!(wf["createdBy"]["id"], w.b.admin_id.as_str());
+    assert_eq!(step_ids(wf), w.b_steps);
+    for s in wf["steps"].as_array().unwrap() {
+        assert_eq!(s["workflow"]["id"], w.b_workflow.as_str());
+    }
+    assert_eq!(wf["steps"][0]["screenshot"]["id"], w.b_screenshot.as_str());
+    assert_eq!(wf["steps"][0]["editedBy"]["id"], w.b.member_id.as_str());
+    let shots: Vec<String> = wf["screenshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| str_field(s, "id"))
+        .collect();
+    assert_eq!(shots, vec![w.b_screenshot.clone()], "Workflow.screenshots");
+    assert_eq!(ids_at(&wf["runs"]), set_of(&[&w.b_run]));
+    assert!(
+        ids_at(&wf["succeeded"]).is_empty(),
+        "A's SUCCEEDED run must not show under B's workflow: {resp:#}"
+    );
+    let run = &wf["runs"]["edges"][0]["node"];
+    assert_eq!(run["workflow"]["id"], w.b_workflow.as_str());
+    assert_eq!(run["startedBy"]["id"], w.b.admin_id.as_str());
+    assert_eq!(run["currentStep"]["id"], w.b_steps[1].as_str());
+    assert_eq!(ids_at(&run["healthLogs"]), set_of(&[&w.b_log]));
+    assert_eq!(ids_at(&wf["healthLogs"]), set_of(&[&w.b_log]));
+    // Under B's workflow, a filter naming A's workflow or run may be ignored in favour of
+    // the parent (the contract does not say), but it must never bring A's logs in.
+    assert!(
+        ids_at(&wf["byAWorkflow"]).is_subset(&set_of(&[&w.b_log]))
+            && ids_at(&wf["byARun"]).is_subset(&set_of(&[&w.b_log])),
+        "{resp:#}"
+    );
+    let log = &wf["healthLogs"]["edges"][0]["node"];
+    assert_eq!(log["workflow"]["id"], w.b_workflow.as_str());
+    assert_eq!(log["run"]["id"], w.b_run.as_str());
+    assert_eq!(log["step"]["id"], w.b_steps[0].as_str());
+    covered.extend([
+        "Workflow.createdBy",
+        "Workflow.steps",
+        "Workflow.screenshots",
+        "Workflow.runs",
+        "Workflow.healthLogs",
+        "Step.workflow",
+        "Step.screenshot",
+        "Step.editedBy",
+        "Run.workflow",
+        "Run.startedBy",
+        "Run.currentStep",
+        "Run.healthLogs",
+        "HealthLog.workflow",
+        "HealthLog.run",
+        "HealthLog.step",
+    ]);
+    let resp = b_list(&server, &w, &notes, json!({}), "notifications nested", &[]).await;
+    for edge in resp["data"]["notifications"]["edges"].as_array().unwrap() {
+        let node = &edge["node"];
+        if node["id"] == w.b_notes[0].as_str() {
+            assert_eq!(node["workflow"]["id"], w.b_workflow.as_str());
+        } else {
+            assert_eq!(node["readBy"]["id"], w.b.admin_id.as_str());
+        }
+    }
+    covered.extend(["Notification.workflow", "Notification.readBy"]);
+
+    // ----- Mutations ---------------------------------------------------------------
+
+    let b_count = count_workflows(&server, &w.b.company_id).await;
+
+    let create = format!(
+        "mutation($input: CreateWorkflowInput!) {{ createWorkflow(input: $input) {{ {} }} }}",
+        workflow_fields()
+    );
+    like_missing(
+        &server,
+        &w,
+        tb,
+        &create,
+        "createWorkflow",
+        |id| json!({ "input": { "name": "Steal", "steps": [{ "actionType": "click" }, { "actionType": "click", "screenshotId": id }] } }),
+        &w.a_screenshots[0],
+    )
+    .await;
+    assert_eq!(
+        count_workflows(&server, &w.b.company_id).await,
+        b_count,
+        "a rejected createWorkflow left a workflow behind"
+    );
+    let created = ok(
+        &server,
+        tb,
+        &create,
+        json!({ "input": { "name": "Bison new" } }),
+    )
+    .await;
+    assert_eq!(
+        created["createWorkflow"]["createdBy"]["id"],
+        w.b.admin_id.as_str()
+    );
+    let b_new = str_field(&created["createWorkflow"], "id");
+    covered.insert("Mutation.createWorkflow");
+
+    let update = format!(
+        "mutation($id: ID!, $input: UpdateWorkflowInput!) {{ updateWorkflow(id: $id, input: $input) {{ {} }} }}",
+        workflow_fields()
+    );
+    like_missing(&server, &w, tb, &update, "updateWorkflow", |id| json!({ "id": id, "input": { "name": "pwned", "description": null, "tags": [], "status": "ARCHIVED" } }), &a1).await;
+    covered.insert("Mutation.updateWorkflow");
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($id: ID!) { archiveWorkflow(id: $id) { id status } }",
+        "archiveWorkflow",
+        |id| json!({ "id": id }),
+        &a1,
+    )
+    .await;
+    covered.insert("Mutation.archiveWorkflow");
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($id: ID!) { deleteWorkflow(id: $id) }",
+        "deleteWorkflow",
+        |id| json!({ "id": id }),
+        &a2,
+    )
+    .await;
+    covered.insert("Mutation.deleteWorkflow");
+    let count = count_workflows(&server, &w.b.company_id).await;
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($id: ID!) { duplicateWorkflow(id: $id) { id name steps { id } } }",
+        "duplicateWorkflow",
+        |id| json!({ "id": id }),
+        &a1,
+    )
+    .await;
+    assert_eq!(
+        count_workflows(&server, &w.b.company_id).await,
+        count,
+        "a rejected duplicateWorkflow created something"
+    );
+    covered.insert("Mutation.duplicateWorkflow");
+
+    let add = format!(
+        "mutation($wf: ID!, $input: StepInput!) {{ addStep(workflowId: $wf, input: $input, position: 1) {{ {STEP_FIELDS} }} }}"
+    );
+    like_missing(
+        &server,
+        &w,
+        tb,
+        &add,
+        "addStep",
+        |id| json!({ "wf": id, "input": { "actionType": "click" } }),
+        &a1,
+    )
+    .await;
+    let b_wf = w.b_workflow.clone();
+    like_missing(
+        &server,
+        &w,
+        tb,
+        &add,
+        "addStep",
+        |id| json!({ "wf": b_wf, "input": { "actionType": "click", "screenshotId": id } }),
+        &w.a_screenshots[0],
+    )
+    .await;
+    covered.insert("Mutation.addStep");
+
+    let upd_step = format!(
+        "mutation($id: ID!, $input: UpdateStepInput!) {{ updateStep(id: $id, input: $input) {{ {STEP_FIELDS} }} }}"
+    );
+    like_missing(
+        &server,
+        &w,
+        tb,
+        &upd_step,
+        "updateStep",
+        |id| json!({ "id": id, "input": { "fieldLabel": "pwned", "selectors": {} } }),
+        &w.a_steps[0],
+    )
+    .await;
+    let b_step = w.b_steps[1].clone();
+    like_missing(
+        &server,
+        &w,
+        tb,
+        &upd_step,
+        "updateStep",
+        |id| json!({ "id": b_step, "input": { "screenshotId": id } }),
+        &w.a_screenshots[1],
+    )
+    .await;
+    covered.insert("Mutation.updateStep");
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($id: ID!) { deleteStep(id: $id) }",
+        "deleteStep",
+        |id| json!({ "id": id }),
+        &w.a_steps[1],
+    )
+    .await;
+    covered.insert("Mutation.deleteStep");
+
+    let reorder = "mutation($wf: ID!, $ids: [ID!]!) { reorderSteps(workflowId: $wf, stepIds: $ids) { id stepNumber } }";
+    let a1_steps_reversed: Vec<String> = w.a_steps[..3].iter().rev().cloned().collect();
+    like_missing(
+        &server,
+        &w,
+        tb,
+        reorder,
+        "reorderSteps",
+        |id| json!({ "wf": id, "ids": a1_steps_reversed }),
+        &a1,
+    )
+    .await;
+    let b_order_before = step_ids(&get_workflow(&server, tb, &w.b_workflow).await);
+    for (what, ids) in [
+        (
+            "B's steps plus one of A's",
+            vec![
+                w.b_steps[1].clone(),
+                w.b_steps[0].clone(),
+                w.a_steps[0].clone(),
+            ],
+        ),
+        (
+            "one of B's steps swapped for one of A's",
+            vec![w.b_steps[1].clone(), w.a_steps[0].clone()],
+        ),
+        ("only A's steps", w.a_steps[..2].to_vec()),
+    ] {
+        let sent: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let resp = server
+            .gql(reorder, json!({ "wf": w.b_workflow, "ids": ids }), Some(tb))
+            .await;
+        let code = error_code(&resp);
+        assert!(
+            matches!(code.as_deref(), Some("BAD_USER_INPUT" | "NOT_FOUND")),
+            "reorderSteps of B's workflow with {what}: expected BAD_USER_INPUT or NOT_FOUND: {resp:#}"
+        );
+        w.assert_no_leak(&resp, &sent, &format!("reorderSteps with {what}"));
+        assert_eq!(
+            step_ids(&get_workflow(&server, tb, &w.b_workflow).await),
+            b_order_before,
+            "B's order changed by a rejected reorder ({what})"
+        );
+    }
+    covered.insert("Mutation.reorderSteps");
+
+    let mark = format!(
+        "mutation($id: ID!) {{ markNotificationRead(id: $id) {{ {NOTIFICATION_FIELDS} }} }}"
+    );
+    for id in &w.a_notes {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            &mark,
+            "markNotificationRead",
+            |id| json!({ "id": id }),
+            id,
+        )
+        .await;
+    }
+    covered.insert("Mutation.markNotificationRead");
+    let resp = b_list(
+        &server,
+        &w,
+        "mutation { markAllNotificationsRead }",
+        json!({}),
+        "markAllNotificationsRead",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        resp["data"]["markAllNotificationsRead"], 1,
+        "B had exactly one unread notification"
+    );
+    covered.insert("Mutation.markAllNotificationsRead");
+    for id in &w.a_notes {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            "mutation($id: ID!) { deleteNotification(id: $id) }",
+            "deleteNotification",
+            |id| json!({ "id": id }),
+            id,
+        )
+        .await;
+    }
+    covered.insert("Mutation.deleteNotification");
+
+    let role = "mutation($id: ID!, $role: Role!) { changeUserRole(userId: $id, role: $role) { id role company { id } } }";
+    like_missing(
+        &server,
+        &w,
+        tb,
+        role,
+        "changeUserRole",
+        |id| json!({ "id": id, "role": "ADMIN" }),
+        &w.a.member_id,
+    )
+    .await;
+    like_missing(
+        &server,
+        &w,
+        tb,
+        role,
+        "changeUserRole",
+        |id| json!({ "id": id, "role": "REGULAR" }),
+        &w.a.admin_id,
+    )
+    .await;
+    covered.insert("Mutation.changeUserRole");
+    for id in [&w.a.member_id, &w.a.admin_id] {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            "mutation($id: ID!) { removeUser(userId: $id) }",
+            "removeUser",
+            |id| json!({ "id": id }),
+            id,
+        )
+        .await;
+    }
+    covered.insert("Mutation.removeUser");
+
+    let resp = b_list(
+        &server,
+        &w,
+        "mutation { renameCompany(name: \"Bison Renamed\") { id name } }",
+        json!({}),
+        "renameCompany",
+        &[],
+    )
+    .await;
+    assert_eq!(resp["data"]["renameCompany"]["id"], w.b.company_id.as_str());
+    assert_eq!(resp["data"]["renameCompany"]["name"], "Bison Renamed");
+    covered.insert("Mutation.renameCompany");
+    let resp = b_list(
+        &server,
+        &w,
+        "mutation($s: JSON!) { updateCompanySettings(settings: $s) { id settings } }",
+        json!({ "s": { "theme": "bison" } }),
+        "updateCompanySettings",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        resp["data"]["updateCompanySettings"]["id"],
+        w.b.company_id.as_str()
+    );
+    assert_eq!(
+        resp["data"]["updateCompanySettings"]["settings"],
+        json!({ "theme": "bison" })
+    );
+    covered.insert("Mutation.updateCompanySettings");
+    let resp = b_list(
+        &server,
+        &w,
+        "mutation { rotateInviteToken { id inviteToken } }",
+        json!({}),
+        "rotateInviteToken",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        resp["data"]["rotateInviteToken"]["id"],
+        w.b.company_id.as_str()
+    );
+    let b_invite = str_field(&resp["data"]["rotateInviteToken"], "inviteToken");
+    covered.insert("Mutation.rotateInviteToken");
+
+    // Sessions: everything a token grants stays inside its company.
+    let (token, payload) = server.login(&w.b.member_email, PASSWORD).await;
+    w.assert_no_leak(&payload, &[], "login");
+    assert_eq!(payload["user"]["id"], w.b.member_id.as_str());
+    assert_eq!(payload["company"]["id"], w.b.company_id.as_str());
+    assert_eq!(jwt_claims(&token)["company_id"], w.b.company_id.as_str());
+    let seen = ok(&server, &token, list, json!({})).await;
+    assert_eq!(ids_at(&seen["workflows"]), set_of(&[&w.b_workflow, &b_new]));
+    covered.extend(["Mutation.login", "AuthPayload.user", "AuthPayload.company"]);
+
+    let (token, payload) = server
+        .join_company(&b_invite, "Bison Newbie", "newbie@bison.test", PASSWORD)
+        .await;
+    assert_eq!(payload["company"]["id"], w.b.company_id.as_str());
+    let seen = ok(&server, &token, "{ users { id } workflows(first: 100) { totalCount edges { node { id } } } notifications { totalCount } }", json!({})).await;
+    w.assert_no_leak(&seen, &[], "a new member of B");
+    assert_eq!(seen["workflows"]["totalCount"], 2);
+    assert_eq!(seen["users"].as_array().unwrap().len(), 3);
+    covered.insert("Mutation.joinCompany");
+
+    // A company named exactly like A is still not A.
+    let (token, payload) = server
+        .signup("Aardvark", "Copy Cat", "copycat@elsewhere.test", PASSWORD)
+        .await;
+    assert_ne!(payload["company"]["id"], w.a.company_id.as_str());
+    let seen = ok(
+        &server,
+        &token,
+        "{ users { id } workflows { totalCount } runs { totalCount } healthLogs { totalCount } notifications { totalCount } unreadNotificationCount company { settings } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        seen,
+        json!({
+            "users": [{ "id": payload["user"]["id"] }],
+            "workflows": { "totalCount": 0 }, "runs": { "totalCount": 0 }, "healthLogs": { "totalCount": 0 },
+            "notifications": { "totalCount": 0 }, "unreadNotificationCount": 0, "company": { "settings": {} },
+        }),
+        "a brand-new company named like A sees nothing"
+    );
+    covered.insert("Mutation.signup");
+
+    // ----- A is untouched ----------------------------------------------------------
+
+    let after = company_snapshot(&server, &w.a.company_id, &w.a.admin_token).await;
+    assert_unchanged(
+        &before,
+        &after,
+        "after company B tried everything with A's ids",
+    );
+    server.login(&w.a.member_email, PASSWORD).await;
+
+    // Every case in the tables ran.
+    let expected: BTreeSet<&str> = ROOT_CASES
+        .iter()
+        .chain(NESTED_CASES)
+        .map(|(k, _)| *k)
+        .collect();
+    let not_run: Vec<&&str> = expected.difference(&covered).collect();
+    let unlisted: Vec<&&str> = covered.difference(&expected).collect();
+    assert!(
+        not_run.is_empty() && unlisted.is_empty(),
+        "isolation cases not run: {not_run:?}; run but not listed: {unlisted:?}"
+    );
+}
+
+both_backends!(references_into_another_company_resolve_to_nothing);
+/// Rows of B that point at A's rows through references the database does not tie to a
+/// company (screenshot, editor, starter, current step, logged step, reader, creator) must
+/// not pull A's rows into B's responses.
+async fn references_into_another_company_resolve_to_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let w = world(&server).await;
+    let before = company_snapshot(&server, &w.a.company_id, &w.a.admin_token).await;
+    server
+        .sql(&format!(
+            "UPDATE steps SET screenshot_id = {shot}, edited_by = {am} WHERE id = {bs0};\n\
+             UPDATE runs SET started_by = {aa}, current_step_id = {as0} WHERE id = {run};\n\
+             UPDATE health_logs SET step_id = {as1} WHERE id = {log};\n\
+             UPDATE notifications SET read_by = {aa} WHERE id = {note};\n\
+             UPDATE workflows SET created_by = {am} WHERE id = {wf};",
+            shot = lit(&w.a_screenshots[0]),
+            am = lit(&w.a.member_id),
+            aa = lit(&w.a.admin_id),
+            bs0 = lit(&w.b_steps[0]),
+            as0 = lit(&w.a_steps[0]),
+            as1 = lit(&w.a_steps[1]),
+            run = lit(&w.b_run),
+            log = lit(&w.b_log),
+            note = lit(&w.b_notes[1]),
+            wf = lit(&w.b_workflow),
+        ))
+        .await;
+
+    let query = format!(
+        "query($wf: ID!, $step: ID!, $run: ID!) {{ \
+           workflow(id: $wf) {{ id createdBy {{ {USER_FIELDS} }} steps {{ id screenshot {{ {SCREENSHOT_FIELDS} }} editedBy {{ {USER_FIELDS} }} }} \
+             runs {{ edges {{ node {{ id startedBy {{ {USER_FIELDS} }} currentStep {{ id fieldLabel }} }} }} }} \
+             healthLogs {{ edges {{ node {{ id step {{ id fieldLabel }} }} }} }} }} \
+           step(id: $step) {{ id screenshot {{ id hash }} editedBy {{ id name }} }} \
+           run(id: $run) {{ id startedBy {{ id name }} currentStep {{ id fieldLabel }} healthLogs {{ edges {{ node {{ id step {{ id }} }} }} }} }} \
+           healthLogs {{ edges {{ node {{ id step {{ id fieldLabel }} }} }} }} \
+           notifications {{ edges {{ node {{ id readBy {{ id name email }} }} }} }} }}"
+    );
+    let resp = server
+        .gql(
+            &query,
+            json!({ "wf": w.b_workflow, "step": w.b_steps[0], "run": w.b_run }),
+            Some(&w.b.admin_token),
+        )
+        .await;
+    w.assert_no_leak(&resp, &[], "B's rows pointing into A");
+    for error in resp["errors"].as_array().into_iter().flatten() {
+        assert_eq!(
+            error["extensions"]["code"], "NOT_FOUND",
+            "only NOT_FOUND may be reported for a dangling reference: {resp:#}"
+        );
+    }
+    let data = &resp["data"];
+    assert_eq!(data["workflow"]["id"], w.b_workflow.as_str(), "{resp:#}");
+    let nulls = [
+        ("Workflow.createdBy", &data["workflow"]["createdBy"]),
+        (
+            "Step.screenshot (via workflow)",
+            &data["workflow"]["steps"][0]["screenshot"],
+        ),
+        (
+            "Step.editedBy (via workflow)",
+            &data["workflow"]["steps"][0]["editedBy"],
+        ),
+        (
+            "Run.startedBy (via workflow)",
+            &data["workflow"]["runs"]["edges"][0]["node"]["startedBy"],
+        ),
+        (
+            "Run.currentStep (via workflow)",
+            &data["workflow"]["runs"]["edges"][0]["node"]["currentStep"],
+        ),
+        (
+            "HealthLog.step (via workflow)",
+            &data["workflow"]["healthLogs"]["edges"][0]["node"]["step"],
+        ),
+        ("Step.screenshot", &data["step"]["screenshot"]),
+        ("Step.editedBy", &data["step"]["editedBy"]),
+        ("Run.startedBy", &data["run"]["startedBy"]),
+        ("Run.currentStep", &data["run"]["currentStep"]),
+        (
+            "Run.healthLogs.step",
+            &data["run"]["healthLogs"]["edges"][0]["node"]["step"],
+        ),
+        (
+            "HealthLog.step",
+            &data["healthLogs"]["edges"][0]["node"]["step"],
+        ),
+    ];
+    for (what, value) in nulls {
+        assert!(
+            value.is_null(),
+            "{what} resolved a row of company A: {value:#}\n{resp:#}"
+        );
+    }
+    let notes: HashSet<String> = data["notifications"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| str_field(&e["node"], "id"))
+        .collect();
+    assert_eq!(notes, w.b_notes.iter().cloned().collect::<HashSet<_>>());
+    for edge in data["notifications"]["edges"].as_array().unwrap() {
+        assert!(
+            edge["node"]["readBy"].is_null(),
+            "Notification.readBy resolved A's user: {resp:#}"
+        );
+    }
+
+    let after = company_snapshot(&server, &w.a.company_id, &w.a.admin_token).await;
+    assert_unchanged(&before, &after, "after B's dangling references were read");
+}

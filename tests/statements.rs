@@ -1,0 +1,160 @@
+//! N+1 guard: how many SQL statements a nested list query costs must not grow with the
+//! page size. The server counts every statement it starts in `/metrics`
+//! (`stepwise_db_statements_total`); each test has its own server, so only its own
+//! requests move the counter.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::fixtures::*;
+use common::{Backend, TestServer, str_field};
+use serde_json::{Value, json};
+
+const COUNTER: &str = "stepwise_db_statements_total";
+
+fn nested_query(first: usize) -> String {
+    format!(
+        "{{ workflows(first: {first}) {{ edges {{ node {{ id createdBy {{ name }} \
+           steps {{ id screenshot {{ id }} editedBy {{ id }} }} }} }} }} }}"
+    )
+}
+
+/// Statements the server ran for one request of `query` (checked to return `rows`
+/// workflows with 3 steps and a screenshot each).
+async fn statements_for(server: &TestServer, token: &str, query: &str, rows: usize) -> u64 {
+    let before = server.metric(COUNTER).await;
+    let data = ok(server, token, query, json!({})).await;
+    let after = server.metric(COUNTER).await;
+    let edges = data["workflows"]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), rows, "{query}");
+    for edge in edges {
+        let node = &edge["node"];
+        assert!(node["createdBy"]["name"].is_string(), "{node:#}");
+        let steps = node["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 3, "{node:#}");
+        for step in steps {
+            assert!(
+                step["screenshot"]["id"].is_string(),
+                "every step has a screenshot: {step:#}"
+            );
+        }
+        assert!(
+            steps.iter().any(|s| s["editedBy"]["id"].is_string()),
+            "one step of each workflow was edited: {node:#}"
+        );
+    }
+    assert!(after >= before, "the counter went backwards");
+    (after - before) as u64
+}
+
+both_backends!(nested_workflow_list_costs_the_same_for_5_and_50_rows);
+async fn nested_workflow_list_costs_the_same_for_5_and_50_rows(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let mut sql = String::new();
+    for i in 0..60 {
+        let (token, editor) = if i % 2 == 0 {
+            (&acme.admin_token, &acme.member_id)
+        } else {
+            (&acme.member_token, &acme.admin_id)
+        };
+        let wf = create_workflow(
+            &server,
+            token,
+            json!({ "name": format!("Flow {i:02}"), "steps": step_inputs("s", 3) }),
+        )
+        .await;
+        let wf_id = str_field(&wf, "id");
+        for (j, step) in step_ids(&wf).iter().enumerate() {
+            let (shot, insert) = screenshot_sql(&ScreenshotRow {
+                company_id: &acme.company_id,
+                workflow_id: &wf_id,
+                hash: &format!("hash-{i}-{j}"),
+            });
+            sql.push_str(&insert);
+            sql.push_str(&attach_screenshot_sql(step, &shot));
+            if j == 1 {
+                sql.push_str(&format!(
+                    "UPDATE steps SET edited_by = {}, edited_at = {} WHERE id = {};\n",
+                    lit(editor),
+                    ts_at(i),
+                    lit(step)
+                ));
+            }
+        }
+    }
+    server.sql(&sql).await;
+
+    let token = &acme.member_token;
+    let (q5, q50) = (nested_query(5), nested_query(50));
+    // Warm up (connections opened, caches filled), then take the cheapest of a few runs so
+    // a pool health check in between does not count against either size.
+    statements_for(&server, token, &q5, 5).await;
+    statements_for(&server, token, &q50, 50).await;
+    let mut samples5 = Vec::new();
+    let mut samples50 = Vec::new();
+    for _ in 0..5 {
+        samples5.push(statements_for(&server, token, &q5, 5).await);
+        samples50.push(statements_for(&server, token, &q50, 50).await);
+    }
+    let d5 = samples5.iter().copied().min().unwrap();
+    let d50 = samples50.iter().copied().min().unwrap();
+    assert!(
+        d5 > 0,
+        "{COUNTER} did not move for a query that reads the database"
+    );
+    assert_eq!(
+        d50, d5,
+        "the nested list ran {d50} statements for 50 workflows but {d5} for 5 (best of 5 runs; \
+         all runs: 5 rows {samples5:?}, 50 rows {samples50:?}): the cost grows with the page size"
+    );
+    assert!(
+        d50 < 12,
+        "the nested list ran {d50} statements; expected a handful of batched loads"
+    );
+}
+
+/// How far one request of `query` moves the counter.
+async fn delta(server: &TestServer, token: &str, query: &str) -> f64 {
+    let before = server.metric(COUNTER).await;
+    let data: Value = ok(server, token, query, json!({})).await;
+    let after = server.metric(COUNTER).await;
+    assert!(data.is_object());
+    after - before
+}
+
+both_backends!(statement_counter_moves_with_work);
+/// The counter really counts: a query that loads more kinds of data costs more than one
+/// that loads fewer, so the equality above is not an artefact of a frozen counter.
+async fn statement_counter_moves_with_work(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let wf = simple_workflow(&server, &acme.admin_token, "Flow", 2).await;
+    let token = &acme.admin_token;
+    // Warm up.
+    delta(&server, token, "{ workflows { edges { node { id } } } }").await;
+    let flat = delta(&server, token, "{ workflows { edges { node { id } } } }").await;
+    let nested = delta(
+        &server,
+        token,
+        "{ workflows { edges { node { id createdBy { id } steps { id editedBy { id } } } } } }",
+    )
+    .await;
+    assert!(flat >= 1.0, "listing workflows ran no statement? ({flat})");
+    assert!(
+        nested > flat,
+        "loading creators and steps too ran {nested} statements, listing alone {flat}"
+    );
+    let before = server.metric(COUNTER).await;
+    update_step(
+        &server,
+        token,
+        &str_field(&wf["steps"][0], "id"),
+        json!({ "fieldLabel": "x" }),
+    )
+    .await;
+    assert!(
+        server.metric(COUNTER).await > before,
+        "a write ran no statement?"
+    );
+}

@@ -1,0 +1,561 @@
+//! The WebSocket transport frame by frame (tests/realtime/raw.mjs, the npm `ws` package):
+//! subprotocol negotiation, graphql-transport-ws close codes, ping/pong, errors versus
+//! completion, and the legacy `graphql-ws` (subscriptions-transport-ws) protocol.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::fixtures::team;
+use common::realtime::{RawSocket, run_updated_query, runs_updated_query};
+use common::runs::{active_workflow, outcome, report_step, start_run};
+use common::{
+    Backend, ServerOptions, TEST_JWT_SECRET, TestServer, forge_token, jwt_claims, now_ts, str_field,
+};
+use serde_json::{Value, json};
+
+async fn server_with(backend: Backend, env: &[(&str, &str)]) -> TestServer {
+    let options = ServerOptions {
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..ServerOptions::default()
+    };
+    TestServer::start_with(backend, options).await
+}
+
+/// A server with a signed-up company; returns the server and the admin's token.
+async fn server_and_token(backend: Backend) -> (TestServer, String) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    (server, acme.admin_token)
+}
+
+/// A socket that has been acknowledged.
+async fn ready_socket(server: &TestServer, token: &str) -> RawSocket {
+    let mut socket = RawSocket::open(server).await;
+    socket.init(Some(token)).await;
+    socket
+}
+
+/// Reads the `upgrade` and `open` events of a socket made with `RawSocket::start`.
+async fn skip_handshake(socket: &mut RawSocket) {
+    for expected in ["upgrade", "open"] {
+        let event = socket.event().await;
+        assert_eq!(event["event"], expected, "{event}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Subprotocols
+// ---------------------------------------------------------------------------
+
+both_backends!(subprotocol_negotiation);
+async fn subprotocol_negotiation(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    for (offered, selected) in [
+        (vec!["graphql-transport-ws"], "graphql-transport-ws"),
+        (vec!["foo", "graphql-transport-ws"], "graphql-transport-ws"),
+        (vec!["graphql-ws"], "graphql-ws"),
+    ] {
+        let mut socket = RawSocket::start(&server, &offered);
+        let upgrade = socket.event().await;
+        assert_eq!(upgrade["event"], "upgrade", "{upgrade}");
+        assert_eq!(upgrade["status"], 101, "{upgrade}");
+        assert_eq!(
+            upgrade["protocol"], selected,
+            "offering {offered:?}: {upgrade}"
+        );
+        let open = socket.event().await;
+        assert_eq!(open["event"], "open", "{open}");
+        assert_eq!(open["protocol"], selected, "{open}");
+        socket.shutdown().await;
+    }
+}
+
+both_backends!(no_acceptable_subprotocol_closes_4406);
+async fn no_acceptable_subprotocol_closes_4406(backend: Backend) {
+    let server = TestServer::start(backend).await;
+
+    // Offering none: the socket opens and is closed with 4406.
+    let mut socket = RawSocket::start(&server, &[]);
+    let upgrade = socket.event().await;
+    assert_eq!(upgrade["event"], "upgrade", "{upgrade}");
+    assert!(
+        upgrade["protocol"].is_null(),
+        "nothing was offered: {upgrade}"
+    );
+    let open = socket.event().await;
+    assert_eq!(open["event"], "open", "{open}");
+    let reason = socket
+        .expect_close_code(4406, "no subprotocol offered")
+        .await;
+    assert!(!reason.is_empty(), "4406 should say why");
+
+    // Offering only unknown ones: the server selects none. (A conforming client then fails
+    // the handshake itself, as `ws` does; if it gets as far as opening, 4406 follows.)
+    let mut socket = RawSocket::start(&server, &["foo", "graphql"]);
+    let upgrade = socket.event().await;
+    assert_eq!(upgrade["event"], "upgrade", "{upgrade}");
+    assert!(
+        upgrade["protocol"].is_null(),
+        "the server must not select an unknown subprotocol: {upgrade}"
+    );
+    let next = socket.event().await;
+    match next["event"].as_str() {
+        Some("error") => {
+            let message = str_field(&next, "message");
+            assert!(message.contains("subprotocol"), "{next}");
+        }
+        Some("open") => {
+            socket
+                .expect_close_code(4406, "unknown subprotocols offered")
+                .await;
+        }
+        _ => panic!("unexpected after an unacceptable offer: {next}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// connection_init
+// ---------------------------------------------------------------------------
+
+both_backends!(no_connection_init_in_time_closes_4408);
+async fn no_connection_init_in_time_closes_4408(backend: Backend) {
+    let server = server_with(backend, &[("STEPWISE_WS_INIT_TIMEOUT_MS", "500")]).await;
+    let acme = team(&server, "Acme").await;
+
+    // Pings are answered but do not count as initialisation. (Frames are queued before the
+    // socket opens, so they go out at once however slow this machine is.)
+    let mut socket = RawSocket::start(&server, &["graphql-transport-ws"]);
+    socket.send(json!({ "type": "ping" }));
+    skip_handshake(&mut socket).await;
+    socket.expect_type("pong").await;
+    let reason = socket.expect_close_code(4408, "no connection_init").await;
+    assert!(reason.to_lowercase().contains("timeout"), "{reason:?}");
+
+    // A connection initialised in time stays open past the deadline.
+    let mut socket = RawSocket::start(&server, &["graphql-transport-ws"]);
+    socket.send(json!({ "type": "connection_init", "payload": { "token": acme.admin_token } }));
+    skip_handshake(&mut socket).await;
+    socket.expect_type("connection_ack").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    socket.send(json!({ "type": "ping", "payload": { "still": "here" } }));
+    let pong = socket.expect_type("pong").await;
+    assert_eq!(pong["payload"], json!({ "still": "here" }));
+    socket.shutdown().await;
+}
+
+both_backends!(invalid_tokens_close_4403);
+async fn invalid_tokens_close_4403(backend: Backend) {
+    let (server, token) = server_and_token(backend).await;
+    let claims = jwt_claims(&token);
+    let now = now_ts();
+    let mut expired = claims.clone();
+    expired["iat"] = json!(now - 7200);
+    expired["nbf"] = json!(now - 7200);
+    expired["exp"] = json!(now - 3600);
+
+    let cases = [
+        ("garbage", json!({ "token": "garbage" })),
+        (
+            "expired",
+            json!({ "token": forge_token(&expired, TEST_JWT_SECRET) }),
+        ),
+        (
+            "wrong secret",
+            json!({ "token": forge_token(&claims, "another-secret-that-is-long-enough-0123456") }),
+        ),
+        (
+            "bearer garbage",
+            json!({ "Authorization": "Bearer garbage" }),
+        ),
+    ];
+    for (what, payload) in cases {
+        let mut socket = RawSocket::open(&server).await;
+        socket.send(json!({ "type": "connection_init", "payload": payload }));
+        socket.expect_close_code(4403, what).await;
+    }
+
+    // Both accepted spellings of a good token work.
+    for payload in [
+        json!({ "token": token }),
+        json!({ "Authorization": format!("Bearer {token}") }),
+    ] {
+        let mut socket = RawSocket::open(&server).await;
+        socket.send(json!({ "type": "connection_init", "payload": payload }));
+        socket.expect_type("connection_ack").await;
+        socket.shutdown().await;
+    }
+}
+
+both_backends!(anonymous_connections_get_unauthenticated_operations);
+async fn anonymous_connections_get_unauthenticated_operations(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut socket = RawSocket::open(&server).await;
+    socket.init(None).await;
+    socket.subscribe("runs", &runs_updated_query(), json!({}));
+    let message = socket.expect_message().await;
+    let errors = match message["type"].as_str() {
+        Some("error") => message["payload"].clone(),
+        Some("next") => message["payload"]["errors"].clone(),
+        _ => panic!("expected an error for an anonymous subscription, got {message}"),
+    };
+    assert_eq!(message["id"], "runs", "{message}");
+    assert_eq!(
+        errors[0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{message}"
+    );
+    socket.shutdown().await;
+}
+
+both_backends!(token_expiry_closes_4403);
+async fn token_expiry_closes_4403(backend: Backend) {
+    let (server, token) = server_and_token(backend).await;
+    let mut claims = jwt_claims(&token);
+    let now = now_ts();
+    claims["iat"] = json!(now);
+    claims["nbf"] = json!(now);
+    claims["exp"] = json!(now + 3);
+    let short_lived = forge_token(&claims, TEST_JWT_SECRET);
+
+    let mut socket = ready_socket(&server, &short_lived).await;
+    socket.subscribe("runs", &runs_updated_query(), json!({}));
+    // exp is 3 s away; allow for the validation leeway, but not for ever.
+    let (code, reason) = socket.expect_close_within(Duration::from_secs(30)).await;
+    assert_eq!(code, 4403, "token expiry must close with 4403 ({reason:?})");
+}
+
+both_backends!(subscribe_before_ack_closes_4401);
+async fn subscribe_before_ack_closes_4401(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut socket = RawSocket::open(&server).await;
+    socket.subscribe("1", "{ __typename }", json!({}));
+    socket
+        .expect_close_code(4401, "subscribe before connection_init")
+        .await;
+}
+
+both_backends!(second_connection_init_closes_4429);
+async fn second_connection_init_closes_4429(backend: Backend) {
+    let (server, token) = server_and_token(backend).await;
+    let mut socket = ready_socket(&server, &token).await;
+    socket.send(json!({ "type": "connection_init", "payload": { "token": token } }));
+    socket
+        .expect_close_code(4429, "second connection_init")
+        .await;
+}
+
+both_backends!(duplicate_operation_id_closes_4409);
+async fn duplicate_operation_id_closes_4409(backend: Backend) {
+    let (server, token) = server_and_token(backend).await;
+    let mut socket = ready_socket(&server, &token).await;
+
+    // An id may be reused once its operation has completed.
+    for _ in 0..2 {
+        socket.subscribe("q", "{ me { email } }", json!({}));
+        let next = socket.expect_type("next").await;
+        assert_eq!(next["id"], "q");
+        assert_eq!(
+            next["payload"]["data"]["me"]["email"], "admin@acme.test",
+            "{next}"
+        );
+        let complete = socket.expect_type("complete").await;
+        assert_eq!(complete["id"], "q");
+    }
+
+    // Not while it is still running.
+    socket.subscribe("dup", &runs_updated_query(), json!({}));
+    socket.subscribe("dup", &runs_updated_query(), json!({}));
+    let reason = socket.expect_close_code(4409, "duplicate id").await;
+    assert_eq!(reason, "Subscriber for dup already exists");
+}
+
+// ---------------------------------------------------------------------------
+// Invalid messages
+// ---------------------------------------------------------------------------
+
+both_backends!(invalid_messages_close_4400);
+async fn invalid_messages_close_4400(backend: Backend) {
+    let (server, token) = server_and_token(backend).await;
+
+    // Not JSON, before and after initialisation.
+    let mut socket = RawSocket::open(&server).await;
+    socket.send_text("this is not json");
+    socket.expect_close_code(4400, "not JSON before init").await;
+    let mut socket = ready_socket(&server, &token).await;
+    socket.send_text("{\"type\": \"subscribe\", ");
+    socket.expect_close_code(4400, "truncated JSON").await;
+
+    let invalid: [(&str, Value); 5] = [
+        ("unknown type", json!({ "type": "nonsense" })),
+        ("no type", json!({ "id": "1" })),
+        (
+            "subscribe without id",
+            json!({ "type": "subscribe", "payload": { "query": "{ __typename }" } }),
+        ),
+        (
+            "subscribe without payload",
+            json!({ "type": "subscribe", "id": "1" }),
+        ),
+        (
+            "a legacy message on graphql-transport-ws",
+            json!({ "type": "start", "id": "1", "payload": { "query": "{ __typename }" } }),
+        ),
+    ];
+    for (what, frame) in invalid {
+        let mut socket = ready_socket(&server, &token).await;
+        socket.send(frame);
+        socket.expect_close_code(4400, what).await;
+    }
+
+    let mut socket = ready_socket(&server, &token).await;
+    socket.send_binary(br#"{"type":"ping"}"#);
+    socket.expect_close_code(4400, "binary frame").await;
+}
+
+both_backends!(oversized_message_closes_the_socket);
+async fn oversized_message_closes_the_socket(backend: Backend) {
+    let server = server_with(backend, &[("STEPWISE_WS_MAX_MESSAGE_BYTES", "4096")]).await;
+    let acme = team(&server, "Acme").await;
+    let mut socket = ready_socket(&server, &acme.admin_token).await;
+
+    // Under the limit: fine.
+    let small = "x".repeat(2000);
+    socket.send(json!({ "type": "ping", "payload": { "pad": small } }));
+    let pong = socket.expect_type("pong").await;
+    assert_eq!(pong["payload"]["pad"], small.as_str());
+
+    // Over it: the connection is closed (1009, message too big).
+    let big = "x".repeat(10_000);
+    socket.send(json!({ "type": "ping", "payload": { "pad": big } }));
+    let (code, reason) = socket.expect_close().await;
+    assert_eq!(
+        code, 1009,
+        "an oversized message should close with 1009 ({reason:?})"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Ping, errors, completion
+// ---------------------------------------------------------------------------
+
+both_backends!(ping_is_answered_with_pong_echoing_the_payload);
+async fn ping_is_answered_with_pong_echoing_the_payload(backend: Backend) {
+    let (server, token) = server_and_token(backend).await;
+    let mut socket = RawSocket::open(&server).await;
+
+    // Before connection_init.
+    socket.send(json!({ "type": "ping", "payload": { "n": 1, "nested": [true, null] } }));
+    let pong = socket.expect_type("pong").await;
+    assert_eq!(pong["payload"], json!({ "n": 1, "nested": [true, null] }));
+
+    socket.init(Some(token.as_str())).await;
+
+    // After, without a payload: a bare pong.
+    socket.send(json!({ "type": "ping" }));
+    let pong = socket.expect_type("pong").await;
+    assert!(pong["payload"].is_null(), "nothing to echo: {pong}");
+
+    // A client pong is accepted silently.
+    socket.send(json!({ "type": "pong", "payload": { "unsolicited": true } }));
+    socket.send(json!({ "type": "ping", "payload": { "n": 2 } }));
+    let pong = socket.expect_type("pong").await;
+    assert_eq!(pong["payload"], json!({ "n": 2 }));
+    socket.shutdown().await;
+}
+
+both_backends!(validation_failure_sends_one_error_and_no_complete);
+async fn validation_failure_sends_one_error_and_no_complete(backend: Backend) {
+    let (server, token) = server_and_token(backend).await;
+    let mut socket = ready_socket(&server, &token).await;
+    for (id, query) in [
+        ("unknown-field", "subscription { noSuchThing }"),
+        ("syntax", "subscription {"),
+        (
+            "missing-argument",
+            "subscription { runUpdated { run { id } } }",
+        ),
+    ] {
+        socket.subscribe(id, query, json!({}));
+        let error = socket.expect_type("error").await;
+        assert_eq!(error["id"], id, "{error}");
+        let errors = error["payload"]
+            .as_array()
+            .unwrap_or_else(|| panic!("`error` payload must be an array of errors: {error}"));
+        assert!(!errors.is_empty(), "{error}");
+        assert!(errors.iter().all(|e| e["message"].is_string()), "{error}");
+        // No `complete` follows: the next thing on the wire answers our ping.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        socket.send(json!({ "type": "ping", "payload": { "after": id } }));
+        let pong = socket.expect_message().await;
+        assert_eq!(
+            pong["type"], "pong",
+            "no `complete` may follow an `error`: {pong}"
+        );
+    }
+    socket.shutdown().await;
+}
+
+both_backends!(queries_and_mutations_over_websocket_send_next_then_complete);
+async fn queries_and_mutations_over_websocket_send_next_then_complete(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let (workflow, _) = active_workflow(&server, &acme.admin_token, "Over WS", 2).await;
+    let mut socket = ready_socket(&server, &acme.member_token).await;
+
+    socket.subscribe("me", "query { me { email role } }", json!({}));
+    let next = socket.expect_type("next").await;
+    assert_eq!(next["id"], "me");
+    assert_eq!(
+        next["payload"]["data"]["me"]["email"], "member@acme.test",
+        "{next}"
+    );
+    assert_eq!(socket.expect_type("complete").await["id"], "me");
+
+    socket.subscribe(
+        "start",
+        "mutation($id: ID!) { startRun(workflowId: $id) { id status stepsTotal } }",
+        json!({ "id": workflow }),
+    );
+    let next = socket.expect_type("next").await;
+    let run = &next["payload"]["data"]["startRun"];
+    assert_eq!(run["status"], "RUNNING", "{next}");
+    assert_eq!(run["stepsTotal"], 2, "{next}");
+    assert_eq!(socket.expect_type("complete").await["id"], "start");
+    let stored = common::runs::get_run(&server, &acme.member_token, &str_field(run, "id")).await;
+    assert_eq!(stored["status"], "RUNNING");
+
+    // A field error in a query is a `next` with errors, then `complete`.
+    socket.subscribe(
+        "missing",
+        "query($id: ID!) { run(id: $id) { id } }",
+        json!({ "id": common::fixtures::new_id() }),
+    );
+    let next = socket.expect_type("next").await;
+    assert_eq!(
+        next["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{next}"
+    );
+    assert_eq!(socket.expect_type("complete").await["id"], "missing");
+    socket.shutdown().await;
+}
+
+both_backends!(client_complete_stops_a_subscription);
+async fn client_complete_stops_a_subscription(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.admin_token.as_str();
+    let (workflow, steps) = active_workflow(&server, token, "Stoppable", 2).await;
+    let run = str_field(&start_run(&server, token, &workflow).await, "id");
+
+    let mut socket = ready_socket(&server, token).await;
+    socket.subscribe("run", &run_updated_query(), json!({ "runId": run }));
+    let snapshot = socket.expect_type("next").await;
+    assert_eq!(
+        snapshot["payload"]["data"]["runUpdated"]["run"]["id"],
+        run.as_str()
+    );
+    let report = report_step(&server, token, &run, &steps[0], outcome("SUCCESS")).await;
+    let live = socket.expect_type("next").await;
+    assert_eq!(
+        live["payload"]["data"]["runUpdated"]["healthLog"]["id"],
+        report["healthLog"]["id"]
+    );
+
+    socket.send(json!({ "type": "complete", "id": "run" }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    report_step(&server, token, &run, &steps[1], outcome("SUCCESS")).await;
+    socket.expect_quiet().await;
+
+    // The id is free again.
+    socket.subscribe("run", &run_updated_query(), json!({ "runId": run }));
+    let again = socket.expect_type("next").await;
+    assert_eq!(
+        again["payload"]["data"]["runUpdated"]["run"]["stepsCompleted"], 2,
+        "{again}"
+    );
+    socket.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Legacy protocol
+// ---------------------------------------------------------------------------
+
+both_backends!(legacy_graphql_ws_protocol);
+async fn legacy_graphql_ws_protocol(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.admin_token.as_str();
+    let (workflow, steps) = active_workflow(&server, token, "Legacy", 2).await;
+    let run = str_field(&start_run(&server, token, &workflow).await, "id");
+
+    let mut socket = RawSocket::open_with(&server, &["graphql-ws"]).await;
+    socket.send(json!({ "type": "connection_init", "payload": { "token": token } }));
+    let ack = socket.expect_message_skipping_ka().await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+
+    socket.send(json!({
+        "type": "start",
+        "id": "7",
+        "payload": { "query": run_updated_query(), "variables": { "runId": run } },
+    }));
+    let data = socket.expect_message_skipping_ka().await;
+    assert_eq!(data["type"], "data", "{data}");
+    assert_eq!(data["id"], "7");
+    assert_eq!(
+        data["payload"]["data"]["runUpdated"]["run"]["status"], "RUNNING",
+        "{data}"
+    );
+
+    let report = report_step(&server, token, &run, &steps[0], outcome("SUCCESS")).await;
+    let data = socket.expect_message_skipping_ka().await;
+    assert_eq!(data["type"], "data", "{data}");
+    assert_eq!(
+        data["payload"]["data"]["runUpdated"]["healthLog"]["id"],
+        report["healthLog"]["id"]
+    );
+
+    // stop: no more data for that id (a `complete` for it is acceptable).
+    socket.send(json!({ "type": "stop", "id": "7" }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    report_step(&server, token, &run, &steps[1], outcome("SUCCESS")).await;
+    let deadline = std::time::Instant::now() + common::realtime::QUIET;
+    while std::time::Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(event) = socket.try_event_within(left).await else {
+            break;
+        };
+        let kind = event["json"]["type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            event["event"] == "message" && (kind == "ka" || kind == "complete"),
+            "nothing but keep-alives (or a `complete`) may follow `stop`: {event}"
+        );
+    }
+
+    // A query: data, then complete.
+    socket.send(json!({ "type": "start", "id": "8", "payload": { "query": "{ me { email } }" } }));
+    let data = socket.expect_message_skipping_ka().await;
+    assert_eq!(data["type"], "data", "{data}");
+    assert_eq!(data["id"], "8");
+    assert_eq!(
+        data["payload"]["data"]["me"]["email"], "admin@acme.test",
+        "{data}"
+    );
+    let complete = socket.expect_message_skipping_ka().await;
+    assert_eq!(complete["type"], "complete", "{complete}");
+    assert_eq!(complete["id"], "8");
+
+    // connection_terminate ends the connection.
+    socket.send(json!({ "type": "connection_terminate" }));
+    let (code, reason) = socket.expect_close().await;
+    assert!(
+        code == 1000 || code == 1005,
+        "connection_terminate: close {code} {reason:?}"
+    );
+}
