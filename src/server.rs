@@ -8,8 +8,10 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::auth::jwt::{self, TokenKeys};
+use crate::auth::membership::Memberships;
 use crate::config::{DatabaseUrl, ServeArgs};
 use crate::db::{Db, migrations};
+use crate::domain;
 use crate::domain::health::HealthRules;
 use crate::events::EventBus;
 use crate::graphql::{self, Services};
@@ -46,6 +48,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         run_timeout: Duration::from_secs(args.run_timeout_seconds.max(1)),
     };
     let services = Services {
+        memberships: Arc::new(Memberships::new(db.clone())),
         db,
         tokens,
         events,
@@ -58,6 +61,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_operations: args.ws_max_operations,
     };
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(sweep_stale_runs(
+        services.clone(),
+        Duration::from_secs(args.sweep_interval_seconds.max(1)),
+        shutdown.clone(),
+    ));
     let app = http::router(AppState {
         schema,
         services: services.clone(),
@@ -80,6 +88,31 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The run-timeout sweeper, until shutdown. Every instance runs one; each stale run is
+/// claimed by a conditional update, so instances never time out a run twice.
+async fn sweep_stale_runs(
+    services: Services,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match domain::run::time_out_stale_runs(&services.db, &services.events, &services.health)
+            .await
+        {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "timed out runs with no recent step report"),
+            // A database outage: the next tick tries again.
+            Err(error) => tracing::warn!(error = ?error, "run timeout sweep failed"),
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM: stop accepting, let in-flight requests finish.

@@ -19,7 +19,9 @@ use anyhow::Context as _;
 use diesel::SqliteConnection;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt as _;
@@ -92,6 +94,7 @@ impl Db {
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::<SqliteConn>::default();
+                config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup =
                     Box::new(move |url| establish_sqlite(url, counter.clone()).boxed());
                 let manager =
@@ -111,6 +114,10 @@ impl Db {
             }
             DatabaseUrl::Postgres(url) => {
                 let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                // A `SELECT 1` before every checkout would double the round trips of a
+                // one-statement request. A connection that broke (database restarted) is
+                // marked broken by its first failing query and then dropped by the pool.
+                config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup =
                     Box::new(move |url| establish_postgres(url, counter.clone()).boxed());
                 let manager = AsyncDieselConnectionManager::new_with_config(url, config);
@@ -206,10 +213,11 @@ async fn establish_sqlite(
     counter: Arc<AtomicU64>,
 ) -> diesel::ConnectionResult<SqliteConn> {
     let mut conn = SqliteConn::establish(path).await?;
-    conn.set_instrumentation(count_statements(counter));
     conn.batch_execute(SQLITE_PRAGMAS)
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    // Counted from here on: session set-up is not a statement any request asked for.
+    conn.set_instrumentation(count_statements(counter));
     Ok(conn)
 }
 
@@ -218,10 +226,11 @@ async fn establish_postgres(
     counter: Arc<AtomicU64>,
 ) -> diesel::ConnectionResult<AsyncPgConnection> {
     let mut conn = AsyncPgConnection::establish(url).await?;
-    conn.set_instrumentation(count_statements(counter));
     conn.batch_execute(POSTGRES_SETUP)
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    // Counted from here on: session set-up is not a statement any request asked for.
+    conn.set_instrumentation(count_statements(counter));
     Ok(conn)
 }
 

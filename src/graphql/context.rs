@@ -6,6 +6,7 @@ use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
 
 use crate::auth::jwt::TokenKeys;
+use crate::auth::membership::Memberships;
 use crate::auth::{Authentication, Viewer};
 use crate::db::Db;
 use crate::domain::health::HealthRules;
@@ -18,6 +19,8 @@ use crate::graphql::loaders::TenantLoader;
 pub struct Services {
     pub db: Db,
     pub tokens: Arc<TokenKeys>,
+    /// Confirms that a token's user is still a member with the token's role.
+    pub memberships: Arc<Memberships>,
     /// Where committed writes announce themselves to subscriptions.
     pub events: EventBus,
     pub health: HealthRules,

@@ -158,6 +158,8 @@ impl UserMutation {
         let viewer = ctx.viewer()?;
         let row =
             domain::user::change_role(&ctx.services().db, &viewer.tenant, &user_id, role).await?;
+        // Their old tokens stop working on this instance now, elsewhere within seconds.
+        ctx.services().memberships.forget(&user_id);
         Ok(User {
             row,
             viewer: viewer.clone(),
@@ -174,6 +176,7 @@ impl UserMutation {
     ) -> async_graphql::Result<ID> {
         let viewer = ctx.viewer()?;
         domain::user::remove(&ctx.services().db, &viewer.tenant, &user_id).await?;
+        ctx.services().memberships.forget(&user_id);
         Ok(user_id)
     }
 }

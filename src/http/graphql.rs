@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::{AppState, GRAPHQL_PATH, GRAPHQL_WS_PATH};
 use crate::auth::Authentication;
-use crate::auth::jwt::TokenKeys;
-use crate::graphql::{RequestData, null_failed_fields};
+use crate::error::{AppError, AppResult};
+use crate::graphql::{RequestData, Services, null_failed_fields};
 
 /// A request body or query string that is not a GraphQL request at all.
 pub struct RequestRejection(ParseRequestError);
@@ -62,7 +62,10 @@ pub async fn get_handler(State(state): State<AppState>, request: Request) -> Res
 }
 
 async fn execute(state: &AppState, request: Request) -> Response {
-    let authentication = authenticate_header(request.headers(), &state.services.tokens);
+    let authentication = match authenticate_header(request.headers(), &state.services).await {
+        Ok(authentication) => authentication,
+        Err(error) => return error_response(error),
+    };
     let graphql_request = match GraphQLRequest::<RequestRejection>::from_request(request, &()).await
     {
         Ok(parsed) => parsed.into_inner(),
@@ -83,31 +86,46 @@ fn wants_html(headers: &HeaderMap) -> bool {
 
 /// `Authorization: Bearer <token>`. A header that is present but unusable makes the request
 /// `Invalid`, not anonymous, so the client learns its token was refused.
-fn authenticate_header(headers: &HeaderMap, tokens: &TokenKeys) -> Authentication {
+async fn authenticate_header(
+    headers: &HeaderMap,
+    services: &Services,
+) -> AppResult<Authentication> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Authentication::Anonymous;
+        return Ok(Authentication::Anonymous);
     };
     let token = value.to_str().ok().and_then(|v| {
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
     match token {
-        Some(token) => authenticate_token(token, tokens).0,
-        None => Authentication::Invalid,
+        Some(token) => Ok(authenticate_token(token, services).await?.0),
+        None => Ok(Authentication::Invalid),
     }
 }
 
-/// Verifies a bearer token; also says when it stops being valid (for WebSockets, which
-/// outlive a single request).
-pub fn authenticate_token(token: &str, tokens: &TokenKeys) -> (Authentication, Option<Instant>) {
-    match tokens.verify(token) {
-        Some((viewer, expires)) => {
-            let remaining = u64::try_from(expires - chrono::Utc::now().timestamp()).unwrap_or(0);
-            (
-                Authentication::Verified(viewer),
-                Some(Instant::now() + Duration::from_secs(remaining)),
-            )
-        }
-        None => (Authentication::Invalid, None),
+/// Verifies a bearer token and that it still speaks for a current member with the role it
+/// claims; also says when it stops being valid (for WebSockets, which outlive a request).
+pub async fn authenticate_token(
+    token: &str,
+    services: &Services,
+) -> AppResult<(Authentication, Option<Instant>)> {
+    let Some((viewer, expires)) = services.tokens.verify(token) else {
+        return Ok((Authentication::Invalid, None));
+    };
+    if !services.memberships.confirm(&viewer).await? {
+        return Ok((Authentication::Invalid, None));
     }
+    let remaining = u64::try_from(expires - chrono::Utc::now().timestamp()).unwrap_or(0);
+    Ok((
+        Authentication::Verified(viewer),
+        Some(Instant::now() + Duration::from_secs(remaining)),
+    ))
+}
+
+/// A request that failed before GraphQL execution (the membership check could not reach
+/// the database): a GraphQL error response with its code, and 503 so clients retry.
+fn error_response(error: AppError) -> Response {
+    let error = async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
+    let body = async_graphql::Response::from_errors(vec![error]);
+    (StatusCode::SERVICE_UNAVAILABLE, GraphQLResponse::from(body)).into_response()
 }

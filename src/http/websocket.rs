@@ -27,7 +27,9 @@ use tokio::time::{Instant, sleep_until};
 
 use super::AppState;
 use super::graphql::authenticate_token;
-use crate::auth::Authentication;
+use crate::auth::membership::MEMBERSHIP_TTL;
+use crate::auth::{Authentication, Viewer};
+use crate::error::AppResult;
 use crate::graphql::{RequestData, null_failed_fields};
 
 /// The modern protocol (graphql-ws library).
@@ -39,6 +41,8 @@ const LEGACY_WS: &str = "graphql-ws";
 mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const INTERNAL_ERROR: u16 = 1011;
     pub const BAD_REQUEST: u16 = 4400;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
@@ -47,6 +51,10 @@ mod close {
     pub const SUBSCRIBER_EXISTS: u16 = 4409;
     pub const TOO_MANY_INITS: u16 = 4429;
 }
+
+/// How often an open connection re-checks its member; just over the membership cache's
+/// lifetime, so each check sees fresh data.
+const MEMBERSHIP_RECHECK: Duration = MEMBERSHIP_TTL.saturating_add(Duration::from_millis(500));
 
 /// Transport limits, from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -184,6 +192,9 @@ struct Connection {
     outgoing_rx: mpsc::Receiver<Outgoing>,
     /// When the token the connection was initialised with expires.
     expires_at: Option<Instant>,
+    /// Who the connection was initialised as; their membership is re-checked while it
+    /// stays open, so a removed or re-roled member is cut off within seconds.
+    viewer: Option<Viewer>,
 }
 
 /// Why the connection ends.
@@ -202,6 +213,7 @@ impl Connection {
             outgoing_tx,
             outgoing_rx,
             expires_at: None,
+            viewer: None,
         }
     }
 
@@ -218,6 +230,8 @@ impl Connection {
     /// Serves until the connection ends; `Some` when we are the side closing it.
     async fn serve(&mut self) -> Option<Closing> {
         let mut keep_alive = tokio::time::interval(Duration::from_secs(15));
+        let mut membership_check = tokio::time::interval(MEMBERSHIP_RECHECK);
+        membership_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far_future = Instant::now() + Duration::from_secs(60 * 60 * 24 * 365);
         let mut shutdown = self.state.shutdown.clone();
         loop {
@@ -232,8 +246,8 @@ impl Connection {
             let step = tokio::select! {
                 incoming = self.socket.recv() => match incoming {
                     Some(Ok(message)) => self.on_message(message).await,
-                    // The client went away or the socket broke: nothing left to tell it.
-                    Some(Err(_)) | None => return None,
+                    Some(Err(error)) => return receive_failure(error),
+                    None => return None,
                 },
                 Some(outgoing) = self.outgoing_rx.recv() => self.on_outgoing(outgoing).await,
                 () = sleep_until(init_deadline) => {
@@ -245,12 +259,33 @@ impl Connection {
                     Ok(()) => Ok(()),
                     Err(_) => Err(Closing(close::GOING_AWAY, "server shutting down".into())),
                 },
+                _ = membership_check.tick(), if self.viewer.is_some() => self.recheck_membership().await,
                 _ = keep_alive.tick(), if self.protocol == Protocol::Legacy && matches!(self.phase, Phase::Ready { .. }) => {
                     self.send(json!({ "type": "ka" })).await
                 }
             };
             if let Err(closing) = step {
                 return Some(closing);
+            }
+        }
+    }
+
+    // `&mut self` although it only reads: the socket is not `Sync`, so a future holding
+    // `&self` could not move between threads.
+    async fn recheck_membership(&mut self) -> Result<(), Closing> {
+        let Some(viewer) = &self.viewer else {
+            return Ok(());
+        };
+        match self.state.services.memberships.confirm(viewer).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Closing(
+                close::FORBIDDEN,
+                "Forbidden: no longer a member with this role".into(),
+            )),
+            // The database is unreachable: keep serving and ask again at the next tick.
+            Err(error) => {
+                tracing::warn!(error = ?error, "cannot re-check a WebSocket's membership");
+                Ok(())
             }
         }
     }
@@ -320,7 +355,12 @@ impl Connection {
         if !(payload.is_null() || payload.is_object()) {
             return Err(invalid("connection_init payload must be an object"));
         }
-        let (authentication, expires_at) = authenticate_init_payload(&payload, &self.state);
+        let (authentication, expires_at) = authenticate_init_payload(&payload, &self.state)
+            .await
+            .map_err(|error| {
+            tracing::error!(error = ?error, "cannot check the WebSocket's membership");
+            Closing(close::INTERNAL_ERROR, "Internal error".into())
+        })?;
         if let Authentication::Invalid = authentication {
             if self.protocol == Protocol::Legacy {
                 let error = json!({ "type": "connection_error", "payload": { "message": "invalid or expired token" } });
@@ -329,6 +369,9 @@ impl Connection {
             return Err(Closing(close::FORBIDDEN, "Forbidden".into()));
         }
         self.expires_at = expires_at;
+        if let Authentication::Verified(viewer) = &authentication {
+            self.viewer = Some(viewer.clone());
+        }
         let data = RequestData::new(&self.state.services, authentication).into_data();
         self.phase = Phase::Ready {
             data: Arc::new(data),
@@ -427,6 +470,17 @@ fn invalid(reason: &str) -> Closing {
     Closing(close::BAD_REQUEST, reason.chars().take(120).collect())
 }
 
+/// Why reading from the socket failed: a message over the size limit is answered with
+/// 1009; otherwise the client went away or the socket broke and nothing is left to say.
+fn receive_failure(error: axum::Error) -> Option<Closing> {
+    match error.into_inner().downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => {
+            Some(Closing(close::MESSAGE_TOO_BIG, "Message too big".into()))
+        }
+        _ => None,
+    }
+}
+
 /// A request-level failure (parse or validation) rather than a result with field errors:
 /// no data, and no error attached to a field path.
 fn is_request_error(response: &Response) -> bool {
@@ -437,10 +491,10 @@ fn is_request_error(response: &Response) -> bool {
 
 /// The `connection_init` payload: `{"token": "..."}` or, as many clients send it,
 /// `{"Authorization": "Bearer ..."}`. No token at all is an anonymous connection.
-fn authenticate_init_payload(
+async fn authenticate_init_payload(
     payload: &Value,
     state: &AppState,
-) -> (Authentication, Option<Instant>) {
+) -> AppResult<(Authentication, Option<Instant>)> {
     let token = payload.get("token").and_then(Value::as_str).or_else(|| {
         ["Authorization", "authorization"]
             .iter()
@@ -448,7 +502,7 @@ fn authenticate_init_payload(
             .map(|v| v.trim().strip_prefix("Bearer ").unwrap_or(v).trim())
     });
     match token {
-        None => (Authentication::Anonymous, None),
-        Some(token) => authenticate_token(token, &state.services.tokens),
+        None => Ok((Authentication::Anonymous, None)),
+        Some(token) => authenticate_token(token, &state.services).await,
     }
 }

@@ -1,0 +1,98 @@
+//! Whether a verified token still speaks for a current member.
+//!
+//! A token is signed once and then trusted until it expires, but a member can be removed or
+//! have their role changed long before that. Every authenticated request (and every open
+//! WebSocket, periodically) confirms that the token's user still belongs to the token's
+//! company with the token's role. Answers are cached for [`MEMBERSHIP_TTL`] so a busy
+//! client costs one lookup every few seconds, not one per request; the instance that makes
+//! a change forgets its cached answer at once, other instances within the TTL.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::auth::Viewer;
+use crate::db::Db;
+use crate::db::schema::users;
+use crate::error::AppResult;
+
+/// How long a confirmed (or refused) membership is believed without asking the database.
+pub const MEMBERSHIP_TTL: Duration = Duration::from_secs(2);
+
+/// Entries beyond this trigger a sweep of expired ones, so the cache stays bounded by the
+/// number of recently active users.
+const SWEEP_ABOVE: usize = 10_000;
+
+/// A user's company and role as the database last said, or `None` if they are gone.
+type Membership = Option<(String, String)>;
+
+pub struct Memberships {
+    db: Db,
+    cache: Mutex<HashMap<String, (Instant, Membership)>>,
+}
+
+impl Memberships {
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `viewer` (built from a verified token) is still a member of their company
+    /// with the role the token claims.
+    pub async fn confirm(&self, viewer: &Viewer) -> AppResult<bool> {
+        let membership = match self.cached(&viewer.user_id) {
+            Some(membership) => membership,
+            None => {
+                let membership = self.lookup(&viewer.user_id).await?;
+                self.remember(&viewer.user_id, membership.clone());
+                membership
+            }
+        };
+        Ok(membership.is_some_and(|(company, role)| {
+            company == viewer.tenant.id() && role == viewer.role.as_str()
+        }))
+    }
+
+    /// Drops what is known about `user_id`, after this instance removed them or changed
+    /// their role.
+    pub fn forget(&self, user_id: &str) {
+        self.lock().remove(user_id);
+    }
+
+    fn cached(&self, user_id: &str) -> Option<Membership> {
+        let cache = self.lock();
+        let (at, membership) = cache.get(user_id)?;
+        (at.elapsed() < MEMBERSHIP_TTL).then(|| membership.clone())
+    }
+
+    fn remember(&self, user_id: &str, membership: Membership) {
+        let mut cache = self.lock();
+        if cache.len() >= SWEEP_ABOVE {
+            cache.retain(|_, (at, _)| at.elapsed() < MEMBERSHIP_TTL);
+        }
+        cache.insert(user_id.to_owned(), (Instant::now(), membership));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Membership)>> {
+        // The map holds no invariant a panicking holder could break half-way.
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn lookup(&self, user_id: &str) -> AppResult<Membership> {
+        Ok(crate::with_conn!(self.db, |conn| {
+            users::table
+                .filter(users::id.eq(user_id))
+                .select((users::company_id, users::role))
+                .first::<(String, String)>(conn)
+                .await
+                .optional()?
+        }))
+    }
+}
