@@ -244,15 +244,17 @@ async fn changing_roles_keeps_an_admin(backend: Backend) {
         promoted["changeUserRole"]["company"]["id"],
         acme.company_id.as_str()
     );
-    let users = ok(
-        &server,
-        &acme.member_token,
-        "{ users { id role } }",
-        json!({}),
-    )
-    .await;
-    assert_eq!(role_of(&users, &acme.member_id), "ADMIN");
+    // Their old token claims the old role, so it stops working at once.
+    assert_error_code(
+        &server
+            .gql("{ users { id role } }", json!({}), Some(&acme.member_token))
+            .await,
+        "UNAUTHENTICATED",
+        "a token minted before the promotion",
+    );
     let (new_token, login) = server.login(&acme.member_email, PASSWORD).await;
+    let users = ok(&server, &new_token, "{ users { id role } }", json!({})).await;
+    assert_eq!(role_of(&users, &acme.member_id), "ADMIN");
     assert_eq!(login["user"]["role"], "ADMIN");
     assert_eq!(jwt_claims(&new_token)["role"], "admin");
     server.rotate_invite_token(&new_token).await;
@@ -489,9 +491,16 @@ async fn removed_users_lose_access_but_their_work_stays(backend: Backend) {
         .await;
     assert_error_code(&resp, "BAD_USER_INPUT", "removing the last remaining admin");
     assert_eq!(
-        server.me(&second_token).await["id"],
+        server.me(&second_token_admin).await["id"],
         second_id.as_str(),
-        "the old token of the last admin still works"
+        "the last admin keeps working"
+    );
+    assert_error_code(
+        &server
+            .gql("{ me { id } }", json!({}), Some(&second_token))
+            .await,
+        "UNAUTHENTICATED",
+        "a token minted before the member's promotion",
     );
     let kept = get_workflow(&server, &second_token_admin, &str_field(&admin_wf, "id")).await;
     assert!(kept["createdBy"].is_null(), "{kept:#}");
