@@ -121,6 +121,24 @@ const ROOT_CASES: &[(&str, &str)] = &[
         "Mutation.updateCompanySettings",
         "changes B's settings only",
     ),
+    (
+        "Mutation.startRun",
+        "A's workflow ids: NOT_FOUND, no run started",
+    ),
+    (
+        "Mutation.reportStep",
+        "A's run: NOT_FOUND; A's step on B's run: same answer as an unknown step",
+    ),
+    (
+        "Mutation.finishRun",
+        "A's run ids: NOT_FOUND, nothing finished",
+    ),
+    ("Mutation.pauseRun", "A's run ids: NOT_FOUND"),
+    ("Mutation.resumeRun", "A's run ids: NOT_FOUND"),
+    (
+        "Mutation.cancelRun",
+        "A's run ids: NOT_FOUND, nothing cancelled",
+    ),
 ];
 
 /// Entity-valued fields below the root, with what the suite checks for them (they are
@@ -163,6 +181,11 @@ const NESTED_CASES: &[(&str, &str)] = &[
     ("HealthLog.step", "B's step"),
     ("Notification.workflow", "B's workflow"),
     ("Notification.readBy", "B's admin"),
+    ("StepReport.run", "B's report answers with B's run"),
+    (
+        "StepReport.healthLog",
+        "B's report answers with B's new log",
+    ),
 ];
 
 /// Entity-valued nested fields that need no case of their own, and why.
@@ -1456,6 +1479,101 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
         "a brand-new company named like A sees nothing"
     );
     covered.insert("Mutation.signup");
+
+    // ----- Runs: every lifecycle mutation with A's ids ------------------------------
+
+    let start = format!("mutation($id: ID!) {{ startRun(workflowId: $id) {{ {RUN_FIELDS} }} }}");
+    for id in &w.a_workflows {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            &start,
+            "startRun",
+            |id| json!({ "id": id }),
+            id,
+        )
+        .await;
+    }
+    covered.insert("Mutation.startRun");
+    for (mutation, field, extra) in [
+        ("finishRun", "finishRun", ", status: SUCCEEDED"),
+        ("pauseRun", "pauseRun", ""),
+        ("resumeRun", "resumeRun", ""),
+        ("cancelRun", "cancelRun", ", reason: \"B was here\""),
+    ] {
+        let query =
+            format!("mutation($id: ID!) {{ {mutation}(runId: $id{extra}) {{ {RUN_FIELDS} }} }}");
+        for id in &w.a_runs {
+            like_missing(&server, &w, tb, &query, field, |id| json!({ "id": id }), id).await;
+        }
+        covered.insert(match mutation {
+            "finishRun" => "Mutation.finishRun",
+            "pauseRun" => "Mutation.pauseRun",
+            "resumeRun" => "Mutation.resumeRun",
+            _ => "Mutation.cancelRun",
+        });
+    }
+
+    let report = format!(
+        "mutation($run: ID!, $step: ID!) {{ reportStep(runId: $run, stepId: $step, \
+           outcome: {{ status: SUCCESS, idempotencyKey: \"k1\" }}) {{ duplicate \
+           run {{ {RUN_FIELDS} }} healthLog {{ {HEALTH_LOG_FIELDS} }} }} }}"
+    );
+    // A's running run, with A's own step.
+    like_missing(
+        &server,
+        &w,
+        tb,
+        &report,
+        "reportStep",
+        |id| json!({ "run": id, "step": w.a_steps[1] }),
+        &w.a_runs[0],
+    )
+    .await;
+    // B's own running run, with a step of A's: answered exactly like an unknown step.
+    let foreign_step = server
+        .gql(
+            &report,
+            json!({ "run": w.b_run, "step": w.a_steps[1] }),
+            Some(tb),
+        )
+        .await;
+    let unknown = new_id();
+    let unknown_step = server
+        .gql(
+            &report,
+            json!({ "run": w.b_run, "step": unknown }),
+            Some(tb),
+        )
+        .await;
+    assert!(error_code(&foreign_step).is_some(), "{foreign_step:#}");
+    assert_eq!(
+        foreign_step
+            .to_string()
+            .replace(w.a_steps[1].as_str(), "<ID>"),
+        unknown_step.to_string().replace(&unknown, "<ID>"),
+        "reportStep: A's step id must be answered exactly like a missing one"
+    );
+    w.assert_no_leak(&foreign_step, &[&w.a_steps[1]], "reportStep with A's step");
+    covered.insert("Mutation.reportStep");
+
+    // B's own report answers with B's run and B's new log.
+    let data = ok(
+        &server,
+        tb,
+        &report,
+        json!({ "run": w.b_run, "step": w.b_steps[0] }),
+    )
+    .await;
+    let answer = &data["reportStep"];
+    w.assert_no_leak(answer, &[], "reportStep on B's run");
+    assert_eq!(answer["run"]["id"], w.b_run.as_str());
+    assert_eq!(answer["run"]["workflow"]["id"], w.b_workflow.as_str());
+    assert_eq!(answer["healthLog"]["run"]["id"], w.b_run.as_str());
+    assert_eq!(answer["healthLog"]["step"]["id"], w.b_steps[0].as_str());
+    assert_eq!(answer["healthLog"]["workflow"]["id"], w.b_workflow.as_str());
+    covered.extend(["StepReport.run", "StepReport.healthLog"]);
 
     // ----- A is untouched ----------------------------------------------------------
 
