@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::fixtures::{Team, set_status, team};
+use common::fixtures::{Team, set_status, team, update_workflow};
 use common::realtime::{
     Subscriber, field, health_log_recorded_query, notification_created_query, run_updated_query,
     runs_updated_query, workflow_status_changed_query,
@@ -554,6 +554,49 @@ async fn breaking_and_recovering_a_workflow_notifies_and_streams_status_changes(
     }
     // The filtered stream never saw the warm-up workflow (next_about would have skipped
     // it, so check directly that nothing else is pending for it).
+    sub.expect_quiet("fragile").await;
+
+    // People change statuses too: editing and archiving stream like the health rules do.
+    set_status(&server, token, &fragile, "NEEDS_REVIEW").await;
+    let change = next_about(
+        &mut sub,
+        "fragile",
+        "workflowStatusChanged",
+        &fragile,
+        &warm,
+    )
+    .await;
+    assert_eq!(change["status"], "NEEDS_REVIEW", "{change:#}");
+    assert_eq!(change["previousStatus"], "ACTIVE", "{change:#}");
+    let archived = server
+        .gql(
+            "mutation($id: ID!) { archiveWorkflow(id: $id) { status } }",
+            json!({ "id": fragile }),
+            Some(token),
+        )
+        .await;
+    assert_eq!(
+        archived["data"]["archiveWorkflow"]["status"], "ARCHIVED",
+        "{archived:#}"
+    );
+    let change = next_about(
+        &mut sub,
+        "fragile",
+        "workflowStatusChanged",
+        &fragile,
+        &warm,
+    )
+    .await;
+    assert_eq!(change["status"], "ARCHIVED", "{change:#}");
+    assert_eq!(change["previousStatus"], "NEEDS_REVIEW", "{change:#}");
+    // An edit that keeps the status announces nothing.
+    update_workflow(
+        &server,
+        token,
+        &fragile,
+        json!({ "name": "Fragile, renamed" }),
+    )
+    .await;
     sub.expect_quiet("fragile").await;
 
     // What was streamed is what is stored.

@@ -10,6 +10,7 @@ use super::{Tenant, new_id, now, required_name};
 use crate::db::Db;
 use crate::db::schema::{steps, workflows};
 use crate::error::{AppError, AppResult};
+use crate::events::{Event, EventBus, EventKind};
 
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 5_000;
@@ -443,9 +444,11 @@ pub async fn create(
     Ok(workflow)
 }
 
-/// Applies an edit; status changes must follow [`Status::can_become`].
+/// Applies an edit; status changes must follow [`Status::can_become`]. A status change is
+/// announced to `workflowStatusChanged` subscribers once committed.
 pub async fn update(
     db: &Db,
+    events: &EventBus,
     tenant: &Tenant,
     id: &str,
     changes: WorkflowChanges,
@@ -459,7 +462,7 @@ pub async fn update(
         .tags
         .map(|t| normalize_tags(t).and_then(|t| tags_text(&t)))
         .transpose()?;
-    crate::transaction!(db, |conn| {
+    let (previous, updated) = crate::transaction!(db, |conn| {
         let current: Workflow = workflows::table
             .filter(workflows::company_id.eq(tenant.id()))
             .filter(workflows::id.eq(id))
@@ -488,12 +491,24 @@ pub async fn update(
             status: changes.status.map(|s| s.as_str().to_owned()),
             updated_at: now(),
         };
-        Ok(diesel::update(workflows::table.find(&current.id))
+        let updated: Workflow = diesel::update(workflows::table.find(&current.id))
             .set(&patch)
             .returning(Workflow::as_returning())
             .get_result(conn)
-            .await?)
-    })
+            .await?;
+        Ok((current.status, updated))
+    })?;
+    if previous != updated.status {
+        events.publish([Event::new(
+            tenant,
+            EventKind::WorkflowStatusChanged {
+                workflow_id: updated.id.clone(),
+                status: updated.status.clone(),
+                previous,
+            },
+        )]);
+    }
+    Ok(updated)
 }
 
 /// Deletes a workflow with its steps, screenshots, runs, health logs and notifications.

@@ -461,8 +461,14 @@ impl WorkflowMutation {
             tags: input.tags,
             status: input.status.map(Into::into),
         };
-        let row =
-            domain::workflow::update(&ctx.services().db, &viewer.tenant, &id, changes).await?;
+        let row = domain::workflow::update(
+            &ctx.services().db,
+            &ctx.services().events,
+            &viewer.tenant,
+            &id,
+            changes,
+        )
+        .await?;
         Ok(Workflow {
             row,
             viewer: viewer.clone(),
@@ -476,8 +482,14 @@ impl WorkflowMutation {
             status: Some(domain::workflow::Status::Archived),
             ..Default::default()
         };
-        let row =
-            domain::workflow::update(&ctx.services().db, &viewer.tenant, &id, changes).await?;
+        let row = domain::workflow::update(
+            &ctx.services().db,
+            &ctx.services().events,
+            &viewer.tenant,
+            &id,
+            changes,
+        )
+        .await?;
         Ok(Workflow {
             row,
             viewer: viewer.clone(),
