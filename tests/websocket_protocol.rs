@@ -228,6 +228,52 @@ async fn token_expiry_closes_4403(backend: Backend) {
     assert_eq!(code, 4403, "token expiry must close with 4403 ({reason:?})");
 }
 
+both_backends!(removed_or_re_roled_members_are_disconnected_4403);
+async fn removed_or_re_roled_members_are_disconnected_4403(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let mut removed = ready_socket(&server, &acme.member_token).await;
+    removed.subscribe("runs", &runs_updated_query(), json!({}));
+    let mut admin = ready_socket(&server, &acme.admin_token).await;
+    admin.subscribe("runs", &runs_updated_query(), json!({}));
+    let invite = server.invite_token(&acme.admin_token).await;
+    let (promoted_token, promoted) = server
+        .join_company(&invite, "Soon Admin", "soon@acme.test", common::PASSWORD)
+        .await;
+    let mut promoted_socket = ready_socket(&server, &promoted_token).await;
+    promoted_socket.subscribe("runs", &runs_updated_query(), json!({}));
+
+    let change = "mutation($id: ID!) { changeUserRole(userId: $id, role: ADMIN) { id } }";
+    let resp = server
+        .gql(
+            change,
+            json!({ "id": promoted["user"]["id"] }),
+            Some(&acme.admin_token),
+        )
+        .await;
+    assert!(resp["errors"].is_null(), "{resp:#}");
+    let resp = server
+        .gql(
+            "mutation($id: ID!) { removeUser(userId: $id) }",
+            json!({ "id": acme.member_id }),
+            Some(&acme.admin_token),
+        )
+        .await;
+    assert!(resp["errors"].is_null(), "{resp:#}");
+
+    // Within a few seconds both sockets of the changed members are closed...
+    for (socket, who) in [
+        (&mut removed, "removed member"),
+        (&mut promoted_socket, "promoted member"),
+    ] {
+        let (code, reason) = socket.expect_close_within(Duration::from_secs(10)).await;
+        assert_eq!(code, 4403, "{who}: ({reason:?})");
+    }
+    // ...and the admin's, whose membership did not change, stays open.
+    admin.send(json!({ "type": "ping" }));
+    admin.expect_type("pong").await;
+}
+
 both_backends!(subscribe_before_ack_closes_4401);
 async fn subscribe_before_ack_closes_4401(backend: Backend) {
     let server = TestServer::start(backend).await;
