@@ -12,12 +12,13 @@ pub mod migrations;
 pub mod schema;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use diesel::SqliteConnection;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
+
+use crate::metrics::METRICS;
 use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
@@ -52,7 +53,6 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Db {
     pools: Pools,
-    statements: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -89,14 +89,11 @@ impl Db {
         let url = DatabaseUrl::parse(&args.database_url)?;
         let timeout = args.acquire_timeout();
         let size = args.pool_size.max(1);
-        let statements = Arc::new(AtomicU64::new(0));
-        let counter = statements.clone();
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::<SqliteConn>::default();
                 config.recycling_method = RecyclingMethod::Fast;
-                config.custom_setup =
-                    Box::new(move |url| establish_sqlite(url, counter.clone()).boxed());
+                config.custom_setup = Box::new(|url| establish_sqlite(url).boxed());
                 let manager =
                     AsyncDieselConnectionManager::new_with_config(path.to_string_lossy(), config);
                 let pool = Pool::builder(manager)
@@ -118,8 +115,7 @@ impl Db {
                 // one-statement request. A connection that broke (database restarted) is
                 // marked broken by its first failing query and then dropped by the pool.
                 config.recycling_method = RecyclingMethod::Fast;
-                config.custom_setup =
-                    Box::new(move |url| establish_postgres(url, counter.clone()).boxed());
+                config.custom_setup = Box::new(|url| establish_postgres(url).boxed());
                 let manager = AsyncDieselConnectionManager::new_with_config(url, config);
                 let pool = Pool::builder(manager)
                     .max_size(size)
@@ -132,7 +128,7 @@ impl Db {
                 Pools::Postgres { pool }
             }
         };
-        Ok(Self { pools, statements })
+        Ok(Self { pools })
     }
 
     pub fn backend(&self) -> Backend {
@@ -140,11 +136,6 @@ impl Db {
             Pools::Sqlite { .. } => Backend::Sqlite,
             Pools::Postgres { .. } => Backend::Postgres,
         }
-    }
-
-    /// SQL statements started since the process began (`/metrics`; the N+1 tests read it).
-    pub fn statements_executed(&self) -> u64 {
-        AtomicU64::load(&self.statements, Ordering::Relaxed)
     }
 
     /// Connections in the pool and how many of them are idle.
@@ -200,37 +191,31 @@ fn pool_error(error: PoolError) -> AppError {
 }
 
 /// Counts every statement a connection starts.
-fn count_statements(counter: Arc<AtomicU64>) -> impl Instrumentation {
-    move |event: InstrumentationEvent<'_>| {
+fn count_statements() -> impl Instrumentation {
+    |event: InstrumentationEvent<'_>| {
         if let InstrumentationEvent::StartQuery { .. } = event {
-            counter.fetch_add(1, Ordering::Relaxed);
+            METRICS.db_statements.inc();
         }
     }
 }
 
-async fn establish_sqlite(
-    path: &str,
-    counter: Arc<AtomicU64>,
-) -> diesel::ConnectionResult<SqliteConn> {
+async fn establish_sqlite(path: &str) -> diesel::ConnectionResult<SqliteConn> {
     let mut conn = SqliteConn::establish(path).await?;
     conn.batch_execute(SQLITE_PRAGMAS)
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     // Counted from here on: session set-up is not a statement any request asked for.
-    conn.set_instrumentation(count_statements(counter));
+    conn.set_instrumentation(count_statements());
     Ok(conn)
 }
 
-async fn establish_postgres(
-    url: &str,
-    counter: Arc<AtomicU64>,
-) -> diesel::ConnectionResult<AsyncPgConnection> {
+async fn establish_postgres(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
     let mut conn = AsyncPgConnection::establish(url).await?;
     conn.batch_execute(POSTGRES_SETUP)
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     // Counted from here on: session set-up is not a statement any request asked for.
-    conn.set_instrumentation(count_statements(counter));
+    conn.set_instrumentation(count_statements());
     Ok(conn)
 }
 

@@ -22,6 +22,7 @@ use crate::domain::Tenant;
 use crate::domain::health_log::HealthLog;
 use crate::domain::notification::Notification;
 use crate::domain::run::Run;
+use crate::metrics::METRICS;
 
 /// How many events a subscriber may fall behind before it must resynchronise.
 const BUS_CAPACITY: usize = 4_096;
@@ -104,6 +105,7 @@ impl EventBus {
     /// instances.
     pub fn publish(&self, events: impl IntoIterator<Item = Event>) {
         for event in events {
+            METRICS.events_published.inc();
             let event = Arc::new(event);
             if let Some(remote) = &self.remote {
                 // Only fails once the publisher task is gone (shutdown).
@@ -116,6 +118,7 @@ impl EventBus {
 
     /// Delivers events that arrived from another instance to local subscribers only.
     pub(crate) fn deliver_remote(&self, event: Event) {
+        METRICS.events_received_remote.inc();
         let _ = self.local.send(Arc::new(event));
     }
 

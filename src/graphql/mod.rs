@@ -98,3 +98,11 @@ pub fn null_failed_fields(response: &mut async_graphql::Response) {
         }
     }
 }
+
+/// A request-level failure (parse, validation, a limit) rather than a result with field
+/// errors: no data, and no error attached to a field path.
+pub fn is_request_error(response: &async_graphql::Response) -> bool {
+    !response.errors.is_empty()
+        && response.data == async_graphql::Value::Null
+        && response.errors.iter().all(|e| e.path.is_empty())
+}

@@ -9,6 +9,7 @@
 //! Streams subscribe to the bus *before* reading their first snapshot, so nothing that
 //! commits in between is lost.
 
+use crate::metrics::METRICS;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -48,7 +49,10 @@ async fn next_event(events: &mut Receiver<Arc<Event>>, viewer: &Viewer) -> Heard
         return match events.recv().await {
             Ok(event) if !event.is_visible_to(&viewer.tenant) => continue,
             Ok(event) if matches!(event.kind, EventKind::Resync) => Heard::CatchUp,
-            Ok(event) => Heard::Event(event),
+            Ok(event) => {
+                METRICS.events_delivered.inc();
+                Heard::Event(event)
+            }
             Err(RecvError::Lagged(_)) => Heard::CatchUp,
             Err(RecvError::Closed) => Heard::Closed,
         };

@@ -10,11 +10,13 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{AppState, GRAPHQL_PATH, GRAPHQL_WS_PATH};
 use crate::auth::Authentication;
 use crate::error::{AppError, AppResult};
 use crate::graphql::{RequestData, Services, null_failed_fields};
+use crate::metrics::{self, METRICS, Transport};
 
 /// A request body or query string that is not a GraphQL request at all.
 pub struct RequestRejection(ParseRequestError);
@@ -71,8 +73,17 @@ async fn execute(state: &AppState, request: Request) -> Response {
         Ok(parsed) => parsed.into_inner(),
         Err(rejection) => return rejection.into_response(),
     };
-    let graphql_request = RequestData::new(&state.services, authentication).attach(graphql_request);
-    let mut response = state.schema.execute(graphql_request).await;
+    let mut graphql_request =
+        RequestData::new(&state.services, authentication).attach(graphql_request);
+    let described = metrics::describe(&mut graphql_request);
+    // Nested in the request span, so every log line of the operation has its request id.
+    let span = tracing::info_span!("graphql", operation = described.0, field = %described.1);
+    let started = std::time::Instant::now();
+    let mut response = state.schema.execute(graphql_request).instrument(span).await;
+    METRICS.record(
+        metrics::labels(Transport::Http, described, &response),
+        Some(started.elapsed()),
+    );
     null_failed_fields(&mut response);
     GraphQLResponse::from(response).into_response()
 }

@@ -1,31 +1,33 @@
-//! `GET /metrics` in the Prometheus text exposition format.
+//! `GET /metrics` in the OpenMetrics text format (which Prometheus scrapes natively).
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::metrics::METRICS;
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let db = &state.services.db;
-    let (pool_size, pool_idle) = db.pool_status();
-    let body = format!(
-        "# HELP stepwise_db_statements_total SQL statements started.\n\
-         # TYPE stepwise_db_statements_total counter\n\
-         stepwise_db_statements_total {}\n\
-         # HELP stepwise_db_pool_connections Open pooled database connections.\n\
-         # TYPE stepwise_db_pool_connections gauge\n\
-         stepwise_db_pool_connections {pool_size}\n\
-         # HELP stepwise_db_pool_idle_connections Pooled connections not in use.\n\
-         # TYPE stepwise_db_pool_idle_connections gauge\n\
-         stepwise_db_pool_idle_connections {pool_idle}\n",
-        db.statements_executed(),
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    // Pool figures are read at scrape time rather than tracked on every checkout.
+    let (pool_size, pool_idle) = state.services.db.pool_status();
+    METRICS
+        .db_pool_connections
+        .set(i64::try_from(pool_size).unwrap_or(i64::MAX));
+    METRICS
+        .db_pool_idle
+        .set(i64::try_from(pool_idle).unwrap_or(i64::MAX));
+    match METRICS.encode() {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::Request;
 use axum::routing::get;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -27,6 +28,8 @@ pub struct AppState {
 }
 
 pub const GRAPHQL_PATH: &str = "/graphql";
+/// Taken from the client when it sends one, generated otherwise.
+const REQUEST_ID: &str = "x-request-id";
 pub const GRAPHQL_WS_PATH: &str = "/graphql/ws";
 
 pub fn router(state: AppState) -> Router {
@@ -36,15 +39,24 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        // Layers run bottom-up on the way in: the id is set first, so the span can show it,
+        // and it is echoed in the response so a client can quote it in a bug report.
+        .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             // One INFO line per request, when the response is ready.
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                    let id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Micros)),
         )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 

@@ -30,7 +30,8 @@ use super::graphql::authenticate_token;
 use crate::auth::membership::MEMBERSHIP_TTL;
 use crate::auth::{Authentication, Viewer};
 use crate::error::AppResult;
-use crate::graphql::{RequestData, null_failed_fields};
+use crate::graphql::{RequestData, is_request_error, null_failed_fields};
+use crate::metrics::{self, GaugeGuard, METRICS, Transport};
 
 /// The modern protocol (graphql-ws library).
 const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -218,6 +219,7 @@ impl Connection {
     }
 
     async fn run(mut self) {
+        let _open = GaugeGuard::hold(&METRICS.websocket_connections);
         let closing = self.serve().await;
         for (_, operation) in self.operations.drain() {
             operation.abort();
@@ -406,6 +408,7 @@ impl Connection {
         if let Some(variables) = payload.variables {
             request = request.variables(async_graphql::Variables::from_json(variables));
         }
+        let described = metrics::describe(&mut request);
         let stream = self
             .state
             .schema
@@ -413,9 +416,15 @@ impl Connection {
         let tx = self.outgoing_tx.clone();
         let operation_id = id.clone();
         let task = tokio::spawn(async move {
+            let _running = GaugeGuard::hold(&METRICS.subscriptions);
             let mut stream = stream;
             let mut first = true;
             while let Some(response) = stream.next().await {
+                if first {
+                    let labels =
+                        metrics::labels(Transport::Websocket, described.clone(), &response);
+                    METRICS.record(labels, None);
+                }
                 let outgoing = if first && is_request_error(&response) {
                     // Parse and validation failures get an `error` message and no `complete`.
                     let _ = tx
@@ -479,14 +488,6 @@ fn receive_failure(error: axum::Error) -> Option<Closing> {
         }
         _ => None,
     }
-}
-
-/// A request-level failure (parse or validation) rather than a result with field errors:
-/// no data, and no error attached to a field path.
-fn is_request_error(response: &Response) -> bool {
-    !response.errors.is_empty()
-        && response.data == async_graphql::Value::Null
-        && response.errors.iter().all(|e| e.path.is_empty())
 }
 
 /// The `connection_init` payload: `{"token": "..."}` or, as many clients send it,

@@ -740,9 +740,13 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// Finds `address=127.0.0.1:PORT` (optionally quoted) in a log line.
+/// Finds `address=127.0.0.1:PORT` (optionally quoted) in a text log line, or
+/// `"address":"127.0.0.1:PORT"` in a JSON one.
 fn parse_address(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("address=")? + "address=".len()..];
+    let (at, marker) = ["address=", "\"address\":"]
+        .iter()
+        .find_map(|marker| Some((line.find(marker)?, *marker)))?;
+    let rest = &line[at + marker.len()..];
     let rest = rest.trim_start_matches('"');
     let end = rest
         .find(|c: char| c.is_whitespace() || c == '"' || c == ',' || c == '}')

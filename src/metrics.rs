@@ -1,0 +1,268 @@
+//! Process metrics, exposed by `GET /metrics` in the Prometheus/OpenMetrics text format.
+//!
+//! One process-wide registry: everything that counts (the GraphQL transports, the event bus,
+//! the database connections) reaches it without threading a handle through every layer.
+//! Label values come from closed sets only (transport, operation type, the root fields of
+//! *our* schema, outcome), so no client can grow the number of series.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// How a GraphQL request arrived.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Websocket,
+}
+
+impl EncodeLabelValue for Transport {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let value = match self {
+            Self::Http => "http",
+            Self::Websocket => "websocket",
+        };
+        EncodeLabelValue::encode(&value, encoder)
+    }
+}
+
+/// How a GraphQL request ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    /// Data without errors.
+    Ok,
+    /// Executed, but some fields failed (NOT_FOUND, FORBIDDEN, ...).
+    FieldError,
+    /// Refused before execution: unparsable, invalid, over a limit, unauthenticated.
+    RequestError,
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let value = match self {
+            Self::Ok => "ok",
+            Self::FieldError => "field_error",
+            Self::RequestError => "request_error",
+        };
+        EncodeLabelValue::encode(&value, encoder)
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub transport: Transport,
+    /// `query`, `mutation`, `subscription`, or `unknown` when the request never parsed.
+    pub operation: &'static str,
+    /// The first root field, e.g. `workflows` or `reportStep`; `unknown` when the request
+    /// was refused (its field names are then not known to be ours).
+    pub field: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub operation: &'static str,
+    pub field: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<OperationLabels, Counter>,
+    pub latency: Family<LatencyLabels, Histogram>,
+    pub websocket_connections: Gauge,
+    pub subscriptions: Gauge,
+    pub events_published: Counter,
+    pub events_received_remote: Counter,
+    pub events_delivered: Counter,
+    pub db_statements: Counter,
+    pub db_pool_connections: Gauge,
+    pub db_pool_idle: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("stepwise");
+        let requests = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "graphql_requests",
+            "GraphQL operations by transport, operation type, root field and outcome",
+            requests.clone(),
+        );
+        // 0.25 ms .. ~8 s: the hot reads are sub-millisecond, a slow mutation seconds.
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "graphql_request_duration_seconds",
+            "Time to answer a GraphQL query or mutation over HTTP",
+            latency.clone(),
+        );
+        let websocket_connections = Gauge::default();
+        registry.register(
+            "websocket_connections",
+            "Open WebSocket connections",
+            websocket_connections.clone(),
+        );
+        let subscriptions = Gauge::default();
+        registry.register(
+            "subscriptions",
+            "Operations running on WebSocket connections",
+            subscriptions.clone(),
+        );
+        let events_published = Counter::default();
+        registry.register(
+            "events_published",
+            "Events published by this instance after a commit",
+            events_published.clone(),
+        );
+        let events_received_remote = Counter::default();
+        registry.register(
+            "events_received_remote",
+            "Events received from other instances through LISTEN/NOTIFY",
+            events_received_remote.clone(),
+        );
+        let events_delivered = Counter::default();
+        registry.register(
+            "events_delivered",
+            "Events handed to a subscription of the company they belong to",
+            events_delivered.clone(),
+        );
+        let db_statements = Counter::default();
+        registry.register(
+            "db_statements",
+            "SQL statements started",
+            db_statements.clone(),
+        );
+        let db_pool_connections = Gauge::default();
+        registry.register(
+            "db_pool_connections",
+            "Open pooled database connections",
+            db_pool_connections.clone(),
+        );
+        let db_pool_idle = Gauge::default();
+        registry.register(
+            "db_pool_idle_connections",
+            "Pooled database connections not in use",
+            db_pool_idle.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            websocket_connections,
+            subscriptions,
+            events_published,
+            events_received_remote,
+            events_delivered,
+            db_statements,
+            db_pool_connections,
+            db_pool_idle,
+        }
+    }
+
+    /// Counts one GraphQL operation (and, over HTTP, how long it took).
+    pub fn record(&self, labels: OperationLabels, elapsed: Option<Duration>) {
+        if let Some(elapsed) = elapsed {
+            self.latency
+                .get_or_create(&LatencyLabels {
+                    operation: labels.operation,
+                    field: labels.field.clone(),
+                })
+                .observe(elapsed.as_secs_f64());
+        }
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
+        Ok(body)
+    }
+}
+
+/// What a GraphQL request was, for its metric labels: the operation type and first root
+/// field of the operation that ran. Read from the request's parsed document, which
+/// async-graphql keeps, so nothing is parsed twice.
+pub fn describe(request: &mut async_graphql::Request) -> (&'static str, String) {
+    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return ("unknown", "unknown".to_owned());
+    };
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str()),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next()
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    let Some(operation) = operation else {
+        return ("unknown", "unknown".to_owned());
+    };
+    let kind = match operation.node.ty {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    };
+    let field = operation
+        .node
+        .selection_set
+        .node
+        .items
+        .iter()
+        .find_map(|item| match &item.node {
+            Selection::Field(field) => Some(field.node.name.node.to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    (kind, field)
+}
+
+/// Labels for a finished operation; the root field only counts when the request was
+/// valid, because only then is it known to be one of the schema's fields.
+pub fn labels(
+    transport: Transport,
+    (operation, field): (&'static str, String),
+    response: &async_graphql::Response,
+) -> OperationLabels {
+    let refused = crate::graphql::is_request_error(response);
+    let outcome = if refused {
+        Outcome::RequestError
+    } else if response.errors.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::FieldError
+    };
+    OperationLabels {
+        transport,
+        operation,
+        field: if refused { "unknown".to_owned() } else { field },
+        outcome,
+    }
+}
+
+/// Holds a gauge up while alive: a WebSocket connection, a running subscription.
+pub struct GaugeGuard(&'static Gauge);
+
+impl GaugeGuard {
+    pub fn hold(gauge: &'static Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
