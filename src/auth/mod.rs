@@ -3,6 +3,7 @@
 
 pub mod jwt;
 pub mod password;
+pub mod signed_url;
 mod viewer;
 
 pub use viewer::{Authentication, Role, Viewer};

@@ -3,6 +3,7 @@
 mod graphql;
 mod health;
 mod metrics;
+mod screenshots;
 mod websocket;
 
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/screenshots/{id}", get(screenshots::handler))
         .layer(
             // One INFO line per request, when the response is ready.
             TraceLayer::new_for_http()
