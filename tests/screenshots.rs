@@ -7,11 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::blobs::{BlobBackend, TestBlobs, jpeg, png, sha256_hex, webp};
+use common::blobs::{BlobBackend, TestBlobs, jpeg, multipart_request, png, sha256_hex, webp};
 use common::fixtures::*;
 use common::{Backend, ServerOptions, TestDb, TestServer, assert_error_code, str_field};
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 const SCREENSHOT: &str = "id workflow { id } hash contentType sizeBytes width height url";
@@ -26,8 +25,10 @@ async fn start(
 ) -> (TestServer, TestBlobs) {
     let db = TestDb::create(backend).await;
     let store = TestBlobs::create(blobs, &db).await;
-    let mut options = ServerOptions::default();
-    options.env = store.server_env();
+    let mut options = ServerOptions {
+        env: store.server_env(),
+        ..ServerOptions::default()
+    };
     options.env.push((
         "STEPWISE_SCREENSHOT_MAX_BYTES".into(),
         MAX_BYTES.to_string(),
@@ -57,32 +58,12 @@ async fn try_upload_with(
     step_id: Option<&str>,
     bytes: Vec<u8>,
 ) -> Value {
-    let operations = json!({
-        "query": format!(
-            "mutation($workflowId: ID!, $stepId: ID, $file: Upload!) {{ \
-               uploadScreenshot(workflowId: $workflowId, stepId: $stepId, file: $file) {{ {SCREENSHOT} }} }}"
-        ),
-        "variables": { "workflowId": workflow_id, "stepId": step_id, "file": null },
-    });
-    let form = Form::new()
-        .text("operations", operations.to_string())
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part(
-            "0",
-            Part::bytes(bytes)
-                .file_name("screenshot.png")
-                .mime_str("image/png")
-                .unwrap(),
-        );
-    let mut request = client.post(server.url("/graphql")).multipart(form);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let resp = request.send().await.expect("upload request");
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    serde_json::from_str(&body)
-        .unwrap_or_else(|_| panic!("upload answered {status} with non-JSON: {body}"))
+    let query = format!(
+        "mutation($workflowId: ID!, $stepId: ID, $file: Upload!) {{ \
+           uploadScreenshot(workflowId: $workflowId, stepId: $stepId, file: $file) {{ {SCREENSHOT} }} }}"
+    );
+    let variables = json!({ "workflowId": workflow_id, "stepId": step_id });
+    multipart_request(server, client, token, &query, variables, bytes).await
 }
 
 /// Uploads and returns the screenshot, panicking on errors.

@@ -212,6 +212,21 @@ pub async fn upload(
     if known.is_none() {
         return Err(AppError::NotFound("workflow"));
     }
+    if let Some(step_id) = step_id {
+        let step: Option<String> = crate::with_conn!(db, |conn| {
+            steps::table
+                .filter(steps::company_id.eq(tenant.id()))
+                .filter(steps::workflow_id.eq(workflow_id))
+                .filter(steps::id.eq(step_id))
+                .select(steps::id)
+                .first(conn)
+                .await
+                .optional()?
+        });
+        if step.is_none() {
+            return Err(AppError::NotFound("step"));
+        }
+    }
     let existing = find_by_hash(db, tenant, &hash).await?;
     if existing.is_none() {
         blobs.put(&key, bytes.clone()).await?;

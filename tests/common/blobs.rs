@@ -231,6 +231,47 @@ fn start_moto() -> Result<Moto, String> {
 }
 
 // ---------------------------------------------------------------------------
+// Uploads
+// ---------------------------------------------------------------------------
+
+/// POSTs `query` as a GraphQL multipart request (the spec async-graphql implements) with
+/// `bytes` as the file at `variables.file`; returns the response body, whatever the status.
+pub async fn multipart_request(
+    server: &super::TestServer,
+    client: &reqwest::Client,
+    token: Option<&str>,
+    query: &str,
+    mut variables: serde_json::Value,
+    bytes: Vec<u8>,
+) -> serde_json::Value {
+    use reqwest::multipart::{Form, Part};
+    variables["file"] = serde_json::Value::Null;
+    let operations = serde_json::json!({ "query": query, "variables": variables });
+    let form = Form::new()
+        .text("operations", operations.to_string())
+        .text(
+            "map",
+            serde_json::json!({ "0": ["variables.file"] }).to_string(),
+        )
+        .part(
+            "0",
+            Part::bytes(bytes)
+                .file_name("screenshot.png")
+                .mime_str("image/png")
+                .expect("mime"),
+        );
+    let mut request = client.post(server.url("/graphql")).multipart(form);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let resp = request.send().await.expect("multipart request");
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    serde_json::from_str(&body)
+        .unwrap_or_else(|_| panic!("multipart request answered {status} with non-JSON: {body}"))
+}
+
+// ---------------------------------------------------------------------------
 // Images
 // ---------------------------------------------------------------------------
 
