@@ -108,6 +108,12 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub jwt: JwtArgs,
+
+    #[command(flatten)]
+    pub blobs: BlobArgs,
+
+    #[command(flatten)]
+    pub screenshots: ScreenshotArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -154,6 +160,77 @@ pub struct JwtArgs {
     /// `aud` claim written into and required from every token.
     #[arg(long, env = "JWT_AUDIENCE", default_value = "stepwise")]
     pub jwt_audience: String,
+}
+
+/// Where screenshot bytes are kept (the database only holds their metadata).
+#[derive(Debug, Clone, Args)]
+pub struct BlobArgs {
+    /// Blob store: a directory (`file:///var/lib/stepwise/blobs` or a plain path) or an
+    /// S3-compatible bucket (`s3://bucket` or `s3://bucket/prefix`). Defaults to
+    /// `<sqlite file>.blobs/` beside the database, or `./stepwise.blobs/` on Postgres.
+    #[arg(long, env = "STEPWISE_BLOB_STORE")]
+    pub blob_store: Option<String>,
+
+    /// S3 endpoint for S3-compatible services (MinIO, Ceph, moto, R2...). `AWS_ENDPOINT_URL`
+    /// is read too. An `http://` endpoint allows plain HTTP.
+    #[arg(long, env = "STEPWISE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region (`AWS_REGION` is read too; default `us-east-1`).
+    #[arg(long, env = "STEPWISE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// S3 access key id (`AWS_ACCESS_KEY_ID` is read too).
+    #[arg(long, env = "STEPWISE_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<Secret>,
+
+    /// S3 secret access key (`AWS_SECRET_ACCESS_KEY` is read too).
+    #[arg(long, env = "STEPWISE_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<Secret>,
+
+    /// Address buckets as `https://bucket.endpoint/` (AWS style) instead of the path-style
+    /// `https://endpoint/bucket/` that most S3-compatible servers expect.
+    #[arg(long, env = "STEPWISE_S3_VIRTUAL_HOSTED_STYLE")]
+    pub s3_virtual_hosted_style: bool,
+
+    /// How often unreferenced blobs are looked for and removed, in seconds.
+    #[arg(
+        long,
+        env = "STEPWISE_BLOB_SWEEP_INTERVAL_SECONDS",
+        default_value_t = 3_600
+    )]
+    pub blob_sweep_interval_seconds: u64,
+
+    /// How old an unreferenced blob must be before the sweep removes it, in seconds. Gives
+    /// uploads in flight (blob written, row not yet committed) time to finish.
+    #[arg(long, env = "STEPWISE_BLOB_GRACE_SECONDS", default_value_t = 3_600)]
+    pub blob_grace_seconds: u64,
+}
+
+/// Screenshot uploads and the signed URLs that serve them.
+#[derive(Debug, Clone, Args)]
+pub struct ScreenshotArgs {
+    /// Largest screenshot accepted, in bytes.
+    #[arg(long, env = "STEPWISE_SCREENSHOT_MAX_BYTES", default_value_t = 5 * 1024 * 1024)]
+    pub screenshot_max_bytes: usize,
+
+    /// How long a `Screenshot.url` stays valid, in seconds.
+    #[arg(
+        long,
+        env = "STEPWISE_SCREENSHOT_URL_TTL_SECONDS",
+        default_value_t = 900
+    )]
+    pub screenshot_url_ttl_seconds: u64,
+
+    /// HMAC key for screenshot URLs (at least 32 bytes). Without it, a key is derived from
+    /// the JWT secret, so every instance sharing that secret accepts the same URLs.
+    #[arg(long, env = "STEPWISE_SCREENSHOT_URL_SECRET", hide_env_values = true)]
+    pub screenshot_url_secret: Option<Secret>,
+
+    /// Public base URL of this server (e.g. `https://api.example.com`) put in front of
+    /// screenshot URLs. Without it they are path-only (`/screenshots/...`).
+    #[arg(long, env = "STEPWISE_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// A value that must never reach a log line: `Debug` prints a placeholder.

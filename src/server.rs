@@ -9,12 +9,14 @@ use tokio::net::TcpListener;
 
 use crate::auth::jwt::{self, TokenKeys};
 use crate::auth::membership::Memberships;
+use crate::auth::signed_url::UrlSigner;
+use crate::blobs::BlobStore;
 use crate::config::{DatabaseUrl, ServeArgs};
 use crate::db::{Db, migrations};
 use crate::domain;
 use crate::domain::health::HealthRules;
 use crate::events::EventBus;
-use crate::graphql::{self, Services};
+use crate::graphql::{self, ScreenshotSettings, Services};
 use crate::http::{self, AppState, WebSocketConfig};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -47,13 +49,39 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         review_below_confidence: args.review_below_confidence,
         run_timeout: Duration::from_secs(args.run_timeout_seconds.max(1)),
     };
+    let blobs = BlobStore::open(&args.blobs, &url)?;
+    tracing::info!(store = %blobs.description(), "screenshot blob store");
+    let url_signer = Arc::new(UrlSigner::new(
+        args.screenshots
+            .screenshot_url_secret
+            .as_ref()
+            .map(|s| s.expose().as_bytes()),
+        &secret,
+        Duration::from_secs(args.screenshots.screenshot_url_ttl_seconds),
+    )?);
+    let screenshots = ScreenshotSettings {
+        max_bytes: args.screenshots.screenshot_max_bytes,
+        public_url: args
+            .screenshots
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned()),
+    };
     let services = Services {
         memberships: Arc::new(Memberships::new(db.clone())),
         db,
         tokens,
         events,
         health,
+        blobs,
+        url_signer,
+        screenshots,
     };
+    spawn_blob_sweep(
+        services.clone(),
+        Duration::from_secs(args.blobs.blob_sweep_interval_seconds.max(1)),
+        Duration::from_secs(args.blobs.blob_grace_seconds),
+    );
     let schema = graphql::schema_builder().data(services.clone()).finish();
     let websocket = WebSocketConfig {
         init_timeout: Duration::from_millis(args.ws_init_timeout_ms),
@@ -113,6 +141,27 @@ async fn sweep_stale_runs(
             Err(error) => tracing::warn!(error = ?error, "run timeout sweep failed"),
         }
     }
+}
+
+/// Removes blobs that no screenshot references (left by a crash or a failed insert after
+/// the blob write, or by a deleted company) every `interval`, once they are older than
+/// `grace`. The first sweep runs one interval after start, not during start-up.
+fn spawn_blob_sweep(services: Services, interval: Duration, grace: Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match domain::screenshot::sweep_blobs(&services.db, &services.blobs, grace).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed unreferenced screenshot blobs"),
+                Err(crate::error::AppError::Internal(error)) => {
+                    tracing::warn!(?error, "blob sweep failed; retrying next interval")
+                }
+                Err(_) => tracing::warn!("blob sweep failed; retrying next interval"),
+            }
+        }
+    });
 }
 
 /// Resolves on Ctrl-C or SIGTERM: stop accepting, let in-flight requests finish.

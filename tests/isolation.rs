@@ -11,6 +11,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use common::blobs::multipart_request;
 use common::fixtures::*;
 use common::{Backend, PASSWORD, TestServer, assert_error_code, error_code, jwt_claims, str_field};
 use serde_json::{Value, json};
@@ -98,6 +99,10 @@ const ROOT_CASES: &[(&str, &str)] = &[
     (
         "Mutation.reorderSteps",
         "A's workflow: NOT_FOUND; A's step ids in B's list: rejected",
+    ),
+    (
+        "Mutation.uploadScreenshot",
+        "A's workflow id, or A's step id on B's workflow: NOT_FOUND, nothing stored",
     ),
     (
         "Mutation.markNotificationRead",
@@ -1264,6 +1269,55 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
     )
     .await;
     covered.insert("Mutation.deleteStep");
+
+    // Uploads are multipart requests, so `like_missing` is spelled out here.
+    let upload = format!(
+        "mutation($workflowId: ID!, $stepId: ID, $file: Upload!) {{ uploadScreenshot(workflowId: $workflowId, stepId: $stepId, file: $file) {{ {SCREENSHOT_FIELDS} }} }}"
+    );
+    let b_wf = w.b_workflow.clone();
+    // (A's id, whether it is sent as the step of B's own workflow)
+    for (foreign, as_step) in [(a1.as_str(), false), (w.a_steps[0].as_str(), true)] {
+        let vars_for = |id: &str| {
+            if as_step {
+                json!({ "workflowId": b_wf, "stepId": id })
+            } else {
+                json!({ "workflowId": id })
+            }
+        };
+        let context = format!("uploadScreenshot with A's id {foreign}");
+        let image = common::blobs::png(4, 4, 42);
+        let resp = multipart_request(
+            &server,
+            &server.client,
+            Some(tb),
+            &upload,
+            vars_for(foreign),
+            image.clone(),
+        )
+        .await;
+        assert_error_code(&resp, "NOT_FOUND", &context);
+        assert!(
+            resp["data"].is_null() || resp["data"]["uploadScreenshot"].is_null(),
+            "{context}: {resp:#}"
+        );
+        w.assert_no_leak(&resp, &[foreign], &context);
+        let missing = new_id();
+        let control = multipart_request(
+            &server,
+            &server.client,
+            Some(tb),
+            &upload,
+            vars_for(&missing),
+            image,
+        )
+        .await;
+        assert_eq!(
+            resp.to_string().replace(foreign, "<ID>"),
+            control.to_string().replace(&missing, "<ID>"),
+            "{context}: another company's id must be answered exactly like a missing one"
+        );
+    }
+    covered.insert("Mutation.uploadScreenshot");
 
     let reorder = "mutation($wf: ID!, $ids: [ID!]!) { reorderSteps(workflowId: $wf, stepIds: $ids) { id stepNumber } }";
     let a1_steps_reversed: Vec<String> = w.a_steps[..3].iter().rev().cloned().collect();

@@ -4,6 +4,7 @@
 pub mod jwt;
 pub mod membership;
 pub mod password;
+pub mod signed_url;
 mod viewer;
 
 pub use viewer::{Authentication, Role, Viewer};

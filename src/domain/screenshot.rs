@@ -1,13 +1,43 @@
 //! Screenshots: the images recorded with steps, de-duplicated per company by SHA-256.
+//!
+//! The bytes live in the [`BlobStore`] under `<company_id>/<sha256>`; a row here is what
+//! makes a blob *referenced*. Two rules keep rows and blobs consistent without a
+//! distributed transaction:
+//!
+//! 1. **Blob first, row second.** An upload writes the blob, then inserts the row. A crash
+//!    or a failed insert in between leaves an unreferenced blob (collected later by
+//!    [`sweep_blobs`]), never a row pointing at nothing.
+//! 2. **Deciding a blob's fate is serialised per company.** The upload's insert and the
+//!    collector's "no row references it → delete" both run in a transaction that first
+//!    takes the company row's lock ([`lock_company!`]). Either the upload commits first (the
+//!    collector then sees the row and keeps the blob) or the collector deletes first (the
+//!    upload, after committing, finds the blob gone and writes it again — it still holds the
+//!    bytes). So a blob that has a row is never left deleted, even when an upload of the same
+//!    bytes races a workflow deletion or the sweep.
 
-use chrono::NaiveDateTime;
+use bytes::Bytes;
+use chrono::{NaiveDateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use sha2::{Digest as _, Sha256};
 
-use super::Tenant;
+use super::{Tenant, new_id, now};
+use crate::auth::signed_url::hex;
+use crate::blobs::BlobStore;
 use crate::db::Db;
-use crate::db::schema::screenshots;
+use crate::db::schema::{companies, screenshots, steps, workflows};
 use crate::error::{AppError, AppResult};
+
+/// The formats a screenshot may have, recognised by their magic bytes (never by the
+/// client's file name or declared content type).
+pub const ACCEPTED_TYPES: [&str; 3] = ["image/png", "image/jpeg", "image/webp"];
+/// Larger images than this (per side) are refused: no real screen is this big, and the
+/// limit keeps `i32` columns and browsers safe.
+const MAX_SIDE_PIXELS: usize = 65_535;
+/// How much the hasher takes at a time.
+const HASH_CHUNK_BYTES: usize = 64 * 1024;
+/// At most this many blobs are examined per sweep; the next sweep takes the rest.
+const SWEEP_BATCH: usize = 1_000;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, Identifiable)]
 #[diesel(table_name = screenshots, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
@@ -59,4 +89,332 @@ pub async fn of_workflows(
             .load(conn)
             .await?
     }))
+}
+
+/// One screenshot by id in *any* company, for the signed-URL endpoint: the caller must then
+/// check the URL's signature, which binds the row's company.
+pub async fn find_for_signed_url(db: &Db, id: &str) -> AppResult<Option<Screenshot>> {
+    Ok(crate::with_conn!(db, |conn| {
+        screenshots::table
+            .filter(screenshots::id.eq(id))
+            .select(Screenshot::as_select())
+            .first(conn)
+            .await
+            .optional()?
+    }))
+}
+
+/// What the magic bytes say an upload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub content_type: &'static str,
+    pub width: i32,
+    pub height: i32,
+}
+
+/// Recognises PNG, JPEG and WebP by content, reads the dimensions, and refuses files that
+/// are cut short (a missing PNG `IEND`, JPEG end marker or WebP RIFF length).
+pub fn inspect(bytes: &[u8]) -> AppResult<ImageInfo> {
+    let refuse = |message: &str| Err(AppError::bad_input("file", message));
+    let content_type = match imagesize::image_type(bytes) {
+        Ok(imagesize::ImageType::Png) => "image/png",
+        Ok(imagesize::ImageType::Jpeg) => "image/jpeg",
+        Ok(imagesize::ImageType::Webp) => "image/webp",
+        _ => return refuse("file must be a PNG, JPEG or WebP image"),
+    };
+    let complete = match content_type {
+        "image/png" => bytes.ends_with(&[0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82]),
+        // Some encoders pad after the end-of-image marker; look near the end only.
+        "image/jpeg" => bytes[bytes.len().saturating_sub(64)..]
+            .windows(2)
+            .any(|w| w == [0xFF, 0xD9]),
+        _ => bytes
+            .get(4..8)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .and_then(|riff| usize::try_from(riff).ok())
+            .is_some_and(|riff| riff.checked_add(8) == Some(bytes.len())),
+    };
+    if !complete {
+        return refuse("the image is truncated");
+    }
+    let size = match imagesize::blob_size(bytes) {
+        Ok(size) if size.width > 0 && size.height > 0 => size,
+        _ => return refuse("the image's dimensions cannot be read"),
+    };
+    if size.width > MAX_SIDE_PIXELS || size.height > MAX_SIDE_PIXELS {
+        return refuse("the image is larger than 65535 pixels on a side");
+    }
+    Ok(ImageInfo {
+        content_type,
+        width: i32::try_from(size.width).map_err(AppError::internal)?,
+        height: i32::try_from(size.height).map_err(AppError::internal)?,
+    })
+}
+
+/// Hex SHA-256, fed a chunk at a time as the bytes arrived.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    for chunk in bytes.chunks(HASH_CHUNK_BYTES) {
+        hasher.update(chunk);
+    }
+    hex(&hasher.finalize())
+}
+
+/// Inside a transaction: takes the company row's lock, serialising every decision about
+/// this company's blobs (see the module notes). A no-op write is the portable way: it
+/// takes a row lock on Postgres that does not block inserts referencing the company, and on
+/// SQLite the write transaction is already the single writer.
+macro_rules! lock_company {
+    ($conn:expr, $tenant:expr) => {
+        diesel::update(companies::table.filter(companies::id.eq($tenant.id())))
+            .set(companies::updated_at.eq(companies::updated_at))
+            .execute($conn)
+            .await?
+    };
+}
+
+/// Stores an uploaded screenshot for a workflow, optionally showing it on one of the
+/// workflow's steps. The same bytes uploaded again by the same company return the existing
+/// screenshot (and store nothing new).
+pub async fn upload(
+    db: &Db,
+    blobs: &BlobStore,
+    tenant: &Tenant,
+    workflow_id: &str,
+    step_id: Option<&str>,
+    bytes: Bytes,
+    max_bytes: usize,
+) -> AppResult<Screenshot> {
+    if bytes.is_empty() {
+        return Err(AppError::bad_input("file", "file is empty"));
+    }
+    if bytes.len() > max_bytes {
+        return Err(AppError::bad_input(
+            "file",
+            format!("file is larger than the limit of {max_bytes} bytes"),
+        ));
+    }
+    let image = inspect(&bytes)?;
+    let hash = sha256_hex(&bytes);
+    let key = BlobStore::key(tenant.id(), &hash);
+
+    // Refuse unknown targets before writing anything.
+    let known: Option<String> = crate::with_conn!(db, |conn| {
+        workflows::table
+            .filter(workflows::company_id.eq(tenant.id()))
+            .filter(workflows::id.eq(workflow_id))
+            .select(workflows::id)
+            .first(conn)
+            .await
+            .optional()?
+    });
+    if known.is_none() {
+        return Err(AppError::NotFound("workflow"));
+    }
+    if let Some(step_id) = step_id {
+        let step: Option<String> = crate::with_conn!(db, |conn| {
+            steps::table
+                .filter(steps::company_id.eq(tenant.id()))
+                .filter(steps::workflow_id.eq(workflow_id))
+                .filter(steps::id.eq(step_id))
+                .select(steps::id)
+                .first(conn)
+                .await
+                .optional()?
+        });
+        if step.is_none() {
+            return Err(AppError::NotFound("step"));
+        }
+    }
+    let existing = find_by_hash(db, tenant, &hash).await?;
+    if existing.is_none() {
+        blobs.put(&key, bytes.clone()).await?;
+    }
+
+    let new_row = Screenshot {
+        id: new_id(),
+        company_id: tenant.id().to_owned(),
+        workflow_id: workflow_id.to_owned(),
+        hash: hash.clone(),
+        storage_key: key.clone(),
+        content_type: image.content_type.to_owned(),
+        size_bytes: i64::try_from(bytes.len()).map_err(AppError::internal)?,
+        width: image.width,
+        height: image.height,
+        created_at: now(),
+    };
+    let row = crate::transaction!(db, |conn| {
+        lock_company!(conn, tenant);
+        // Re-read under the lock: a concurrent upload of the same bytes may have won.
+        let found: Option<Screenshot> = screenshots::table
+            .filter(screenshots::company_id.eq(tenant.id()))
+            .filter(screenshots::hash.eq(&hash))
+            .select(Screenshot::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+        let row = match found {
+            Some(row) => row,
+            None => {
+                diesel::insert_into(screenshots::table)
+                    .values(&new_row)
+                    .execute(conn)
+                    .await?;
+                new_row.clone()
+            }
+        };
+        if let Some(step_id) = step_id {
+            let at = now();
+            let attached = diesel::update(
+                steps::table
+                    .filter(steps::company_id.eq(tenant.id()))
+                    .filter(steps::workflow_id.eq(workflow_id))
+                    .filter(steps::id.eq(step_id)),
+            )
+            .set((steps::screenshot_id.eq(&row.id), steps::updated_at.eq(at)))
+            .execute(conn)
+            .await?;
+            if attached == 0 {
+                return Err(AppError::NotFound("step"));
+            }
+            diesel::update(workflows::table.filter(workflows::id.eq(workflow_id)))
+                .set(workflows::updated_at.eq(at))
+                .execute(conn)
+                .await?;
+        }
+        Ok(row)
+    })?;
+
+    // The row is committed. If the blob is not there — the collector removed it before our
+    // row existed, or an earlier upload crashed after losing it — write it now: we hold the
+    // bytes, and from here on the row protects it.
+    if !blobs.exists(&key).await? {
+        blobs.put(&key, bytes).await?;
+    }
+    Ok(row)
+}
+
+async fn find_by_hash(db: &Db, tenant: &Tenant, hash: &str) -> AppResult<Option<Screenshot>> {
+    Ok(crate::with_conn!(db, |conn| {
+        screenshots::table
+            .filter(screenshots::company_id.eq(tenant.id()))
+            .filter(screenshots::hash.eq(hash))
+            .select(Screenshot::as_select())
+            .first(conn)
+            .await
+            .optional()?
+    }))
+}
+
+/// Deletes the company's blob at `key` unless a screenshot row references it, deciding
+/// under the company lock. Answers whether it was deleted.
+pub async fn collect_blob(
+    db: &Db,
+    blobs: &BlobStore,
+    tenant: &Tenant,
+    key: &str,
+) -> AppResult<bool> {
+    crate::transaction!(db, |conn| {
+        lock_company!(conn, tenant);
+        let references: i64 = screenshots::table
+            .filter(screenshots::company_id.eq(tenant.id()))
+            .filter(screenshots::storage_key.eq(key))
+            .count()
+            .get_result(conn)
+            .await?;
+        if references > 0 {
+            return Ok(false);
+        }
+        // Deleted while the lock is held, so no upload can commit a row for it meanwhile.
+        blobs.delete(key).await?;
+        Ok(true)
+    })
+}
+
+/// After screenshot rows were deleted: removes their blobs if nothing references them any
+/// more. Failures are logged, not returned: the rows are gone either way, and the sweep
+/// collects what is left.
+pub async fn release_blobs(db: &Db, blobs: &BlobStore, tenant: &Tenant, keys: &[String]) {
+    for key in keys {
+        if let Err(error) = collect_blob(db, blobs, tenant, key).await {
+            tracing::warn!(key = %key, ?error, "could not remove an unreferenced blob; the sweep will");
+        }
+    }
+}
+
+/// The sweep: removes blobs that no screenshot row references and that were last written
+/// longer than `grace` ago (younger ones may belong to an upload whose row is not committed
+/// yet). Answers how many it removed. Safe on several instances at once.
+pub async fn sweep_blobs(
+    db: &Db,
+    blobs: &BlobStore,
+    grace: std::time::Duration,
+) -> AppResult<usize> {
+    let grace = TimeDelta::from_std(grace).map_err(AppError::internal)?;
+    let Some(cutoff) = Utc::now().checked_sub_signed(grace) else {
+        return Ok(0);
+    };
+    let mut candidates = blobs.written_before(cutoff).await?;
+    candidates.truncate(SWEEP_BATCH);
+    let keys: Vec<String> = candidates.into_iter().map(|b| b.key).collect();
+    // The sweep acts for no viewer: one cheap read across companies finds the few blobs
+    // worth a locked look, then each is decided as its own company's.
+    let referenced: Vec<String> = crate::with_conn!(db, |conn| {
+        screenshots::table
+            .filter(screenshots::storage_key.eq_any(&keys))
+            .select(screenshots::storage_key)
+            .load(conn)
+            .await?
+    });
+    let mut removed = 0;
+    for key in keys.iter().filter(|k| !referenced.contains(k)) {
+        let Some(company_id) = BlobStore::company_of(key) else {
+            tracing::warn!(key = %key, "blob key names no company; left alone");
+            continue;
+        };
+        let tenant = Tenant(company_id.to_owned());
+        match collect_blob(db, blobs, &tenant, key).await {
+            Ok(true) => removed += 1,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(key = %key, ?error, "could not remove an unreferenced blob")
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG_1X1: &[u8] = &[
+        0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x03, 0x08, 0x06, 0x00, 0x00, 0x00, 0x9D,
+        0x74, 0x66, 0x1A, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+    ];
+
+    #[test]
+    fn images_are_recognised_by_their_bytes() {
+        let info = inspect(PNG_1X1).map_err(|e| e.client_message());
+        assert_eq!(
+            info,
+            Ok(ImageInfo {
+                content_type: "image/png",
+                width: 2,
+                height: 3
+            })
+        );
+        assert!(inspect(b"GIF89a....").is_err());
+        assert!(inspect(&PNG_1X1[..30]).is_err());
+    }
+
+    #[test]
+    fn hashes_are_hex_sha256() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 }

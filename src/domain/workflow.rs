@@ -8,7 +8,7 @@ use super::page::{Page, PageRequest, Position, SortValue, float_key, text_key, t
 use super::step::{self, NewStep, Step};
 use super::{Tenant, new_id, now, required_name};
 use crate::db::Db;
-use crate::db::schema::{steps, workflows};
+use crate::db::schema::{screenshots, steps, workflows};
 use crate::error::{AppError, AppResult};
 use crate::events::{Event, EventBus, EventKind};
 
@@ -512,8 +512,57 @@ pub async fn update(
 }
 
 /// Deletes a workflow with its steps, screenshots, runs, health logs and notifications.
-pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<()> {
+///
+/// Screenshots are de-duplicated per company, so a step of *another* workflow (a duplicate,
+/// or one that uploaded the same bytes) may show one of this workflow's screenshots. Those
+/// screenshots move to that workflow instead of disappearing from under it.
+///
+/// Answers the blob keys of the screenshot rows that went, for
+/// [`screenshot::release_blobs`](super::screenshot::release_blobs) after the commit.
+pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<Vec<String>> {
     crate::transaction!(db, |conn| {
+        let own: Vec<(String, String)> = screenshots::table
+            .filter(screenshots::company_id.eq(tenant.id()))
+            .filter(screenshots::workflow_id.eq(id))
+            .select((screenshots::id, screenshots::storage_key))
+            .load(conn)
+            .await?;
+        let own_ids: Vec<&String> = own.iter().map(|(sid, _)| sid).collect();
+        let borrowers: Vec<(Option<String>, String)> = if own_ids.is_empty() {
+            Vec::new()
+        } else {
+            steps::table
+                .filter(steps::company_id.eq(tenant.id()))
+                .filter(steps::workflow_id.ne(id))
+                .filter(steps::screenshot_id.eq_any(&own_ids))
+                .order(steps::id.asc())
+                .select((steps::screenshot_id, steps::workflow_id))
+                .load(conn)
+                .await?
+        };
+        let mut kept: Vec<String> = Vec::new();
+        for (screenshot_id, new_owner) in borrowers {
+            let Some(screenshot_id) = screenshot_id else {
+                continue;
+            };
+            if kept.contains(&screenshot_id) {
+                continue;
+            }
+            diesel::update(
+                screenshots::table
+                    .filter(screenshots::company_id.eq(tenant.id()))
+                    .filter(screenshots::id.eq(&screenshot_id)),
+            )
+            .set(screenshots::workflow_id.eq(&new_owner))
+            .execute(conn)
+            .await?;
+            kept.push(screenshot_id);
+        }
+        let released: Vec<String> = own
+            .iter()
+            .filter(|(sid, _)| !kept.contains(sid))
+            .map(|(_, key)| key.clone())
+            .collect();
         let deleted = diesel::delete(
             workflows::table
                 .filter(workflows::company_id.eq(tenant.id()))
@@ -524,7 +573,7 @@ pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<()> {
         if deleted == 0 {
             Err(AppError::NotFound("workflow"))
         } else {
-            Ok(())
+            Ok(released)
         }
     })
 }

@@ -7,7 +7,9 @@ use async_graphql::dataloader::DataLoader;
 
 use crate::auth::jwt::TokenKeys;
 use crate::auth::membership::Memberships;
+use crate::auth::signed_url::UrlSigner;
 use crate::auth::{Authentication, Viewer};
+use crate::blobs::BlobStore;
 use crate::db::Db;
 use crate::domain::health::HealthRules;
 use crate::error::{AppError, AppResult};
@@ -24,6 +26,20 @@ pub struct Services {
     /// Where committed writes announce themselves to subscriptions.
     pub events: EventBus,
     pub health: HealthRules,
+    /// Where screenshot bytes are kept.
+    pub blobs: BlobStore,
+    /// Signs and checks screenshot URLs.
+    pub url_signer: Arc<UrlSigner>,
+    pub screenshots: ScreenshotSettings,
+}
+
+/// Limits and URL shape for screenshots.
+#[derive(Debug, Clone)]
+pub struct ScreenshotSettings {
+    /// Largest upload accepted, in bytes.
+    pub max_bytes: usize,
+    /// Put in front of `/screenshots/...` in `Screenshot.url`, without a trailing slash.
+    pub public_url: Option<String>,
 }
 
 static ANONYMOUS: Authentication = Authentication::Anonymous;

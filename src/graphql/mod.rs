@@ -21,7 +21,7 @@ mod workflow;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
-pub use context::{RequestData, Services};
+pub use context::{RequestData, ScreenshotSettings, Services};
 
 /// Everything a client can read.
 #[derive(MergedObject, Default)]
@@ -46,6 +46,7 @@ pub struct Mutation(
     workflow::WorkflowMutation,
     step::StepMutation,
     run::RunMutation,
+    screenshot::ScreenshotMutation,
 );
 
 pub type StepwiseSchema = Schema<Query, Mutation, subscription::Subscription>;

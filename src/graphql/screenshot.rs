@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use async_graphql::{Context, ID, Object};
+use async_graphql::{Context, ID, Object, Upload};
 use chrono::{DateTime, Utc};
 
 use super::context::ContextExt as _;
@@ -110,6 +110,22 @@ impl Screenshot {
     async fn created_at(&self) -> DateTime<Utc> {
         self.row.created_at.and_utc()
     }
+
+    /// A short-lived signed URL that serves the image to anyone holding it (for `<img src>`,
+    /// which cannot send a token). It expires after a few minutes (server setting), so ask
+    /// for it when showing the image rather than storing it.
+    async fn url(&self, ctx: &Context<'_>) -> String {
+        let services = ctx.services();
+        let (expires, signature) =
+            services
+                .url_signer
+                .sign(&self.row.company_id, &self.row.id, Utc::now().timestamp());
+        format!(
+            "{}/screenshots/{}?expires={expires}&signature={signature}",
+            services.screenshots.public_url.as_deref().unwrap_or(""),
+            self.row.id
+        )
+    }
 }
 
 #[derive(Default)]
@@ -129,5 +145,41 @@ impl ScreenshotQuery {
             .await?
             .ok_or(AppError::NotFound("screenshot"))?;
         Ok(Some(Screenshot { row }))
+    }
+}
+
+#[derive(Default)]
+pub struct ScreenshotMutation;
+
+#[Object]
+impl ScreenshotMutation {
+    /// Uploads a screenshot for a workflow (GraphQL multipart request). PNG, JPEG and WebP
+    /// are accepted, recognised by content; the size limit is a server setting (5 MB by
+    /// default). Uploading bytes the company already has returns the existing screenshot.
+    /// With `stepId`, the screenshot is also shown on that step of the workflow, replacing
+    /// any previous one.
+    async fn upload_screenshot(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The workflow the screenshot was recorded for.")] workflow_id: ID,
+        #[graphql(desc = "A step of that workflow to show the screenshot on.")] step_id: Option<ID>,
+        #[graphql(desc = "The image file.")] file: Upload,
+    ) -> async_graphql::Result<Screenshot> {
+        let viewer = ctx.viewer()?;
+        let services = ctx.services();
+        let file = file
+            .value(ctx)
+            .map_err(|_| AppError::bad_input("file", "file is not an uploaded file"))?;
+        let row = domain::screenshot::upload(
+            &services.db,
+            &services.blobs,
+            &viewer.tenant,
+            &workflow_id,
+            step_id.as_ref().map(|id| id.0.as_str()),
+            file.content,
+            services.screenshots.max_bytes,
+        )
+        .await?;
+        Ok(Screenshot { row })
     }
 }

@@ -501,7 +501,11 @@ impl WorkflowMutation {
     #[graphql(guard = "AdminOnly")]
     async fn delete_workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let viewer = ctx.viewer()?;
-        domain::workflow::delete(&ctx.services().db, &viewer.tenant, &id).await?;
+        let services = ctx.services();
+        let released = domain::workflow::delete(&services.db, &viewer.tenant, &id).await?;
+        // After the commit: the rows are gone, so their blobs may go too.
+        domain::screenshot::release_blobs(&services.db, &services.blobs, &viewer.tenant, &released)
+            .await;
         Ok(id)
     }
 

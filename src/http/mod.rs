@@ -3,6 +3,7 @@
 mod graphql;
 mod health;
 mod metrics;
+mod screenshots;
 mod websocket;
 
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/screenshots/{id}", get(screenshots::handler))
         // Layers run bottom-up on the way in: the id is set first, so the span can show it,
         // and it is echoed in the response so a client can quote it in a bug report.
         .layer(PropagateRequestIdLayer::x_request_id())

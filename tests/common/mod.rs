@@ -17,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::{Value, json};
 
+pub mod blobs;
 pub mod fixtures;
 
 /// Secret handed to every server unless a test opts out; tests forge tokens with it.
