@@ -12,8 +12,9 @@ use crate::config::{DatabaseUrl, ServeArgs};
 use crate::db::{Db, migrations};
 use crate::domain::health::HealthRules;
 use crate::events::EventBus;
+use crate::graphql::QueryLimits;
 use crate::graphql::{self, Services};
-use crate::http::{self, AppState, WebSocketConfig};
+use crate::http::{self, AppState, CorsOrigins, HttpConfig, WebSocketConfig};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database.database_url)?;
@@ -51,7 +52,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         events,
         health,
     };
-    let schema = graphql::schema_builder().data(services.clone()).finish();
+    let limits = QueryLimits {
+        max_depth: args.http.max_query_depth,
+        max_complexity: args.http.max_query_complexity,
+        max_aliases: args.http.max_query_aliases,
+        max_directives: args.http.max_query_directives,
+        introspection: !args.http.disable_introspection,
+    };
+    let schema = limits
+        .apply(graphql::schema_builder())
+        .data(services.clone())
+        .finish();
+    let http = HttpConfig {
+        cors: CorsOrigins::parse(&args.http.cors_allowed_origins)
+            .context("--cors-allowed-origins")?,
+        graphiql: !args.http.disable_graphiql,
+        max_body_bytes: args.http.max_body_bytes,
+        max_multipart_bytes: args.http.max_multipart_bytes,
+        request_timeout: args.http.request_timeout(),
+    };
     let websocket = WebSocketConfig {
         init_timeout: Duration::from_millis(args.ws_init_timeout_ms),
         max_message_bytes: args.ws_max_message_bytes,
@@ -62,6 +81,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         schema,
         services: services.clone(),
         websocket,
+        http,
         shutdown,
     });
 
