@@ -28,10 +28,11 @@ use async_graphql::http::{GraphiQLSource, MultipartOptions};
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{ParseRequestError, Value as ConstValue, Variables};
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::{StreamExt as _, TryStreamExt as _};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
@@ -250,7 +251,7 @@ async fn read_request(
     config: &HttpConfig,
 ) -> Result<async_graphql::Request, Rejection> {
     if request.method() == Method::GET {
-        return read_query_string(request.uri().query().unwrap_or_default());
+        return read_query_string(request.uri());
     }
     let content_type = request
         .headers()
@@ -289,14 +290,40 @@ fn unsupported_media_type() -> Rejection {
     }
 }
 
+/// The parameters of a GET request, each a string (variables and extensions hold JSON).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryParameters {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
 /// `GET /graphql?query=...&operationName=...&variables=<JSON>&extensions=<JSON>`.
-fn read_query_string(query: &str) -> Result<async_graphql::Request, Rejection> {
-    let request = async_graphql::http::parse_query_string(query)
+/// (async-graphql's `parse_query_string` reads `operation_name` rather than the spec's
+/// `operationName`, so it is not used.)
+fn read_query_string(uri: &Uri) -> Result<async_graphql::Request, Rejection> {
+    let Query(parameters) = Query::<QueryParameters>::try_from_uri(uri)
         .map_err(|e| Rejection::bad_request(format!("malformed query string: {e}")))?;
-    if request.query.trim().is_empty() {
-        return Err(Rejection::bad_request("missing `query` parameter"));
+    let mut fields = Map::new();
+    if let Some(query) = parameters.query.filter(|q| !q.trim().is_empty()) {
+        fields.insert("query".to_owned(), Value::String(query));
     }
-    Ok(request)
+    if let Some(name) = parameters.operation_name.filter(|n| !n.is_empty()) {
+        fields.insert("operationName".to_owned(), Value::String(name));
+    }
+    for (name, raw) in [
+        ("variables", parameters.variables),
+        ("extensions", parameters.extensions),
+    ] {
+        if let Some(raw) = raw.filter(|r| !r.trim().is_empty()) {
+            let value = serde_json::from_str(&raw)
+                .map_err(|e| Rejection::bad_request(format!("`{name}` is not valid JSON: {e}")))?;
+            fields.insert(name.to_owned(), value);
+        }
+    }
+    json_request(fields)
 }
 
 async fn read_json(request: Request, limit: usize) -> Result<async_graphql::Request, Rejection> {
