@@ -149,8 +149,10 @@ pub struct HttpArgs {
     pub max_query_depth: usize,
 
     /// Highest complexity an operation may have: each field costs 1, and a connection's
-    /// selection is paid once per item requested (`first`/`last`, default 20).
-    #[arg(long, env = "STEPWISE_MAX_QUERY_COMPLEXITY", default_value_t = 10_000)]
+    /// selection is paid once per item requested (`first`/`last`, default 20). The default
+    /// admits two nested full pages (100 × 100 items of ~25 fields, what a workflow detail
+    /// view asks for) and refuses a third level.
+    #[arg(long, env = "STEPWISE_MAX_QUERY_COMPLEXITY", default_value_t = 250_000)]
     pub max_query_complexity: usize,
 
     /// Most aliased fields one document may contain.

@@ -556,6 +556,30 @@ async fn introspection_and_graphiql_can_be_switched_off() {
     assert_eq!(data["__schema"]["queryType"]["name"], "Query");
 }
 
+/// GraphiQL and schema tools send graphql-js's introspection query; the default limits
+/// (depth especially: `ofType` nests deep) must let it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_introspection_query_fits_the_default_limits() {
+    let dir = audit_dir();
+    ensure_npm_packages(&dir);
+    let output = Command::new("node")
+        .arg("introspection.mjs")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("could not start `node introspection.mjs` (Node.js 20+ is needed)");
+    assert!(output.status.success(), "{output:?}");
+    let query = String::from_utf8(output.stdout).expect("UTF-8");
+    let server = TestServer::start(Backend::Sqlite).await;
+    let data = server.gql_ok(&query, json!({}), None).await;
+    assert!(
+        data["__schema"]["types"]
+            .as_array()
+            .is_some_and(|types| types.iter().any(|t| t["name"] == "Workflow")),
+        "{data:#}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Limits
 // ---------------------------------------------------------------------------
@@ -631,8 +655,9 @@ async fn query_limits(backend: Backend) {
     )
     .await;
 
-    // Complexity: nested pages multiply (100 × 100 runs).
-    let wide = "{ workflows(first: 100) { edges { node { runs(first: 100) { edges { node { id status } } } } } } }";
+    // Complexity: nested pages multiply (100 × 100 × 100 health logs).
+    let wide = "{ workflows(first: 100) { edges { node { runs(first: 100) { edges { node { \
+                healthLogs(first: 100) { edges { node { id status } } } } } } } } } }";
     refused_while_normal_succeeds(
         &server,
         &token,
