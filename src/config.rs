@@ -114,6 +114,66 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub screenshots: ScreenshotArgs,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// The HTTP surface: what browsers may do, how big and how long a request may be, and how
+/// much one GraphQL operation may ask for.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Origins allowed to call the API from a browser (CORS), comma-separated, e.g.
+    /// `https://app.example.com,https://admin.example.com`; `*` allows any origin. Empty
+    /// (the default): no CORS headers, so browsers refuse cross-origin calls.
+    #[arg(long, env = "STEPWISE_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Do not serve GraphiQL (for production).
+    #[arg(long, env = "STEPWISE_DISABLE_GRAPHIQL")]
+    pub disable_graphiql: bool,
+
+    /// Refuse introspection (`__schema`, `__type`) queries (for production).
+    #[arg(long, env = "STEPWISE_DISABLE_INTROSPECTION")]
+    pub disable_introspection: bool,
+
+    /// Largest JSON request body, in bytes (larger: 413).
+    #[arg(long, env = "STEPWISE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest `multipart/form-data` request body (file uploads), in bytes (larger: 413).
+    #[arg(long, env = "STEPWISE_MAX_MULTIPART_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_multipart_bytes: usize,
+
+    /// How long one GraphQL request may run, in milliseconds, before it is cancelled and
+    /// answered with a TIMEOUT error.
+    #[arg(long, env = "STEPWISE_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// Deepest selection nesting an operation may have.
+    #[arg(long, env = "STEPWISE_MAX_QUERY_DEPTH", default_value_t = 16)]
+    pub max_query_depth: usize,
+
+    /// Highest complexity an operation may have: each field costs 1, and a connection's
+    /// selection is paid once per item requested (`first`/`last`, default 20). The default
+    /// admits two nested full pages (100 × 100 items of ~25 fields, what a workflow detail
+    /// view asks for) and refuses a third level.
+    #[arg(long, env = "STEPWISE_MAX_QUERY_COMPLEXITY", default_value_t = 250_000)]
+    pub max_query_complexity: usize,
+
+    /// Most aliased fields one document may contain.
+    #[arg(long, env = "STEPWISE_MAX_QUERY_ALIASES", default_value_t = 50)]
+    pub max_query_aliases: usize,
+
+    /// Most directives one field may carry.
+    #[arg(long, env = "STEPWISE_MAX_QUERY_DIRECTIVES", default_value_t = 10)]
+    pub max_query_directives: usize,
+}
+
+impl HttpArgs {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.max(1))
+    }
 }
 
 #[derive(Debug, Clone, Args)]

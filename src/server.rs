@@ -16,8 +16,8 @@ use crate::db::{Db, migrations};
 use crate::domain;
 use crate::domain::health::HealthRules;
 use crate::events::EventBus;
-use crate::graphql::{self, ScreenshotSettings, Services};
-use crate::http::{self, AppState, WebSocketConfig};
+use crate::graphql::{self, QueryLimits, ScreenshotSettings, Services};
+use crate::http::{self, AppState, CorsOrigins, HttpConfig, WebSocketConfig};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database.database_url)?;
@@ -82,7 +82,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.blobs.blob_sweep_interval_seconds.max(1)),
         Duration::from_secs(args.blobs.blob_grace_seconds),
     );
-    let schema = graphql::schema_builder().data(services.clone()).finish();
+    let limits = QueryLimits {
+        max_depth: args.http.max_query_depth,
+        max_complexity: args.http.max_query_complexity,
+        max_aliases: args.http.max_query_aliases,
+        max_directives: args.http.max_query_directives,
+        introspection: !args.http.disable_introspection,
+    };
+    let schema = limits
+        .apply(graphql::schema_builder())
+        .data(services.clone())
+        .finish();
+    let http = HttpConfig {
+        cors: CorsOrigins::parse(&args.http.cors_allowed_origins)
+            .context("--cors-allowed-origins")?,
+        graphiql: !args.http.disable_graphiql,
+        max_body_bytes: args.http.max_body_bytes,
+        max_multipart_bytes: args.http.max_multipart_bytes,
+        request_timeout: args.http.request_timeout(),
+    };
     let websocket = WebSocketConfig {
         init_timeout: Duration::from_millis(args.ws_init_timeout_ms),
         max_message_bytes: args.ws_max_message_bytes,
@@ -98,6 +116,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         schema,
         services: services.clone(),
         websocket,
+        http,
+        limits,
         shutdown,
     });
 

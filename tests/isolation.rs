@@ -709,7 +709,7 @@ fn set_of(ids: &[&String]) -> BTreeSet<String> {
 
 both_backends!(company_b_cannot_see_or_touch_company_a);
 async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let server = start_for_snapshots(backend).await;
     let w = world(&server).await;
     let before = company_snapshot(&server, &w.a.company_id, &w.a.admin_token).await;
     assert_eq!(
@@ -1658,7 +1658,7 @@ both_backends!(references_into_another_company_resolve_to_nothing);
 /// company (screenshot, editor, starter, current step, logged step, reader, creator) must
 /// not pull A's rows into B's responses.
 async fn references_into_another_company_resolve_to_nothing(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let server = start_for_snapshots(backend).await;
     let w = world(&server).await;
     let before = company_snapshot(&server, &w.a.company_id, &w.a.admin_token).await;
     server

@@ -57,7 +57,7 @@ fn admin_cases(workflow: &str, notification: &str, target_user: &str) -> Vec<Adm
 
 both_backends!(admin_only_mutations_are_forbidden_to_members);
 async fn admin_only_mutations_are_forbidden_to_members(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let server = start_for_snapshots(backend).await;
     let acme = team(&server, "Acme").await;
     let invite = server.invite_token(&acme.admin_token).await;
     let (_, other) = server

@@ -264,6 +264,7 @@ pub struct HealthLogQuery;
 #[Object]
 impl HealthLogQuery {
     /// The company's health logs, newest first.
+    #[graphql(complexity = "super::pagination::page_complexity(first, last, child_complexity)")]
     async fn health_logs(
         &self,
         ctx: &Context<'_>,

@@ -9,6 +9,7 @@ mod company;
 mod context;
 mod guards;
 mod health_log;
+mod limits;
 mod loaders;
 mod notification;
 mod pagination;
@@ -22,6 +23,7 @@ mod workflow;
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 pub use context::{RequestData, ScreenshotSettings, Services};
+pub use limits::{QueryLimits, check_aliases, limit_name};
 
 /// Everything a client can read.
 #[derive(MergedObject, Default)]

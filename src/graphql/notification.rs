@@ -106,6 +106,7 @@ pub struct NotificationQuery;
 #[Object]
 impl NotificationQuery {
     /// The company's notifications, newest first.
+    #[graphql(complexity = "super::pagination::page_complexity(first, None, child_complexity)")]
     async fn notifications(
         &self,
         ctx: &Context<'_>,

@@ -201,6 +201,23 @@ pub fn connection<T, N: OutputType>(
     connection
 }
 
+/// Complexity of a connection field (`#[graphql(complexity = ...)]`): the field itself plus
+/// its selection once per item the page may hold, so `first: 100` costs five times
+/// `first: 20` and nested connections multiply. Out-of-range sizes are priced at the most a
+/// page can hold: the resolver refuses them anyway, and the price must not be cheaper.
+pub fn page_complexity(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
+    let size = |n: Option<i32>| {
+        n.map(|n| usize::try_from(n).map_or(MAX_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE)))
+    };
+    let items = match (size(first), size(last)) {
+        (None, None) => DEFAULT_PAGE_SIZE,
+        (Some(n), None) | (None, Some(n)) => n,
+        (Some(a), Some(b)) => a.max(b),
+    };
+    // An empty page still resolves `pageInfo` and `totalCount` once.
+    1usize.saturating_add(items.max(1).saturating_mul(child_complexity))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +268,18 @@ mod tests {
             ..Default::default()
         };
         assert!(both.into_request("x").is_err());
+    }
+
+    #[test]
+    fn page_cost_follows_the_requested_size() {
+        assert_eq!(page_complexity(None, None, 3), 1 + 20 * 3);
+        assert_eq!(page_complexity(Some(100), None, 3), 1 + 100 * 3);
+        assert_eq!(page_complexity(None, Some(5), 3), 1 + 5 * 3);
+        assert_eq!(page_complexity(Some(0), None, 3), 1 + 3);
+        // Sizes the resolver refuses are priced at the maximum, never below.
+        assert_eq!(page_complexity(Some(-1), None, 3), 1 + 100 * 3);
+        assert_eq!(page_complexity(Some(i32::MAX), None, 3), 1 + 100 * 3);
+        assert_eq!(page_complexity(Some(2), Some(50), 1), 1 + 50);
+        assert_eq!(page_complexity(None, None, usize::MAX), usize::MAX);
     }
 }

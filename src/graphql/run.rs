@@ -159,6 +159,7 @@ impl Run {
     }
 
     /// The outcome of each step, oldest first: the order the steps were reported in.
+    #[graphql(complexity = "super::pagination::page_complexity(first, None, child_complexity)")]
     async fn health_logs(
         &self,
         ctx: &Context<'_>,
@@ -259,6 +260,7 @@ impl RunQuery {
 
     /// The company's runs, newest first.
     #[allow(clippy::too_many_arguments)] // the Relay arguments plus two filters
+    #[graphql(complexity = "super::pagination::page_complexity(first, last, child_complexity)")]
     async fn runs(
         &self,
         ctx: &Context<'_>,

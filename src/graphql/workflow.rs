@@ -297,6 +297,7 @@ impl Workflow {
     }
 
     /// Runs of this workflow, newest first.
+    #[graphql(complexity = "super::pagination::page_complexity(first, last, child_complexity)")]
     async fn runs(
         &self,
         ctx: &Context<'_>,
@@ -324,6 +325,7 @@ impl Workflow {
     }
 
     /// What executors reported for this workflow's steps, newest first.
+    #[graphql(complexity = "super::pagination::page_complexity(first, last, child_complexity)")]
     async fn health_logs(
         &self,
         ctx: &Context<'_>,
@@ -359,6 +361,7 @@ impl WorkflowQuery {
     /// The company's workflows, filtered, sorted and paged (Relay connection; at most 100
     /// per page).
     #[allow(clippy::too_many_arguments)] // the Relay arguments plus filter and order
+    #[graphql(complexity = "super::pagination::page_complexity(first, last, child_complexity)")]
     async fn workflows(
         &self,
         ctx: &Context<'_>,

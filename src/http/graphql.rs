@@ -1,58 +1,137 @@
-//! GraphQL over HTTP (`POST` and `GET /graphql`), GraphiQL for browsers, and the WebSocket
-//! endpoint for subscriptions.
+//! GraphQL over HTTP (`POST` and `GET /graphql`), following the GraphQL-over-HTTP spec as
+//! graphql-http's audit suite checks it, and GraphiQL for browsers.
+//!
+//! async-graphql-axum's stock extractor and response do not (they answer
+//! `application/graphql-response+json` whatever the client accepts, 200 on parse errors,
+//! run mutations over GET and read any content type as JSON), so requests are read and
+//! answered here:
+//!
+//! - `Accept` picks the response type: `application/graphql-response+json`, or
+//!   `application/json` (also for `*/*` and a missing header); anything else is 406.
+//! - `POST` bodies must be `application/json` (UTF-8) or `multipart/form-data` (the GraphQL
+//!   multipart request spec, for uploads); anything else is 415. Together with 405 for
+//!   mutations over `GET` this is the CSRF defence: the bodies a cross-site form can send
+//!   without a CORS preflight (`text/plain`, `application/x-www-form-urlencoded`) never
+//!   reach the schema. Multipart is such a body too, but credentials only ever travel in
+//!   the `Authorization` header (never cookies), which a cross-site form cannot set, so a
+//!   forged multipart request acts as an anonymous caller.
+//! - A request error (unparseable body or document, validation, a query limit) has no
+//!   `data` entry, and is a 400 under `application/graphql-response+json` (200 under
+//!   `application/json`, as the spec asks for legacy clients).
+//! - Batches are refused: one request, one operation, one set of limits.
 
-use async_graphql::ParseRequestError;
-use async_graphql::http::{GraphiQLSource, MultipartOptions};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
-use futures_util::TryStreamExt as _;
-use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use async_graphql::http::{GraphiQLSource, MultipartOptions};
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{ParseRequestError, Value as ConstValue, Variables};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::{AppState, GRAPHQL_PATH, GRAPHQL_WS_PATH};
 use crate::auth::Authentication;
-use crate::error::{AppError, AppResult};
-use crate::graphql::{RequestData, Services, null_failed_fields};
+use crate::error::{AppResult, ErrorCode};
+use crate::graphql::{
+    RequestData, Services, check_aliases, is_request_error, limit_name, null_failed_fields,
+};
 use crate::metrics::{self, METRICS, Transport};
 
-/// A request body or query string that is not a GraphQL request at all.
-pub struct RequestRejection(ParseRequestError);
+/// Transport settings, from configuration.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Browser origins allowed to call the API (CORS); `None` sends no CORS headers.
+    pub cors: Option<CorsOrigins>,
+    /// Serve GraphiQL to browsers on `GET /graphql`.
+    pub graphiql: bool,
+    /// Largest JSON body.
+    pub max_body_bytes: usize,
+    /// Largest multipart body (uploads).
+    pub max_multipart_bytes: usize,
+    /// How long reading and executing one request may take.
+    pub request_timeout: Duration,
+}
 
-impl From<ParseRequestError> for RequestRejection {
-    fn from(error: ParseRequestError) -> Self {
-        Self(error)
+/// Which origins CORS lets in.
+#[derive(Debug, Clone)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<HeaderValue>),
+}
+
+impl CorsOrigins {
+    /// From the configured list: `*` alone means any origin; an empty list turns CORS off.
+    pub fn parse(origins: &[String]) -> anyhow::Result<Option<Self>> {
+        let origins: Vec<&str> = origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if origins.is_empty() {
+            return Ok(None);
+        }
+        if origins == ["*"] {
+            return Ok(Some(Self::Any));
+        }
+        let mut list = Vec::with_capacity(origins.len());
+        for origin in origins {
+            // Browsers send `scheme://host[:port]` with no path; anything else never matches.
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin
+                    .trim_end_matches('/')
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.contains('/'));
+            if !valid || origin == "*" {
+                anyhow::bail!(
+                    "CORS origin {origin:?} is not of the form https://host[:port] (or `*` alone)"
+                );
+            }
+            list.push(HeaderValue::from_str(origin.trim_end_matches('/'))?);
+        }
+        Ok(Some(Self::List(list)))
     }
 }
 
-impl IntoResponse for RequestRejection {
-    fn into_response(self) -> Response {
-        let (status, message) = match &self.0 {
-            ParseRequestError::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large".to_owned(),
-            ),
-            other => (
-                StatusCode::BAD_REQUEST,
-                format!("malformed GraphQL request: {other}"),
-            ),
-        };
-        let body = json!({ "errors": [{ "message": message, "extensions": { "code": "BAD_USER_INPUT" } }] });
-        (status, axum::Json(body)).into_response()
+/// `extensions.code` of a request that ran out of time.
+const TIMEOUT_CODE: &str = "TIMEOUT";
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const APPLICATION_JSON: &str = "application/json";
+
+/// The two response media types of the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    GraphQLResponseJson,
+    Json,
+}
+
+impl MediaType {
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Self::GraphQLResponseJson => "application/graphql-response+json; charset=utf-8",
+            Self::Json => "application/json; charset=utf-8",
+        })
     }
 }
 
 pub async fn post_handler(State(state): State<AppState>, request: Request) -> Response {
-    execute(&state, request).await
+    handle(&state, request).await
 }
 
-/// A browser asking for HTML gets GraphiQL; anything else is a GraphQL request in the
-/// query string.
+/// A browser asking for HTML gets GraphiQL (unless disabled); anything else is a GraphQL
+/// request in the query string.
 pub async fn get_handler(State(state): State<AppState>, request: Request) -> Response {
-    if wants_html(request.headers()) && request.uri().query().is_none_or(|q| !q.contains("query="))
+    if state.http.graphiql
+        && wants_html(request.headers())
+        && request.uri().query().is_none_or(|q| !q.contains("query="))
     {
         let page = GraphiQLSource::build()
             .endpoint(GRAPHQL_PATH)
@@ -61,32 +140,295 @@ pub async fn get_handler(State(state): State<AppState>, request: Request) -> Res
             .finish();
         return Html(page).into_response();
     }
-    execute(&state, request).await
+    handle(&state, request).await
 }
 
-async fn execute(state: &AppState, request: Request) -> Response {
+async fn handle(state: &AppState, request: Request) -> Response {
+    let Some(media) = negotiate(request.headers()) else {
+        return error_response(
+            StatusCode::NOT_ACCEPTABLE,
+            MediaType::Json,
+            ErrorCode::BadUserInput.as_str(),
+            format!("Accept must allow {GRAPHQL_RESPONSE_JSON} or {APPLICATION_JSON}"),
+        );
+    };
+    // Slow bodies count against the same budget as slow resolvers.
+    match tokio::time::timeout(
+        state.http.request_timeout,
+        read_and_execute(state, request, media),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(_) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            media,
+            TIMEOUT_CODE,
+            format!(
+                "the request took longer than {} ms and was cancelled",
+                state.http.request_timeout.as_millis()
+            ),
+        ),
+    }
+}
+
+async fn read_and_execute(state: &AppState, request: Request, media: MediaType) -> Response {
     let authentication = match authenticate_header(request.headers(), &state.services).await {
         Ok(authentication) => authentication,
-        Err(error) => return error_response(error),
+        Err(error) => {
+            // The member list could not be read (database down): not the client's fault.
+            let error = async_graphql::Error::from(error);
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                media,
+                ErrorCode::Internal.as_str(),
+                error.message,
+            );
+        }
     };
+    let is_get = request.method() == Method::GET;
     let max_file_bytes = state.services.screenshots.max_bytes;
-    let graphql_request = match parse_request(request, max_file_bytes).await {
+    let mut graphql_request = match read_request(request, &state.http, max_file_bytes).await {
         Ok(parsed) => parsed,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => return rejection.into_response(media),
     };
+    if is_get && selects_mutation(&mut graphql_request) {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            media,
+            ErrorCode::BadUserInput.as_str(),
+            "mutations must be sent with POST".to_owned(),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
     let mut graphql_request =
         RequestData::new(&state.services, authentication).attach(graphql_request);
     let described = metrics::describe(&mut graphql_request);
+    if let Err(error) = check_aliases(&mut graphql_request, state.limits.max_aliases) {
+        let response = async_graphql::Response::from_errors(vec![error]);
+        METRICS.record(metrics::labels(Transport::Http, described, &response), None);
+        return graphql_response(response, media);
+    }
     // Nested in the request span, so every log line of the operation has its request id.
     let span = tracing::info_span!("graphql", operation = described.0, field = %described.1);
     let started = std::time::Instant::now();
-    let mut response = state.schema.execute(graphql_request).instrument(span).await;
+    let response = state.schema.execute(graphql_request).instrument(span).await;
     METRICS.record(
         metrics::labels(Transport::Http, described, &response),
         Some(started.elapsed()),
     );
-    null_failed_fields(&mut response);
-    GraphQLResponse::from(response).into_response()
+    graphql_response(response, media)
+}
+
+/// Whether the operation the request would run is a mutation. A document that does not
+/// parse, or names no operation it has, is left for execution to report.
+fn selects_mutation(request: &mut async_graphql::Request) -> bool {
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str()),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next()
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation.is_some_and(|op| op.node.ty == OperationType::Mutation)
+}
+
+// ---------------------------------------------------------------------------
+// Reading requests
+// ---------------------------------------------------------------------------
+
+/// Why a request was refused before it reached the schema.
+struct Rejection {
+    status: StatusCode,
+    message: String,
+}
+
+impl Rejection {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn too_large(limit: usize) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("the request body is larger than {limit} bytes"),
+        }
+    }
+
+    fn into_response(self, media: MediaType) -> Response {
+        error_response(
+            self.status,
+            media,
+            ErrorCode::BadUserInput.as_str(),
+            self.message,
+        )
+    }
+}
+
+async fn read_request(
+    request: Request,
+    config: &HttpConfig,
+    max_file_bytes: usize,
+) -> Result<async_graphql::Request, Rejection> {
+    if request.method() == Method::GET {
+        return read_query_string(request.uri());
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut parts = content_type.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    match essence.as_str() {
+        APPLICATION_JSON => {
+            // JSON is UTF-8 by definition (RFC 8259); a body that says otherwise is refused
+            // rather than misread.
+            let charset_ok = parts.all(|param| match param.split_once('=') {
+                Some((key, value)) if key.trim().eq_ignore_ascii_case("charset") => {
+                    value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+                }
+                _ => true,
+            });
+            if !charset_ok {
+                return Err(unsupported_media_type());
+            }
+            read_json(request, config.max_body_bytes).await
+        }
+        "multipart/form-data" => {
+            let files = MultipartOptions::default()
+                .max_file_size(max_file_bytes.saturating_add(UPLOAD_SLACK_BYTES))
+                .max_num_files(1);
+            read_multipart(request, &content_type, config.max_multipart_bytes, files).await
+        }
+        _ => Err(unsupported_media_type()),
+    }
+}
+
+fn unsupported_media_type() -> Rejection {
+    Rejection {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        message: format!("POST bodies must be {APPLICATION_JSON} (UTF-8) or multipart/form-data"),
+    }
+}
+
+/// The parameters of a GET request, each a string (variables and extensions hold JSON).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryParameters {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+/// `GET /graphql?query=...&operationName=...&variables=<JSON>&extensions=<JSON>`.
+/// (async-graphql's `parse_query_string` reads `operation_name` rather than the spec's
+/// `operationName`, so it is not used.)
+fn read_query_string(uri: &Uri) -> Result<async_graphql::Request, Rejection> {
+    let Query(parameters) = Query::<QueryParameters>::try_from_uri(uri)
+        .map_err(|e| Rejection::bad_request(format!("malformed query string: {e}")))?;
+    let mut fields = Map::new();
+    if let Some(query) = parameters.query.filter(|q| !q.trim().is_empty()) {
+        fields.insert("query".to_owned(), Value::String(query));
+    }
+    if let Some(name) = parameters.operation_name.filter(|n| !n.is_empty()) {
+        fields.insert("operationName".to_owned(), Value::String(name));
+    }
+    for (name, raw) in [
+        ("variables", parameters.variables),
+        ("extensions", parameters.extensions),
+    ] {
+        if let Some(raw) = raw.filter(|r| !r.trim().is_empty()) {
+            let value = serde_json::from_str(&raw)
+                .map_err(|e| Rejection::bad_request(format!("`{name}` is not valid JSON: {e}")))?;
+            fields.insert(name.to_owned(), value);
+        }
+    }
+    json_request(fields)
+}
+
+async fn read_json(request: Request, limit: usize) -> Result<async_graphql::Request, Rejection> {
+    // The route's `DefaultBodyLimit` (= `limit`) bounds what this buffers.
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Rejection::too_large(limit)
+            } else {
+                Rejection::bad_request(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+    if body.is_empty() {
+        return Err(Rejection::bad_request("the request body is empty"));
+    }
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| Rejection::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    match value {
+        Value::Object(fields) => json_request(fields),
+        Value::Array(_) => Err(batch_refused()),
+        _ => Err(Rejection::bad_request(
+            "the request body must be a JSON object",
+        )),
+    }
+}
+
+fn batch_refused() -> Rejection {
+    Rejection::bad_request("batched requests are not supported; send one operation per request")
+}
+
+/// The request parameters of the spec, each checked for its type (a wrong type is a 400,
+/// not something to coerce).
+fn json_request(mut fields: Map<String, Value>) -> Result<async_graphql::Request, Rejection> {
+    let query = match fields.remove("query") {
+        Some(Value::String(query)) => query,
+        None | Some(Value::Null) => return Err(Rejection::bad_request("missing `query`")),
+        Some(_) => return Err(Rejection::bad_request("`query` must be a string")),
+    };
+    let mut request = async_graphql::Request::new(query);
+    match fields.remove("operationName") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(name)) => request = request.operation_name(name),
+        Some(_) => {
+            return Err(Rejection::bad_request("`operationName` must be a string"));
+        }
+    }
+    if let Some(variables) = optional_map(&mut fields, "variables")? {
+        request = request.variables(Variables::from_json(Value::Object(variables)));
+    }
+    if let Some(extensions) = optional_map(&mut fields, "extensions")? {
+        for (key, value) in extensions {
+            let value = ConstValue::from_json(value)
+                .map_err(|e| Rejection::bad_request(format!("invalid `extensions`: {e}")))?;
+            request.extensions.0.insert(key, value);
+        }
+    }
+    Ok(request)
+}
+
+fn optional_map(
+    fields: &mut Map<String, Value>,
+    name: &str,
+) -> Result<Option<Map<String, Value>>, Rejection> {
+    match fields.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(Rejection::bad_request(format!(
+            "`{name}` must be an object"
+        ))),
+    }
 }
 
 /// Uploads beyond the screenshot limit by more than this are cut off by the transport
@@ -94,40 +436,157 @@ async fn execute(state: &AppState, request: Request) -> Response {
 /// with a precise BAD_USER_INPUT.
 const UPLOAD_SLACK_BYTES: usize = 1024 * 1024;
 
-/// Parses a GraphQL request. Multipart bodies (file uploads, per the GraphQL multipart
-/// request spec) are parsed with limits: async-graphql-axum's extractor would accept files
-/// of any size and number.
-async fn parse_request(
+/// The GraphQL multipart request spec (file uploads). The body is counted as it streams in
+/// and cut off past `limit`, since the multipart parser reads the raw stream.
+async fn read_multipart(
     request: Request,
-    max_file_bytes: usize,
-) -> Result<async_graphql::Request, RequestRejection> {
-    let content_type = request
+    content_type: &str,
+    limit: usize,
+    files: MultipartOptions,
+) -> Result<async_graphql::Request, Rejection> {
+    let declared = request
         .headers()
-        .get(header::CONTENT_TYPE)
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let multipart = request.method() == Method::POST
-        && content_type.as_deref().is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/form-data")
-        });
-    if !multipart {
-        return Ok(
-            GraphQLRequest::<RequestRejection>::from_request(request, &())
-                .await?
-                .into_inner(),
-        );
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(Rejection::too_large(limit));
     }
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&exceeded);
+    let mut seen = 0usize;
     let body = request
         .into_body()
         .into_data_stream()
-        .map_err(std::io::Error::other)
+        .map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            seen = seen.saturating_add(chunk.len());
+            if seen > limit {
+                flag.store(true, Ordering::Relaxed);
+                return Err(std::io::Error::other("request body too large"));
+            }
+            Ok(chunk)
+        })
         .into_async_read();
-    let options = MultipartOptions::default()
-        .max_file_size(max_file_bytes.saturating_add(UPLOAD_SLACK_BYTES))
-        .max_num_files(1);
-    Ok(async_graphql::http::receive_body(content_type, body, options).await?)
+    let parsed = async_graphql::http::receive_batch_body(Some(content_type), body, files)
+        .await
+        .and_then(async_graphql::BatchRequest::into_single);
+    match parsed {
+        Ok(request) => Ok(request),
+        Err(_) if exceeded.load(Ordering::Relaxed) => Err(Rejection::too_large(limit)),
+        Err(ParseRequestError::UnsupportedBatch) => Err(batch_refused()),
+        Err(ParseRequestError::PayloadTooLarge) => Err(Rejection::too_large(limit)),
+        Err(error) => Err(Rejection::bad_request(format!(
+            "malformed multipart request: {error}"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Answering
+// ---------------------------------------------------------------------------
+
+/// The response media type the client accepts best, `application/json` when it states no
+/// preference, or `None` when it accepts neither (406).
+fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    let ranges: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|range| !range.is_empty())
+        .collect();
+    if ranges.is_empty() {
+        return Some(MediaType::Json);
+    }
+    let mut best: Option<(f32, MediaType)> = None;
+    for range in ranges {
+        let mut parts = range.split(';');
+        let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|param| param.split_once('='))
+            .find(|(key, _)| key.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, q)| q.trim().parse::<f32>().unwrap_or(0.0));
+        if quality <= 0.0 || quality.is_nan() {
+            continue;
+        }
+        let media = match essence.as_str() {
+            GRAPHQL_RESPONSE_JSON => MediaType::GraphQLResponseJson,
+            APPLICATION_JSON | "application/*" | "*/*" => MediaType::Json,
+            _ => continue,
+        };
+        // Highest quality wins; on a tie, the client's first choice.
+        if best.is_none_or(|(q, _)| quality > q) {
+            best = Some((quality, media));
+        }
+    }
+    best.map(|(_, media)| media)
+}
+
+fn error_response(status: StatusCode, media: MediaType, code: &str, message: String) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    json_response(status, media, &body)
+}
+
+fn json_response(status: StatusCode, media: MediaType, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, media.content_type());
+    response
+}
+
+fn graphql_response(mut response: async_graphql::Response, media: MediaType) -> Response {
+    let request_error = is_request_error(&response);
+    if request_error {
+        // async-graphql gives these no code; every error our clients see has one.
+        for error in &mut response.errors {
+            let extensions = error.extensions.get_or_insert_with(Default::default);
+            if extensions.get("code").is_none() {
+                extensions.set("code", ErrorCode::BadUserInput.as_str());
+                if let Some(limit) = limit_name(&error.message) {
+                    extensions.set("limit", limit);
+                }
+            }
+        }
+    } else {
+        null_failed_fields(&mut response);
+    }
+    let mut body = match serde_json::to_value(&response) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%error, "could not serialise a GraphQL response");
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                media,
+                ErrorCode::Internal.as_str(),
+                "internal server error".to_owned(),
+            );
+        }
+    };
+    let status = if request_error {
+        // The spec: a request error has no `data` entry at all (not even null).
+        if let Value::Object(fields) = &mut body {
+            fields.remove("data");
+        }
+        match media {
+            MediaType::GraphQLResponseJson => StatusCode::BAD_REQUEST,
+            // Legacy clients expect 200 for anything that is a GraphQL response.
+            MediaType::Json => StatusCode::OK,
+        }
+    } else {
+        StatusCode::OK
+    };
+    let mut http = json_response(status, media, &body);
+    if response.is_ok()
+        && let Some(cache_control) = response.cache_control.value()
+        && let Ok(value) = HeaderValue::from_str(&cache_control)
+    {
+        http.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
+    http.headers_mut().extend(response.http_headers);
+    http
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {
@@ -136,6 +595,10 @@ fn wants_html(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"))
 }
+
+// ---------------------------------------------------------------------------
+// Authentication
+// ---------------------------------------------------------------------------
 
 /// `Authorization: Bearer <token>`. A header that is present but unusable makes the request
 /// `Invalid`, not anonymous, so the client learns its token was refused.
@@ -175,10 +638,37 @@ pub async fn authenticate_token(
     ))
 }
 
-/// A request that failed before GraphQL execution (the membership check could not reach
-/// the database): a GraphQL error response with its code, and 503 so clients retry.
-fn error_response(error: AppError) -> Response {
-    let error = async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
-    let body = async_graphql::Response::from_errors(vec![error]);
-    (StatusCode::SERVICE_UNAVAILABLE, GraphQLResponse::from(body)).into_response()
+#[cfg(test)]
+mod tests {
+    use super::{MediaType, negotiate};
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn accept(value: &str) -> Option<MediaType> {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(header::ACCEPT, value);
+        }
+        negotiate(&headers)
+    }
+
+    #[test]
+    fn accept_picks_the_response_type() {
+        use MediaType::{GraphQLResponseJson as Gql, Json};
+        assert_eq!(negotiate(&HeaderMap::new()), Some(Json));
+        assert_eq!(accept("application/graphql-response+json"), Some(Gql));
+        assert_eq!(accept("application/json"), Some(Json));
+        assert_eq!(accept("*/*"), Some(Json));
+        assert_eq!(
+            accept("application/graphql-response+json, application/json;q=0.9"),
+            Some(Gql)
+        );
+        assert_eq!(
+            accept("application/json;q=0.5, application/graphql-response+json;q=0.8"),
+            Some(Gql)
+        );
+        assert_eq!(accept("text/html,*/*;q=0.8"), Some(Json));
+        assert_eq!(accept("text/html"), None);
+        assert_eq!(accept("application/json;q=0"), None);
+        assert_eq!(accept("application/xml"), None);
+    }
 }

@@ -9,13 +9,16 @@ mod websocket;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::Request;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Request, header};
 use axum::routing::get;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::graphql::{Services, StepwiseSchema};
+use crate::graphql::{QueryLimits, Services, StepwiseSchema};
+pub use graphql::{CorsOrigins, HttpConfig};
 pub use websocket::WebSocketConfig;
 
 /// Shared by every handler; cheap to clone.
@@ -24,6 +27,9 @@ pub struct AppState {
     pub schema: StepwiseSchema,
     pub services: Services,
     pub websocket: WebSocketConfig,
+    pub http: HttpConfig,
+    /// Limits checked by the transports themselves (the rest live on the schema).
+    pub limits: QueryLimits,
     /// Becomes true when the server begins shutting down; WebSockets then close with 1001.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -34,8 +40,14 @@ const REQUEST_ID: &str = "x-request-id";
 pub const GRAPHQL_WS_PATH: &str = "/graphql/ws";
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(GRAPHQL_PATH, get(graphql::get_handler).post(graphql::post_handler))
+    let cors = state.http.cors.clone().map(cors_layer);
+    let graphql = get(graphql::get_handler)
+        .post(graphql::post_handler)
+        // Bounds JSON bodies; multipart bodies are counted by the handler against their own
+        // (larger) limit.
+        .layer(DefaultBodyLimit::max(state.http.max_body_bytes));
+    let router = Router::new()
+        .route(GRAPHQL_PATH, graphql)
         .route(GRAPHQL_WS_PATH, get(websocket::handler))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -59,7 +71,25 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Micros)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for the configured origins. No credentials mode: tokens travel in the
+/// `Authorization` header, never in cookies.
+fn cors_layer(origins: CorsOrigins) -> CorsLayer {
+    let allow_origin = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list),
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .max_age(Duration::from_secs(600))
 }
 
 /// How long `/readyz` waits for the database before answering "not ready".

@@ -30,7 +30,7 @@ use super::graphql::authenticate_token;
 use crate::auth::membership::MEMBERSHIP_TTL;
 use crate::auth::{Authentication, Viewer};
 use crate::error::AppResult;
-use crate::graphql::{RequestData, is_request_error, null_failed_fields};
+use crate::graphql::{RequestData, check_aliases, is_request_error, null_failed_fields};
 use crate::metrics::{self, GaugeGuard, METRICS, Transport};
 
 /// The modern protocol (graphql-ws library).
@@ -409,6 +409,9 @@ impl Connection {
             request = request.variables(async_graphql::Variables::from_json(variables));
         }
         let described = metrics::describe(&mut request);
+        if let Err(error) = check_aliases(&mut request, self.state.limits.max_aliases) {
+            return self.on_outgoing(Outgoing::Error(id, vec![error])).await;
+        }
         let stream = self
             .state
             .schema

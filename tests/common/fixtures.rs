@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{PASSWORD, TestServer, error_code, str_field};
+use super::{Backend, PASSWORD, ServerOptions, TestServer, error_code, str_field};
 
 // ---------------------------------------------------------------------------
 // Selection sets
@@ -563,6 +563,20 @@ pub async fn db_snapshot(server: &TestServer, company_id: &str) -> BTreeMap<Stri
         snapshot.insert((*table).to_owned(), rows);
     }
     snapshot
+}
+
+/// A server for tests that take [`api_snapshot`]s. The snapshot reads a whole company in
+/// one request (three nested pages of 100), far past the complexity a production client
+/// is allowed, so these servers raise that one limit; every other setting is the default.
+pub async fn start_for_snapshots(backend: Backend) -> TestServer {
+    let options = ServerOptions {
+        env: vec![(
+            "STEPWISE_MAX_QUERY_COMPLEXITY".to_owned(),
+            "1000000000".to_owned(),
+        )],
+        ..ServerOptions::default()
+    };
+    TestServer::start_with(backend, options).await
 }
 
 /// Everything an admin can read about their company through the API, in one response.

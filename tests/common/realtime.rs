@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -84,21 +84,39 @@ pub fn realtime_dir() -> PathBuf {
 }
 
 /// Installs `tests/realtime`'s npm packages unless the pinned versions are already there.
-/// Once per test binary (`OnceLock`), and across concurrently running test binaries under
-/// an exclusive file lock in cargo's target tmp dir.
 pub fn ensure_node_packages() {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(e) = INSTALLED.get_or_init(install_node_packages) {
+    ensure_npm_packages(&realtime_dir());
+}
+
+/// Installs the npm packages of `dir` (a folder with `package.json` and `package-lock.json`)
+/// with `npm ci`, unless the pinned versions are already there. Once per directory per test
+/// binary, and across concurrently running test binaries under an exclusive file lock in
+/// cargo's target tmp dir.
+pub fn ensure_npm_packages(dir: &Path) {
+    static INSTALLED: Mutex<Vec<(PathBuf, Result<(), String>)>> = Mutex::new(Vec::new());
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    let result = match installed.iter().find(|(d, _)| d == dir) {
+        Some((_, result)) => result.clone(),
+        None => {
+            let result = install_node_packages(dir);
+            installed.push((dir.to_owned(), result.clone()));
+            result
+        }
+    };
+    if let Err(e) = result {
         panic!("{e}");
     }
 }
 
-fn install_node_packages() -> Result<(), String> {
-    let dir = realtime_dir();
-    if packages_installed(&dir) {
+fn install_node_packages(dir: &Path) -> Result<(), String> {
+    if packages_installed(dir) {
         return Ok(());
     }
-    let lock_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("stepwise-realtime-npm.lock");
+    let name = dir
+        .file_name()
+        .map_or_else(|| "packages".into(), |n| n.to_string_lossy().into_owned());
+    let lock_path =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("stepwise-{name}-npm.lock"));
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -108,12 +126,12 @@ fn install_node_packages() -> Result<(), String> {
     lock.lock()
         .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
     // Someone else may have installed them while we waited for the lock.
-    if packages_installed(&dir) {
+    if packages_installed(dir) {
         return Ok(());
     }
     let mut child = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -121,7 +139,7 @@ fn install_node_packages() -> Result<(), String> {
         .map_err(|e| {
             format!(
                 "could not run `npm ci` in {} (Node.js 20+ and npm are needed for the \
-                 WebSocket tests): {e}",
+                 tests that drive independent clients): {e}",
                 dir.display()
             )
         })?;
@@ -147,7 +165,7 @@ fn install_node_packages() -> Result<(), String> {
         stdout.join().unwrap_or_default(),
         stderr.join().unwrap_or_default()
     );
-    if !status.success() || !packages_installed(&dir) {
+    if !status.success() || !packages_installed(dir) {
         return Err(format!(
             "`npm ci` in {} failed ({status})\n{output}",
             dir.display()
