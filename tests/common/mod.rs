@@ -18,6 +18,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::{Value, json};
 
 pub mod blobs;
+pub mod faults;
 pub mod fixtures;
 
 /// Secret handed to every server unless a test opts out; tests forge tokens with it.
