@@ -244,9 +244,14 @@ macro_rules! transaction {
     ($db:expr, |$conn:ident| $body:expr) => {{
         use diesel_async::AsyncConnection as _;
         match $db.write_conn().await? {
+            // BEGIN IMMEDIATE takes the write lock up front. A deferred transaction that
+            // reads first and then writes must upgrade its lock, and SQLite does not wait
+            // (busy_timeout) for that upgrade: another process holding the lock (a second
+            // server, the CLI, a backup) would fail the write at once with "database is
+            // locked". Within this process the semaphore already serialises writers.
             $crate::db::WriteConn::Sqlite(_permit, mut pooled) => {
                 let result: $crate::error::AppResult<_> =
-                    (&mut *pooled).transaction(async |$conn| $body).await;
+                    (&mut *pooled).immediate_transaction(async |$conn| $body).await;
                 result
             }
             $crate::db::WriteConn::Postgres(mut pooled) => {
