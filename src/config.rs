@@ -87,6 +87,22 @@ pub struct ServeArgs {
     #[arg(long, env = "STEPWISE_WS_MAX_OPERATIONS", default_value_t = 100)]
     pub ws_max_operations: usize,
 
+    /// Most WebSocket connections one signed-in user may hold open on one instance
+    /// (closed with 1013 beyond it).
+    #[arg(
+        long,
+        env = "STEPWISE_WS_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 100
+    )]
+    pub ws_max_connections_per_user: usize,
+
+    /// How long, in microseconds, a request's batch loader collects the keys of one level
+    /// of nested fields (a page's steps, their screenshots...) before querying them all
+    /// at once. Longer windows batch more reliably on a busy machine, at that much latency
+    /// per nesting level.
+    #[arg(long, env = "STEPWISE_BATCH_WINDOW_US", default_value_t = 1_000)]
+    pub batch_window_us: u64,
+
     /// Failed runs in a row that mark a workflow broken.
     #[arg(long, env = "STEPWISE_BROKEN_AFTER_FAILURES", default_value_t = 3)]
     pub broken_after_failures: i32,

@@ -76,6 +76,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         blobs,
         url_signer,
         screenshots,
+        batch_window: Duration::from_micros(args.batch_window_us),
     };
     spawn_blob_sweep(
         services.clone(),
@@ -105,6 +106,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         init_timeout: Duration::from_millis(args.ws_init_timeout_ms),
         max_message_bytes: args.ws_max_message_bytes,
         max_operations: args.ws_max_operations,
+        max_connections_per_user: args.ws_max_connections_per_user,
     };
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(sweep_stale_runs(
@@ -118,6 +120,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         websocket,
         http,
         limits,
+        user_connections: Default::default(),
         shutdown,
     });
 

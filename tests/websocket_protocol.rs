@@ -274,6 +274,42 @@ async fn removed_or_re_roled_members_are_disconnected_4403(backend: Backend) {
     admin.expect_type("pong").await;
 }
 
+both_backends!(connections_per_user_are_limited);
+async fn connections_per_user_are_limited(backend: Backend) {
+    let server = server_with(backend, &[("STEPWISE_WS_MAX_CONNECTIONS_PER_USER", "2")]).await;
+    let acme = team(&server, "Acme").await;
+    let mut first = ready_socket(&server, &acme.admin_token).await;
+    let _second = ready_socket(&server, &acme.admin_token).await;
+
+    // A third connection of the same user is refused at connection_init...
+    let mut third = RawSocket::open(&server).await;
+    third.send(json!({ "type": "connection_init", "payload": { "token": acme.admin_token } }));
+    third
+        .expect_close_code(1013, "a third connection of one user")
+        .await;
+    // ...while another user of the company is unaffected...
+    let mut member = ready_socket(&server, &acme.member_token).await;
+    member.send(json!({ "type": "ping" }));
+    member.expect_type("pong").await;
+    // ...and closing one frees its slot.
+    first.close(1000, "done");
+    first.expect_close().await;
+    let mut again = RawSocket::open(&server).await;
+    let mut accepted = false;
+    for _ in 0..20 {
+        again.send(json!({ "type": "connection_init", "payload": { "token": acme.admin_token } }));
+        let event = again.event().await;
+        if event["event"] == "message" && event["json"]["type"] == "connection_ack" {
+            accepted = true;
+            break;
+        }
+        // The slot is released when the server has finished with the closed socket.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        again = RawSocket::open(&server).await;
+    }
+    assert!(accepted, "a freed slot can be used again");
+}
+
 both_backends!(subscribe_before_ack_closes_4401);
 async fn subscribe_before_ack_closes_4401(backend: Backend) {
     let server = TestServer::start(backend).await;

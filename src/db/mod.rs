@@ -250,8 +250,9 @@ macro_rules! transaction {
             // server, the CLI, a backup) would fail the write at once with "database is
             // locked". Within this process the semaphore already serialises writers.
             $crate::db::WriteConn::Sqlite(_permit, mut pooled) => {
-                let result: $crate::error::AppResult<_> =
-                    (&mut *pooled).immediate_transaction(async |$conn| $body).await;
+                let result: $crate::error::AppResult<_> = (&mut *pooled)
+                    .immediate_transaction(async |$conn| $body)
+                    .await;
                 result
             }
             $crate::db::WriteConn::Postgres(mut pooled) => {

@@ -31,6 +31,8 @@ pub struct Services {
     /// Signs and checks screenshot URLs.
     pub url_signer: Arc<UrlSigner>,
     pub screenshots: ScreenshotSettings,
+    /// How long a request's batch loader collects keys before it queries.
+    pub batch_window: std::time::Duration,
 }
 
 /// Limits and URL shape for screenshots.
@@ -57,6 +59,7 @@ impl RequestData {
             Authentication::Verified(viewer) => Some(TenantLoader::for_request(
                 services.db.clone(),
                 viewer.tenant.clone(),
+                services.batch_window,
             )),
             _ => None,
         };

@@ -8,6 +8,8 @@
 //! Each area adds `impl Loader<Key> for TenantLoader` beside its resolvers, with a key
 //! newtype naming what is loaded (`UserById`, `StepsOfWorkflow`, ...).
 
+use std::time::Duration;
+
 use async_graphql::dataloader::DataLoader;
 
 use crate::db::Db;
@@ -19,8 +21,11 @@ pub struct TenantLoader {
 }
 
 impl TenantLoader {
-    pub fn for_request(db: Db, tenant: Tenant) -> DataLoader<Self> {
-        DataLoader::new(Self { db, tenant }, tokio::spawn)
+    /// `window` is how long the loader waits after the first key for the rest of a level's
+    /// keys: every sibling resolver must enqueue its key within it, or the level costs a
+    /// second query.
+    pub fn for_request(db: Db, tenant: Tenant, window: Duration) -> DataLoader<Self> {
+        DataLoader::new(Self { db, tenant }, tokio::spawn).delay(window)
     }
 }
 

@@ -19,7 +19,7 @@ use tracing::Level;
 
 use crate::graphql::{QueryLimits, Services, StepwiseSchema};
 pub use graphql::{CorsOrigins, HttpConfig};
-pub use websocket::WebSocketConfig;
+pub use websocket::{UserConnections, WebSocketConfig};
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
@@ -28,6 +28,8 @@ pub struct AppState {
     pub services: Services,
     pub websocket: WebSocketConfig,
     pub http: HttpConfig,
+    /// Open WebSockets per user, shared by every connection of this instance.
+    pub user_connections: UserConnections,
     /// Limits checked by the transports themselves (the rest live on the schema).
     pub limits: QueryLimits,
     /// Becomes true when the server begins shutting down; WebSockets then close with 1001.

@@ -10,7 +10,7 @@
 //! own subscriptions (which then resynchronise from a snapshot) rather than the server.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::{Data, Response, ServerError};
@@ -43,6 +43,7 @@ mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const INTERNAL_ERROR: u16 = 1011;
     pub const BAD_REQUEST: u16 = 4400;
     pub const UNAUTHORIZED: u16 = 4401;
@@ -66,6 +67,54 @@ pub struct WebSocketConfig {
     pub max_message_bytes: usize,
     /// Most operations one connection may run at once.
     pub max_operations: usize,
+    /// Most connections one signed-in user may hold open on this instance.
+    pub max_connections_per_user: usize,
+}
+
+/// Open connections per signed-in user on this instance, so one account (or one leaked
+/// token) cannot hold an unbounded number of sockets and subscriptions.
+#[derive(Clone, Default)]
+pub struct UserConnections(Arc<Mutex<HashMap<String, usize>>>);
+
+impl UserConnections {
+    /// A slot for one more connection of `user_id`, or `None` at the limit.
+    fn take(&self, user_id: &str, max: usize) -> Option<UserConnection> {
+        let mut counts = self.lock();
+        let count = counts.entry(user_id.to_owned()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(UserConnection {
+            registry: self.clone(),
+            user_id: user_id.to_owned(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // Counts stay consistent under a panic: each change is one statement.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One counted connection; the count drops with it.
+struct UserConnection {
+    registry: UserConnections,
+    user_id: String,
+}
+
+impl Drop for UserConnection {
+    fn drop(&mut self) {
+        let mut counts = self.registry.lock();
+        if let Some(count) = counts.get_mut(&self.user_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.user_id);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +245,8 @@ struct Connection {
     /// Who the connection was initialised as; their membership is re-checked while it
     /// stays open, so a removed or re-roled member is cut off within seconds.
     viewer: Option<Viewer>,
+    /// Held while the connection is open, for the per-user connection limit.
+    _slot: Option<UserConnection>,
 }
 
 /// Why the connection ends.
@@ -215,6 +266,7 @@ impl Connection {
             outgoing_rx,
             expires_at: None,
             viewer: None,
+            _slot: None,
         }
     }
 
@@ -372,6 +424,14 @@ impl Connection {
         }
         self.expires_at = expires_at;
         if let Authentication::Verified(viewer) = &authentication {
+            let limit = self.state.websocket.max_connections_per_user;
+            let Some(slot) = self.state.user_connections.take(&viewer.user_id, limit) else {
+                return Err(Closing(
+                    close::TRY_AGAIN_LATER,
+                    format!("Too many connections: at most {limit} per user"),
+                ));
+            };
+            self._slot = Some(slot);
             self.viewer = Some(viewer.clone());
         }
         let data = RequestData::new(&self.state.services, authentication).into_data();
