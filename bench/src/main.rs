@@ -282,12 +282,22 @@ async fn run_all(options: Options) -> Result<()> {
 
     // ---------------------------------------------------------------- PostgreSQL
     let admin = ceiling::connect(&format!("{}/postgres", options.pg_url)).await?;
+    // Two statements: CREATE DATABASE cannot run inside the implicit transaction of a batch.
     admin
         .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {db} WITH (FORCE); CREATE DATABASE {db}",
-            db = options.db_name
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            options.db_name
         ))
         .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {}", options.db_name))
+        .await?;
+    setup["postgres_version"] = json!(
+        admin
+            .query_one("SHOW server_version", &[])
+            .await?
+            .get::<_, String>(0)
+    );
     let db_url = format!("{}/{}", options.pg_url, options.db_name);
     servers::migrate(&db_url).await?;
     let server = servers::start_stepwise("pg", &db_url, options.pool_size).await?;
@@ -531,7 +541,7 @@ async fn main() {
         Command::All(options) => run_all(options).await,
     };
     if let Err(error) = result {
-        eprintln!("stepwise-bench: {error}");
+        eprintln!("stepwise-bench: {error} ({error:?})");
         std::process::exit(1);
     }
 }

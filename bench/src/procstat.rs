@@ -1,6 +1,7 @@
 //! CPU and memory figures from /proc and getrusage: the server's, Postgres's, the
 //! machine's and the load client's own.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 fn clock_ticks() -> f64 {
@@ -25,28 +26,37 @@ fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
-/// CPU seconds of every process named `postgres` (the server and all its backends;
-/// on a shared machine that includes other users' backends).
-pub fn postgres_cpu_seconds() -> f64 {
-    let mut total = 0.0;
+/// CPU seconds of every process named `postgres` (the server and all its backends; on a
+/// shared machine that includes other users' backends), by pid.
+pub fn postgres_cpu_seconds() -> HashMap<u32, f64> {
+    let mut all = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return all;
     };
     for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
+        let Some(pid) = entry
+            .file_name()
             .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok())
         else {
             continue;
         };
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             && stat.contains("(postgres)")
         {
-            total += stat_cpu_seconds(&stat).unwrap_or(0.0);
+            all.insert(pid, stat_cpu_seconds(&stat).unwrap_or(0.0));
         }
     }
-    total
+    all
+}
+
+/// CPU used by `postgres` processes between two snapshots: backends that started in
+/// between count whole, backends that ended in between are lost (never negative).
+fn postgres_delta(before: &HashMap<u32, f64>, after: &HashMap<u32, f64>) -> f64 {
+    after
+        .iter()
+        .map(|(pid, cpu)| (cpu - before.get(pid).copied().unwrap_or(0.0)).max(0.0))
+        .sum()
 }
 
 /// (busy, total) jiffies of the whole machine, from /proc/stat.
@@ -121,7 +131,7 @@ pub struct Window {
     started: Instant,
     server_pid: Option<u32>,
     server_cpu: f64,
-    postgres_cpu: f64,
+    postgres_cpu: HashMap<u32, f64>,
     client_cpu: f64,
     machine: (u64, u64),
 }
@@ -162,7 +172,8 @@ impl Window {
             server_cpu_pct: self.server_pid.and_then(|pid| {
                 process_cpu_seconds(pid).map(|c| (c - self.server_cpu) / seconds * 100.0)
             }),
-            postgres_cpu_pct: (postgres_cpu_seconds() - self.postgres_cpu) / seconds * 100.0,
+            postgres_cpu_pct: postgres_delta(&self.postgres_cpu, &postgres_cpu_seconds()) / seconds
+                * 100.0,
             client_cpu_pct: (self_cpu_seconds() - self.client_cpu) / seconds * 100.0,
             machine_busy_pct: if total > total0 {
                 (busy - busy0) as f64 / (total - total0) as f64 * 100.0
