@@ -4,7 +4,8 @@
 //! Q1 is three statements (see `domain::workflow::list`, `domain::step::of_workflows` and
 //! `domain::screenshot::find_many`, batched by the loaders in `graphql/`), and the write is
 //! the transaction of `domain::run::report_step` for a SUCCESS outcome. The texts below
-//! are what diesel generates for them, as captured from PostgreSQL's statement log.
+//! are written from that diesel code in diesel's style; they have not yet been checked
+//! against PostgreSQL's statement log (`log_statement = 'all'`), which is worth doing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
