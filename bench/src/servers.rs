@@ -1,0 +1,256 @@
+//! Building and starting the processes under test: `stepwise serve` (release) and
+//! PostGraphile 4.14.1 (installed with npm into target/bench/postgraphile).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A fixed secret: tokens signed during seeding stay valid across restarts.
+pub const JWT_SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// The repository's top level (bench/ lives in it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Where the harness keeps its scratch files and results.
+pub fn out_dir() -> PathBuf {
+    root().join("target").join("bench")
+}
+
+pub fn stepwise_binary() -> PathBuf {
+    root().join("target").join("release").join("stepwise")
+}
+
+async fn run_checked(command: &mut Command, what: &str) -> Result<()> {
+    let status = command.status().await?;
+    if !status.success() {
+        return Err(format!("{what} failed with {status}").into());
+    }
+    Ok(())
+}
+
+/// `cargo build --release` of the server, in its own target directory.
+pub async fn build_stepwise() -> Result<()> {
+    eprintln!("building stepwise (release)...");
+    run_checked(
+        Command::new("cargo")
+            .args(["build", "--release", "--locked", "--bin", "stepwise"])
+            .current_dir(root()),
+        "cargo build --release",
+    )
+    .await
+}
+
+/// `stepwise migrate run` on `database_url`.
+pub async fn migrate(database_url: &str) -> Result<()> {
+    run_checked(
+        Command::new(stepwise_binary())
+            .args(["migrate", "run"])
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null()),
+        "stepwise migrate run",
+    )
+    .await
+}
+
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A started server process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub pid: u32,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn graphql_url(&self) -> String {
+        format!("http://127.0.0.1:{}/graphql", self.port)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/graphql/ws", self.port)
+    }
+
+    pub async fn stop(mut self) {
+        // SIGTERM first so the server shuts down cleanly; then make sure.
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+async fn wait_http_ok(url: &str, child: &mut Child, what: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("{what} exited during start-up with {status}").into());
+        }
+        if let Ok(response) = client.get(url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not answer {url} within 60 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts `stepwise serve` on `database_url` and waits until /readyz answers.
+pub async fn start_stepwise(name: &str, database_url: &str, pool_size: usize) -> Result<Server> {
+    let port = free_port()?;
+    let log = std::fs::File::create(out_dir().join(format!("server-{name}.log")))?;
+    let mut child = Command::new(stepwise_binary())
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("STEPWISE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DATABASE_POOL_SIZE", pool_size.to_string())
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or("stepwise has no pid")?;
+    wait_http_ok(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        &mut child,
+        "stepwise serve",
+    )
+    .await?;
+    Ok(Server { child, pid, port })
+}
+
+fn postgraphile_dir() -> PathBuf {
+    out_dir().join("postgraphile")
+}
+
+/// `npm install postgraphile@4.14.1` into target/bench/postgraphile, once.
+pub async fn install_postgraphile() -> Result<PathBuf> {
+    let dir = postgraphile_dir();
+    let cli = dir.join("node_modules/postgraphile/cli.js");
+    if cli.exists() {
+        return Ok(cli);
+    }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("package.json"),
+        r#"{"name":"stepwise-bench-postgraphile","private":true}"#,
+    )?;
+    eprintln!("installing postgraphile@4.14.1 with npm...");
+    run_checked(
+        Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "postgraphile@4.14.1",
+            ])
+            .current_dir(&dir),
+        "npm install postgraphile@4.14.1",
+    )
+    .await?;
+    Ok(cli)
+}
+
+/// Starts PostGraphile 4 (Node) on the same database, with the same pool size.
+pub async fn start_postgraphile(
+    cli: &Path,
+    database_url: &str,
+    pool_size: usize,
+) -> Result<Server> {
+    let port = free_port()?;
+    let log = std::fs::File::create(out_dir().join("server-postgraphile.log"))?;
+    let mut child = Command::new("node")
+        .arg(cli)
+        .args([
+            "-c",
+            database_url,
+            "--schema",
+            "public",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args(["--port", &port.to_string()])
+        .args(["--max-pool-size", &pool_size.to_string()])
+        .arg("--disable-query-log")
+        .env("NODE_ENV", "production")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or("node has no pid")?;
+    // PostGraphile answers GET /graphql with 405 until... a POST is the reliable probe.
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/graphql");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("postgraphile exited during start-up with {status}").into());
+        }
+        if let Ok(response) = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(r#"{"query":"{ __typename }"}"#)
+            .send()
+            .await
+            && response.status().is_success()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("postgraphile did not answer within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(Server { child, pid, port })
+}
+
+/// One GraphQL request; an answer with `errors` is an error.
+pub async fn gql(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Result<Value> {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(json!({ "query": query, "variables": variables }).to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await?;
+    let body: Value = serde_json::from_slice(&response.bytes().await?)?;
+    if body.get("errors").is_some_and(|e| !e.is_null()) {
+        return Err(format!("GraphQL errors: {body}").into());
+    }
+    Ok(body["data"].clone())
+}
