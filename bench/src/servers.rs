@@ -130,6 +130,9 @@ pub async fn start_stepwise(name: &str, database_url: &str, pool_size: usize) ->
         .env("DATABASE_POOL_SIZE", pool_size.to_string())
         .env("JWT_SECRET", JWT_SECRET)
         .env("RUST_LOG", "warn")
+        // S1 connects thousands of subscribers with one token per company; the default
+        // per-user connection cap guards production servers against exactly that.
+        .env("STEPWISE_WS_MAX_CONNECTIONS_PER_USER", "1000000")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -58,6 +58,9 @@ mod close {
 /// lifetime, so each check sees fresh data.
 const MEMBERSHIP_RECHECK: Duration = MEMBERSHIP_TTL.saturating_add(Duration::from_millis(500));
 
+/// Initial read and write buffer of a socket.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Transport limits, from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct WebSocketConfig {
@@ -125,7 +128,11 @@ enum Protocol {
 
 pub async fn handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> HttpResponse {
     let config = state.websocket;
+    // Subscribers mostly sit idle, and the socket library's default 128 KiB read buffer
+    // would make each one cost that much: small buffers grow only for a large message.
     let mut upgrade = upgrade
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(config.max_message_bytes)
         .max_frame_size(config.max_message_bytes);
     // The client's order of preference decides; unknown names are skipped.
