@@ -4,9 +4,12 @@
 
 mod common;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{
     Backend, PASSWORD, ServerOptions, TestServer, assert_error_code, error_code, error_message,
-    forge_token, jwt_claims, now_ts, parse_datetime, str_field, tampered_token, unsigned_token,
+    forge_token, jwt_claims, now_ts, parse_datetime, raw_hs256_token, str_field, tampered_token,
+    unsigned_token,
 };
 use serde_json::{Value, json};
 
@@ -451,6 +454,114 @@ async fn hostile_tokens_are_rejected(backend: Backend) {
         ("garbage", "not-a-jwt".to_owned()),
         ("empty", String::new()),
     ];
+    let mut cases = cases;
+    let key = secret.as_bytes();
+    let hs256 = json!({ "alg": "HS256", "typ": "JWT" });
+    // `alg: none` in every spelling, unsigned and with a valid signature attached.
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = json!({ "alg": alg, "typ": "JWT" });
+        let signed = raw_hs256_token(&header, &valid, key);
+        let unsigned = format!("{}.", signed.rsplit_once('.').unwrap().0);
+        cases.push(("alg none spelling, unsigned", unsigned));
+        cases.push(("alg none spelling, with a signature", signed));
+    }
+    // The right secret under another algorithm: the algorithm is pinned, not negotiated.
+    for alg in [
+        "HS384", "HS512", "RS256", "ES256", "PS256", "EdDSA", "hs256", "",
+    ] {
+        cases.push((
+            "the right key under another alg",
+            raw_hs256_token(&json!({ "alg": alg, "typ": "JWT" }), &valid, key),
+        ));
+    }
+    cases.push((
+        "no alg at all",
+        raw_hs256_token(&json!({ "typ": "JWT" }), &valid, key),
+    ));
+    // Signature stripped or mangled.
+    let genuine = raw_hs256_token(&hs256, &valid, key);
+    let (unsigned, signature) = genuine.rsplit_once('.').unwrap();
+    cases.push(("signature stripped", format!("{unsigned}.")));
+    cases.push(("signature segment missing", unsigned.to_owned()));
+    cases.push((
+        "signature of another token",
+        format!(
+            "{unsigned}.{}",
+            forged
+                .rsplit_once('.')
+                .unwrap()
+                .1
+                .chars()
+                .rev()
+                .collect::<String>()
+        ),
+    ));
+    cases.push(("extra segment", format!("{genuine}.{signature}")));
+    // Every claim we issue is required.
+    for claim in [
+        "exp",
+        "nbf",
+        "iat",
+        "iss",
+        "aud",
+        "sub",
+        "company_id",
+        "role",
+    ] {
+        let mut c = valid.clone();
+        c.as_object_mut().unwrap().remove(claim);
+        cases.push(("a required claim missing", raw_hs256_token(&hs256, &c, key)));
+    }
+    cases.push((
+        "role the server does not know",
+        raw_hs256_token(&hs256, &with(json!({ "role": "superuser" })), key),
+    ));
+    cases.push((
+        "exp as a string",
+        raw_hs256_token(
+            &hs256,
+            &with(json!({ "exp": (now + 3600).to_string() })),
+            key,
+        ),
+    ));
+    // Header tricks that try to choose the verification key: kid path traversal or
+    // injection signed with an empty or guessable key, an embedded jwk, jku and x5u URLs.
+    for kid in ["../../../../dev/null", "' OR '1'='1", "0", ""] {
+        for attacker_key in [&b""[..], b"\0", b"secret"] {
+            cases.push((
+                "kid trick with an attacker key",
+                raw_hs256_token(
+                    &json!({ "alg": "HS256", "typ": "JWT", "kid": kid }),
+                    &valid,
+                    attacker_key,
+                ),
+            ));
+        }
+    }
+    let attacker = b"attacker-controlled-key-0123456789abcdef";
+    let attacker_k = URL_SAFE_NO_PAD.encode(attacker);
+    for header in [
+        json!({ "alg": "HS256", "typ": "JWT", "jwk": { "kty": "oct", "k": attacker_k } }),
+        json!({ "alg": "HS256", "typ": "JWT", "jku": "https://evil.example/jwks.json" }),
+        json!({ "alg": "HS256", "typ": "JWT", "x5u": "https://evil.example/cert.pem" }),
+        json!({ "alg": "HS256", "typ": "JWT", "kid": "attacker", "jwk": { "kty": "oct", "k": attacker_k } }),
+    ] {
+        cases.push((
+            "header naming an attacker key",
+            raw_hs256_token(&header, &valid, attacker),
+        ));
+    }
+    cases.push(("not base64", "@@@.###.$$$".to_owned()));
+    cases.push((
+        "JSON that is not an object",
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(hs256.to_string()),
+            URL_SAFE_NO_PAD.encode("[1,2,3]"),
+            signature
+        ),
+    ));
+    cases.push(("very long garbage", "a".repeat(20_000)));
     for (what, token) in &cases {
         let resp = server.gql(ME, json!({}), Some(token)).await;
         assert_error_code(

@@ -453,12 +453,24 @@ both_backends!(validation_failure_sends_one_error_and_no_complete);
 async fn validation_failure_sends_one_error_and_no_complete(backend: Backend) {
     let (server, token) = server_and_token(backend).await;
     let mut socket = ready_socket(&server, &token).await;
+    let aliases = format!(
+        "subscription {{ runsUpdated {{ {} }} }}",
+        (0..60)
+            .map(|i| format!("a{i}: run {{ id }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     for (id, query) in [
         ("unknown-field", "subscription { noSuchThing }"),
         ("syntax", "subscription {"),
         (
             "missing-argument",
             "subscription { runUpdated { run { id } } }",
+        ),
+        ("too-many-aliases", aliases.as_str()),
+        (
+            "too-deep",
+            "subscription { runsUpdated { run { workflow { steps { workflow { steps { workflow { steps { workflow { steps { workflow { steps { workflow { id } } } } } } } } } } } } } }",
         ),
     ] {
         socket.subscribe(id, query, json!({}));
@@ -469,6 +481,12 @@ async fn validation_failure_sends_one_error_and_no_complete(backend: Backend) {
             .unwrap_or_else(|| panic!("`error` payload must be an array of errors: {error}"));
         assert!(!errors.is_empty(), "{error}");
         assert!(errors.iter().all(|e| e["message"].is_string()), "{error}");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e["extensions"]["code"] == "BAD_USER_INPUT"),
+            "request errors carry a code over WebSocket too: {error}"
+        );
         // No `complete` follows: the next thing on the wire answers our ping.
         tokio::time::sleep(Duration::from_millis(300)).await;
         socket.send(json!({ "type": "ping", "payload": { "after": id } }));

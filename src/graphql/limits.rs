@@ -62,6 +62,21 @@ pub fn limit_name(message: &str) -> Option<&'static str> {
 
 const ALIAS_MESSAGE: &str = "Too many aliases";
 
+/// Gives request errors (parse, validation, limits), which async-graphql leaves without a
+/// code, the BAD_USER_INPUT code every error our clients see carries, and names the limit
+/// when one was hit. Both transports call it.
+pub fn code_request_errors(errors: &mut [ServerError]) {
+    for error in errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", ErrorCode::BadUserInput.as_str());
+            if let Some(limit) = limit_name(&error.message) {
+                extensions.set("limit", limit);
+            }
+        }
+    }
+}
+
 /// Refuses a document with more than `max` aliases. Called by each transport before
 /// execution rather than from a schema extension: with any extension installed,
 /// async-graphql sends every field through its slower instrumented resolve path.

@@ -23,7 +23,7 @@ mod workflow;
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 pub use context::{RequestData, ScreenshotSettings, Services};
-pub use limits::{QueryLimits, check_aliases, limit_name};
+pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name};
 
 /// Everything a client can read.
 #[derive(MergedObject, Default)]

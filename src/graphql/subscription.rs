@@ -130,6 +130,8 @@ pub struct WorkflowStatusChange {
 #[derive(Default)]
 pub struct Subscription;
 
+/// Live updates over the WebSocket endpoint (`/graphql/ws`), each scoped to the signed-in
+/// member's company. Send the token in `connection_init`: `{"token": "..."}`.
 #[Subscription]
 impl Subscription {
     /// One run: first its current state, then every change (status, progress, step

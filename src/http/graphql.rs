@@ -42,7 +42,7 @@ use super::{AppState, GRAPHQL_PATH, GRAPHQL_WS_PATH};
 use crate::auth::Authentication;
 use crate::error::{AppResult, ErrorCode};
 use crate::graphql::{
-    RequestData, Services, check_aliases, is_request_error, limit_name, null_failed_fields,
+    RequestData, Services, check_aliases, code_request_errors, is_request_error, null_failed_fields,
 };
 use crate::metrics::{self, METRICS, Transport};
 
@@ -549,16 +549,7 @@ struct RequestErrorBody<'a> {
 fn graphql_response(mut response: async_graphql::Response, media: MediaType) -> Response {
     let request_error = is_request_error(&response);
     if request_error {
-        // async-graphql gives these no code; every error our clients see has one.
-        for error in &mut response.errors {
-            let extensions = error.extensions.get_or_insert_with(Default::default);
-            if extensions.get("code").is_none() {
-                extensions.set("code", ErrorCode::BadUserInput.as_str());
-                if let Some(limit) = limit_name(&error.message) {
-                    extensions.set("limit", limit);
-                }
-            }
-        }
+        code_request_errors(&mut response.errors);
     } else {
         null_failed_fields(&mut response);
     }

@@ -30,7 +30,9 @@ use super::graphql::authenticate_token;
 use crate::auth::membership::MEMBERSHIP_TTL;
 use crate::auth::{Authentication, Viewer};
 use crate::error::AppResult;
-use crate::graphql::{RequestData, check_aliases, is_request_error, null_failed_fields};
+use crate::graphql::{
+    RequestData, check_aliases, code_request_errors, is_request_error, null_failed_fields,
+};
 use crate::metrics::{self, GaugeGuard, METRICS, Transport};
 
 /// The modern protocol (graphql-ws library).
@@ -497,9 +499,9 @@ impl Connection {
                 }
                 let outgoing = if first && is_request_error(&response) {
                     // Parse and validation failures get an `error` message and no `complete`.
-                    let _ = tx
-                        .send(Outgoing::Error(operation_id, response.errors))
-                        .await;
+                    let mut errors = response.errors;
+                    code_request_errors(&mut errors);
+                    let _ = tx.send(Outgoing::Error(operation_id, errors)).await;
                     return;
                 } else {
                     let mut response = response;

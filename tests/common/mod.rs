@@ -836,6 +836,21 @@ pub fn unsigned_token(claims: &Value) -> String {
     format!("{header}.{payload}.")
 }
 
+/// A token with any `header` and `claims`, signed HMAC-SHA256 with `key` whatever the header
+/// says (hostile-token tests need headers no JWT library would produce).
+pub fn raw_hs256_token(header: &Value, claims: &Value, key: &[u8]) -> String {
+    use hmac::Mac as _;
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(signing_input.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{signature}")
+}
+
 /// Keeps the header and signature of `token` but swaps in `claims`.
 pub fn tampered_token(token: &str, claims: &Value) -> String {
     let parts: Vec<&str> = token.split('.').collect();
