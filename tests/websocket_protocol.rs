@@ -460,6 +460,12 @@ async fn validation_failure_sends_one_error_and_no_complete(backend: Backend) {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    // Deeper than the default depth limit (16).
+    let too_deep = format!(
+        "subscription {{ runsUpdated {{ run {{ {} id {} }} }} }}",
+        "workflow { steps { ".repeat(9),
+        "} } ".repeat(9)
+    );
     for (id, query) in [
         ("unknown-field", "subscription { noSuchThing }"),
         ("syntax", "subscription {"),
@@ -468,10 +474,7 @@ async fn validation_failure_sends_one_error_and_no_complete(backend: Backend) {
             "subscription { runUpdated { run { id } } }",
         ),
         ("too-many-aliases", aliases.as_str()),
-        (
-            "too-deep",
-            "subscription { runsUpdated { run { workflow { steps { workflow { steps { workflow { steps { workflow { steps { workflow { steps { workflow { id } } } } } } } } } } } } } }",
-        ),
+        ("too-deep", too_deep.as_str()),
     ] {
         socket.subscribe(id, query, json!({}));
         let error = socket.expect_type("error").await;
