@@ -193,20 +193,8 @@ impl Metrics {
 /// field of the operation that ran. Read from the request's parsed document, which
 /// async-graphql keeps, so nothing is parsed twice.
 pub fn describe(request: &mut async_graphql::Request) -> (&'static str, String) {
-    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
-    let name = request.operation_name.clone();
-    let Ok(document) = request.parsed_query() else {
-        return ("unknown", "unknown".to_owned());
-    };
-    let operation = match (&document.operations, name) {
-        (DocumentOperations::Single(operation), _) => Some(operation),
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str()),
-        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
-            operations.values().next()
-        }
-        (DocumentOperations::Multiple(_), None) => None,
-    };
-    let Some(operation) = operation else {
+    use async_graphql::parser::types::{OperationType, Selection};
+    let Some(operation) = crate::graphql::selected_operation(request) else {
         return ("unknown", "unknown".to_owned());
     };
     let kind = match operation.node.ty {

@@ -93,13 +93,13 @@ pub struct HealthLog {
 
 impl HealthLog {
     pub fn status(&self) -> AppResult<Status> {
-        Status::parse(&self.status).ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!(
-                "health log {} has unknown status {:?}",
-                self.id,
-                self.status
-            ))
-        })
+        super::stored(
+            "health log",
+            &self.id,
+            "status",
+            &self.status,
+            Status::parse,
+        )
     }
 
     pub fn position(&self) -> Position {

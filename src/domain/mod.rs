@@ -20,6 +20,8 @@ pub mod workflow;
 
 use chrono::{NaiveDateTime, SubsecRound as _, Utc};
 
+use crate::error::{AppError, AppResult};
+
 /// The company whose data a request may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant(String);
@@ -77,4 +79,21 @@ pub fn required_name(
         ));
     }
     Ok(value.to_owned())
+}
+
+/// An enum column read back from the database (`status`, `role`, ...). A value the code does
+/// not know means the data is corrupt, not that the client erred: INTERNAL, with the row
+/// named in the log.
+pub(crate) fn stored<T>(
+    entity: &str,
+    id: &str,
+    column: &str,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> AppResult<T> {
+    parse(raw).ok_or_else(|| {
+        AppError::internal(anyhow::anyhow!(
+            "{entity} {id} has unknown {column} {raw:?}"
+        ))
+    })
 }

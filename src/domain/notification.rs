@@ -67,13 +67,13 @@ pub struct Notification {
 
 impl Notification {
     pub fn severity(&self) -> AppResult<Severity> {
-        Severity::parse(&self.severity).ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!(
-                "notification {} has unknown severity {:?}",
-                self.id,
-                self.severity
-            ))
-        })
+        super::stored(
+            "notification",
+            &self.id,
+            "severity",
+            &self.severity,
+            Severity::parse,
+        )
     }
 
     pub fn position(&self) -> Position {

@@ -214,13 +214,7 @@ pub struct Run {
 
 impl Run {
     pub fn status(&self) -> AppResult<Status> {
-        Status::parse(&self.status).ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!(
-                "run {} has unknown status {:?}",
-                self.id,
-                self.status
-            ))
-        })
+        super::stored("run", &self.id, "status", &self.status, Status::parse)
     }
 
     pub fn position(&self) -> Position {
@@ -741,36 +735,32 @@ pub async fn finish(
 
 /// Pauses a running run; the sweeper leaves paused runs alone.
 pub async fn pause(db: &Db, events: &EventBus, tenant: &Tenant, run_id: &str) -> AppResult<Run> {
-    let run = crate::transaction!(db, |conn| {
-        let at = now();
-        Ok(transition!(
-            conn,
-            tenant,
-            run_id,
-            Action::Pause,
-            (
-                runs::status.eq(Status::Paused.as_str()),
-                runs::updated_at.eq(at),
-            )
-        ))
-    })?;
-    publish(events, tenant, vec![run_changed(&run, None)]);
-    Ok(run)
+    pause_or_resume(db, events, tenant, run_id, Action::Pause, Status::Paused).await
 }
 
 /// Resumes a paused run; its timeout counts from now.
 pub async fn resume(db: &Db, events: &EventBus, tenant: &Tenant, run_id: &str) -> AppResult<Run> {
+    pause_or_resume(db, events, tenant, run_id, Action::Resume, Status::Running).await
+}
+
+/// Pause and resume: a status change that does not count for health but restarts the
+/// timeout clock.
+async fn pause_or_resume(
+    db: &Db,
+    events: &EventBus,
+    tenant: &Tenant,
+    run_id: &str,
+    action: Action,
+    status: Status,
+) -> AppResult<Run> {
     let run = crate::transaction!(db, |conn| {
         let at = now();
         Ok(transition!(
             conn,
             tenant,
             run_id,
-            Action::Resume,
-            (
-                runs::status.eq(Status::Running.as_str()),
-                runs::updated_at.eq(at),
-            )
+            action,
+            (runs::status.eq(status.as_str()), runs::updated_at.eq(at))
         ))
     })?;
     publish(events, tenant, vec![run_changed(&run, None)]);

@@ -29,13 +29,7 @@ pub struct User {
 
 impl User {
     pub fn role(&self) -> AppResult<Role> {
-        Role::parse(&self.role).ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!(
-                "user {} has unknown role {:?}",
-                self.id,
-                self.role
-            ))
-        })
+        super::stored("user", &self.id, "role", &self.role, Role::parse)
     }
 }
 

@@ -99,13 +99,7 @@ pub struct Workflow {
 
 impl Workflow {
     pub fn status(&self) -> AppResult<Status> {
-        Status::parse(&self.status).ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!(
-                "workflow {} has unknown status {:?}",
-                self.id,
-                self.status
-            ))
-        })
+        super::stored("workflow", &self.id, "status", &self.status, Status::parse)
     }
 
     pub fn tags(&self) -> AppResult<Vec<String>> {

@@ -8,7 +8,7 @@ use super::context::ContextExt as _;
 use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
 use super::run::{Run, RunById};
 use super::step::{Step, StepById};
-use super::workflow::{Workflow, WorkflowById};
+use super::workflow::Workflow;
 use crate::auth::Viewer;
 use crate::domain;
 use crate::domain::health_log::LogOrder;
@@ -135,15 +135,7 @@ impl HealthLog {
 
     /// The workflow the step belongs to.
     async fn workflow(&self, ctx: &Context<'_>) -> async_graphql::Result<Workflow> {
-        let row = ctx
-            .loader()?
-            .load_one(WorkflowById(self.row.workflow_id.clone()))
-            .await?
-            .ok_or(AppError::NotFound("workflow"))?;
-        Ok(Workflow {
-            row,
-            viewer: self.viewer.clone(),
-        })
+        Workflow::load(ctx, &self.row.workflow_id).await
     }
 
     /// The run that executed the step.

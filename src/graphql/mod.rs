@@ -109,3 +109,22 @@ pub fn is_request_error(response: &async_graphql::Response) -> bool {
         && response.data == async_graphql::Value::Null
         && response.errors.iter().all(|e| e.path.is_empty())
 }
+
+/// The operation a request would run: the only one, or the one `operationName` names.
+/// `None` when the document does not parse or names no such operation (execution then
+/// reports why). The parse is kept in the request, so execution does not parse again.
+pub fn selected_operation(
+    request: &mut async_graphql::Request,
+) -> Option<&async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>> {
+    use async_graphql::parser::types::DocumentOperations;
+    let name = request.operation_name.clone();
+    let document = request.parsed_query().ok()?;
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str()),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next()
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}

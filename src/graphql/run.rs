@@ -13,12 +13,11 @@ use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
 use super::step::{Step, StepById};
 use super::user::User;
-use super::workflow::{Workflow, WorkflowById};
+use super::workflow::Workflow;
 use crate::auth::Viewer;
 use crate::domain;
 use crate::domain::health_log::{HealthLogFilter, LogOrder};
 use crate::domain::run::{ORDERING, RunFilter};
-use crate::error::AppError;
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -78,15 +77,7 @@ impl Run {
 
     /// The workflow being run.
     async fn workflow(&self, ctx: &Context<'_>) -> async_graphql::Result<Workflow> {
-        let row = ctx
-            .loader()?
-            .load_one(WorkflowById(self.row.workflow_id.clone()))
-            .await?
-            .ok_or(AppError::NotFound("workflow"))?;
-        Ok(Workflow {
-            row,
-            viewer: self.viewer.clone(),
-        })
+        Workflow::load(ctx, &self.row.workflow_id).await
     }
 
     /// Who started the run; null when it was started by the system or that member was

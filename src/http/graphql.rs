@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_graphql::http::{GraphiQLSource, MultipartOptions};
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::OperationType;
 use async_graphql::{ParseRequestError, Value as ConstValue, Variables};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Query, Request, State};
@@ -42,7 +42,8 @@ use super::{AppState, GRAPHQL_PATH, GRAPHQL_WS_PATH};
 use crate::auth::Authentication;
 use crate::error::{AppResult, ErrorCode};
 use crate::graphql::{
-    RequestData, Services, check_aliases, code_request_errors, is_request_error, null_failed_fields,
+    RequestData, Services, check_aliases, code_request_errors, is_request_error,
+    null_failed_fields, selected_operation,
 };
 use crate::metrics::{self, METRICS, Transport};
 
@@ -227,19 +228,7 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
 /// Whether the operation the request would run is a mutation. A document that does not
 /// parse, or names no operation it has, is left for execution to report.
 fn selects_mutation(request: &mut async_graphql::Request) -> bool {
-    let name = request.operation_name.clone();
-    let Ok(document) = request.parsed_query() else {
-        return false;
-    };
-    let operation = match (&document.operations, name) {
-        (DocumentOperations::Single(operation), _) => Some(operation),
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str()),
-        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
-            operations.values().next()
-        }
-        (DocumentOperations::Multiple(_), None) => None,
-    };
-    operation.is_some_and(|op| op.node.ty == OperationType::Mutation)
+    selected_operation(request).is_some_and(|op| op.node.ty == OperationType::Mutation)
 }
 
 // ---------------------------------------------------------------------------
