@@ -36,6 +36,8 @@ struct Cli {
 enum Command {
     /// Seed, start the servers, run every scenario and comparison, print and save results.
     All(Options),
+    /// Only seed PostgreSQL (as `all` does) and keep it, for profiling a scenario by hand.
+    Seed(Options),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -256,6 +258,84 @@ impl Scenarios {
     }
 }
 
+/// Re-creates the bench database, migrates it, starts Stepwise on it, signs up one admin per
+/// company and seeds the data set. Returns the database URL and the running server.
+async fn seed_postgres(
+    options: &Options,
+    sizes: &Sizes,
+    setup: &mut Value,
+) -> Result<(String, Server, Vec<Company>, Seeded)> {
+    let admin = ceiling::connect(&format!("{}/postgres", options.pg_url)).await?;
+    // Two statements: CREATE DATABASE cannot run inside the implicit transaction of a batch.
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            options.db_name
+        ))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {}", options.db_name))
+        .await?;
+    setup["postgres_version"] = json!(
+        admin
+            .query_one("SHOW server_version", &[])
+            .await?
+            .get::<_, String>(0)
+    );
+    let db_url = format!("{}/{}", options.pg_url, options.db_name);
+    servers::migrate(&db_url).await?;
+    let server = servers::start_stepwise("pg", &db_url, options.pool_size).await?;
+    let companies = signup(&server, options.companies, "pg").await?;
+    let (script, seeded) = seed::script(&companies, sizes);
+    let started = std::time::Instant::now();
+    let pg = ceiling::connect(&db_url).await?;
+    pg.batch_execute(&script).await?;
+    pg.batch_execute("VACUUM ANALYZE").await?;
+    let seed_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "seeded PostgreSQL in {seed_seconds:.1} s: {} companies, {} workflows, {} steps and screenshots, {} runs, {} health logs",
+        companies.len(),
+        options.workflows,
+        seeded.steps,
+        seeded.runs,
+        seeded.health_logs
+    );
+    setup["postgres"] = json!({
+        "seed_seconds": seed_seconds, "companies": companies.len(), "workflows": options.workflows,
+        "steps": seeded.steps, "screenshots": seeded.steps, "runs": seeded.runs,
+        "health_logs": seeded.health_logs, "seed_sql_bytes": seeded.sql_bytes,
+    });
+    Ok((db_url, server, companies, seeded))
+}
+
+/// Seeds PostgreSQL as `all` does and leaves it there, for profiling one scenario by hand:
+/// writes the database URL, the first company's token and the Q1 body to
+/// target/bench/seeded.json.
+async fn run_seed(options: Options) -> Result<()> {
+    std::fs::create_dir_all(servers::out_dir())?;
+    if !options.no_build {
+        servers::build_stepwise().await?;
+    }
+    let sizes = Sizes {
+        workflows: options.workflows,
+        health_logs: options.health_logs,
+    };
+    let mut setup = json!({});
+    let (db_url, server, companies, _) = seed_postgres(&options, &sizes, &mut setup).await?;
+    server.stop().await;
+    let seeded = json!({
+        "database_url": db_url,
+        "jwt_secret": servers::JWT_SECRET,
+        "token": companies[0].token,
+        "q1_body": body(Q1, json!({})),
+        "setup": setup,
+    });
+    let path = servers::out_dir().join("seeded.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&seeded)?)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 async fn run_all(options: Options) -> Result<()> {
     let nofile = procstat::raise_nofile_limit();
     eprintln!("open-files limit: {nofile}");
@@ -281,46 +361,7 @@ async fn run_all(options: Options) -> Result<()> {
     let mut setup = json!({});
 
     // ---------------------------------------------------------------- PostgreSQL
-    let admin = ceiling::connect(&format!("{}/postgres", options.pg_url)).await?;
-    // Two statements: CREATE DATABASE cannot run inside the implicit transaction of a batch.
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            options.db_name
-        ))
-        .await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {}", options.db_name))
-        .await?;
-    setup["postgres_version"] = json!(
-        admin
-            .query_one("SHOW server_version", &[])
-            .await?
-            .get::<_, String>(0)
-    );
-    let db_url = format!("{}/{}", options.pg_url, options.db_name);
-    servers::migrate(&db_url).await?;
-    let server = servers::start_stepwise("pg", &db_url, options.pool_size).await?;
-    let companies = signup(&server, options.companies, "pg").await?;
-    let (script, seeded) = seed::script(&companies, &sizes);
-    let started = std::time::Instant::now();
-    let pg = ceiling::connect(&db_url).await?;
-    pg.batch_execute(&script).await?;
-    pg.batch_execute("VACUUM ANALYZE").await?;
-    let seed_seconds = started.elapsed().as_secs_f64();
-    eprintln!(
-        "seeded PostgreSQL in {seed_seconds:.1} s: {} companies, {} workflows, {} steps and screenshots, {} runs, {} health logs",
-        companies.len(),
-        options.workflows,
-        seeded.steps,
-        seeded.runs,
-        seeded.health_logs
-    );
-    setup["postgres"] = json!({
-        "seed_seconds": seed_seconds, "companies": companies.len(), "workflows": options.workflows,
-        "steps": seeded.steps, "screenshots": seeded.steps, "runs": seeded.runs,
-        "health_logs": seeded.health_logs, "seed_sql_bytes": seeded.sql_bytes,
-    });
+    let (db_url, server, companies, seeded) = seed_postgres(&options, &sizes, &mut setup).await?;
     let q1_company = companies[0].clone();
     let q2_workflow = seeded.workflows[0][0].id.clone();
     // Runs for W1 (one per client) and for S1 (one per company) started beforehand.
@@ -462,7 +503,6 @@ async fn run_all(options: Options) -> Result<()> {
         );
     }
     scenarios.run("W1 reportStep", "raw-sql", ops, None).await;
-    drop(pg);
 
     // ---------------------------------------------------------------- SQLite (scenario 5)
     if !options.skip_sqlite {
@@ -539,6 +579,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::All(options) => run_all(options).await,
+        Command::Seed(options) => run_seed(options).await,
     };
     if let Err(error) = result {
         eprintln!("stepwise-bench: {error} ({error:?})");

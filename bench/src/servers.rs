@@ -27,8 +27,12 @@ pub fn out_dir() -> PathBuf {
     root().join("target").join("bench")
 }
 
+/// The server under test: the release build, or the binary named by `STEPWISE_BENCH_SERVER`
+/// (e.g. target/profiling/stepwise, or a wrapper that starts it under valgrind).
 pub fn stepwise_binary() -> PathBuf {
-    root().join("target").join("release").join("stepwise")
+    std::env::var_os("STEPWISE_BENCH_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target").join("release").join("stepwise"))
 }
 
 async fn run_checked(command: &mut Command, what: &str) -> Result<()> {
