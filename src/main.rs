@@ -6,6 +6,10 @@ use stepwise::config::{Cli, Command, DatabaseUrl, LogFormat, MigrateAction};
 use stepwise::db::migrations::{self, Action};
 use tracing_subscriber::EnvFilter;
 
+// Why not the system allocator: see the mimalloc entry in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
