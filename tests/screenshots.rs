@@ -104,6 +104,95 @@ where
 // Uploads and de-duplication
 // ---------------------------------------------------------------------------
 
+both_backends!(lists_show_each_steps_own_screenshot);
+/// A workflow list asking for its steps' screenshots loads them joined to the steps; what it
+/// shows must be exactly what each step shows on its own, null where there is none, and not
+/// disturbed by `stepCount` loading the same steps without screenshots.
+async fn lists_show_each_steps_own_screenshot(backend: Backend) {
+    let (server, _store) = start(backend, BlobBackend::Directory, &[]).await;
+    let acme = team(&server, "Acme").await;
+    let globex = team(&server, "Globex").await;
+    let first = simple_workflow(&server, &acme.member_token, "First", 3).await;
+    let second = simple_workflow(&server, &acme.member_token, "Second", 2).await;
+    let (first_steps, second_steps) = (step_ids(&first), step_ids(&second));
+    let first_id = str_field(&first, "id");
+    let second_id = str_field(&second, "id");
+    let a = upload(
+        &server,
+        &acme.member_token,
+        &first_id,
+        Some(&first_steps[0]),
+        png(10, 10, 1),
+    )
+    .await;
+    let b = upload(
+        &server,
+        &acme.member_token,
+        &first_id,
+        Some(&first_steps[2]),
+        png(10, 10, 2),
+    )
+    .await;
+    let c = upload(
+        &server,
+        &acme.member_token,
+        &second_id,
+        Some(&second_steps[1]),
+        png(10, 10, 3),
+    )
+    .await;
+    // Another company with screenshots of its own must not show up anywhere.
+    let theirs = simple_workflow(&server, &globex.member_token, "Theirs", 1).await;
+    let theirs_steps = step_ids(&theirs);
+    upload(
+        &server,
+        &globex.member_token,
+        &str_field(&theirs, "id"),
+        Some(&theirs_steps[0]),
+        png(10, 10, 1),
+    )
+    .await;
+
+    let list = server
+        .gql_ok(
+            "{ workflows(first: 10) { edges { node { id stepCount \
+               steps { id stepNumber screenshot { id hash width } } } } } }",
+            json!({}),
+            Some(&acme.member_token),
+        )
+        .await;
+    let edges = list["workflows"]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 2, "{list:#}");
+    let mut shown = std::collections::HashMap::new();
+    for edge in edges {
+        let node = &edge["node"];
+        let steps = node["steps"].as_array().unwrap();
+        assert_eq!(node["stepCount"], json!(steps.len()), "{node:#}");
+        for step in steps {
+            let alone = server
+                .gql_ok(
+                    "query($id: ID!) { step(id: $id) { screenshot { id hash width } } }",
+                    json!({ "id": step["id"] }),
+                    Some(&acme.member_token),
+                )
+                .await;
+            assert_eq!(step["screenshot"], alone["step"]["screenshot"], "{step:#}");
+            shown.insert(str_field(step, "id"), step["screenshot"]["id"].clone());
+        }
+    }
+    let expected = [
+        (&first_steps[0], a["id"].clone()),
+        (&first_steps[1], Value::Null),
+        (&first_steps[2], b["id"].clone()),
+        (&second_steps[0], Value::Null),
+        (&second_steps[1], c["id"].clone()),
+    ];
+    assert_eq!(shown.len(), expected.len(), "{shown:?}");
+    for (step, screenshot) in expected {
+        assert_eq!(shown[step.as_str()], screenshot, "step {step}");
+    }
+}
+
 every_store!(uploads_are_deduplicated_per_company);
 async fn uploads_are_deduplicated_per_company(backend: Backend, blobs: BlobBackend) {
     let (server, store) = start(backend, blobs, &[]).await;

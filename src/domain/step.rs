@@ -11,9 +11,10 @@ use diesel_async::RunQueryDsl;
 use serde_json::Value;
 
 use super::json::{MAX_STEP_JSON_BYTES, object_text};
+use super::screenshot::Screenshot;
 use super::{Tenant, new_id, now, required_name};
 use crate::db::Db;
-use crate::db::schema::{steps, workflows};
+use crate::db::schema::{screenshots, steps, workflows};
 use crate::error::{AppError, AppResult};
 
 pub const MAX_ACTION_TYPE_CHARS: usize = 50;
@@ -298,6 +299,31 @@ pub async fn of_workflows(
             .filter(steps::workflow_id.eq_any(workflow_ids))
             .order((steps::workflow_id.asc(), steps::step_number.asc()))
             .select(Step::as_select())
+            .load(conn)
+            .await?
+    }))
+}
+
+/// [`of_workflows`] with each step's screenshot joined in: one statement where a page of
+/// workflows showing their steps' screenshots would otherwise need a second. The join is
+/// within the company, like every lookup.
+pub async fn of_workflows_with_screenshots(
+    db: &Db,
+    tenant: &Tenant,
+    workflow_ids: &[String],
+) -> AppResult<Vec<(Step, Option<Screenshot>)>> {
+    Ok(crate::with_conn!(db, |conn| {
+        steps::table
+            .left_join(
+                screenshots::table.on(screenshots::id
+                    .nullable()
+                    .eq(steps::screenshot_id)
+                    .and(screenshots::company_id.eq(steps::company_id))),
+            )
+            .filter(steps::company_id.eq(tenant.id()))
+            .filter(steps::workflow_id.eq_any(workflow_ids))
+            .order((steps::workflow_id.asc(), steps::step_number.asc()))
+            .select((Step::as_select(), Option::<Screenshot>::as_select()))
             .load(conn)
             .await?
     }))

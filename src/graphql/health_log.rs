@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDateTime, SubsecRound as _, TimeDelta, Utc};
 use super::context::ContextExt as _;
 use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
 use super::run::{Run, RunById};
-use super::step::{Step, StepById};
+use super::step::Step;
 use super::workflow::Workflow;
 use crate::auth::Viewer;
 use crate::domain;
@@ -153,14 +153,7 @@ impl HealthLog {
 
     /// The step; null when it has since been deleted from the workflow.
     async fn step(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Step>> {
-        let Some(id) = &self.row.step_id else {
-            return Ok(None);
-        };
-        let row = ctx.loader()?.load_one(StepById(id.clone())).await?;
-        Ok(row.map(|row| Step {
-            row,
-            viewer: self.viewer.clone(),
-        }))
+        Step::load_optional(ctx, self.row.step_id.as_deref()).await
     }
 
     /// How the step went.

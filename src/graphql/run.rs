@@ -11,7 +11,7 @@ use super::context::ContextExt as _;
 use super::health_log::{HealthLog, StepOutcomeInput, health_logs_connection_ordered};
 use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
-use super::step::{Step, StepById};
+use super::step::Step;
 use super::user::User;
 use super::workflow::Workflow;
 use crate::auth::Viewer;
@@ -114,14 +114,7 @@ impl Run {
     /// The step being executed now; null before the first and after the last, or when
     /// that step was deleted.
     async fn current_step(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Step>> {
-        let Some(id) = &self.row.current_step_id else {
-            return Ok(None);
-        };
-        let row = ctx.loader()?.load_one(StepById(id.clone())).await?;
-        Ok(row.map(|row| Step {
-            row,
-            viewer: self.viewer.clone(),
-        }))
+        Step::load_optional(ctx, self.row.current_step_id.as_deref()).await
     }
 
     /// Why the run failed, when it did.

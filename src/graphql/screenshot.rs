@@ -1,6 +1,7 @@
 //! Screenshots: the images shown with steps.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use async_graphql::{Context, ID, Object, Upload};
@@ -17,7 +18,7 @@ use crate::error::AppError;
 pub struct ScreenshotById(pub String);
 
 impl Loader<ScreenshotById> for TenantLoader {
-    type Value = domain::screenshot::Screenshot;
+    type Value = Arc<domain::screenshot::Screenshot>;
     type Error = LoadError;
 
     async fn load(
@@ -30,7 +31,7 @@ impl Loader<ScreenshotById> for TenantLoader {
             .map_err(load_error)?;
         Ok(rows
             .into_iter()
-            .map(|s| (ScreenshotById(s.id.clone()), s))
+            .map(|s| (ScreenshotById(s.id.clone()), Arc::new(s)))
             .collect())
     }
 }
@@ -64,8 +65,21 @@ impl Loader<ScreenshotsOfWorkflow> for TenantLoader {
 }
 
 /// An image recorded with a step. The same bytes are stored once per company.
+#[derive(Clone)]
 pub struct Screenshot {
-    pub row: domain::screenshot::Screenshot,
+    pub row: Arc<domain::screenshot::Screenshot>,
+}
+
+impl From<Arc<domain::screenshot::Screenshot>> for Screenshot {
+    fn from(row: Arc<domain::screenshot::Screenshot>) -> Self {
+        Self { row }
+    }
+}
+
+impl From<domain::screenshot::Screenshot> for Screenshot {
+    fn from(row: domain::screenshot::Screenshot) -> Self {
+        Arc::new(row).into()
+    }
 }
 
 /// An image recorded with a step. The same bytes are stored once per company.
@@ -144,7 +158,7 @@ impl ScreenshotQuery {
             .load_one(ScreenshotById(id.0))
             .await?
             .ok_or(AppError::NotFound("screenshot"))?;
-        Ok(Some(Screenshot { row }))
+        Ok(Some(row.into()))
     }
 }
 
@@ -180,6 +194,6 @@ impl ScreenshotMutation {
             services.screenshots.max_bytes,
         )
         .await?;
-        Ok(Screenshot { row })
+        Ok(row.into())
     }
 }

@@ -2,6 +2,7 @@
 //! delete and reorder them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object};
@@ -13,7 +14,6 @@ use super::loaders::{LoadError, TenantLoader, load_error};
 use super::screenshot::{Screenshot, ScreenshotById};
 use super::user::{User, UserById};
 use super::workflow::Workflow;
-use crate::auth::Viewer;
 use crate::domain;
 use crate::domain::json::parse;
 use crate::domain::step::{NewStep, StepChanges};
@@ -122,7 +122,7 @@ impl UpdateStepInput {
 pub struct StepById(pub String);
 
 impl Loader<StepById> for TenantLoader {
-    type Value = domain::step::Step;
+    type Value = Arc<domain::step::Step>;
     type Error = LoadError;
 
     async fn load(&self, keys: &[StepById]) -> Result<HashMap<StepById, Self::Value>, Self::Error> {
@@ -132,57 +132,115 @@ impl Loader<StepById> for TenantLoader {
             .map_err(load_error)?;
         Ok(rows
             .into_iter()
-            .map(|s| (StepById(s.id.clone()), s))
+            .map(|s| (StepById(s.id.clone()), Arc::new(s)))
             .collect())
     }
 }
 
-/// Batch key: all steps of a workflow, in order.
+/// Batch key: all steps of a workflow, in order. `with_screenshots` asks for each step's
+/// screenshot in the same statement (the caller looked ahead and saw it selected).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StepsOfWorkflow(pub String);
+pub struct StepsOfWorkflow {
+    pub workflow_id: String,
+    pub with_screenshots: bool,
+}
 
 impl Loader<StepsOfWorkflow> for TenantLoader {
-    type Value = Vec<domain::step::Step>;
+    type Value = Vec<Step>;
     type Error = LoadError;
 
     async fn load(
         &self,
         keys: &[StepsOfWorkflow],
     ) -> Result<HashMap<StepsOfWorkflow, Self::Value>, Self::Error> {
-        let ids: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
-        let rows = domain::step::of_workflows(&self.db, &self.tenant, &ids)
-            .await
-            .map_err(load_error)?;
-        let mut grouped: HashMap<StepsOfWorkflow, Self::Value> =
-            keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-        for row in rows {
-            grouped
-                .entry(StepsOfWorkflow(row.workflow_id.clone()))
+        let mut ids: Vec<String> = keys.iter().map(|k| k.workflow_id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // One statement for the whole batch: if any key wants screenshots, all get them.
+        let steps: Vec<Step> = if keys.iter().any(|k| k.with_screenshots) {
+            domain::step::of_workflows_with_screenshots(&self.db, &self.tenant, &ids)
+                .await
+                .map_err(load_error)?
+                .into_iter()
+                .map(|(row, screenshot)| Step {
+                    row: Arc::new(row),
+                    screenshot: Some(screenshot.map(Screenshot::from)),
+                })
+                .collect()
+        } else {
+            domain::step::of_workflows(&self.db, &self.tenant, &ids)
+                .await
+                .map_err(load_error)?
+                .into_iter()
+                .map(Step::from)
+                .collect()
+        };
+        let mut by_workflow: HashMap<&str, Vec<Step>> = HashMap::with_capacity(ids.len());
+        for step in &steps {
+            by_workflow
+                .entry(step.row.workflow_id.as_str())
                 .or_default()
-                .push(row);
+                .push(step.clone());
         }
-        Ok(grouped)
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let steps = by_workflow
+                    .get(key.workflow_id.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                (key.clone(), steps)
+            })
+            .collect())
     }
 }
 
-/// One action of a workflow.
+/// One action of a workflow. Rows are shared (`Arc`): the batch loader hands the same
+/// steps to every resolver that asked, without copying their JSON documents.
+#[derive(Clone)]
 pub struct Step {
-    pub row: domain::step::Step,
-    pub viewer: Viewer,
+    pub row: Arc<domain::step::Step>,
+    /// `Some` when the step was loaded together with its screenshot (see
+    /// [`StepsOfWorkflow`]), so `screenshot` resolves without another lookup.
+    screenshot: Option<Option<Screenshot>>,
+}
+
+impl From<Arc<domain::step::Step>> for Step {
+    fn from(row: Arc<domain::step::Step>) -> Self {
+        Self {
+            row,
+            screenshot: None,
+        }
+    }
+}
+
+impl From<domain::step::Step> for Step {
+    fn from(row: domain::step::Step) -> Self {
+        Arc::new(row).into()
+    }
 }
 
 impl Step {
     async fn load(ctx: &Context<'_>, id: &str) -> async_graphql::Result<Self> {
-        let viewer = ctx.viewer()?;
         let row = ctx
             .loader()?
             .load_one(StepById(id.to_owned()))
             .await?
             .ok_or(AppError::NotFound("step"))?;
-        Ok(Self {
-            row,
-            viewer: viewer.clone(),
-        })
+        Ok(row.into())
+    }
+
+    /// A step that may have been deleted since it was referenced (a run's current step, a
+    /// health log's step): null then, not an error.
+    pub async fn load_optional(
+        ctx: &Context<'_>,
+        id: Option<&str>,
+    ) -> async_graphql::Result<Option<Self>> {
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let row = ctx.loader()?.load_one(StepById(id.to_owned())).await?;
+        Ok(row.map(Self::from))
     }
 }
 
@@ -236,11 +294,14 @@ impl Step {
 
     /// The screenshot shown with the step.
     async fn screenshot(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Screenshot>> {
+        if let Some(loaded) = &self.screenshot {
+            return Ok(loaded.clone());
+        }
         let Some(id) = &self.row.screenshot_id else {
             return Ok(None);
         };
         let row = ctx.loader()?.load_one(ScreenshotById(id.clone())).await?;
-        Ok(row.map(|row| Screenshot { row }))
+        Ok(row.map(Screenshot::from))
     }
 
     /// Short label of the field acted on.
@@ -278,10 +339,11 @@ impl Step {
         let Some(id) = &self.row.edited_by else {
             return Ok(None);
         };
+        let viewer = ctx.viewer()?;
         let row = ctx.loader()?.load_one(UserById(id.clone())).await?;
         Ok(row.map(|row| User {
             row,
-            viewer: self.viewer.clone(),
+            viewer: viewer.clone(),
         }))
     }
 
@@ -362,10 +424,7 @@ impl StepMutation {
             position,
         )
         .await?;
-        Ok(Step {
-            row,
-            viewer: viewer.clone(),
-        })
+        Ok(row.into())
     }
 
     /// Edits a step. Changing the label or instruction records who did it and when.
@@ -385,10 +444,7 @@ impl StepMutation {
             input.into_domain(),
         )
         .await?;
-        Ok(Step {
-            row,
-            viewer: viewer.clone(),
-        })
+        Ok(row.into())
     }
 
     /// Deletes a step; later steps move up. Returns the deleted id.
@@ -410,12 +466,6 @@ impl StepMutation {
         let ids: Vec<String> = step_ids.into_iter().map(|id| id.0).collect();
         let rows =
             domain::step::reorder(&ctx.services().db, &viewer.tenant, &workflow_id, &ids).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| Step {
-                row,
-                viewer: viewer.clone(),
-            })
-            .collect())
+        Ok(rows.into_iter().map(Step::from).collect())
     }
 }

@@ -262,27 +262,20 @@ impl Workflow {
 
     /// The steps, ordered by `stepNumber`.
     async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Step>> {
-        let rows = ctx
-            .loader()?
-            .load_one(StepsOfWorkflow(self.row.id.clone()))
-            .await?
-            .unwrap_or_default();
-        Ok(rows
-            .into_iter()
-            .map(|row| Step {
-                row,
-                viewer: self.viewer.clone(),
-            })
-            .collect())
+        let key = StepsOfWorkflow {
+            workflow_id: self.row.id.clone(),
+            with_screenshots: ctx.look_ahead().field("screenshot").exists(),
+        };
+        Ok(ctx.loader()?.load_one(key).await?.unwrap_or_default())
     }
 
     /// How many steps the workflow has.
     async fn step_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
-        let rows = ctx
-            .loader()?
-            .load_one(StepsOfWorkflow(self.row.id.clone()))
-            .await?
-            .unwrap_or_default();
+        let key = StepsOfWorkflow {
+            workflow_id: self.row.id.clone(),
+            with_screenshots: false,
+        };
+        let rows = ctx.loader()?.load_one(key).await?.unwrap_or_default();
         Ok(i32::try_from(rows.len()).unwrap_or(i32::MAX))
     }
 
@@ -293,7 +286,7 @@ impl Workflow {
             .load_one(ScreenshotsOfWorkflow(self.row.id.clone()))
             .await?
             .unwrap_or_default();
-        Ok(rows.into_iter().map(|row| Screenshot { row }).collect())
+        Ok(rows.into_iter().map(Screenshot::from).collect())
     }
 
     /// Runs of this workflow, newest first.
