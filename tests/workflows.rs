@@ -206,6 +206,78 @@ async fn create_with_steps_round_trips(backend: Backend) {
     assert!(listed.contains(&id), "{data:#}");
 }
 
+both_backends!(lists_show_step_documents_however_they_are_selected);
+/// Lists load steps without their JSON documents and fetch those only when the query asks,
+/// once per list. Whether asked directly, through a named fragment or an inline one, each
+/// step must show exactly its own documents, the same as when read alone.
+async fn lists_show_step_documents_however_they_are_selected(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let step = |n: u32| {
+        json!({ "actionType": "click", "selectors": { "css": format!("#b{n}") },
+                "elementMeta": { "tag": "button", "n": n }, "pageContext": { "url": format!("https://a.example/{n}") },
+                "actionData": { "n": n }, "domContext": { "html": format!("<button id=b{n}>") } })
+    };
+    for name in ["One", "Two"] {
+        create_workflow(
+            &server,
+            &acme.member_token,
+            json!({ "name": name, "steps": [step(1), step(2), step(3)] }),
+        )
+        .await;
+    }
+    const DOCUMENTS: &str =
+        "selectors elementMeta pageContext actionData domContext healedSelectors";
+    let queries = [
+        format!(
+            "{{ workflows(first: 5) {{ edges {{ node {{ steps {{ id {DOCUMENTS} }} }} }} }} }}"
+        ),
+        format!(
+            "{{ workflows(first: 5) {{ edges {{ node {{ steps {{ id ...Docs }} }} }} }} }} \
+             fragment Docs on Step {{ {DOCUMENTS} }}"
+        ),
+        format!(
+            "{{ workflows(first: 5) {{ edges {{ node {{ steps {{ id ... on Step {{ {DOCUMENTS} }} }} }} }} }} }}"
+        ),
+        // Only one document, next to the screenshot join.
+        "{ workflows(first: 5) { edges { node { steps { id domContext screenshot { id } } } } } }"
+            .to_owned(),
+    ];
+    for query in &queries {
+        let list = ok(&server, &acme.member_token, query, json!({})).await;
+        let edges = list["workflows"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), 2, "{list:#}");
+        let mut seen = 0;
+        for edge in edges {
+            for shown in edge["node"]["steps"].as_array().unwrap() {
+                let alone = ok(
+                    &server,
+                    &acme.member_token,
+                    &format!("query($id: ID!) {{ step(id: $id) {{ stepNumber {DOCUMENTS} }} }}"),
+                    json!({ "id": shown["id"] }),
+                )
+                .await;
+                let n = alone["step"]["stepNumber"].as_u64().unwrap();
+                assert_eq!(
+                    shown["domContext"],
+                    json!({ "html": format!("<button id=b{n}>") }),
+                    "{query}: {shown:#}"
+                );
+                for (field, value) in shown.as_object().unwrap() {
+                    if field != "id" && field != "screenshot" {
+                        assert_eq!(
+                            value, &alone["step"][field],
+                            "{query}: {field} of {shown:#}"
+                        );
+                    }
+                }
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 6, "{query}");
+    }
+}
+
 both_backends!(create_rejects_bad_input_and_leaves_nothing_behind);
 async fn create_rejects_bad_input_and_leaves_nothing_behind(backend: Backend) {
     let server = TestServer::start(backend).await;

@@ -23,7 +23,7 @@ use super::health::{Figures, HealthRules, Verdict, review_notification};
 use super::health_log::{HealthLog, StepOutcome, bounded_text};
 use super::notification;
 use super::page::{Page, PageRequest, Position, SortValue, time_key};
-use super::step::Step;
+use super::step::StepHead;
 use super::workflow::{self, Workflow};
 use super::{Tenant, new_id, now};
 use crate::db::schema::{health_logs, notifications, runs, steps, workflows};
@@ -556,10 +556,11 @@ pub async fn report_step(
                 Action::Report.refusal(&run.status),
             ));
         }
-        let step: Step = steps::table
+        // The documents are not needed here: only the head is read.
+        let step: StepHead = steps::table
             .filter(steps::company_id.eq(tenant.id()))
             .filter(steps::id.eq(step_id))
-            .select(Step::as_select())
+            .select(StepHead::as_select())
             .first(conn)
             .await
             .optional()?

@@ -22,21 +22,43 @@ pub const MAX_TEXT_CHARS: usize = 2_000;
 /// Larger than any step count, so lifted numbers never collide with real ones.
 const RENUMBER_OFFSET: i32 = 1_000_000;
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, Identifiable)]
+/// A step row. Split in two so that lists can load a step without its JSON documents, which
+/// are most of its bytes and which a list rarely shows; field access goes through to the
+/// [`StepHead`] (`step.id`, `step.workflow_id`, ...).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = steps, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct Step {
+    #[diesel(embed)]
+    pub head: StepHead,
+    #[diesel(embed)]
+    pub documents: StepDocuments,
+}
+
+impl std::ops::Deref for Step {
+    type Target = StepHead;
+
+    fn deref(&self) -> &StepHead {
+        &self.head
+    }
+}
+
+impl std::ops::DerefMut for Step {
+    fn deref_mut(&mut self) -> &mut StepHead {
+        &mut self.head
+    }
+}
+
+/// Every column of a step but its JSON documents.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = steps, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 // Every column is written explicitly: None means NULL, not "use the column default".
 #[diesel(treat_none_as_default_value = false)]
-pub struct Step {
+pub struct StepHead {
     pub id: String,
     pub company_id: String,
     pub workflow_id: String,
     pub step_number: i32,
     pub action_type: String,
-    pub selectors: String,
-    pub element_meta: String,
-    pub page_context: String,
-    pub action_data: String,
-    pub dom_context: String,
     pub screenshot_id: Option<String>,
     pub field_label: Option<String>,
     pub instruction: Option<String>,
@@ -46,12 +68,24 @@ pub struct Step {
     pub instruction_edited: bool,
     pub edited_by: Option<String>,
     pub edited_at: Option<NaiveDateTime>,
-    pub healed_selectors: Option<String>,
     pub healed_at: Option<NaiveDateTime>,
     pub healing_confidence: Option<f64>,
     pub healing_method: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+}
+
+/// A step's JSON documents (stored as text; objects, checked on the way in).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = steps, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+#[diesel(treat_none_as_default_value = false)]
+pub struct StepDocuments {
+    pub selectors: String,
+    pub element_meta: String,
+    pub page_context: String,
+    pub action_data: String,
+    pub dom_context: String,
+    pub healed_selectors: Option<String>,
 }
 
 /// A step as recorded. JSON documents default to `{}`.
@@ -146,35 +180,39 @@ impl NewStep {
     ) -> AppResult<Step> {
         let name = |f: &str| format!("{field}.{f}");
         Ok(Step {
-            id: new_id(),
-            company_id: tenant.id().to_owned(),
-            workflow_id: workflow_id.to_owned(),
-            step_number: number,
-            action_type: required_name(
-                &name("actionType"),
-                &self.action_type,
-                MAX_ACTION_TYPE_CHARS,
-            )?,
-            selectors: document(&name("selectors"), self.selectors.as_ref())?,
-            element_meta: document(&name("elementMeta"), self.element_meta.as_ref())?,
-            page_context: document(&name("pageContext"), self.page_context.as_ref())?,
-            action_data: document(&name("actionData"), self.action_data.as_ref())?,
-            dom_context: document(&name("domContext"), self.dom_context.as_ref())?,
-            screenshot_id: self.screenshot_id,
-            field_label: optional_text(&name("fieldLabel"), self.field_label)?,
-            instruction: optional_text(&name("instruction"), self.instruction)?,
-            ai_confidence: confidence(&name("aiConfidence"), self.ai_confidence)?,
-            ai_model: optional_text(&name("aiModel"), self.ai_model)?,
-            label_edited: false,
-            instruction_edited: false,
-            edited_by: None,
-            edited_at: None,
-            healed_selectors: None,
-            healed_at: None,
-            healing_confidence: None,
-            healing_method: None,
-            created_at: at,
-            updated_at: at,
+            head: StepHead {
+                id: new_id(),
+                company_id: tenant.id().to_owned(),
+                workflow_id: workflow_id.to_owned(),
+                step_number: number,
+                action_type: required_name(
+                    &name("actionType"),
+                    &self.action_type,
+                    MAX_ACTION_TYPE_CHARS,
+                )?,
+                screenshot_id: self.screenshot_id,
+                field_label: optional_text(&name("fieldLabel"), self.field_label)?,
+                instruction: optional_text(&name("instruction"), self.instruction)?,
+                ai_confidence: confidence(&name("aiConfidence"), self.ai_confidence)?,
+                ai_model: optional_text(&name("aiModel"), self.ai_model)?,
+                label_edited: false,
+                instruction_edited: false,
+                edited_by: None,
+                edited_at: None,
+                healed_at: None,
+                healing_confidence: None,
+                healing_method: None,
+                created_at: at,
+                updated_at: at,
+            },
+            documents: StepDocuments {
+                selectors: document(&name("selectors"), self.selectors.as_ref())?,
+                element_meta: document(&name("elementMeta"), self.element_meta.as_ref())?,
+                page_context: document(&name("pageContext"), self.page_context.as_ref())?,
+                action_data: document(&name("actionData"), self.action_data.as_ref())?,
+                dom_context: document(&name("domContext"), self.dom_context.as_ref())?,
+                healed_selectors: None,
+            },
         })
     }
 }
@@ -287,31 +325,32 @@ pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Ve
     }))
 }
 
-/// The steps of the given workflows, each workflow's in step order.
-pub async fn of_workflows(
+/// The steps of the given workflows without their documents, each workflow's in step order:
+/// what a list of workflows with their steps needs.
+pub async fn heads_of_workflows(
     db: &Db,
     tenant: &Tenant,
     workflow_ids: &[String],
-) -> AppResult<Vec<Step>> {
+) -> AppResult<Vec<StepHead>> {
     Ok(crate::with_conn!(db, |conn| {
         steps::table
             .filter(steps::company_id.eq(tenant.id()))
             .filter(steps::workflow_id.eq_any(workflow_ids))
             .order((steps::workflow_id.asc(), steps::step_number.asc()))
-            .select(Step::as_select())
+            .select(StepHead::as_select())
             .load(conn)
             .await?
     }))
 }
 
-/// [`of_workflows`] with each step's screenshot joined in: one statement where a page of
-/// workflows showing their steps' screenshots would otherwise need a second. The join is
+/// [`heads_of_workflows`] with each step's screenshot joined in: one statement where a page
+/// of workflows showing their steps' screenshots would otherwise need a second. The join is
 /// within the company, like every lookup.
-pub async fn of_workflows_with_screenshots(
+pub async fn heads_of_workflows_with_screenshots(
     db: &Db,
     tenant: &Tenant,
     workflow_ids: &[String],
-) -> AppResult<Vec<(Step, Option<Screenshot>)>> {
+) -> AppResult<Vec<(StepHead, Option<Screenshot>)>> {
     Ok(crate::with_conn!(db, |conn| {
         steps::table
             .left_join(
@@ -323,7 +362,23 @@ pub async fn of_workflows_with_screenshots(
             .filter(steps::company_id.eq(tenant.id()))
             .filter(steps::workflow_id.eq_any(workflow_ids))
             .order((steps::workflow_id.asc(), steps::step_number.asc()))
-            .select((Step::as_select(), Option::<Screenshot>::as_select()))
+            .select((StepHead::as_select(), Option::<Screenshot>::as_select()))
+            .load(conn)
+            .await?
+    }))
+}
+
+/// The documents of the given steps, by step id: for lists that loaded only the heads.
+pub async fn documents_of(
+    db: &Db,
+    tenant: &Tenant,
+    step_ids: &[String],
+) -> AppResult<Vec<(String, StepDocuments)>> {
+    Ok(crate::with_conn!(db, |conn| {
+        steps::table
+            .filter(steps::company_id.eq(tenant.id()))
+            .filter(steps::id.eq_any(step_ids))
+            .select((steps::id, StepDocuments::as_select()))
             .load(conn)
             .await?
     }))
@@ -331,7 +386,15 @@ pub async fn of_workflows_with_screenshots(
 
 /// The steps of one workflow, in order (after a change that renumbered them).
 async fn of_workflow(db: &Db, tenant: &Tenant, workflow_id: &str) -> AppResult<Vec<Step>> {
-    of_workflows(db, tenant, &[workflow_id.to_owned()]).await
+    Ok(crate::with_conn!(db, |conn| {
+        steps::table
+            .filter(steps::company_id.eq(tenant.id()))
+            .filter(steps::workflow_id.eq(workflow_id))
+            .order(steps::step_number.asc())
+            .select(Step::as_select())
+            .load(conn)
+            .await?
+    }))
 }
 
 /// Inserts a step at 1-based `position` (default: after the last), shifting later steps.

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::page::{Page, PageRequest, Position, SortValue, float_key, text_key, time_key};
-use super::step::{self, NewStep, Step};
+use super::step::{self, NewStep, Step, StepHead};
 use super::{Tenant, new_id, now, required_name};
 use crate::db::Db;
 use crate::db::schema::{screenshots, steps, workflows};
@@ -625,11 +625,14 @@ pub async fn duplicate(
         let copied_steps: Vec<Step> = source_steps
             .into_iter()
             .map(|s| Step {
-                id: new_id(),
-                workflow_id: copy.id.clone(),
-                created_at: at,
-                updated_at: at,
-                ..s
+                head: StepHead {
+                    id: new_id(),
+                    workflow_id: copy.id.clone(),
+                    created_at: at,
+                    updated_at: at,
+                    ..s.head
+                },
+                documents: s.documents,
             })
             .collect();
         diesel::insert_into(workflows::table)

@@ -16,7 +16,7 @@ use super::user::{User, UserById};
 use super::workflow::Workflow;
 use crate::domain;
 use crate::domain::json::parse;
-use crate::domain::step::{NewStep, StepChanges};
+use crate::domain::step::{NewStep, StepChanges, StepDocuments, StepHead};
 use crate::error::AppError;
 
 /// A step as recorded. JSON documents must be objects (up to 64 KiB each) and default to `{}`.
@@ -122,7 +122,7 @@ impl UpdateStepInput {
 pub struct StepById(pub String);
 
 impl Loader<StepById> for TenantLoader {
-    type Value = Arc<domain::step::Step>;
+    type Value = Step;
     type Error = LoadError;
 
     async fn load(&self, keys: &[StepById]) -> Result<HashMap<StepById, Self::Value>, Self::Error> {
@@ -132,13 +132,14 @@ impl Loader<StepById> for TenantLoader {
             .map_err(load_error)?;
         Ok(rows
             .into_iter()
-            .map(|s| (StepById(s.id.clone()), Arc::new(s)))
+            .map(|s| (StepById(s.id.clone()), s.into()))
             .collect())
     }
 }
 
-/// Batch key: all steps of a workflow, in order. `with_screenshots` asks for each step's
-/// screenshot in the same statement (the caller looked ahead and saw it selected).
+/// Batch key: all steps of a workflow, in order, without their documents (see
+/// [`StepDocumentsOf`]). `with_screenshots` asks for each step's screenshot in the same
+/// statement (the caller looked ahead and saw it selected).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StepsOfWorkflow {
     pub workflow_id: String,
@@ -158,21 +159,21 @@ impl Loader<StepsOfWorkflow> for TenantLoader {
         ids.dedup();
         // One statement for the whole batch: if any key wants screenshots, all get them.
         let steps: Vec<Step> = if keys.iter().any(|k| k.with_screenshots) {
-            domain::step::of_workflows_with_screenshots(&self.db, &self.tenant, &ids)
+            domain::step::heads_of_workflows_with_screenshots(&self.db, &self.tenant, &ids)
                 .await
                 .map_err(load_error)?
                 .into_iter()
-                .map(|(row, screenshot)| Step {
-                    row: Arc::new(row),
+                .map(|(head, screenshot)| Step {
                     screenshot: Some(screenshot.map(Screenshot::from)),
+                    ..Step::without_documents(head)
                 })
                 .collect()
         } else {
-            domain::step::of_workflows(&self.db, &self.tenant, &ids)
+            domain::step::heads_of_workflows(&self.db, &self.tenant, &ids)
                 .await
                 .map_err(load_error)?
                 .into_iter()
-                .map(Step::from)
+                .map(Step::without_documents)
                 .collect()
         };
         let mut by_workflow: HashMap<&str, Vec<Step>> = HashMap::with_capacity(ids.len());
@@ -195,39 +196,76 @@ impl Loader<StepsOfWorkflow> for TenantLoader {
     }
 }
 
-/// One action of a workflow. Rows are shared (`Arc`): the batch loader hands the same
-/// steps to every resolver that asked, without copying their JSON documents.
+/// Batch key: the JSON documents of a step loaded without them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StepDocumentsOf(pub String);
+
+impl Loader<StepDocumentsOf> for TenantLoader {
+    type Value = Arc<StepDocuments>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[StepDocumentsOf],
+    ) -> Result<HashMap<StepDocumentsOf, Self::Value>, Self::Error> {
+        let ids: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        let rows = domain::step::documents_of(&self.db, &self.tenant, &ids)
+            .await
+            .map_err(load_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, documents)| (StepDocumentsOf(id), Arc::new(documents)))
+            .collect())
+    }
+}
+
+/// The GraphQL fields of [`Step`] read from its documents.
+const DOCUMENT_FIELDS: [&str; 6] = [
+    "selectors",
+    "elementMeta",
+    "pageContext",
+    "actionData",
+    "domContext",
+    "healedSelectors",
+];
+
+/// One action of a workflow. Parts are shared (`Arc`): the batch loader hands the same
+/// steps to every resolver that asked, without copying them.
 #[derive(Clone)]
 pub struct Step {
-    pub row: Arc<domain::step::Step>,
+    pub row: Arc<StepHead>,
+    /// `None` when the step came from a list, which loads documents only when asked.
+    documents: Option<Arc<StepDocuments>>,
     /// `Some` when the step was loaded together with its screenshot (see
     /// [`StepsOfWorkflow`]), so `screenshot` resolves without another lookup.
     screenshot: Option<Option<Screenshot>>,
 }
 
-impl From<Arc<domain::step::Step>> for Step {
-    fn from(row: Arc<domain::step::Step>) -> Self {
+impl From<domain::step::Step> for Step {
+    fn from(row: domain::step::Step) -> Self {
         Self {
-            row,
+            row: Arc::new(row.head),
+            documents: Some(Arc::new(row.documents)),
             screenshot: None,
         }
     }
 }
 
-impl From<domain::step::Step> for Step {
-    fn from(row: domain::step::Step) -> Self {
-        Arc::new(row).into()
-    }
-}
-
 impl Step {
+    fn without_documents(head: StepHead) -> Self {
+        Self {
+            row: Arc::new(head),
+            documents: None,
+            screenshot: None,
+        }
+    }
+
     async fn load(ctx: &Context<'_>, id: &str) -> async_graphql::Result<Self> {
-        let row = ctx
+        Ok(ctx
             .loader()?
             .load_one(StepById(id.to_owned()))
             .await?
-            .ok_or(AppError::NotFound("step"))?;
-        Ok(row.into())
+            .ok_or(AppError::NotFound("step"))?)
     }
 
     /// A step that may have been deleted since it was referenced (a run's current step, a
@@ -239,8 +277,44 @@ impl Step {
         let Some(id) = id else {
             return Ok(None);
         };
-        let row = ctx.loader()?.load_one(StepById(id.to_owned())).await?;
-        Ok(row.map(Self::from))
+        ctx.loader()?.load_one(StepById(id.to_owned())).await
+    }
+
+    /// The steps of a workflow for `Workflow.steps`. Looks ahead at what the query selects:
+    /// screenshots are joined into the steps' statement, and documents, when selected, are
+    /// fetched for the whole list at once rather than step by step.
+    pub async fn of_workflow(
+        ctx: &Context<'_>,
+        workflow_id: &str,
+    ) -> async_graphql::Result<Vec<Self>> {
+        let selection = ctx.look_ahead();
+        let key = StepsOfWorkflow {
+            workflow_id: workflow_id.to_owned(),
+            with_screenshots: selection.field("screenshot").exists(),
+        };
+        let loader = ctx.loader()?;
+        let mut steps = loader.load_one(key).await?.unwrap_or_default();
+        if DOCUMENT_FIELDS.iter().any(|f| selection.field(f).exists()) {
+            let mut documents = loader
+                .load_many(steps.iter().map(|s| StepDocumentsOf(s.row.id.clone())))
+                .await?;
+            for step in &mut steps {
+                step.documents = documents.remove(&StepDocumentsOf(step.row.id.clone()));
+            }
+        }
+        Ok(steps)
+    }
+
+    async fn documents(&self, ctx: &Context<'_>) -> async_graphql::Result<Arc<StepDocuments>> {
+        if let Some(documents) = &self.documents {
+            return Ok(documents.clone());
+        }
+        // Deleted between the list's statement and this one.
+        Ok(ctx
+            .loader()?
+            .load_one(StepDocumentsOf(self.row.id.clone()))
+            .await?
+            .ok_or(AppError::NotFound("step"))?)
     }
 }
 
@@ -268,28 +342,40 @@ impl Step {
     }
 
     /// How to find the element.
-    async fn selectors(&self) -> async_graphql::Result<Value> {
-        Ok(parse("selectors", &self.row.selectors)?)
+    async fn selectors(&self, ctx: &Context<'_>) -> async_graphql::Result<Value> {
+        Ok(parse("selectors", &self.documents(ctx).await?.selectors)?)
     }
 
     /// The element's tag, attributes and geometry at recording time.
-    async fn element_meta(&self) -> async_graphql::Result<Value> {
-        Ok(parse("element_meta", &self.row.element_meta)?)
+    async fn element_meta(&self, ctx: &Context<'_>) -> async_graphql::Result<Value> {
+        Ok(parse(
+            "element_meta",
+            &self.documents(ctx).await?.element_meta,
+        )?)
     }
 
     /// URL, title and viewport of the page.
-    async fn page_context(&self) -> async_graphql::Result<Value> {
-        Ok(parse("page_context", &self.row.page_context)?)
+    async fn page_context(&self, ctx: &Context<'_>) -> async_graphql::Result<Value> {
+        Ok(parse(
+            "page_context",
+            &self.documents(ctx).await?.page_context,
+        )?)
     }
 
     /// Action parameters, e.g. the typed value.
-    async fn action_data(&self) -> async_graphql::Result<Value> {
-        Ok(parse("action_data", &self.row.action_data)?)
+    async fn action_data(&self, ctx: &Context<'_>) -> async_graphql::Result<Value> {
+        Ok(parse(
+            "action_data",
+            &self.documents(ctx).await?.action_data,
+        )?)
     }
 
     /// Surrounding DOM, for healing.
-    async fn dom_context(&self) -> async_graphql::Result<Value> {
-        Ok(parse("dom_context", &self.row.dom_context)?)
+    async fn dom_context(&self, ctx: &Context<'_>) -> async_graphql::Result<Value> {
+        Ok(parse(
+            "dom_context",
+            &self.documents(ctx).await?.dom_context,
+        )?)
     }
 
     /// The screenshot shown with the step.
@@ -353,9 +439,10 @@ impl Step {
     }
 
     /// Selectors found by self-healing after the recorded ones stopped matching.
-    async fn healed_selectors(&self) -> async_graphql::Result<Option<Value>> {
+    async fn healed_selectors(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Value>> {
         Ok(self
-            .row
+            .documents(ctx)
+            .await?
             .healed_selectors
             .as_deref()
             .map(|s| parse("healed_selectors", s))

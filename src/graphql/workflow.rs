@@ -262,11 +262,7 @@ impl Workflow {
 
     /// The steps, ordered by `stepNumber`.
     async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Step>> {
-        let key = StepsOfWorkflow {
-            workflow_id: self.row.id.clone(),
-            with_screenshots: ctx.look_ahead().field("screenshot").exists(),
-        };
-        Ok(ctx.loader()?.load_one(key).await?.unwrap_or_default())
+        Step::of_workflow(ctx, &self.row.id).await
     }
 
     /// How many steps the workflow has.
