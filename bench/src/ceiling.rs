@@ -1,11 +1,13 @@
 //! The raw-SQL ceilings: the statements Stepwise issues for Q1 and for one `reportStep`,
 //! sent straight to PostgreSQL with tokio-postgres over the same number of connections.
 //!
-//! Q1 is three statements (see `domain::workflow::list`, `domain::step::of_workflows` and
-//! `domain::screenshot::find_many`, batched by the loaders in `graphql/`), and the write is
-//! the transaction of `domain::run::report_step` for a SUCCESS outcome. The texts below
-//! are written from that diesel code in diesel's style; they have not yet been checked
-//! against PostgreSQL's statement log (`log_statement = 'all'`), which is worth doing.
+//! Q1 is two statements (`domain::workflow::list`, then
+//! `domain::step::heads_of_workflows_with_screenshots` batched by the steps loader in
+//! `graphql/step.rs`); their texts were copied from PostgreSQL's statement log
+//! (`ALTER DATABASE stepwise_bench SET log_statement = 'all'`) while Stepwise answered Q1.
+//! The write is the transaction of `domain::run::report_step` for a SUCCESS outcome, then
+//! the `pg_notify` that publishes its event to other instances (Stepwise sends it on another
+//! pooled connection once the transaction committed), as the statement log shows them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +19,11 @@ use crate::servers::Result;
 
 const WORKFLOW_COLUMNS: &str = r#""workflows"."id", "workflows"."company_id", "workflows"."created_by", "workflows"."name", "workflows"."description", "workflows"."status", "workflows"."success_rate", "workflows"."total_uses", "workflows"."consecutive_failures", "workflows"."last_success_at", "workflows"."last_failure_at", "workflows"."tags", "workflows"."created_at", "workflows"."updated_at""#;
 
-const STEP_COLUMNS: &str = r#""steps"."id", "steps"."company_id", "steps"."workflow_id", "steps"."step_number", "steps"."action_type", "steps"."selectors", "steps"."element_meta", "steps"."page_context", "steps"."action_data", "steps"."dom_context", "steps"."screenshot_id", "steps"."field_label", "steps"."instruction", "steps"."ai_confidence", "steps"."ai_model", "steps"."label_edited", "steps"."instruction_edited", "steps"."edited_by", "steps"."edited_at", "steps"."healed_selectors", "steps"."healed_at", "steps"."healing_confidence", "steps"."healing_method", "steps"."created_at", "steps"."updated_at""#;
+const STEP_HEAD_COLUMNS: &str = r#""steps"."id", "steps"."company_id", "steps"."workflow_id", "steps"."step_number", "steps"."action_type", "steps"."screenshot_id", "steps"."field_label", "steps"."instruction", "steps"."ai_confidence", "steps"."ai_model", "steps"."label_edited", "steps"."instruction_edited", "steps"."edited_by", "steps"."edited_at", "steps"."healed_at", "steps"."healing_confidence", "steps"."healing_method", "steps"."created_at", "steps"."updated_at""#;
 
-const SCREENSHOT_COLUMNS: &str = r#""screenshots"."id", "screenshots"."company_id", "screenshots"."workflow_id", "screenshots"."hash", "screenshots"."storage_key", "screenshots"."content_type", "screenshots"."size_bytes", "screenshots"."width", "screenshots"."height", "screenshots"."created_at""#;
+/// The steps' statement of Q1: every step column but the JSON documents, with the
+/// screenshot joined in.
+const STEPS_WITH_SCREENSHOTS: &str = r#"SELECT "steps"."id", "steps"."company_id", "steps"."workflow_id", "steps"."step_number", "steps"."action_type", "steps"."screenshot_id", "steps"."field_label", "steps"."instruction", "steps"."ai_confidence", "steps"."ai_model", "steps"."label_edited", "steps"."instruction_edited", "steps"."edited_by", "steps"."edited_at", "steps"."healed_at", "steps"."healing_confidence", "steps"."healing_method", "steps"."created_at", "steps"."updated_at", "screenshots"."id", "screenshots"."company_id", "screenshots"."workflow_id", "screenshots"."hash", "screenshots"."storage_key", "screenshots"."content_type", "screenshots"."size_bytes", "screenshots"."width", "screenshots"."height", "screenshots"."created_at" FROM ("steps" LEFT OUTER JOIN "screenshots" ON (("screenshots"."id" = "steps"."screenshot_id") AND ("screenshots"."company_id" = "steps"."company_id"))) WHERE (("steps"."company_id" = $1) AND ("steps"."workflow_id" = ANY($2))) ORDER BY "steps"."workflow_id" ASC, "steps"."step_number" ASC"#;
 
 const RUN_COLUMNS: &str = r#""runs"."id", "runs"."company_id", "runs"."workflow_id", "runs"."started_by", "runs"."status", "runs"."steps_total", "runs"."steps_completed", "runs"."steps_failed", "runs"."steps_healed", "runs"."current_step_id", "runs"."error", "runs"."started_at", "runs"."finished_at", "runs"."created_at", "runs"."updated_at""#;
 
@@ -31,13 +35,12 @@ pub async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
-/// The three statements of Q1 on one connection.
+/// The two statements of Q1 on one connection.
 pub struct Q1Sql {
     client: Client,
     company_id: String,
     workflows: Statement,
     steps: Statement,
-    screenshots: Statement,
 }
 
 impl Q1Sql {
@@ -48,22 +51,12 @@ impl Q1Sql {
                 r#"SELECT {WORKFLOW_COLUMNS} FROM "workflows" WHERE ("workflows"."company_id" = $1) ORDER BY "workflows"."created_at" DESC, "workflows"."id" DESC LIMIT $2"#
             ))
             .await?;
-        let steps = client
-            .prepare(&format!(
-                r#"SELECT {STEP_COLUMNS} FROM "steps" WHERE (("steps"."company_id" = $1) AND ("steps"."workflow_id" = ANY($2))) ORDER BY "steps"."workflow_id" ASC, "steps"."step_number" ASC"#
-            ))
-            .await?;
-        let screenshots = client
-            .prepare(&format!(
-                r#"SELECT {SCREENSHOT_COLUMNS} FROM "screenshots" WHERE (("screenshots"."company_id" = $1) AND ("screenshots"."id" = ANY($2)))"#
-            ))
-            .await?;
+        let steps = client.prepare(STEPS_WITH_SCREENSHOTS).await?;
         Ok(Self {
             client,
             company_id: company_id.to_owned(),
             workflows,
             steps,
-            screenshots,
         })
     }
 }
@@ -83,16 +76,7 @@ impl Op for Q1Sql {
             .query(&self.steps, &[&self.company_id, &ids])
             .await
             .map_err(err)?;
-        let shots: Vec<String> = steps
-            .iter()
-            .filter_map(|r| r.get::<_, Option<String>>(10))
-            .collect();
-        let found = self
-            .client
-            .query(&self.screenshots, &[&self.company_id, &shots])
-            .await
-            .map_err(err)?;
-        if ids.is_empty() || found.is_empty() {
+        if ids.is_empty() || steps.is_empty() {
             return Err("Q1 ceiling read no rows".into());
         }
         Ok(())
@@ -109,6 +93,7 @@ pub struct ReportSql {
     select_step: Statement,
     insert_log: Statement,
     update_run: Statement,
+    notify: Statement,
     counter: Arc<AtomicU64>,
 }
 
@@ -128,7 +113,7 @@ impl ReportSql {
             .await?;
         let select_step = client
             .prepare(&format!(
-                r#"SELECT {STEP_COLUMNS} FROM "steps" WHERE (("steps"."company_id" = $1) AND ("steps"."id" = $2)) LIMIT $3"#
+                r#"SELECT {STEP_HEAD_COLUMNS} FROM "steps" WHERE (("steps"."company_id" = $1) AND ("steps"."id" = $2)) LIMIT $3"#
             ))
             .await?;
         let insert_log = client
@@ -141,6 +126,7 @@ impl ReportSql {
                 r#"UPDATE "runs" SET "status" = $1, "steps_completed" = ("runs"."steps_completed" + $2), "steps_healed" = ("runs"."steps_healed" + $3), "steps_failed" = ("runs"."steps_failed" + $4), "current_step_id" = $5, "updated_at" = (now() AT TIME ZONE 'utc') WHERE ((("runs"."company_id" = $6) AND ("runs"."id" = $7)) AND ("runs"."status" = ANY($8))) RETURNING {RUN_COLUMNS}"#
             ))
             .await?;
+        let notify = client.prepare("SELECT pg_notify($1, $2)").await?;
         Ok(Self {
             client,
             company_id: company_id.to_owned(),
@@ -150,6 +136,7 @@ impl ReportSql {
             select_step,
             insert_log,
             update_run,
+            notify,
             counter,
         })
     }
@@ -194,22 +181,59 @@ impl Op for ReportSql {
         .await
         .map_err(err)?;
         let allowed = vec!["queued".to_owned(), "running".to_owned()];
-        tx.query_one(
-            &self.update_run,
-            &[
-                &"running",
-                &1i32,
-                &0i32,
-                &0i32,
-                &Some(step_id.clone()),
-                &self.company_id,
-                &self.run_id,
-                &allowed,
-            ],
-        )
-        .await
-        .map_err(err)?;
+        let run = tx
+            .query_one(
+                &self.update_run,
+                &[
+                    &"running",
+                    &1i32,
+                    &0i32,
+                    &0i32,
+                    &Some(step_id.clone()),
+                    &self.company_id,
+                    &self.run_id,
+                    &allowed,
+                ],
+            )
+            .await
+            .map_err(err)?;
         tx.commit().await.map_err(err)?;
+        // The event, shaped and sized like Stepwise's (the run as it now is), on a channel
+        // nobody listens to.
+        let columns = [
+            "id",
+            "company_id",
+            "workflow_id",
+            "started_by",
+            "status",
+            "current_step_id",
+        ];
+        let mut fields = serde_json::Map::new();
+        for (i, name) in columns.iter().enumerate() {
+            let value: Option<String> = run.get(if i < 5 { i } else { 9 });
+            fields.insert((*name).to_owned(), serde_json::json!(value));
+        }
+        for (i, name) in [
+            "steps_total",
+            "steps_completed",
+            "steps_failed",
+            "steps_healed",
+        ]
+        .iter()
+        .enumerate()
+        {
+            fields.insert(
+                (*name).to_owned(),
+                serde_json::json!(run.get::<_, i32>(5 + i)),
+            );
+        }
+        let payload = serde_json::json!({ "o": "ceiling", "e": [{ "company_id": self.company_id,
+            "kind": { "type": "run_changed", "run": fields } }] })
+        .to_string();
+        self.client
+            .query_one(&self.notify, &[&"stepwise_bench_ceiling", &payload])
+            .await
+            .map_err(err)?;
         Ok(())
     }
 }

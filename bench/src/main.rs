@@ -84,6 +84,9 @@ struct Options {
     /// Health logs seeded (over all workflows).
     #[arg(long, default_value_t = 100_000)]
     health_logs: usize,
+    /// Run only these scenarios (comma-separated: q1, q2, w1, s1); default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Skip PostGraphile (no npm).
     #[arg(long)]
     skip_postgraphile: bool,
@@ -238,9 +241,17 @@ struct Scenarios {
     rows: Vec<Row>,
     warmup: Duration,
     duration: Duration,
+    /// Lower-case scenario codes to run; empty runs all.
+    only: Vec<String>,
 }
 
 impl Scenarios {
+    /// Whether `--only` lets `scenario` ("Q1 workflows+...") run.
+    fn wanted(&self, scenario: &str) -> bool {
+        let code = scenario.split(' ').next().unwrap_or_default();
+        self.only.is_empty() || self.only.iter().any(|o| o.eq_ignore_ascii_case(code))
+    }
+
     async fn run<O: load::Op>(
         &mut self,
         scenario: &str,
@@ -248,6 +259,9 @@ impl Scenarios {
         ops: Vec<O>,
         pid: Option<u32>,
     ) {
+        if !self.wanted(scenario) {
+            return;
+        }
         eprintln!(
             "running {scenario} on {target} with {} clients...",
             ops.len()
@@ -357,6 +371,7 @@ async fn run_all(options: Options) -> Result<()> {
         rows: Vec::new(),
         warmup: Duration::from_secs(options.warmup),
         duration: Duration::from_secs(options.duration),
+        only: options.only.clone(),
     };
     let mut setup = json!({});
 
@@ -417,7 +432,7 @@ async fn run_all(options: Options) -> Result<()> {
         .run("W1 reportStep", "stepwise-pg", ops, Some(server.pid))
         .await;
 
-    if options.subscribers > 0 {
+    if options.subscribers > 0 && scenarios.wanted("S1") {
         eprintln!("running S1 with {} subscribers...", options.subscribers);
         let config = fanout::Config {
             subscribers: options.subscribers,
@@ -569,6 +584,7 @@ fn options_json(options: &Options) -> Value {
         "read_clients": options.read_clients, "few_clients": options.few_clients,
         "write_clients": options.write_clients, "subscribers": options.subscribers,
         "s1_events": options.s1_events, "s1_interval_ms": options.s1_interval_ms,
+        "only": options.only,
         "companies": options.companies, "workflows": options.workflows,
         "health_logs": options.health_logs,
     })
