@@ -16,8 +16,12 @@ use crate::db::{Db, migrations};
 use crate::domain;
 use crate::domain::health::HealthRules;
 use crate::events::EventBus;
-use crate::graphql::{self, QueryLimits, ScreenshotSettings, Services};
+use crate::graphql::{self, ParsedDocuments, QueryLimits, ScreenshotSettings, Services};
 use crate::http::{self, AppState, CorsOrigins, HttpConfig, WebSocketConfig};
+
+/// Parsed operations kept per instance: far more distinct operations than a product's
+/// clients send, at a few KB each.
+const PARSED_DOCUMENTS_KEPT: usize = 1_000;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database.database_url)?;
@@ -120,6 +124,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         websocket,
         http,
         limits,
+        documents: Arc::new(ParsedDocuments::new(PARSED_DOCUMENTS_KEPT)),
         user_connections: Default::default(),
         shutdown,
     });

@@ -7,6 +7,7 @@
 mod account;
 mod company;
 mod context;
+mod documents;
 mod guards;
 mod health_log;
 mod limits;
@@ -23,6 +24,7 @@ mod workflow;
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 pub use context::{RequestData, ScreenshotSettings, Services};
+pub use documents::ParsedDocuments;
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name};
 
 /// Everything a client can read.

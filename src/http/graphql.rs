@@ -194,6 +194,7 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
         Ok(parsed) => parsed,
         Err(rejection) => return rejection.into_response(media),
     };
+    state.documents.prepare(&mut graphql_request);
     if is_get && selects_mutation(&mut graphql_request) {
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,

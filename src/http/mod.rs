@@ -6,6 +6,7 @@ mod metrics;
 mod screenshots;
 mod websocket;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,7 +18,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::graphql::{QueryLimits, Services, StepwiseSchema};
+use crate::graphql::{ParsedDocuments, QueryLimits, Services, StepwiseSchema};
 pub use graphql::{CorsOrigins, HttpConfig};
 pub use websocket::{UserConnections, WebSocketConfig};
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub user_connections: UserConnections,
     /// Limits checked by the transports themselves (the rest live on the schema).
     pub limits: QueryLimits,
+    /// Recently parsed operations, shared by both transports.
+    pub documents: Arc<ParsedDocuments>,
     /// Becomes true when the server begins shutting down; WebSockets then close with 1001.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -478,6 +478,7 @@ impl Connection {
         if let Some(variables) = payload.variables {
             request = request.variables(async_graphql::Variables::from_json(variables));
         }
+        self.state.documents.prepare(&mut request);
         let described = metrics::describe(&mut request);
         if let Err(error) = check_aliases(&mut request, self.state.limits.max_aliases) {
             return self.on_outgoing(Outgoing::Error(id, vec![error])).await;
