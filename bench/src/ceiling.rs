@@ -200,33 +200,14 @@ impl Op for ReportSql {
         tx.commit().await.map_err(err)?;
         // The event, shaped and sized like Stepwise's (the run as it now is), on a channel
         // nobody listens to.
-        let columns = [
-            "id",
-            "company_id",
-            "workflow_id",
-            "started_by",
-            "status",
-            "current_step_id",
-        ];
-        let mut fields = serde_json::Map::new();
-        for (i, name) in columns.iter().enumerate() {
-            let value: Option<String> = run.get(if i < 5 { i } else { 9 });
-            fields.insert((*name).to_owned(), serde_json::json!(value));
-        }
-        for (i, name) in [
-            "steps_total",
-            "steps_completed",
-            "steps_failed",
-            "steps_healed",
-        ]
-        .iter()
-        .enumerate()
-        {
-            fields.insert(
-                (*name).to_owned(),
-                serde_json::json!(run.get::<_, i32>(5 + i)),
-            );
-        }
+        // Positions in RUN_COLUMNS.
+        let text = |i: usize| serde_json::json!(run.get::<_, Option<String>>(i));
+        let count = |i: usize| serde_json::json!(run.get::<_, i32>(i));
+        let fields = serde_json::json!({
+            "id": text(0), "company_id": text(1), "workflow_id": text(2), "started_by": text(3),
+            "status": text(4), "steps_total": count(5), "steps_completed": count(6),
+            "steps_failed": count(7), "steps_healed": count(8), "current_step_id": text(9),
+        });
         let payload = serde_json::json!({ "o": "ceiling", "e": [{ "company_id": self.company_id,
             "kind": { "type": "run_changed", "run": fields } }] })
         .to_string();

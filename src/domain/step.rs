@@ -42,12 +42,6 @@ impl std::ops::Deref for Step {
     }
 }
 
-impl std::ops::DerefMut for Step {
-    fn deref_mut(&mut self) -> &mut StepHead {
-        &mut self.head
-    }
-}
-
 /// Every column of a step but its JSON documents.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = steps, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
@@ -434,7 +428,7 @@ pub async fn add(
         }
         check_screenshots!(conn, tenant, row.screenshot_id.as_slice());
         shift_steps!(conn, workflow_id, number, 1);
-        row.step_number = number;
+        row.head.step_number = number;
         diesel::insert_into(steps::table)
             .values(&row)
             .execute(conn)

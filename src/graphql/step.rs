@@ -261,9 +261,7 @@ impl Step {
     }
 
     async fn load(ctx: &Context<'_>, id: &str) -> async_graphql::Result<Self> {
-        Ok(ctx
-            .loader()?
-            .load_one(StepById(id.to_owned()))
+        Ok(Self::load_optional(ctx, Some(id))
             .await?
             .ok_or(AppError::NotFound("step"))?)
     }
