@@ -20,6 +20,10 @@ pub enum ErrorCode {
     NotFound,
     BadUserInput,
     Conflict,
+    /// The server cannot take this on right now (pool exhausted, busy); retry later.
+    Unavailable,
+    /// Too many attempts from this client or for this account; retry after a while.
+    RateLimited,
     Internal,
 }
 
@@ -31,6 +35,8 @@ impl ErrorCode {
             Self::NotFound => "NOT_FOUND",
             Self::BadUserInput => "BAD_USER_INPUT",
             Self::Conflict => "CONFLICT",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::RateLimited => "RATE_LIMITED",
             Self::Internal => "INTERNAL",
         }
     }
@@ -51,6 +57,15 @@ pub enum AppError {
     },
     /// A uniqueness rule was hit (duplicate email, ...).
     Conflict(String),
+    /// A shared resource is exhausted for now (database connections, hashing slots, a
+    /// deadlock that kept recurring). Nothing was changed; the client may retry after
+    /// `retry_after`. The message says which resource, never internals.
+    Unavailable {
+        message: &'static str,
+        retry_after: std::time::Duration,
+    },
+    /// The caller (client address or account) made too many attempts.
+    RateLimited { retry_after: std::time::Duration },
     /// Something we did not expect. Logged, then reported without detail.
     Internal(anyhow::Error),
 }
@@ -69,6 +84,16 @@ impl AppError {
         Self::Internal(error.into())
     }
 
+    /// When a client may try again, for the retryable codes.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } | Self::RateLimited { retry_after } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
@@ -76,6 +101,8 @@ impl AppError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::BadUserInput { .. } => ErrorCode::BadUserInput,
             Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Unavailable { .. } => ErrorCode::Unavailable,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -86,6 +113,11 @@ impl AppError {
             Self::Unauthenticated(m) | Self::Forbidden(m) => (*m).to_owned(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::BadUserInput { message, .. } | Self::Conflict(message) => message.clone(),
+            Self::Unavailable { message, .. } => (*message).to_owned(),
+            Self::RateLimited { retry_after } => format!(
+                "too many attempts; try again in {} seconds",
+                retry_after.as_secs().max(1)
+            ),
             Self::Internal(_) => "internal server error".to_owned(),
         }
     }
@@ -114,10 +146,17 @@ impl From<AppError> for async_graphql::Error {
             AppError::BadUserInput { field, .. } => field.clone(),
             _ => None,
         };
+        // Whole seconds, rounded up: what an HTTP `Retry-After` header can say.
+        let retry_after = error
+            .retry_after()
+            .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
         async_graphql::Error::new(error.client_message()).extend_with(|_, ext| {
             ext.set("code", code.as_str());
             if let Some(field) = &field {
                 ext.set("field", field.as_str());
+            }
+            if let Some(seconds) = retry_after {
+                ext.set("retryAfter", seconds.max(1));
             }
         })
     }

@@ -134,6 +134,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, backend = ?services.db.backend(), "stepwise listening; GraphiQL at http://{address}/graphql");
+    // The peer address is what per-client limits (sign-in attempts) are keyed by.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

@@ -166,9 +166,11 @@ impl Db {
                 let permit = tokio::time::timeout(*acquire_timeout, writer.clone().acquire_owned())
                     .await
                     .map_err(|_| {
-                        AppError::internal(anyhow::anyhow!(
-                            "timed out waiting for the SQLite writer"
-                        ))
+                        tracing::warn!("timed out waiting for the SQLite writer");
+                        AppError::Unavailable {
+                            message: "the database is busy; try again shortly",
+                            retry_after: POOL_RETRY_AFTER,
+                        }
                     })?
                     .map_err(AppError::internal)?;
                 WriteConn::Sqlite(permit, pool.get().await.map_err(pool_error)?)
@@ -186,9 +188,19 @@ impl Db {
     }
 }
 
+/// A connection could not be had: every one is busy (timeout) or the database does not
+/// answer. Neither is the client's fault nor a bug, and nothing was done, so the client is
+/// told to retry (UNAVAILABLE, 503 over HTTP) and the detail goes to the log.
 fn pool_error(error: PoolError) -> AppError {
-    AppError::internal(anyhow::Error::new(error).context("acquiring a database connection"))
+    tracing::warn!(error = %error, "no database connection for a request");
+    AppError::Unavailable {
+        message: "the database is busy or unreachable; try again shortly",
+        retry_after: POOL_RETRY_AFTER,
+    }
 }
+
+/// What a client that found the pool exhausted is told to wait.
+const POOL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Counts every statement a connection starts.
 fn count_statements() -> impl Instrumentation {

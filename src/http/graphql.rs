@@ -566,12 +566,20 @@ fn graphql_response(mut response: async_graphql::Response, media: MediaType) -> 
             );
         }
     };
-    let status = match (request_error, media) {
-        (true, MediaType::GraphQLResponseJson) => StatusCode::BAD_REQUEST,
+    let retry = (!request_error && response.data == ConstValue::Null)
+        .then(|| retryable_failure(&response.errors))
+        .flatten();
+    let status = match (request_error, media, retry) {
+        (true, MediaType::GraphQLResponseJson, _) => StatusCode::BAD_REQUEST,
+        (false, _, Some((status, _))) => status,
         // Legacy clients expect 200 for anything that is a GraphQL response.
-        (true, MediaType::Json) | (false, _) => StatusCode::OK,
+        (true, MediaType::Json, _) | (false, _, None) => StatusCode::OK,
     };
     let mut http = (status, body).into_response();
+    if let Some((_, seconds)) = retry {
+        http.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     http.headers_mut()
         .insert(header::CONTENT_TYPE, media.content_type());
     if response.is_ok()
@@ -582,6 +590,29 @@ fn graphql_response(mut response: async_graphql::Response, media: MediaType) -> 
     }
     http.headers_mut().extend(response.http_headers);
     http
+}
+
+/// When nothing could be answered because the server is busy (UNAVAILABLE: 503) or the
+/// client made too many attempts (RATE_LIMITED: 429), HTTP says so too, with the
+/// `Retry-After` the errors carry, so proxies and client libraries back off on their own.
+fn retryable_failure(errors: &[async_graphql::ServerError]) -> Option<(StatusCode, u64)> {
+    errors.iter().find_map(|error| {
+        let extensions = error.extensions.as_ref()?;
+        let status = match extensions.get("code")? {
+            ConstValue::String(code) if code == ErrorCode::RateLimited.as_str() => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ConstValue::String(code) if code == ErrorCode::Unavailable.as_str() => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => return None,
+        };
+        let seconds = match extensions.get("retryAfter") {
+            Some(ConstValue::Number(n)) => n.as_u64().unwrap_or(1),
+            _ => 1,
+        };
+        Some((status, seconds))
+    })
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {
