@@ -115,6 +115,16 @@ pub struct ServeArgs {
     #[arg(long, env = "STEPWISE_RUN_TIMEOUT_SECONDS", default_value_t = 600)]
     pub run_timeout_seconds: u64,
 
+    /// How far back, in seconds, a `healthLogRecorded` subscription may resume with
+    /// `after`: a resume replays from the database, so the window bounds that work. Older
+    /// cursors are refused; the client subscribes afresh and pages `healthLogs` instead.
+    #[arg(
+        long,
+        env = "STEPWISE_HEALTH_LOG_REPLAY_WINDOW_SECONDS",
+        default_value_t = 86_400
+    )]
+    pub health_log_replay_window_seconds: u64,
+
     /// How often the sweeper looks for timed-out runs, in seconds.
     #[arg(long, env = "STEPWISE_SWEEP_INTERVAL_SECONDS", default_value_t = 30)]
     pub sweep_interval_seconds: u64,
@@ -205,6 +215,12 @@ pub struct DatabaseArgs {
     /// How long a request waits for a free connection before failing, in milliseconds.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
     pub acquire_timeout_ms: u64,
+
+    /// Most pooled connections one GraphQL request (or one WebSocket connection) holds at
+    /// once; its other queries wait for these, so one heavy request cannot take the pool
+    /// from everyone else.
+    #[arg(long, env = "STEPWISE_MAX_REQUEST_CONNECTIONS", default_value_t = 3)]
+    pub max_request_connections: usize,
 }
 
 impl DatabaseArgs {

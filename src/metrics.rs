@@ -67,6 +67,13 @@ pub struct OperationLabels {
     pub outcome: Outcome,
 }
 
+/// Why an event from another instance was dropped (`unsigned`, `bad_signature`,
+/// `malformed`): a closed set.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedEventLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LatencyLabels {
     pub operation: &'static str,
@@ -82,6 +89,7 @@ pub struct Metrics {
     pub events_published: Counter,
     pub events_received_remote: Counter,
     pub events_delivered: Counter,
+    pub events_rejected: Family<RejectedEventLabels, Counter>,
     pub db_statements: Counter,
     pub db_pool_connections: Gauge,
     pub db_pool_idle: Gauge,
@@ -135,6 +143,17 @@ impl Metrics {
             "Events handed to a subscription of the company they belong to",
             events_delivered.clone(),
         );
+        let events_rejected = Family::<RejectedEventLabels, Counter>::default();
+        // Every reason shows from the start, at 0, so a rise is visible to alert rules.
+        for reason in ["unsigned", "bad_signature", "malformed"] {
+            drop(events_rejected.get_or_create(&RejectedEventLabels { reason }));
+        }
+        registry.register(
+            "events_rejected",
+            "Event notifications from the database dropped because they were not envelopes \
+             signed with the shared secret",
+            events_rejected.clone(),
+        );
         let db_statements = Counter::default();
         registry.register(
             "db_statements",
@@ -162,6 +181,7 @@ impl Metrics {
             events_published,
             events_received_remote,
             events_delivered,
+            events_rejected,
             db_statements,
             db_pool_connections,
             db_pool_idle,
@@ -179,6 +199,13 @@ impl Metrics {
                 .observe(elapsed.as_secs_f64());
         }
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts an event notification dropped for `reason`.
+    pub fn reject_event(&self, reason: &'static str) {
+        self.events_rejected
+            .get_or_create(&RejectedEventLabels { reason })
+            .inc();
     }
 
     /// The text exposition of every metric.

@@ -16,7 +16,10 @@ use crate::db::{Db, migrations};
 use crate::domain;
 use crate::domain::health::HealthRules;
 use crate::events::EventBus;
-use crate::graphql::{self, ParsedDocuments, QueryLimits, ScreenshotSettings, Services};
+use crate::events::log_stream::LogStream;
+use crate::graphql::{
+    self, ParsedDocuments, QueryLimits, ScreenshotSettings, Services, StreamCursors,
+};
 use crate::http::{self, AppState, CorsOrigins, HttpConfig, WebSocketConfig};
 
 /// Parsed operations kept per instance: far more distinct operations than a product's
@@ -40,9 +43,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = Arc::new(TokenKeys::new(&secret, &args.jwt)?);
     let db = Db::connect(&args.database)?;
     let events = match &url {
-        DatabaseUrl::Postgres(url) => EventBus::with_postgres(url.clone()),
+        DatabaseUrl::Postgres(url) => EventBus::with_postgres(url.clone(), &secret, db.clone()),
         DatabaseUrl::Sqlite(_) => EventBus::new(),
     };
+    let log_stream = LogStream::start(db.clone(), &events);
     if !(0.0..=1.0).contains(&args.review_below_confidence) || args.broken_after_failures < 1 {
         anyhow::bail!(
             "health thresholds: review confidence must be within 0–1 and failures at least 1"
@@ -76,11 +80,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         db,
         tokens,
         events,
+        log_stream,
+        stream_cursors: StreamCursors::new(
+            &secret,
+            Duration::from_secs(args.health_log_replay_window_seconds.max(1)),
+        ),
         health,
         blobs,
         url_signer,
         screenshots,
         batch_window: Duration::from_micros(args.batch_window_us),
+        request_connections: args.database.max_request_connections,
     };
     spawn_blob_sweep(
         services.clone(),

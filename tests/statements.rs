@@ -167,3 +167,46 @@ async fn statement_counter_moves_with_work(backend: Backend) {
         "a write ran no statement?"
     );
 }
+
+both_backends!(status_change_subscribers_do_not_read_per_event);
+/// A workflow status change costs the same statements with 1 or 60 `workflowStatusChanged`
+/// subscribers: the event carries the workflow, nobody reads it again per subscriber.
+async fn status_change_subscribers_do_not_read_per_event(backend: Backend) {
+    use common::realtime::{Subscriber, workflow_status_changed_query};
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.member_token.as_str();
+    let wf = simple_workflow(&server, token, "Flow", 1).await;
+    let id = str_field(&wf, "id");
+    let mut status = ["ACTIVE", "DRAFT"].into_iter().cycle();
+    let mut cost = Vec::new();
+    for subscribers in [1usize, 60] {
+        let ops: Vec<String> = (0..subscribers).map(|i| format!("s{i}")).collect();
+        let query = workflow_status_changed_query();
+        let specs: Vec<(&str, &str, Value)> = ops
+            .iter()
+            .map(|op| (op.as_str(), query.as_str(), json!({ "workflowId": id })))
+            .collect();
+        let mut sub = Subscriber::start(&server, Some(token), &specs);
+        let names: Vec<&str> = ops.iter().map(String::as_str).collect();
+        sub.until_live(&names, async || {
+            set_status(&server, token, &id, status.next().unwrap()).await;
+        })
+        .await;
+        // Let stragglers of the warm-up arrive before counting.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let before = server.metric(COUNTER).await;
+        set_status(&server, token, &id, status.next().unwrap()).await;
+        for op in &names {
+            sub.expect_data(op).await;
+        }
+        cost.push(server.metric(COUNTER).await - before);
+        sub.disconnect().await;
+    }
+    assert!(
+        cost[1] <= cost[0] + 2.0,
+        "a status change cost {} statements with 1 subscriber and {} with 60",
+        cost[0],
+        cost[1]
+    );
+}

@@ -2,6 +2,7 @@
 //! verified token. A company id is only ever taken from a verified token, never from input.
 
 pub mod jwt;
+pub mod mac;
 pub mod membership;
 pub mod password;
 pub mod signed_url;

@@ -4,6 +4,10 @@
 //! [`with_conn!`](crate::with_conn) / [`transaction!`](crate::transaction) macros expand a
 //! query body once per backend: every query is written once and type-checked twice.
 //!
+//! One request may hold only a few connections at a time ([`Db::for_request`]): nested
+//! lists resolve concurrently, and without a share one deep query could take every pooled
+//! connection while other companies' requests time out behind it.
+//!
 //! SQLite allows one writer at a time. Instead of letting concurrent write transactions
 //! collide ("database is locked" when a deferred transaction upgrades), [`Db`] hands out
 //! SQLite write connections behind a one-permit semaphore; readers are never blocked (WAL).
@@ -40,6 +44,12 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
      PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
 
+/// PostgreSQL: the oldest transaction id still running. A commit-ordered stream stamped
+/// with its writers' transaction ids (health logs' `commit_seq`) is read only below it:
+/// every transaction with a smaller id has finished, so nothing can appear there later.
+/// SQLite needs no fence: its single writer commits in stamping order.
+pub const STREAM_FENCE_POSTGRES: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
 /// Per-connection settings for PostgreSQL, visible in `pg_stat_activity`.
 const POSTGRES_SETUP: &str = "SET application_name = 'stepwise'; SET TIME ZONE 'UTC';";
 
@@ -53,6 +63,8 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Db {
     pools: Pools,
+    /// For a request's handle: the connections it may hold at once.
+    share: Option<Arc<Semaphore>>,
 }
 
 #[derive(Clone)]
@@ -71,16 +83,19 @@ enum Pools {
 // Lives on the stack for one query; boxing the larger variant would allocate per query.
 #[allow(clippy::large_enum_variant)]
 pub enum Conn {
-    Sqlite(Object<SqliteConn>),
-    Postgres(Object<AsyncPgConnection>),
+    Sqlite(Object<SqliteConn>, Share),
+    Postgres(Object<AsyncPgConnection>, Share),
 }
 
 /// A connection allowed to write; on SQLite it holds the single writer permit.
 #[allow(clippy::large_enum_variant)] // as for `Conn`
 pub enum WriteConn {
-    Sqlite(OwnedSemaphorePermit, Object<SqliteConn>),
-    Postgres(Object<AsyncPgConnection>),
+    Sqlite(OwnedSemaphorePermit, Object<SqliteConn>, Share),
+    Postgres(Object<AsyncPgConnection>, Share),
 }
+
+/// A request's claim on one of its connections; released with the connection.
+pub struct Share(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 impl Db {
     /// Builds the pool. Connections are opened lazily, so this succeeds while the database
@@ -128,7 +143,43 @@ impl Db {
                 Pools::Postgres { pool }
             }
         };
-        Ok(Self { pools })
+        Ok(Self { pools, share: None })
+    }
+
+    /// A handle for one request (or one WebSocket connection) that holds at most
+    /// `max_connections` pooled connections at once; further queries of the same request
+    /// wait for one of its own to come back, never for other requests' connections.
+    pub fn for_request(&self, max_connections: usize) -> Self {
+        Self {
+            pools: self.pools.clone(),
+            share: Some(Arc::new(Semaphore::new(max_connections.max(1)))),
+        }
+    }
+
+    fn acquire_timeout(&self) -> Duration {
+        match &self.pools {
+            Pools::Sqlite {
+                acquire_timeout, ..
+            } => *acquire_timeout,
+            Pools::Postgres { pool } => pool.timeouts().wait.unwrap_or(POOL_RETRY_AFTER),
+        }
+    }
+
+    /// Waits for this handle's share of the pool, if it has one.
+    async fn share(&self) -> AppResult<Share> {
+        let Some(share) = &self.share else {
+            return Ok(Share(None));
+        };
+        match tokio::time::timeout(self.acquire_timeout(), share.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Share(Some(permit))),
+            // The semaphore is never closed; a timeout means this request's own queries
+            // kept every connection it may hold busy for the whole wait.
+            Ok(Err(_)) | Err(_) => Err(AppError::Unavailable {
+                message: "this request is waiting on too many database queries of its own; \
+                          ask for less at once",
+                retry_after: POOL_RETRY_AFTER,
+            }),
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -149,14 +200,20 @@ impl Db {
 
     /// A connection for reads (and single-statement writes that cannot conflict).
     pub async fn conn(&self) -> AppResult<Conn> {
+        let share = self.share().await?;
         Ok(match &self.pools {
-            Pools::Sqlite { pool, .. } => Conn::Sqlite(pool.get().await.map_err(pool_error)?),
-            Pools::Postgres { pool } => Conn::Postgres(pool.get().await.map_err(pool_error)?),
+            Pools::Sqlite { pool, .. } => {
+                Conn::Sqlite(pool.get().await.map_err(pool_error)?, share)
+            }
+            Pools::Postgres { pool } => {
+                Conn::Postgres(pool.get().await.map_err(pool_error)?, share)
+            }
         })
     }
 
     /// A connection for a write transaction.
     pub async fn write_conn(&self) -> AppResult<WriteConn> {
+        let share = self.share().await?;
         Ok(match &self.pools {
             Pools::Sqlite {
                 pool,
@@ -173,9 +230,11 @@ impl Db {
                         }
                     })?
                     .map_err(AppError::internal)?;
-                WriteConn::Sqlite(permit, pool.get().await.map_err(pool_error)?)
+                WriteConn::Sqlite(permit, pool.get().await.map_err(pool_error)?, share)
             }
-            Pools::Postgres { pool } => WriteConn::Postgres(pool.get().await.map_err(pool_error)?),
+            Pools::Postgres { pool } => {
+                WriteConn::Postgres(pool.get().await.map_err(pool_error)?, share)
+            }
         })
     }
 
@@ -237,11 +296,11 @@ async fn establish_postgres(url: &str) -> diesel::ConnectionResult<AsyncPgConnec
 macro_rules! with_conn {
     ($db:expr, |$conn:ident| $body:expr) => {{
         match $db.conn().await? {
-            $crate::db::Conn::Sqlite(mut pooled) => {
+            $crate::db::Conn::Sqlite(mut pooled, _share) => {
                 let $conn = &mut *pooled;
                 $body
             }
-            $crate::db::Conn::Postgres(mut pooled) => {
+            $crate::db::Conn::Postgres(mut pooled, _share) => {
                 let $conn = &mut *pooled;
                 $body
             }
@@ -261,13 +320,13 @@ macro_rules! transaction {
             // (busy_timeout) for that upgrade: another process holding the lock (a second
             // server, the CLI, a backup) would fail the write at once with "database is
             // locked". Within this process the semaphore already serialises writers.
-            $crate::db::WriteConn::Sqlite(_permit, mut pooled) => {
+            $crate::db::WriteConn::Sqlite(_permit, mut pooled, _share) => {
                 let result: $crate::error::AppResult<_> = (&mut *pooled)
                     .immediate_transaction(async |$conn| $body)
                     .await;
                 result
             }
-            $crate::db::WriteConn::Postgres(mut pooled) => {
+            $crate::db::WriteConn::Postgres(mut pooled, _share) => {
                 let result: $crate::error::AppResult<_> =
                     (&mut *pooled).transaction(async |$conn| $body).await;
                 result

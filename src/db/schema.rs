@@ -109,6 +109,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        version -> BigInt,
     }
 }
 
@@ -129,6 +130,7 @@ diesel::table! {
         page_url -> Nullable<Text>,
         execution_time_ms -> Nullable<Integer>,
         created_at -> Timestamp,
+        commit_seq -> BigInt,
     }
 }
 

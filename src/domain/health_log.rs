@@ -10,8 +10,8 @@ use diesel_async::RunQueryDsl;
 
 use super::page::{Page, PageRequest, Position, SortValue, time_key};
 use super::{Tenant, new_id};
-use crate::db::Db;
 use crate::db::schema::health_logs;
+use crate::db::{Backend, Db, STREAM_FENCE_POSTGRES};
 use crate::error::{AppError, AppResult};
 
 pub const MAX_ERROR_TYPE_CHARS: usize = 200;
@@ -334,6 +334,126 @@ pub async fn count(db: &Db, tenant: &Tenant, filter: &HealthLogFilter) -> AppRes
     Ok(crate::with_conn!(db, |conn| {
         filtered!(tenant, filter, diesel::dsl::count_star())
             .first::<i64>(conn)
+            .await?
+    }))
+}
+
+/// A log's place in the commit-ordered stream that `healthLogRecorded` follows: the
+/// position its transaction got (`commit_seq`), then its id. Positions are only read below
+/// the point where no transaction can still commit (see the migration
+/// `health_log_stream`), so a stream that passed a position never finds a log before it
+/// later: resuming after a position misses nothing and repeats nothing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct StreamPosition {
+    pub seq: i64,
+    pub id: String,
+}
+
+/// Whose logs a stream read covers.
+#[derive(Debug, Clone, Copy)]
+pub enum StreamScope<'a> {
+    /// One company's logs, optionally of one workflow (a subscriber's replay).
+    Company {
+        tenant: &'a Tenant,
+        workflow_id: Option<&'a str>,
+    },
+    /// Every company's logs: the instance's tail of the stream, which hands each log to
+    /// the subscribers of its own company only. Unscoped on purpose.
+    AllCompanies,
+}
+
+/// A log read from the stream, with its position.
+#[derive(Debug, Clone)]
+pub struct StreamedLog {
+    pub position: StreamPosition,
+    pub log: HealthLog,
+}
+
+/// Up to `limit` logs after `after` (from the start when `None`) in stream order, only
+/// those below the commit fence.
+pub async fn stream_after(
+    db: &Db,
+    scope: StreamScope<'_>,
+    after: Option<&StreamPosition>,
+    limit: i64,
+) -> AppResult<Vec<StreamedLog>> {
+    let fenced = db.backend() == Backend::Postgres;
+    let rows: Vec<(HealthLog, i64)> = crate::with_conn!(db, |conn| {
+        let mut query = health_logs::table
+            .select((HealthLog::as_select(), health_logs::commit_seq))
+            .into_boxed();
+        if let StreamScope::Company {
+            tenant,
+            workflow_id,
+        } = scope
+        {
+            query = query.filter(health_logs::company_id.eq(tenant.id().to_owned()));
+            if let Some(workflow_id) = workflow_id {
+                query = query.filter(health_logs::workflow_id.eq(workflow_id.to_owned()));
+            }
+        }
+        if let Some(after) = after {
+            query = query.filter(
+                health_logs::commit_seq
+                    .gt(after.seq)
+                    .or(health_logs::commit_seq
+                        .eq(after.seq)
+                        .and(health_logs::id.gt(after.id.clone()))),
+            );
+        }
+        if fenced {
+            query = query.filter(health_logs::commit_seq.lt(diesel::dsl::sql::<
+                diesel::sql_types::BigInt,
+            >(STREAM_FENCE_POSTGRES)));
+        }
+        query
+            .order((health_logs::commit_seq.asc(), health_logs::id.asc()))
+            .limit(limit)
+            .load(conn)
+            .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(log, seq)| StreamedLog {
+            position: StreamPosition {
+                seq,
+                id: log.id.clone(),
+            },
+            log,
+        })
+        .collect())
+}
+
+/// The newest position below the commit fence: where a tail that starts now begins.
+/// `None` while no log was ever recorded.
+pub async fn stream_head(db: &Db) -> AppResult<Option<StreamPosition>> {
+    let fenced = db.backend() == Backend::Postgres;
+    let head: Option<(i64, String)> = crate::with_conn!(db, |conn| {
+        let mut query = health_logs::table
+            .select((health_logs::commit_seq, health_logs::id))
+            .into_boxed();
+        if fenced {
+            query = query.filter(health_logs::commit_seq.lt(diesel::dsl::sql::<
+                diesel::sql_types::BigInt,
+            >(STREAM_FENCE_POSTGRES)));
+        }
+        query
+            .order((health_logs::commit_seq.desc(), health_logs::id.desc()))
+            .first(conn)
+            .await
+            .optional()?
+    });
+    Ok(head.map(|(seq, id)| StreamPosition { seq, id }))
+}
+
+/// HealthLog rows by id in *any* company, for events arriving from another instance: the event
+/// names its company, and the caller drops rows of any other. Unscoped on purpose.
+pub(crate) async fn for_events(db: &Db, ids: &[String]) -> AppResult<Vec<HealthLog>> {
+    Ok(crate::with_conn!(db, |conn| {
+        health_logs::table
+            .filter(health_logs::id.eq_any(ids))
+            .select(HealthLog::as_select())
+            .load(conn)
             .await?
     }))
 }

@@ -253,3 +253,14 @@ pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<()> {
         }
     })
 }
+/// Notification rows by id in *any* company, for events arriving from another instance: the event
+/// names its company, and the caller drops rows of any other. Unscoped on purpose.
+pub(crate) async fn for_events(db: &Db, ids: &[String]) -> AppResult<Vec<Notification>> {
+    Ok(crate::with_conn!(db, |conn| {
+        notifications::table
+            .filter(notifications::id.eq_any(ids))
+            .select(Notification::as_select())
+            .load(conn)
+            .await?
+    }))
+}

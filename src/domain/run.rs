@@ -210,6 +210,8 @@ pub struct Run {
     pub finished_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// One more with every committed change (see the `run_versions` migration).
+    pub version: i64,
 }
 
 impl Run {
@@ -383,9 +385,10 @@ macro_rules! count_run {
             // alone are not.
             updated_at: update.transition.map(|_| at),
         };
-        diesel::update(workflows::table.find(&workflow.id))
+        let updated: Workflow = diesel::update(workflows::table.find(&workflow.id))
             .set(&patch)
-            .execute($conn)
+            .returning(Workflow::as_returning())
+            .get_result($conn)
             .await?;
         let mut kinds = Vec::new();
         if let Some(transition) = update.transition {
@@ -398,8 +401,7 @@ macro_rules! count_run {
                 .execute($conn)
                 .await?;
             kinds.push(EventKind::WorkflowStatusChanged {
-                workflow_id: workflow.id.clone(),
-                status: transition.status().as_str().to_owned(),
+                workflow: Box::new(updated),
                 previous: workflow.status.clone(),
             });
             kinds.push(EventKind::NotificationCreated {
@@ -486,6 +488,7 @@ pub async fn start(
             finished_at: None,
             created_at: at,
             updated_at: at,
+            version: 1,
         };
         diesel::insert_into(runs::table)
             .values(&run)
@@ -637,8 +640,7 @@ pub async fn report_step(
                         .execute(conn)
                         .await?;
                     kinds.push(EventKind::WorkflowStatusChanged {
-                        workflow_id: workflow.id.clone(),
-                        status: workflow.status.clone(),
+                        workflow: Box::new(workflow),
                         previous: workflow::Status::Active.as_str().to_owned(),
                     });
                     kinds.push(EventKind::NotificationCreated {
@@ -662,6 +664,7 @@ pub async fn report_step(
                 runs::steps_failed.eq(runs::steps_failed + failed),
                 runs::current_step_id.eq(Some(step.id.clone())),
                 runs::updated_at.eq(at),
+                runs::version.eq(runs::version + 1),
                 starts,
             )
         );
@@ -677,7 +680,7 @@ pub async fn report_step(
             let mut all = vec![
                 run_changed(&run, Some(&health_log)),
                 EventKind::HealthLogRecorded {
-                    health_log: Box::new(health_log.clone()),
+                    health_log_id: health_log.id.clone(),
                 },
             ];
             all.extend(kinds);
@@ -723,6 +726,7 @@ pub async fn finish(
                 runs::error.eq(error.clone()),
                 runs::finished_at.eq(Some(at)),
                 runs::updated_at.eq(at),
+                runs::version.eq(runs::version + 1),
             )
         );
         let kinds = count_run!(conn, tenant, &run.workflow_id, outcome.verdict(), rules);
@@ -761,7 +765,11 @@ async fn pause_or_resume(
             tenant,
             run_id,
             action,
-            (runs::status.eq(status.as_str()), runs::updated_at.eq(at))
+            (
+                runs::status.eq(status.as_str()),
+                runs::updated_at.eq(at),
+                runs::version.eq(runs::version + 1),
+            )
         ))
     })?;
     publish(events, tenant, vec![run_changed(&run, None)]);
@@ -790,6 +798,7 @@ pub async fn cancel(
                 runs::error.eq(reason.clone()),
                 runs::finished_at.eq(Some(at)),
                 runs::updated_at.eq(at),
+                runs::version.eq(runs::version + 1),
             )
         ))
     })?;
@@ -875,6 +884,7 @@ async fn time_out(
             runs::error.eq(message),
             runs::finished_at.eq(Some(at)),
             runs::updated_at.eq(at),
+            runs::version.eq(runs::version + 1),
         ))
         .returning(Run::as_returning())
         .get_result(conn)
@@ -886,6 +896,18 @@ async fn time_out(
         let kinds = count_run!(conn, tenant, &run.workflow_id, Verdict::Failure, rules);
         Ok(Some((run, kinds)))
     })
+}
+
+/// Run rows by id in *any* company, for events arriving from another instance: the event
+/// names its company, and the caller drops rows of any other. Unscoped on purpose.
+pub(crate) async fn for_events(db: &Db, ids: &[String]) -> AppResult<Vec<Run>> {
+    Ok(crate::with_conn!(db, |conn| {
+        runs::table
+            .filter(runs::id.eq_any(ids))
+            .select(Run::as_select())
+            .load(conn)
+            .await?
+    }))
 }
 
 #[cfg(test)]

@@ -496,8 +496,7 @@ pub async fn update(
         events.publish([Event::new(
             tenant,
             EventKind::WorkflowStatusChanged {
-                workflow_id: updated.id.clone(),
-                status: updated.status.clone(),
+                workflow: Box::new(updated.clone()),
                 previous,
             },
         )]);
@@ -642,6 +641,18 @@ pub async fn duplicate(
         step::insert_all!(conn, &copied_steps);
         Ok(copy)
     })
+}
+
+/// Workflow rows by id in *any* company, for events arriving from another instance: the event
+/// names its company, and the caller drops rows of any other. Unscoped on purpose.
+pub(crate) async fn for_events(db: &Db, ids: &[String]) -> AppResult<Vec<Workflow>> {
+    Ok(crate::with_conn!(db, |conn| {
+        workflows::table
+            .filter(workflows::id.eq_any(ids))
+            .select(Workflow::as_select())
+            .load(conn)
+            .await?
+    }))
 }
 
 #[cfg(test)]

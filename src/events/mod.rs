@@ -5,39 +5,46 @@
 //! On PostgreSQL the bus is also bridged to every other instance through LISTEN/NOTIFY
 //! ([`postgres`]), so a subscriber on any instance sees every write on any instance.
 //!
+//! In-process events carry the rows subscribers show, so a subscriber never reads the
+//! database per event. Between instances only ids travel, in signed envelopes ([`wire`]);
+//! the receiving instance reads the rows once and hands them to all its subscribers.
+//!
 //! Delivery is at most once: an instance that crashes between commit and NOTIFY, or a
 //! subscriber too slow to keep up, can miss an event. Subscriptions are built for that:
 //! a subscriber that lagged, or whose instance lost its LISTEN connection, receives a
-//! [`EventKind::Resync`] and answers with a fresh snapshot read from the database, and
-//! `healthLogRecorded` replays from a cursor after a reconnect.
+//! [`EventKind::Resync`] and answers with a fresh snapshot read from the database. Step
+//! reports do not depend on the bus at all: [`log_stream`] follows them in the database in
+//! commit order, and the bus only wakes it up.
 
+pub mod log_stream;
 pub mod postgres;
+pub mod wire;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::domain::Tenant;
 use crate::domain::health_log::HealthLog;
 use crate::domain::notification::Notification;
 use crate::domain::run::Run;
+use crate::domain::workflow::Workflow;
 use crate::metrics::METRICS;
 
 /// How many events a subscriber may fall behind before it must resynchronise.
 const BUS_CAPACITY: usize = 4_096;
 
 /// Something that happened to one company's data.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Event {
     /// The tenant the event belongs to; subscribers of other companies never see it.
-    /// `None` only for an instance-wide [`EventKind::Resync`].
+    /// `None` only for an instance-wide [`EventKind::Resync`], which only the instance
+    /// itself raises (never another instance: see [`wire`]).
     pub company_id: Option<String>,
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub enum EventKind {
     /// A run changed: started, progressed, paused, finished... `health_log` is the report
     /// that caused the change, if one did.
@@ -45,16 +52,17 @@ pub enum EventKind {
         run: Box<Run>,
         health_log: Option<Box<HealthLog>>,
     },
-    /// An executor reported a step.
+    /// An executor reported a step. Only a wake-up for the [`log_stream`], which reads the
+    /// log itself, in commit order.
     HealthLogRecorded {
-        health_log: Box<HealthLog>,
+        health_log_id: String,
     },
     NotificationCreated {
         notification: Box<Notification>,
     },
+    /// A workflow changed status; `workflow` is the row after the change.
     WorkflowStatusChanged {
-        workflow_id: String,
-        status: String,
+        workflow: Box<Workflow>,
         previous: String,
     },
     /// Events may have been missed (lag, lost LISTEN connection): subscribers re-read

@@ -6,20 +6,28 @@
 //! are waiting into as few NOTIFYs as fit the 8,000-byte payload limit, and one listener
 //! task that feeds other instances' events into the local bus.
 //!
-//! Each payload names the instance it came from, so an instance ignores its own events
-//! (already delivered locally). When the listener loses its connection it reconnects with
+//! Each payload is a signed envelope of ids ([`super::wire`]) naming the instance it came
+//! from, so an instance ignores its own events (already delivered locally), drops what
+//! it cannot verify (counted in `stepwise_events_rejected_total`), and reads the rows the
+//! ids name once per batch for all its subscribers. Deploy with `REVOKE CONNECT ON
+//! DATABASE ... FROM PUBLIC` all the same: the ids and company ids are visible to any role
+//! that can LISTEN. When the listener loses its connection it reconnects with
 //! backoff and then tells local subscribers to resynchronise, so a gap is never silent.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use futures_util::StreamExt as _;
-use serde::Deserialize;
+use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 
+use super::wire::{Envelope, Sealer, VERSION, WireEvent};
 use super::{Event, EventBus, EventKind};
+use crate::db::Db;
+use crate::domain;
+use crate::metrics::METRICS;
 
 const CHANNEL: &str = "stepwise_events";
 /// PostgreSQL refuses payloads of 8,000 bytes or more; leave room for the envelope.
@@ -27,47 +35,48 @@ const MAX_PAYLOAD_BYTES: usize = 7_800;
 /// How often an idle listener checks that its connection is still alive.
 const LISTENER_HEALTH_CHECK: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-#[derive(Deserialize)]
-struct Envelope {
-    /// The instance that published the events.
-    o: String,
-    e: Vec<Event>,
-}
+/// A company's subscribers re-read their state at most this often on another instance's
+/// request: a resync costs every subscriber of the company a query.
+const REMOTE_RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 impl EventBus {
     /// A bus whose events also travel to (and arrive from) every other instance on the
-    /// same PostgreSQL database.
-    pub fn with_postgres(url: String) -> Self {
+    /// same PostgreSQL database. `secret` is the server secret every instance shares (the
+    /// envelope key is derived from it); `db` reads the rows that arriving ids name.
+    pub fn with_postgres(url: String, secret: &[u8], db: Db) -> Self {
         let mut bus = Self::new();
         let origin = crate::domain::new_id();
+        let sealer = Arc::new(Sealer::new(secret));
         let (tx, rx) = mpsc::unbounded_channel();
         bus.remote = Some(tx);
-        tokio::spawn(publish_loop(url.clone(), origin.clone(), rx));
-        tokio::spawn(listen_loop(url, origin, bus.clone()));
+        tokio::spawn(publish_loop(
+            url.clone(),
+            origin.clone(),
+            sealer.clone(),
+            rx,
+        ));
+        tokio::spawn(listen_loop(url, origin, sealer, db, bus.clone()));
         bus
     }
 }
 
-/// Packs serialised events into envelopes under the payload limit. An event too large for
-/// any payload travels as a `Resync` of its company: the other instances' subscribers
-/// re-read what they need instead of silently missing it.
-fn pack(origin: &str, events: &[Arc<Event>]) -> Vec<String> {
-    let head = format!("{{\"o\":\"{origin}\",\"e\":[");
+/// Packs events into signed envelopes under the payload limit. Ids are small, so an event
+/// never outgrows a payload; events that stay on this instance are left out.
+fn pack(origin: &str, sealer: &Sealer, events: &[Arc<Event>]) -> Vec<String> {
+    let head = format!("{{\"v\":{VERSION},\"o\":\"{origin}\",\"e\":[");
+    let budget = MAX_PAYLOAD_BYTES - Sealer::OVERHEAD;
     let mut payloads = Vec::new();
     let mut current = head.clone();
     for event in events {
-        let mut json = serde_json::to_string(event.as_ref()).unwrap_or_default();
-        if json.is_empty() || head.len() + json.len() + 2 > MAX_PAYLOAD_BYTES {
-            let resync = Event {
-                company_id: event.company_id.clone(),
-                kind: EventKind::Resync,
-            };
-            json = serde_json::to_string(&resync).unwrap_or_default();
-        }
-        if current.len() + json.len() + 2 > MAX_PAYLOAD_BYTES {
+        let Some(wire) = WireEvent::of(event) else {
+            continue;
+        };
+        let Ok(json) = serde_json::to_string(&wire) else {
+            continue;
+        };
+        if current.len() + json.len() + 2 > budget && current.len() > head.len() {
             current.push_str("]}");
-            payloads.push(std::mem::replace(&mut current, head.clone()));
+            payloads.push(sealer.seal(&std::mem::replace(&mut current, head.clone())));
         }
         if current.len() > head.len() {
             current.push(',');
@@ -76,12 +85,17 @@ fn pack(origin: &str, events: &[Arc<Event>]) -> Vec<String> {
     }
     if current.len() > head.len() {
         current.push_str("]}");
-        payloads.push(current);
+        payloads.push(sealer.seal(&current));
     }
     payloads
 }
 
-async fn publish_loop(url: String, origin: String, mut rx: mpsc::UnboundedReceiver<Arc<Event>>) {
+async fn publish_loop(
+    url: String,
+    origin: String,
+    sealer: Arc<Sealer>,
+    mut rx: mpsc::UnboundedReceiver<Arc<Event>>,
+) {
     let mut conn: Option<AsyncPgConnection> = None;
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -90,7 +104,7 @@ async fn publish_loop(url: String, origin: String, mut rx: mpsc::UnboundedReceiv
         while let Ok(next) = rx.try_recv() {
             batch.push(next);
         }
-        for payload in pack(&origin, &batch) {
+        for payload in pack(&origin, &sealer, &batch) {
             notify(&url, &mut conn, &payload).await;
         }
         batch.clear();
@@ -129,7 +143,14 @@ async fn notify(url: &str, conn: &mut Option<AsyncPgConnection>, payload: &str) 
     );
 }
 
-async fn listen_loop(url: String, origin: String, bus: EventBus) {
+async fn listen_loop(url: String, origin: String, sealer: Arc<Sealer>, db: Db, bus: EventBus) {
+    let mut receiver = Receiver {
+        origin,
+        sealer,
+        db,
+        bus: bus.clone(),
+        resyncs: HashMap::new(),
+    };
     let mut backoff = Duration::from_millis(100);
     let mut connected_before = false;
     loop {
@@ -153,7 +174,7 @@ async fn listen_loop(url: String, origin: String, bus: EventBus) {
             tracing::info!("listening for events from other instances");
         }
         connected_before = true;
-        receive(&mut conn, &origin, &bus).await;
+        receive(&mut conn, &mut receiver).await;
         tracing::warn!("event listener lost its PostgreSQL connection");
     }
 }
@@ -169,39 +190,229 @@ async fn connect_listener(url: &str) -> diesel::QueryResult<AsyncPgConnection> {
 }
 
 /// Delivers notifications until the connection fails.
-async fn receive(conn: &mut AsyncPgConnection, origin: &str, bus: &EventBus) {
+async fn receive(conn: &mut AsyncPgConnection, receiver: &mut Receiver) {
     loop {
+        let mut payloads = Vec::new();
         {
             let mut notifications = std::pin::pin!(conn.notifications_stream());
             let idle = tokio::time::sleep(LISTENER_HEALTH_CHECK);
             tokio::pin!(idle);
-            loop {
-                tokio::select! {
-                    item = notifications.next() => match item {
-                        Some(Ok(notification)) => deliver(&notification.payload, origin, bus),
-                        Some(Err(_)) | None => return,
-                    },
-                    () = &mut idle => break,
+            tokio::select! {
+                item = notifications.next() => match item {
+                    Some(Ok(notification)) => payloads.push(notification.payload),
+                    Some(Err(_)) | None => return,
+                },
+                () = &mut idle => {}
+            }
+            // Whatever else already arrived is handled together (one read per kind).
+            while let Some(Some(Ok(notification))) = notifications.next().now_or_never() {
+                payloads.push(notification.payload);
+                if payloads.len() >= 256 {
+                    break;
                 }
             }
         }
-        // Quiet for a while: make sure the connection is still there.
-        if diesel::sql_query("SELECT 1").execute(conn).await.is_err() {
-            return;
+        if payloads.is_empty() {
+            // Quiet for a while: make sure the connection is still there.
+            if diesel::sql_query("SELECT 1").execute(conn).await.is_err() {
+                return;
+            }
+            continue;
         }
+        receiver.deliver(&payloads).await;
     }
 }
 
-fn deliver(payload: &str, origin: &str, bus: &EventBus) {
-    match serde_json::from_str::<Envelope>(payload) {
-        Ok(envelope) if envelope.o == origin => {}
-        Ok(envelope) => {
-            for event in envelope.e {
-                bus.deliver_remote(event);
+/// What the listener needs to turn payloads into local events.
+struct Receiver {
+    origin: String,
+    sealer: Arc<Sealer>,
+    db: Db,
+    bus: EventBus,
+    /// When each company's subscribers were last told to resynchronise on another
+    /// instance's request.
+    resyncs: HashMap<String, Instant>,
+}
+
+impl Receiver {
+    /// Verifies the payloads, reads the rows their ids name (one query per kind for the
+    /// whole batch), and hands the events to local subscribers in the order they came.
+    async fn deliver(&mut self, payloads: &[String]) {
+        let mut events = Vec::new();
+        for payload in payloads {
+            match self.sealer.open(payload) {
+                Ok(Envelope { o, .. }) if o == self.origin => {}
+                Ok(envelope) => events.extend(envelope.e),
+                Err(rejection) => {
+                    METRICS.reject_event(rejection.label());
+                    tracing::warn!(
+                        reason = rejection.label(),
+                        "dropped an event notification that is not a signed envelope"
+                    );
+                }
             }
         }
-        Err(error) => tracing::warn!(%error, "ignoring a malformed event notification"),
+        if events.is_empty() {
+            return;
+        }
+        let rows = match Rows::read(&self.db, &events).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                // The database is unreachable: the events cannot be shown, so subscribers
+                // of the companies involved re-read their state once it is back.
+                tracing::warn!(
+                    ?error,
+                    "cannot read the rows of remote events; resynchronising"
+                );
+                let mut companies: Vec<String> = events
+                    .iter()
+                    .filter_map(|e| company(e).map(str::to_owned))
+                    .collect();
+                companies.sort();
+                companies.dedup();
+                for c in companies {
+                    self.bus.deliver_remote(Event {
+                        company_id: Some(c),
+                        kind: EventKind::Resync,
+                    });
+                }
+                return;
+            }
+        };
+        for event in events {
+            if let Some(event) = self.local_event(event, &rows) {
+                self.bus.deliver_remote(event);
+            }
+        }
+        let now = Instant::now();
+        self.resyncs
+            .retain(|_, at| now.duration_since(*at) < REMOTE_RESYNC_INTERVAL);
     }
+
+    /// The local form of a remote event, or `None` when its rows are gone (deleted since)
+    /// or belong to another company than the event claims.
+    fn local_event(&mut self, event: WireEvent, rows: &Rows) -> Option<Event> {
+        let owned = |row_company: &str, c: &str| row_company == c;
+        let (c, kind) = match event {
+            WireEvent::Run { c, run, log } => {
+                let run = rows.runs.get(&run).filter(|r| owned(&r.company_id, &c))?;
+                let health_log = log
+                    .and_then(|id| rows.logs.get(&id))
+                    .filter(|l| owned(&l.company_id, &c));
+                let kind = EventKind::RunChanged {
+                    run: Box::new(run.clone()),
+                    health_log: health_log.map(|l| Box::new(l.clone())),
+                };
+                (c, kind)
+            }
+            WireEvent::Log { c, log } => (c, EventKind::HealthLogRecorded { health_log_id: log }),
+            WireEvent::Notification { c, notification } => {
+                let row = rows
+                    .notifications
+                    .get(&notification)
+                    .filter(|n| owned(&n.company_id, &c))?;
+                let kind = EventKind::NotificationCreated {
+                    notification: Box::new(row.clone()),
+                };
+                (c, kind)
+            }
+            WireEvent::WorkflowStatus {
+                c,
+                workflow,
+                previous,
+            } => {
+                let row = rows
+                    .workflows
+                    .get(&workflow)
+                    .filter(|w| owned(&w.company_id, &c))?;
+                let kind = EventKind::WorkflowStatusChanged {
+                    workflow: Box::new(row.clone()),
+                    previous,
+                };
+                (c, kind)
+            }
+            WireEvent::Resync { c } => {
+                let now = Instant::now();
+                let recent = self
+                    .resyncs
+                    .get(&c)
+                    .is_some_and(|at| now.duration_since(*at) < REMOTE_RESYNC_INTERVAL);
+                if recent {
+                    return None;
+                }
+                self.resyncs.insert(c.clone(), now);
+                (c, EventKind::Resync)
+            }
+            WireEvent::Unknown => return None,
+        };
+        Some(Event {
+            company_id: Some(c),
+            kind,
+        })
+    }
+}
+
+fn company(event: &WireEvent) -> Option<&str> {
+    match event {
+        WireEvent::Run { c, .. }
+        | WireEvent::Log { c, .. }
+        | WireEvent::Notification { c, .. }
+        | WireEvent::WorkflowStatus { c, .. }
+        | WireEvent::Resync { c } => Some(c),
+        WireEvent::Unknown => None,
+    }
+}
+
+/// The rows a batch of remote events names, read once for every local subscriber.
+#[derive(Default)]
+struct Rows {
+    runs: HashMap<String, domain::run::Run>,
+    logs: HashMap<String, domain::health_log::HealthLog>,
+    notifications: HashMap<String, domain::notification::Notification>,
+    workflows: HashMap<String, domain::workflow::Workflow>,
+}
+
+impl Rows {
+    async fn read(db: &Db, events: &[WireEvent]) -> crate::error::AppResult<Self> {
+        let (mut runs, mut logs, mut notifications, mut workflows) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for event in events {
+            match event {
+                WireEvent::Run { run, log, .. } => {
+                    runs.push(run.clone());
+                    logs.extend(log.clone());
+                }
+                WireEvent::Notification { notification, .. } => {
+                    notifications.push(notification.clone())
+                }
+                WireEvent::WorkflowStatus { workflow, .. } => workflows.push(workflow.clone()),
+                WireEvent::Log { .. } | WireEvent::Resync { .. } | WireEvent::Unknown => {}
+            }
+        }
+        let mut rows = Self::default();
+        if !runs.is_empty() {
+            rows.runs = by_id(domain::run::for_events(db, &runs).await?, |r| &r.id);
+        }
+        if !logs.is_empty() {
+            rows.logs = by_id(domain::health_log::for_events(db, &logs).await?, |l| &l.id);
+        }
+        if !notifications.is_empty() {
+            let found = domain::notification::for_events(db, &notifications).await?;
+            rows.notifications = by_id(found, |n| &n.id);
+        }
+        if !workflows.is_empty() {
+            rows.workflows = by_id(domain::workflow::for_events(db, &workflows).await?, |w| {
+                &w.id
+            });
+        }
+        Ok(rows)
+    }
+}
+
+fn by_id<T>(rows: Vec<T>, id: impl Fn(&T) -> &String) -> HashMap<String, T> {
+    rows.into_iter()
+        .map(|row| (id(&row).clone(), row))
+        .collect()
 }
 
 #[cfg(test)]
@@ -209,36 +420,37 @@ fn deliver(payload: &str, origin: &str, bus: &EventBus) {
 mod tests {
     use super::*;
 
-    fn event(size: usize) -> Arc<Event> {
+    fn event(company: &str) -> Arc<Event> {
         Arc::new(Event {
-            company_id: Some("c".into()),
-            kind: EventKind::WorkflowStatusChanged {
-                workflow_id: "x".repeat(size),
-                status: "active".into(),
-                previous: "broken".into(),
+            company_id: Some(company.into()),
+            kind: EventKind::HealthLogRecorded {
+                health_log_id: "0190f000-0000-7000-8000-000000000000".into(),
             },
         })
     }
 
     #[test]
     fn payloads_stay_under_the_notify_limit_and_keep_every_event() {
-        let events: Vec<_> = (0..100).map(|_| event(300)).collect();
-        let payloads = pack("me", &events);
+        let sealer = Sealer::new(b"secret");
+        let events: Vec<_> = (0..500).map(|_| event(&"c".repeat(36))).collect();
+        let payloads = pack("me", &sealer, &events);
         assert!(payloads.len() > 1);
         let mut delivered = 0;
         for payload in &payloads {
             assert!(payload.len() < MAX_PAYLOAD_BYTES, "{}", payload.len());
-            let envelope: Envelope = serde_json::from_str(payload).expect("valid envelope");
+            let envelope = sealer.open(payload).expect("a signed envelope");
             delivered += envelope.e.len();
         }
-        assert_eq!(delivered, 100);
+        assert_eq!(delivered, 500);
     }
 
     #[test]
-    fn an_oversized_event_becomes_a_resync_of_its_company() {
-        let payloads = pack("me", &[event(10_000)]);
-        let envelope: Envelope = serde_json::from_str(&payloads[0]).expect("valid envelope");
-        assert!(matches!(envelope.e[0].kind, EventKind::Resync));
-        assert_eq!(envelope.e[0].company_id.as_deref(), Some("c"));
+    fn instance_wide_resyncs_never_leave_the_instance() {
+        let sealer = Sealer::new(b"secret");
+        let resync = Arc::new(Event {
+            company_id: None,
+            kind: EventKind::Resync,
+        });
+        assert!(pack("me", &sealer, &[resync]).is_empty());
     }
 }

@@ -70,8 +70,7 @@ impl AccountMutation {
             email,
             password,
         };
-        let (company, user) =
-            domain::account::signup(&ctx.services().db, &company_name, credentials).await?;
+        let (company, user) = domain::account::signup(ctx.db(), &company_name, credentials).await?;
         session(ctx, company, user)
     }
 
@@ -91,8 +90,7 @@ impl AccountMutation {
             email,
             password,
         };
-        let (company, user) =
-            domain::account::join(&ctx.services().db, &invite_token, credentials).await?;
+        let (company, user) = domain::account::join(ctx.db(), &invite_token, credentials).await?;
         session(ctx, company, user)
     }
 
@@ -103,7 +101,7 @@ impl AccountMutation {
         email: String,
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
-        let db = &ctx.services().db;
+        let db = ctx.db();
         let user = domain::account::authenticate(db, &email, password).await?;
         let viewer = Viewer::of_member(&user)?;
         let company = domain::company::find(db, &viewer.tenant).await?;

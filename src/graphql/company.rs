@@ -88,7 +88,7 @@ impl CompanyQuery {
     /// The signed-in user's company.
     async fn company(&self, ctx: &Context<'_>) -> async_graphql::Result<Company> {
         let viewer = ctx.viewer()?;
-        let row = domain::company::find(&ctx.services().db, &viewer.tenant).await?;
+        let row = domain::company::find(ctx.db(), &viewer.tenant).await?;
         Ok(Company {
             row,
             viewer: viewer.clone(),
@@ -109,7 +109,7 @@ impl CompanyMutation {
         #[graphql(desc = "The new display name: 1 to 200 characters, trimmed.")] name: String,
     ) -> async_graphql::Result<Company> {
         let viewer = ctx.viewer()?;
-        let row = domain::company::rename(&ctx.services().db, &viewer.tenant, &name).await?;
+        let row = domain::company::rename(ctx.db(), &viewer.tenant, &name).await?;
         Ok(Company {
             row,
             viewer: viewer.clone(),
@@ -125,8 +125,7 @@ impl CompanyMutation {
         settings: serde_json::Value,
     ) -> async_graphql::Result<Company> {
         let viewer = ctx.viewer()?;
-        let row =
-            domain::company::update_settings(&ctx.services().db, &viewer.tenant, &settings).await?;
+        let row = domain::company::update_settings(ctx.db(), &viewer.tenant, &settings).await?;
         Ok(Company {
             row,
             viewer: viewer.clone(),
@@ -137,7 +136,7 @@ impl CompanyMutation {
     #[graphql(guard = "AdminOnly")]
     async fn rotate_invite_token(&self, ctx: &Context<'_>) -> async_graphql::Result<Company> {
         let viewer = ctx.viewer()?;
-        let row = domain::company::rotate_invite_token(&ctx.services().db, &viewer.tenant).await?;
+        let row = domain::company::rotate_invite_token(ctx.db(), &viewer.tenant).await?;
         Ok(Company {
             row,
             viewer: viewer.clone(),

@@ -14,7 +14,9 @@ use crate::db::Db;
 use crate::domain::health::HealthRules;
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
+use crate::events::log_stream::LogStream;
 use crate::graphql::loaders::TenantLoader;
+use crate::graphql::stream_cursor::StreamCursors;
 
 /// Process-wide services, added to the schema once at start-up.
 #[derive(Clone)]
@@ -25,6 +27,10 @@ pub struct Services {
     pub memberships: Arc<Memberships>,
     /// Where committed writes announce themselves to subscriptions.
     pub events: EventBus,
+    /// The instance's tail of the health-log stream (`healthLogRecorded`).
+    pub log_stream: LogStream,
+    /// Signs and checks `healthLogRecorded` resume cursors.
+    pub stream_cursors: StreamCursors,
     pub health: HealthRules,
     /// Where screenshot bytes are kept.
     pub blobs: BlobStore,
@@ -33,6 +39,8 @@ pub struct Services {
     pub screenshots: ScreenshotSettings,
     /// How long a request's batch loader collects keys before it queries.
     pub batch_window: std::time::Duration,
+    /// Database connections one request (or one WebSocket) may hold at once.
+    pub request_connections: usize,
 }
 
 /// Limits and URL shape for screenshots.
@@ -46,18 +54,24 @@ pub struct ScreenshotSettings {
 
 static ANONYMOUS: Authentication = Authentication::Anonymous;
 
-/// The per-request data every transport attaches: who is calling and, for a verified
-/// viewer, the batch loader of their company.
+/// The per-request data every transport attaches: who is calling, the request's share of
+/// the database pool and, for a verified viewer, the batch loader of their company.
 pub struct RequestData {
     authentication: Authentication,
+    db: RequestDb,
     loader: Option<DataLoader<TenantLoader>>,
 }
 
+/// The database handle of one request: its queries share a few connections (see
+/// [`Db::for_request`]), so one request cannot occupy the whole pool.
+pub struct RequestDb(pub Db);
+
 impl RequestData {
     pub fn new(services: &Services, authentication: Authentication) -> Self {
+        let db = services.db.for_request(services.request_connections);
         let loader = match &authentication {
             Authentication::Verified(viewer) => Some(TenantLoader::for_request(
-                services.db.clone(),
+                db.clone(),
                 viewer.tenant.clone(),
                 services.batch_window,
             )),
@@ -65,13 +79,14 @@ impl RequestData {
         };
         Self {
             authentication,
+            db: RequestDb(db),
             loader,
         }
     }
 
     /// For one HTTP request.
     pub fn attach(self, request: async_graphql::Request) -> async_graphql::Request {
-        let request = request.data(self.authentication);
+        let request = request.data(self.authentication).data(self.db);
         match self.loader {
             Some(loader) => request.data(loader),
             None => request,
@@ -82,6 +97,7 @@ impl RequestData {
     pub fn into_data(self) -> async_graphql::Data {
         let mut data = async_graphql::Data::default();
         data.insert(self.authentication);
+        data.insert(self.db);
         if let Some(loader) = self.loader {
             data.insert(loader);
         }
@@ -91,6 +107,8 @@ impl RequestData {
 
 pub trait ContextExt {
     fn services(&self) -> &Services;
+    /// The request's database handle (its share of the pool).
+    fn db(&self) -> &Db;
     /// The batch loader for the viewer's company, or UNAUTHENTICATED.
     fn loader(&self) -> AppResult<&DataLoader<TenantLoader>>;
     fn authentication(&self) -> &Authentication;
@@ -109,6 +127,15 @@ impl ContextExt for Context<'_> {
 
     fn authentication(&self) -> &Authentication {
         self.data_opt::<Authentication>().unwrap_or(&ANONYMOUS)
+    }
+
+    fn db(&self) -> &Db {
+        // Every transport attaches a RequestDb; without one (the schema printed by
+        // `stepwise schema`, never executed) the shared pool is the only handle there is.
+        match self.data_opt::<RequestDb>() {
+            Some(RequestDb(db)) => db,
+            None => &self.services().db,
+        }
     }
 
     fn loader(&self) -> AppResult<&DataLoader<TenantLoader>> {

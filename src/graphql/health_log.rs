@@ -221,7 +221,7 @@ pub async fn health_logs_connection_ordered(
     args: PageArgs,
 ) -> async_graphql::Result<CountedConnection<HealthLog>> {
     let viewer = ctx.viewer()?;
-    let db = &ctx.services().db;
+    let db = ctx.db();
     let request = args.into_request(order.tag())?;
     let page = domain::health_log::list(db, &viewer.tenant, &filter, order, &request).await?;
     let total = {

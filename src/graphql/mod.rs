@@ -17,6 +17,7 @@ mod pagination;
 mod run;
 mod screenshot;
 mod step;
+mod stream_cursor;
 mod subscription;
 mod user;
 mod workflow;
@@ -26,6 +27,7 @@ use async_graphql::{MergedObject, Schema, SchemaBuilder};
 pub use context::{RequestData, ScreenshotSettings, Services};
 pub use documents::ParsedDocuments;
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name};
+pub use stream_cursor::StreamCursors;
 
 /// Everything a client can read.
 #[derive(MergedObject, Default)]

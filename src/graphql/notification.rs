@@ -120,7 +120,7 @@ impl NotificationQuery {
         #[graphql(desc = "Return the notifications after this cursor.")] after: Option<String>,
     ) -> async_graphql::Result<CountedConnection<Notification>> {
         let viewer = ctx.viewer()?;
-        let db = &ctx.services().db;
+        let db = ctx.db();
         let filter = NotificationFilter {
             // An explicit null means the same as leaving the argument out.
             unread_only: unread_only.unwrap_or(false),
@@ -151,8 +151,7 @@ impl NotificationQuery {
             unread_only: true,
             severity: None,
         };
-        let count =
-            domain::notification::count(&ctx.services().db, &viewer.tenant, &filter).await?;
+        let count = domain::notification::count(ctx.db(), &viewer.tenant, &filter).await?;
         Ok(i32::try_from(count).unwrap_or(i32::MAX))
     }
 }
@@ -170,13 +169,8 @@ impl NotificationMutation {
         #[graphql(desc = "The notification's id.")] id: ID,
     ) -> async_graphql::Result<Notification> {
         let viewer = ctx.viewer()?;
-        let row = domain::notification::mark_read(
-            &ctx.services().db,
-            &viewer.tenant,
-            &id,
-            &viewer.user_id,
-        )
-        .await?;
+        let row =
+            domain::notification::mark_read(ctx.db(), &viewer.tenant, &id, &viewer.user_id).await?;
         Ok(notification(row, viewer))
     }
 
@@ -184,12 +178,8 @@ impl NotificationMutation {
     /// that was.
     async fn mark_all_notifications_read(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         let viewer = ctx.viewer()?;
-        let marked = domain::notification::mark_all_read(
-            &ctx.services().db,
-            &viewer.tenant,
-            &viewer.user_id,
-        )
-        .await?;
+        let marked =
+            domain::notification::mark_all_read(ctx.db(), &viewer.tenant, &viewer.user_id).await?;
         Ok(i32::try_from(marked).unwrap_or(i32::MAX))
     }
 
@@ -201,7 +191,7 @@ impl NotificationMutation {
         #[graphql(desc = "The notification's id.")] id: ID,
     ) -> async_graphql::Result<ID> {
         let viewer = ctx.viewer()?;
-        domain::notification::delete(&ctx.services().db, &viewer.tenant, &id).await?;
+        domain::notification::delete(ctx.db(), &viewer.tenant, &id).await?;
         Ok(id)
     }
 }

@@ -172,9 +172,20 @@ impl TotalCount {
     }
 }
 
+/// What `totalCount` adds to an operation's complexity: a `COUNT(*)` reads every matching
+/// row's index entry, far more work than any field of a row already loaded. Like the rest of
+/// a connection's selection it is paid once per item the page may hold (the complexity
+/// hook cannot tell `totalCount` from `edges`), so the price errs on the safe side.
+pub const COUNT_COMPLEXITY: usize = 25;
+
+/// What every connection adds to an operation's complexity on top of its items: the round
+/// trip to the database that loads its page. Under a list, it is paid once per parent.
+pub const ROUND_TRIP_COMPLEXITY: usize = 20;
+
 #[Object]
 impl TotalCount {
     /// How many items the whole list holds (all pages, with the same filter).
+    #[graphql(complexity = "COUNT_COMPLEXITY")]
     async fn total_count(&self) -> async_graphql::Result<i64> {
         Ok((self.0)().await?)
     }
@@ -201,10 +212,11 @@ pub fn connection<T, N: OutputType>(
     connection
 }
 
-/// Complexity of a connection field (`#[graphql(complexity = ...)]`): the field itself plus
-/// its selection once per item the page may hold, so `first: 100` costs five times
-/// `first: 20` and nested connections multiply. Out-of-range sizes are priced at the most a
-/// page can hold: the resolver refuses them anyway, and the price must not be cheaper.
+/// Complexity of a connection field (`#[graphql(complexity = ...)]`): the field itself, the
+/// database round trip that loads the page ([`ROUND_TRIP_COMPLEXITY`]), and its selection
+/// once per item the page may hold, so `first: 100` costs five times `first: 20` and nested
+/// connections multiply. Out-of-range sizes are priced at the most a page can hold: the
+/// resolver refuses them anyway, and the price must not be cheaper.
 pub fn page_complexity(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
     let size = |n: Option<i32>| {
         n.map(|n| usize::try_from(n).map_or(MAX_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE)))
@@ -215,7 +227,7 @@ pub fn page_complexity(first: Option<i32>, last: Option<i32>, child_complexity: 
         (Some(a), Some(b)) => a.max(b),
     };
     // An empty page still resolves `pageInfo` and `totalCount` once.
-    1usize.saturating_add(items.max(1).saturating_mul(child_complexity))
+    (1 + ROUND_TRIP_COMPLEXITY).saturating_add(items.max(1).saturating_mul(child_complexity))
 }
 
 #[cfg(test)]
@@ -272,14 +284,15 @@ mod tests {
 
     #[test]
     fn page_cost_follows_the_requested_size() {
-        assert_eq!(page_complexity(None, None, 3), 1 + 20 * 3);
-        assert_eq!(page_complexity(Some(100), None, 3), 1 + 100 * 3);
-        assert_eq!(page_complexity(None, Some(5), 3), 1 + 5 * 3);
-        assert_eq!(page_complexity(Some(0), None, 3), 1 + 3);
+        let trip = 1 + ROUND_TRIP_COMPLEXITY;
+        assert_eq!(page_complexity(None, None, 3), trip + 20 * 3);
+        assert_eq!(page_complexity(Some(100), None, 3), trip + 100 * 3);
+        assert_eq!(page_complexity(None, Some(5), 3), trip + 5 * 3);
+        assert_eq!(page_complexity(Some(0), None, 3), trip + 3);
         // Sizes the resolver refuses are priced at the maximum, never below.
-        assert_eq!(page_complexity(Some(-1), None, 3), 1 + 100 * 3);
-        assert_eq!(page_complexity(Some(i32::MAX), None, 3), 1 + 100 * 3);
-        assert_eq!(page_complexity(Some(2), Some(50), 1), 1 + 50);
+        assert_eq!(page_complexity(Some(-1), None, 3), trip + 100 * 3);
+        assert_eq!(page_complexity(Some(i32::MAX), None, 3), trip + 100 * 3);
+        assert_eq!(page_complexity(Some(2), Some(50), 1), trip + 50);
         assert_eq!(page_complexity(None, None, usize::MAX), usize::MAX);
     }
 }

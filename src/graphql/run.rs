@@ -192,7 +192,7 @@ pub async fn runs_connection(
     args: PageArgs,
 ) -> async_graphql::Result<CountedConnection<Run>> {
     let viewer = ctx.viewer()?;
-    let db = &ctx.services().db;
+    let db = ctx.db();
     let request = args.into_request(ORDERING)?;
     let page = domain::run::list(db, &viewer.tenant, &filter, &request).await?;
     let total = {
@@ -235,7 +235,7 @@ impl RunQuery {
         #[graphql(desc = "The run's id.")] id: ID,
     ) -> async_graphql::Result<Option<Run>> {
         let viewer = ctx.viewer()?;
-        let row = domain::run::find(&ctx.services().db, &viewer.tenant, &id).await?;
+        let row = domain::run::find(ctx.db(), &viewer.tenant, &id).await?;
         Ok(Some(Run {
             row,
             viewer: viewer.clone(),

@@ -502,7 +502,7 @@ impl StepMutation {
     ) -> async_graphql::Result<Step> {
         let viewer = ctx.viewer()?;
         let row = domain::step::add(
-            &ctx.services().db,
+            ctx.db(),
             &viewer.tenant,
             &workflow_id,
             input.into_domain(),
@@ -520,7 +520,7 @@ impl StepMutation {
         input: UpdateStepInput,
     ) -> async_graphql::Result<Step> {
         let viewer = ctx.viewer()?;
-        let db = &ctx.services().db;
+        let db = ctx.db();
         let row = domain::step::update(
             db,
             &viewer.tenant,
@@ -535,7 +535,7 @@ impl StepMutation {
     /// Deletes a step; later steps move up. Returns the deleted id.
     async fn delete_step(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let viewer = ctx.viewer()?;
-        domain::step::delete(&ctx.services().db, &viewer.tenant, &id).await?;
+        domain::step::delete(ctx.db(), &viewer.tenant, &id).await?;
         Ok(id)
     }
 
@@ -549,8 +549,7 @@ impl StepMutation {
     ) -> async_graphql::Result<Vec<Step>> {
         let viewer = ctx.viewer()?;
         let ids: Vec<String> = step_ids.into_iter().map(|id| id.0).collect();
-        let rows =
-            domain::step::reorder(&ctx.services().db, &viewer.tenant, &workflow_id, &ids).await?;
+        let rows = domain::step::reorder(ctx.db(), &viewer.tenant, &workflow_id, &ids).await?;
         Ok(rows.into_iter().map(Step::from).collect())
     }
 }

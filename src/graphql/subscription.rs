@@ -11,6 +11,7 @@
 
 use crate::metrics::METRICS;
 use std::collections::{HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, SimpleObject, Subscription};
@@ -22,15 +23,12 @@ use tokio::sync::broadcast::error::RecvError;
 use super::context::{ContextExt as _, Services};
 use super::health_log::HealthLog;
 use super::notification::Notification;
-use super::pagination::{PageArgs, encode_cursor};
 use super::run::Run;
 use super::workflow::{Workflow, WorkflowStatus};
 use crate::auth::Viewer;
 use crate::domain;
-use crate::domain::health_log::{HealthLogFilter, LogOrder};
-use crate::domain::page::{
-    DEFAULT_PAGE_SIZE, Direction, MAX_PAGE_SIZE, PageRequest, Position, SortValue,
-};
+use crate::domain::health_log::{StreamPosition, StreamScope, StreamedLog};
+use crate::domain::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest};
 use crate::domain::run::{RunFilter, Status as RunStatus};
 use crate::error::AppResult;
 use crate::events::{Event, EventKind};
@@ -95,22 +93,24 @@ impl RunUpdate {
 
 /// A step report, with the cursor to resume from after a reconnect.
 pub struct HealthLogEvent {
-    log: domain::health_log::HealthLog,
+    log: Arc<StreamedLog>,
+    cursor: String,
     viewer: Viewer,
 }
 
 /// A step report, with the cursor to resume from after a reconnect.
 #[Object]
 impl HealthLogEvent {
-    /// Pass as `after` to `healthLogRecorded` to receive everything recorded since.
-    async fn cursor(&self) -> String {
-        encode_cursor(LogOrder::OldestFirst.tag(), self.log.position())
+    /// Pass as `after` to `healthLogRecorded` to receive everything recorded since, in
+    /// the same order, each report once. Valid for the replay window (a day by default).
+    async fn cursor(&self) -> &str {
+        &self.cursor
     }
 
     /// The report.
     async fn health_log(&self) -> HealthLog {
         HealthLog {
-            row: self.log.clone(),
+            row: self.log.log.clone(),
             viewer: self.viewer.clone(),
         }
     }
@@ -146,7 +146,7 @@ impl Subscription {
         let mut events = services.events.subscribe();
         let run = domain::run::find(&services.db, &viewer.tenant, &run_id).await?;
         Ok(async_stream::stream! {
-            let mut last_change = run.updated_at;
+            let mut last_version = run.version;
             let mut finished = is_finished(&run);
             yield RunUpdate { run, health_log: None, viewer: viewer.clone() };
             while !finished {
@@ -160,9 +160,10 @@ impl Subscription {
                     Heard::CatchUp => domain::run::find(&services.db, &viewer.tenant, &run_id).await.ok().map(|r| (r, None)),
                     Heard::Closed => break,
                 };
-                // Events from other instances can arrive out of order; never go back in time.
-                if let Some((run, health_log)) = update.filter(|(run, _)| run.updated_at >= last_change) {
-                    last_change = run.updated_at;
+                // Events can arrive out of commit order (publishers race after commit, and
+                // other instances' events come later); a run's version never goes back.
+                if let Some((run, health_log)) = update.filter(|(run, _)| run.version > last_version) {
+                    last_version = run.version;
                     finished = is_finished(&run);
                     yield RunUpdate { run, health_log, viewer: viewer.clone() };
                 }
@@ -182,11 +183,13 @@ impl Subscription {
         let mut events = services.events.subscribe();
         let workflow_id = workflow_id.map(|id| id.0);
         Ok(async_stream::stream! {
+            let mut versions = RunVersions::default();
             loop {
                 match next_event(&mut events, &viewer).await {
                     Heard::Event(event) => {
                         if let EventKind::RunChanged { run, health_log } = &event.kind
                             && workflow_id.as_ref().is_none_or(|w| *w == run.workflow_id)
+                            && versions.advance(&run.id, run.version)
                         {
                             let (run, health_log) = ((**run).clone(), health_log.as_deref().cloned());
                             yield RunUpdate { run, health_log, viewer: viewer.clone() };
@@ -194,7 +197,9 @@ impl Subscription {
                     }
                     Heard::CatchUp => {
                         for run in active_runs(&services, &viewer, workflow_id.clone()).await.unwrap_or_default() {
-                            yield RunUpdate { run, health_log: None, viewer: viewer.clone() };
+                            if versions.advance(&run.id, run.version) {
+                                yield RunUpdate { run, health_log: None, viewer: viewer.clone() };
+                            }
                         }
                     }
                     Heard::Closed => break,
@@ -203,9 +208,10 @@ impl Subscription {
         })
     }
 
-    /// Step reports as they are recorded, oldest first. With `after` (the cursor of the
+    /// Step reports in the order they were committed. With `after` (the cursor of the
     /// last event a client saw) it first replays everything recorded since, so a client
-    /// that reconnects misses nothing and sees nothing twice.
+    /// that reconnects misses nothing and sees nothing twice. A cursor older than the
+    /// replay window is refused (BAD_USER_INPUT on `after`): subscribe without it.
     async fn health_log_recorded(
         &self,
         ctx: &Context<'_>,
@@ -214,41 +220,57 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = HealthLogEvent>> {
         let viewer = ctx.viewer()?.clone();
         let services = ctx.services().clone();
-        let mut events = services.events.subscribe();
-        let filter = HealthLogFilter {
-            workflow_id: workflow_id.map(|id| id.0),
-            ..Default::default()
-        };
-        let started = domain::now();
-        let mut replay_from = after
-            .map(|cursor| {
-                PageArgs::forward(None, Some(cursor)).into_request(LogOrder::OldestFirst.tag())
-            })
+        let resume = after
+            .map(|cursor| services.stream_cursors.decode(&cursor, domain::now()))
             .transpose()?;
+        let workflow_id = workflow_id.map(|id| id.0);
+        // Subscribed before anything is read: what the replay does not cover, the live
+        // stream has.
+        let (mut live, start) = services.log_stream.subscribe();
+        let replay_first = resume.is_some();
         Ok(async_stream::stream! {
-            let mut delivered = Delivered::since(started);
+            let mut position: Option<StreamPosition> = resume.or(start);
+            let mut replay = replay_first;
             loop {
-                if let Some(request) = replay_from.take() {
-                    let replayed = replay_logs(&services, &viewer, &filter, request).await.unwrap_or_default();
-                    for log in replayed {
-                        if delivered.insert(&log) {
-                            yield HealthLogEvent { log, viewer: viewer.clone() };
+                if replay {
+                    replay = false;
+                    // Page by page, each log sent before the next page is read: a slow
+                    // client holds one page, not the replay.
+                    loop {
+                        let scope = StreamScope::Company {
+                            tenant: &viewer.tenant,
+                            workflow_id: workflow_id.as_deref(),
+                        };
+                        let page = match domain::health_log::stream_after(
+                            &services.db, scope, position.as_ref(), REPLAY_PAGE,
+                        ).await {
+                            Ok(page) => page,
+                            Err(_) => break,
+                        };
+                        let complete = page.len() < REPLAY_PAGE_LEN;
+                        for log in page {
+                            position = Some(log.position.clone());
+                            yield log_event(&services, Arc::new(log), &viewer);
+                        }
+                        if complete {
+                            break;
                         }
                     }
                 }
-                match next_event(&mut events, &viewer).await {
-                    Heard::Event(event) => {
-                        if let EventKind::HealthLogRecorded { health_log } = &event.kind {
-                            let wanted = filter.workflow_id.as_ref().is_none_or(|w| *w == health_log.workflow_id);
-                            if wanted && delivered.insert(health_log) {
-                                yield HealthLogEvent { log: (**health_log).clone(), viewer: viewer.clone() };
-                            }
+                match live.recv().await {
+                    Ok(log) => {
+                        let wanted = log.log.company_id == viewer.tenant.id()
+                            && workflow_id.as_ref().is_none_or(|w| *w == log.log.workflow_id)
+                            && position.as_ref().is_none_or(|p| log.position > *p);
+                        if wanted {
+                            METRICS.events_delivered.inc();
+                            position = Some(log.position.clone());
+                            yield log_event(&services, log, &viewer);
                         }
                     }
-                    // Replay from the newest report this stream delivered (or from when it
-                    // started, if it delivered none yet).
-                    Heard::CatchUp => replay_from = Some(delivered.resume_point()),
-                    Heard::Closed => break,
+                    // Fell behind the instance's tail: catch up from the database.
+                    Err(RecvError::Lagged(_)) => replay = true,
+                    Err(RecvError::Closed) => break,
                 }
             }
         })
@@ -265,7 +287,7 @@ impl Subscription {
         let mut events = services.events.subscribe();
         let since = domain::now();
         Ok(async_stream::stream! {
-            let mut delivered = HashSet::new();
+            let mut delivered = RecentIds::default();
             loop {
                 match next_event(&mut events, &viewer).await {
                     Heard::Event(event) => {
@@ -305,18 +327,17 @@ impl Subscription {
             loop {
                 match next_event(&mut events, &viewer).await {
                     Heard::Event(event) => {
-                        let EventKind::WorkflowStatusChanged { workflow_id: changed, previous, .. } = &event.kind else {
+                        // The event carries the workflow as committed: no read per subscriber.
+                        let EventKind::WorkflowStatusChanged { workflow, previous } = &event.kind else {
                             continue;
                         };
-                        if workflow_id.as_ref().is_some_and(|w| w != changed) {
+                        if workflow_id.as_ref().is_some_and(|w| *w != workflow.id) {
                             continue;
                         }
                         let previous = domain::workflow::Status::parse(previous).map(WorkflowStatus::from);
-                        if let Ok(row) = domain::workflow::find(&services.db, &viewer.tenant, changed).await {
-                            last_heard = last_heard.max(row.updated_at);
-                            if let Some(change) = status_change(row, previous, &viewer) {
-                                yield change;
-                            }
+                        last_heard = last_heard.max(workflow.updated_at);
+                        if let Some(change) = status_change((**workflow).clone(), previous, &viewer) {
+                            yield change;
                         }
                     }
                     Heard::CatchUp => {
@@ -369,36 +390,6 @@ async fn active_runs(
     )
     .await?;
     Ok(page.items)
-}
-
-/// Every log after the request's cursor, oldest first, page by page.
-async fn replay_logs(
-    services: &Services,
-    viewer: &Viewer,
-    filter: &HealthLogFilter,
-    mut request: PageRequest,
-) -> AppResult<Vec<domain::health_log::HealthLog>> {
-    request.limit = MAX_PAGE_SIZE;
-    let mut replayed = Vec::new();
-    loop {
-        let page = domain::health_log::list(
-            &services.db,
-            &viewer.tenant,
-            filter,
-            LogOrder::OldestFirst,
-            &request,
-        )
-        .await?;
-        request.cursor = page
-            .items
-            .last()
-            .map(domain::health_log::HealthLog::position);
-        let more = page.has_next_page;
-        replayed.extend(page.items);
-        if !more {
-            return Ok(replayed);
-        }
-    }
 }
 
 /// The newest notifications created since `since`, newest first.
@@ -459,60 +450,115 @@ async fn recently_changed_workflows(
     Ok(page.items)
 }
 
-/// What a `healthLogRecorded` stream delivered: recent ids, so replay and live events
-/// never send a report twice (bounded: only recent reports can come back twice), and the
-/// newest position, to replay from after missing events.
-struct Delivered {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
-    newest: Position,
+/// Logs a replay reads per query (and holds at most, per subscriber).
+const REPLAY_PAGE: i64 = 100;
+const REPLAY_PAGE_LEN: usize = 100;
+
+fn log_event(services: &Services, log: Arc<StreamedLog>, viewer: &Viewer) -> HealthLogEvent {
+    let cursor = services
+        .stream_cursors
+        .encode(&log.position, log.log.created_at);
+    HealthLogEvent {
+        log,
+        cursor,
+        viewer: viewer.clone(),
+    }
 }
 
-impl Delivered {
-    const CAPACITY: usize = 4_096;
+/// The most recent ids a stream delivered, so a catch-up never sends one twice. Bounded:
+/// only recent items can come back in a catch-up, and a subscription lives for days.
+struct RecentIds<T> {
+    ids: HashSet<T>,
+    order: VecDeque<T>,
+}
 
-    /// Starts at `since`: a catch-up before anything was delivered replays from there.
-    fn since(since: NaiveDateTime) -> Self {
-        // The empty id sorts before every real id, so logs of that very instant replay too.
-        let newest = Position {
-            key: SortValue::time(since),
-            id: String::new(),
-        };
+impl<T> Default for RecentIds<T> {
+    fn default() -> Self {
         Self {
             ids: HashSet::new(),
             order: VecDeque::new(),
-            newest,
         }
     }
+}
 
-    /// Records a log; false when it was delivered already.
-    fn insert(&mut self, log: &domain::health_log::HealthLog) -> bool {
-        if !self.ids.insert(log.id.clone()) {
+impl<T: Clone + Eq + Hash> RecentIds<T> {
+    const CAPACITY: usize = 4_096;
+
+    /// Records an id; false when it was delivered already.
+    fn insert(&mut self, id: T) -> bool {
+        if !self.ids.insert(id.clone()) {
             return false;
         }
-        self.order.push_back(log.id.clone());
+        self.order.push_back(id);
         if self.order.len() > Self::CAPACITY
             && let Some(old) = self.order.pop_front()
         {
             self.ids.remove(&old);
         }
-        let position = log.position();
-        if (log.created_at, log.id.as_str()) > (self.newest_time(), self.newest.id.as_str()) {
-            self.newest = position;
-        }
         true
     }
+}
 
-    fn newest_time(&self) -> NaiveDateTime {
-        self.newest.key.as_time().unwrap_or_default()
+/// The newest version a `runsUpdated` stream sent of each recent run, so a run's state
+/// never goes back however events arrive. Bounded like [`RecentIds`]: a run forgotten
+/// after [`RunVersions::CAPACITY`] newer ones has long stopped changing.
+#[derive(Default)]
+struct RunVersions {
+    versions: std::collections::HashMap<String, i64>,
+    order: VecDeque<String>,
+}
+
+impl RunVersions {
+    const CAPACITY: usize = 1_024;
+
+    /// Whether `version` of run `id` is newer than what was sent; remembers it if so.
+    fn advance(&mut self, id: &str, version: i64) -> bool {
+        match self.versions.get_mut(id) {
+            Some(sent) if *sent >= version => false,
+            Some(sent) => {
+                *sent = version;
+                true
+            }
+            None => {
+                self.versions.insert(id.to_owned(), version);
+                self.order.push_back(id.to_owned());
+                if self.order.len() > Self::CAPACITY
+                    && let Some(old) = self.order.pop_front()
+                {
+                    self.versions.remove(&old);
+                }
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RecentIds, RunVersions};
+
+    #[test]
+    fn run_versions_only_move_forward() {
+        let mut versions = RunVersions::default();
+        assert!(versions.advance("a", 2));
+        assert!(!versions.advance("a", 2));
+        assert!(!versions.advance("a", 1));
+        assert!(versions.advance("a", 3));
+        for i in 0..2_000 {
+            versions.advance(&i.to_string(), 1);
+        }
+        assert!(versions.versions.len() <= RunVersions::CAPACITY);
     }
 
-    /// The replay that catches up with what this stream may have missed.
-    fn resume_point(&self) -> PageRequest {
-        PageRequest {
-            direction: Direction::Forward,
-            limit: MAX_PAGE_SIZE,
-            cursor: Some(self.newest.clone()),
+    #[test]
+    fn recent_ids_stay_bounded_and_refuse_repeats() {
+        let mut ids = RecentIds::default();
+        assert!(ids.insert(1));
+        assert!(!ids.insert(1));
+        for i in 2..10_000 {
+            assert!(ids.insert(i));
         }
+        assert!(ids.ids.len() <= RecentIds::<i32>::CAPACITY);
+        assert!(ids.insert(1), "the oldest ids are forgotten");
     }
 }

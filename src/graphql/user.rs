@@ -57,7 +57,7 @@ impl User {
             Ok(loader) if loader.loader().tenant == self.viewer.tenant => {
                 loader.load_one(TenantCompany).await?
             }
-            _ => Some(domain::company::find(&ctx.services().db, &self.viewer.tenant).await?),
+            _ => Some(domain::company::find(ctx.db(), &self.viewer.tenant).await?),
         }
         .ok_or(AppError::NotFound("company"))?;
         Ok(Company {
@@ -114,13 +114,12 @@ impl UserQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         let viewer = ctx.viewer()?;
-        let row =
-            match domain::user::find(&ctx.services().db, &viewer.tenant, &viewer.user_id).await {
-                Err(AppError::NotFound(_)) => {
-                    return Err(AppError::Unauthenticated("this account no longer exists").into());
-                }
-                other => other?,
-            };
+        let row = match domain::user::find(ctx.db(), &viewer.tenant, &viewer.user_id).await {
+            Err(AppError::NotFound(_)) => {
+                return Err(AppError::Unauthenticated("this account no longer exists").into());
+            }
+            other => other?,
+        };
         Ok(User {
             row,
             viewer: viewer.clone(),
@@ -130,7 +129,7 @@ impl UserQuery {
     /// Every member of the signed-in user's company, in the order they joined.
     async fn users(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
         let viewer = ctx.viewer()?;
-        let rows = domain::user::list(&ctx.services().db, &viewer.tenant).await?;
+        let rows = domain::user::list(ctx.db(), &viewer.tenant).await?;
         Ok(rows
             .into_iter()
             .map(|row| User {
@@ -156,8 +155,7 @@ impl UserMutation {
         #[graphql(desc = "The role they get.")] role: Role,
     ) -> async_graphql::Result<User> {
         let viewer = ctx.viewer()?;
-        let row =
-            domain::user::change_role(&ctx.services().db, &viewer.tenant, &user_id, role).await?;
+        let row = domain::user::change_role(ctx.db(), &viewer.tenant, &user_id, role).await?;
         // Their old tokens stop working on this instance now, elsewhere within seconds.
         ctx.services().memberships.forget(&user_id);
         Ok(User {
@@ -175,7 +173,7 @@ impl UserMutation {
         #[graphql(desc = "The member to remove.")] user_id: ID,
     ) -> async_graphql::Result<ID> {
         let viewer = ctx.viewer()?;
-        domain::user::remove(&ctx.services().db, &viewer.tenant, &user_id).await?;
+        domain::user::remove(ctx.db(), &viewer.tenant, &user_id).await?;
         ctx.services().memberships.forget(&user_id);
         Ok(user_id)
     }

@@ -362,7 +362,7 @@ impl WorkflowQuery {
         before: Option<String>,
     ) -> async_graphql::Result<CountedConnection<Workflow>> {
         let viewer = ctx.viewer()?.clone();
-        let db = ctx.services().db.clone();
+        let db = ctx.db().clone();
         let order: domain::workflow::WorkflowOrder = order_by
             .unwrap_or(WorkflowOrder {
                 field: WorkflowOrderField::CreatedAt,
@@ -426,9 +426,7 @@ impl WorkflowMutation {
             status: input.status.map(Into::into),
             steps,
         };
-        let row =
-            domain::workflow::create(&ctx.services().db, &viewer.tenant, &viewer.user_id, new)
-                .await?;
+        let row = domain::workflow::create(ctx.db(), &viewer.tenant, &viewer.user_id, new).await?;
         Ok(Workflow {
             row,
             viewer: viewer.clone(),
@@ -454,7 +452,7 @@ impl WorkflowMutation {
             status: input.status.map(Into::into),
         };
         let row = domain::workflow::update(
-            &ctx.services().db,
+            ctx.db(),
             &ctx.services().events,
             &viewer.tenant,
             &id,
@@ -475,7 +473,7 @@ impl WorkflowMutation {
             ..Default::default()
         };
         let row = domain::workflow::update(
-            &ctx.services().db,
+            ctx.db(),
             &ctx.services().events,
             &viewer.tenant,
             &id,
@@ -509,14 +507,8 @@ impl WorkflowMutation {
         #[graphql(desc = "Name of the copy; defaults to \"<name> (copy)\".")] name: Option<String>,
     ) -> async_graphql::Result<Workflow> {
         let viewer = ctx.viewer()?;
-        let row = domain::workflow::duplicate(
-            &ctx.services().db,
-            &viewer.tenant,
-            &id,
-            &viewer.user_id,
-            name,
-        )
-        .await?;
+        let row = domain::workflow::duplicate(ctx.db(), &viewer.tenant, &id, &viewer.user_id, name)
+            .await?;
         Ok(Workflow {
             row,
             viewer: viewer.clone(),

@@ -635,6 +635,11 @@ impl RawSocket {
         }
     }
 
+    /// Stops reading from the socket, like a client on a congested link.
+    pub fn pause_reading(&mut self) {
+        self.process.command(json!({ "pauseReading": true }));
+    }
+
     /// Sends `frame` serialised as one JSON text frame.
     pub fn send(&mut self, frame: Value) {
         self.process.command(json!({ "send": frame }));

@@ -10,6 +10,7 @@
 //   {"send": "raw text"}       a text frame with exactly this text
 //   {"sendBinary": "aGk="}     a binary frame (base64)
 //   {"close": {"code": 1000, "reason": "bye"}}
+//   {"pauseReading": true}     stop reading from the TCP socket (a client that cannot keep up)
 //   {"exit": true}             (stdin EOF does the same: close with 1000 if open, then exit)
 // Everything observed is printed to stdout as one JSON line:
 //   {"event":"upgrade","status":101,"protocol":"graphql-transport-ws"|null}
@@ -119,6 +120,10 @@ function run(command) {
     socket.send(Buffer.from(command.sendBinary, 'base64'), { binary: true }, (err) => {
       if (err) emit({ event: 'send-error', message: err.message });
     });
+  } else if ('pauseReading' in command) {
+    // ws keeps the net.Socket private; pausing it stops reading, so the server's writes
+    // back up exactly as with a client on a congested link.
+    socket._socket.pause();
   } else if ('close' in command) {
     const { code = 1000, reason = '' } = command.close ?? {};
     socket.close(code, reason);

@@ -1,0 +1,200 @@
+//! The envelope events travel in between instances (PostgreSQL NOTIFY today).
+//!
+//! Anything that can reach the channel can write to it: PostgreSQL lets every role that
+//! may connect `NOTIFY` and `LISTEN` on any channel. So an envelope is believed only when
+//! its HMAC verifies under a key derived from the server secret every instance shares, and
+//! it carries ids, never row contents: a listener without the key learns which ids
+//! changed, not what they hold, and a forger cannot make an instance deliver anything.
+//! The receiving instance reads the rows itself ([`super::postgres`]).
+//!
+//! `v1.<hex HMAC-SHA256 of the JSON>.<JSON>`; the JSON is `{"v":1,"o":origin,"e":[...]}`.
+//! Event kinds this version does not know are skipped, so an older instance keeps working
+//! beside a newer one that added kinds.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Event, EventKind};
+use crate::auth::mac::MacKey;
+use crate::auth::signed_url::hex;
+
+/// The envelope format this build writes and reads.
+pub const VERSION: u8 = 1;
+const PREFIX: &str = "v1.";
+/// Label of the envelope key derived from the server secret.
+const KEY_LABEL: &str = "stepwise event envelope v1";
+
+/// One batch of events from one instance.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u8,
+    /// The instance that published the events (it ignores its own).
+    pub o: String,
+    pub e: Vec<WireEvent>,
+}
+
+/// An event as it travels: the company and the ids of what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum WireEvent {
+    Run {
+        c: String,
+        run: String,
+        log: Option<String>,
+    },
+    Log {
+        c: String,
+        log: String,
+    },
+    Notification {
+        c: String,
+        notification: String,
+    },
+    WorkflowStatus {
+        c: String,
+        workflow: String,
+        previous: String,
+    },
+    Resync {
+        c: String,
+    },
+    /// A kind a newer instance sends that this one does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl WireEvent {
+    /// The wire form of a committed event; `None` for what never leaves the instance (an
+    /// instance-wide resync is about this instance's own link).
+    pub fn of(event: &Event) -> Option<Self> {
+        let c = event.company_id.clone()?;
+        Some(match &event.kind {
+            EventKind::RunChanged { run, health_log } => Self::Run {
+                c,
+                run: run.id.clone(),
+                log: health_log.as_ref().map(|log| log.id.clone()),
+            },
+            EventKind::HealthLogRecorded { health_log_id } => Self::Log {
+                c,
+                log: health_log_id.clone(),
+            },
+            EventKind::NotificationCreated { notification } => Self::Notification {
+                c,
+                notification: notification.id.clone(),
+            },
+            EventKind::WorkflowStatusChanged { workflow, previous } => Self::WorkflowStatus {
+                c,
+                workflow: workflow.id.clone(),
+                previous: previous.clone(),
+            },
+            EventKind::Resync => Self::Resync { c },
+        })
+    }
+}
+
+/// Why an envelope was dropped (a `/metrics` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not in the signed format at all.
+    Unsigned,
+    /// Signed, but not with our key: forged, or an instance with another secret.
+    BadSignature,
+    /// Signed correctly but not an envelope we can read.
+    Malformed,
+}
+
+impl Rejection {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unsigned => "unsigned",
+            Self::BadSignature => "bad_signature",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
+/// Signs envelopes and checks them; one per instance.
+pub struct Sealer {
+    key: MacKey,
+}
+
+impl Sealer {
+    pub fn new(server_secret: &[u8]) -> Self {
+        Self {
+            key: MacKey::derive(server_secret, KEY_LABEL),
+        }
+    }
+
+    /// Bytes the signature and framing add to an envelope's JSON.
+    pub const OVERHEAD: usize = PREFIX.len() + 64 + 1;
+
+    /// The NOTIFY payload carrying `json` (an [`Envelope`] serialised).
+    pub fn seal(&self, json: &str) -> String {
+        format!("{PREFIX}{}.{json}", hex(&self.key.tag(json.as_bytes())))
+    }
+
+    /// The envelope in `payload`, if it verifies. Nothing of an unverified payload is
+    /// parsed.
+    pub fn open(&self, payload: &str) -> Result<Envelope, Rejection> {
+        let rest = payload.strip_prefix(PREFIX).ok_or(Rejection::Unsigned)?;
+        let (tag, json) = rest.split_once('.').ok_or(Rejection::Unsigned)?;
+        let tag = unhex32(tag).ok_or(Rejection::Unsigned)?;
+        if !self.key.verify(json.as_bytes(), &tag) {
+            return Err(Rejection::BadSignature);
+        }
+        let envelope: Envelope = serde_json::from_str(json).map_err(|_| Rejection::Malformed)?;
+        if envelope.v != VERSION {
+            return Err(Rejection::Malformed);
+        }
+        Ok(envelope)
+    }
+}
+
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> String {
+        serde_json::json!({
+            "v": 1, "o": "me",
+            "e": [{ "t": "run", "c": "acme", "run": "r1", "log": null },
+                  { "t": "from_the_future", "c": "acme" }]
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn only_envelopes_signed_with_the_shared_secret_open() {
+        let sealer = Sealer::new(b"secret of every instance");
+        let sealed = sealer.seal(&envelope());
+        let opened = sealer.open(&sealed).map(|e| e.e);
+        assert_eq!(
+            opened,
+            Ok(vec![
+                WireEvent::Run {
+                    c: "acme".into(),
+                    run: "r1".into(),
+                    log: None
+                },
+                WireEvent::Unknown
+            ])
+        );
+        let other = Sealer::new(b"another secret");
+        assert_eq!(other.open(&sealed).err(), Some(Rejection::BadSignature));
+        assert_eq!(sealer.open(&envelope()).err(), Some(Rejection::Unsigned));
+        let tampered = sealed.replace("\"r1\"", "\"r2\"");
+        assert_eq!(sealer.open(&tampered).err(), Some(Rejection::BadSignature));
+        let garbage = sealer.seal("not json");
+        assert_eq!(sealer.open(&garbage).err(), Some(Rejection::Malformed));
+    }
+}
