@@ -966,3 +966,142 @@ async fn notification_inbox(backend: Backend) {
     let count = ok(&server, token, all_read, json!({})).await;
     assert_eq!(count["markAllNotificationsRead"], 0, "nothing left to mark");
 }
+
+/// The ids of `conn`'s edges and its pageInfo flags.
+fn page_of(conn: &Value) -> (Vec<String>, bool, bool, Option<String>, Option<String>) {
+    (
+        edge_ids(conn),
+        conn["pageInfo"]["hasNextPage"].as_bool().unwrap(),
+        conn["pageInfo"]["hasPreviousPage"].as_bool().unwrap(),
+        conn["pageInfo"]["startCursor"].as_str().map(str::to_owned),
+        conn["pageInfo"]["endCursor"].as_str().map(str::to_owned),
+    )
+}
+
+both_backends!(nested_connections_page_like_root_lists);
+/// `Workflow.runs`, `Workflow.healthLogs` and `Run.healthLogs` under a list of workflows
+/// are read for all parents at once; each parent's pages, cursors, flags and counts must
+/// be exactly those of the same list asked for alone.
+async fn nested_connections_page_like_root_lists(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.member_token.as_str();
+    let mut workflows = Vec::new();
+    for (w, runs) in [(0, 7), (1, 3), (2, 0)] {
+        let wf = simple_workflow(&server, token, &format!("Flow {w}"), 1).await;
+        let id = str_field(&wf, "id");
+        for r in 0..runs {
+            // Two runs (and their logs) share each timestamp: ties are broken by id.
+            let run = insert_run(
+                &server,
+                &RunRow {
+                    company_id: &acme.company_id,
+                    workflow_id: &id,
+                    started_by: None,
+                    status: if r % 3 == 0 { "failed" } else { "succeeded" },
+                    current_step_id: None,
+                    error: None,
+                    created_at: ts_at(100 + r / 2),
+                },
+            )
+            .await;
+            for l in 0..(r % 4) {
+                insert_health_log(
+                    &server,
+                    &HealthLogRow {
+                        company_id: &acme.company_id,
+                        workflow_id: &id,
+                        run_id: &run,
+                        step_id: None,
+                        status: if l == 0 { "failed" } else { "success" },
+                        error_message: None,
+                        created_at: ts_at(200 + r / 2),
+                    },
+                )
+                .await;
+            }
+        }
+        workflows.push(id);
+    }
+    const PAGE: &str = "totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor }";
+    let nested = format!(
+        "query($rf: Int, $ra: String, $rl: Int, $rb: String, \
+               $lf: Int, $la: String, $ll: Int, $lb: String) {{ \
+         workflows(first: 10, orderBy: {{ field: CREATED_AT, direction: ASC }}) {{ edges {{ node {{ id \
+           runs(first: $rf, after: $ra, last: $rl, before: $rb) {{ {PAGE} \
+             edges {{ cursor node {{ id healthLogs(first: 2) {{ {PAGE} edges {{ node {{ id }} }} }} }} }} }} \
+           healthLogs(first: $lf, after: $la, last: $ll, before: $lb, \
+                      filter: {{ status: [SUCCESS] }}) {{ {PAGE} edges {{ node {{ id }} }} }} \
+         }} }} }} }}"
+    );
+    let runs_alone = format!(
+        "query($id: ID!, $first: Int, $after: String, $last: Int, $before: String) {{ \
+         workflow(id: $id) {{ runs(first: $first, after: $after, last: $last, before: $before) {{ \
+           {PAGE} edges {{ cursor node {{ id healthLogs(first: 2) {{ {PAGE} edges {{ node {{ id }} }} }} }} }} }} }} \
+         runs(workflowId: $id, first: $first, after: $after, last: $last, before: $before) {{ \
+           {PAGE} edges {{ node {{ id }} }} }} }}"
+    );
+    let logs_alone = format!(
+        "query($id: ID!, $first: Int, $after: String, $last: Int, $before: String) {{ \
+         healthLogs(filter: {{ workflowId: $id, status: [SUCCESS] }}, first: $first, \
+                    after: $after, last: $last, before: $before) {{ {PAGE} edges {{ node {{ id }} }} }} }}"
+    );
+    // Walk each workflow's runs and (successful) logs forward and backward, two at a time,
+    // through the nested list; every page must equal the one asked for alone.
+    for (list, alone) in [("runs", &runs_alone), ("healthLogs", &logs_alone)] {
+        for forward in [true, false] {
+            let mut cursors: Vec<Option<String>> = vec![None; workflows.len()];
+            for step in 0..5 {
+                for (i, id) in workflows.iter().enumerate() {
+                    if step > 0 && cursors[i].is_none() {
+                        continue;
+                    }
+                    let mut vars = if forward {
+                        json!({ "first": 2, "after": cursors[i] })
+                    } else {
+                        json!({ "last": 2, "before": cursors[i] })
+                    };
+                    // The other list of the nested query pages from its start.
+                    let prefix = if list == "runs" { "r" } else { "l" };
+                    let mut nested_vars = json!({});
+                    for (short, long) in [
+                        ("f", "first"),
+                        ("a", "after"),
+                        ("l", "last"),
+                        ("b", "before"),
+                    ] {
+                        nested_vars[format!("{prefix}{short}")] = vars[long].clone();
+                    }
+                    let data = ok(&server, token, &nested, nested_vars).await;
+                    let node = data["workflows"]["edges"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| &e["node"])
+                        .find(|n| n["id"] == id.as_str())
+                        .unwrap()
+                        .clone();
+                    vars["id"] = json!(id);
+                    let one = ok(&server, token, alone, vars).await;
+                    if list == "runs" {
+                        assert_eq!(node["runs"], one["workflow"]["runs"], "{list} of {i}");
+                        assert_eq!(page_of(&node["runs"]), page_of(&one["runs"]));
+                        assert_eq!(node["runs"]["totalCount"], one["runs"]["totalCount"]);
+                    } else {
+                        assert_eq!(node["healthLogs"], one["healthLogs"], "{list} of {i}");
+                    }
+                    let (_, next, previous, start, end) = page_of(&node[list]);
+                    cursors[i] = if forward {
+                        next.then_some(end).flatten()
+                    } else {
+                        previous.then_some(start).flatten()
+                    };
+                }
+            }
+            assert!(
+                cursors.iter().all(Option::is_none),
+                "every {list} walk reached the end: {cursors:?}"
+            );
+        }
+    }
+}

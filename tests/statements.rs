@@ -210,3 +210,60 @@ async fn status_change_subscribers_do_not_read_per_event(backend: Backend) {
         cost[1]
     );
 }
+
+both_backends!(nested_connections_cost_the_same_for_5_and_50_parents);
+/// Connections under a list (each workflow's runs and logs, each run's logs) with their
+/// counts are read for the whole list at once: 50 parents cost no more statements than 5.
+async fn nested_connections_cost_the_same_for_5_and_50_parents(backend: Backend) {
+    use common::runs::{active_workflow, outcome, report_step, start_run};
+    let options = ServerOptions {
+        env: vec![("STEPWISE_BATCH_WINDOW_US".into(), "50000".into())],
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_with(backend, options).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.member_token.as_str();
+    for i in 0..50 {
+        let (workflow, steps) = active_workflow(&server, token, &format!("Flow {i:02}"), 1).await;
+        if i % 5 == 0 {
+            let run = str_field(&start_run(&server, token, &workflow).await, "id");
+            report_step(&server, token, &run, &steps[0], outcome("SUCCESS")).await;
+        }
+    }
+    let query = |first: usize| {
+        format!(
+            "{{ workflows(first: {first}) {{ edges {{ node {{ id \
+               runs(first: 2) {{ totalCount edges {{ node {{ id \
+                 healthLogs(first: 3) {{ totalCount edges {{ node {{ id }} }} }} }} }} }} \
+               healthLogs(first: 2, filter: {{ status: [SUCCESS] }}) {{ totalCount \
+                 edges {{ node {{ id status }} }} }} }} }} }} }}"
+        )
+    };
+    let cost = async |first: usize| {
+        let before = server.metric(COUNTER).await;
+        let data = ok(&server, token, &query(first), json!({})).await;
+        let after = server.metric(COUNTER).await;
+        let edges = data["workflows"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), first);
+        let runs: i64 = edges
+            .iter()
+            .map(|e| e["node"]["runs"]["totalCount"].as_i64().unwrap())
+            .sum();
+        let logs: i64 = edges
+            .iter()
+            .map(|e| e["node"]["healthLogs"]["totalCount"].as_i64().unwrap())
+            .sum();
+        assert_eq!(
+            runs, logs,
+            "one run with one successful report per fifth workflow"
+        );
+        after - before
+    };
+    cost(5).await;
+    let small = cost(5).await;
+    let large = cost(50).await;
+    assert!(
+        large <= small,
+        "nested connections ran {large} statements for 50 workflows, {small} for 5"
+    );
+}

@@ -13,6 +13,7 @@
 //! SQLite write connections behind a one-permit semaphore; readers are never blocked (WAL).
 
 pub mod migrations;
+pub mod partition;
 pub mod schema;
 
 use std::sync::Arc;

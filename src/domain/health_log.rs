@@ -65,6 +65,7 @@ impl Status {
     Debug,
     Clone,
     Queryable,
+    QueryableByName,
     Selectable,
     Insertable,
     Identifiable,
@@ -327,6 +328,160 @@ pub async fn list(
         .await?
     });
     Ok(Page::from_scan(rows, page))
+}
+
+/// What a list of logs nested under a list hangs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogParent {
+    Workflow,
+    Run,
+}
+
+impl LogParent {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Workflow => "workflow_id",
+            Self::Run => "run_id",
+        }
+    }
+}
+
+/// One page of logs per parent among `parents` (a `healthLogs` connection under a list of
+/// workflows or runs), in `order`, in one statement. `filter` applies to every parent; its
+/// field for the parent's own column is ignored.
+pub async fn pages_by_parent(
+    db: &Db,
+    tenant: &Tenant,
+    parent: LogParent,
+    parents: &[String],
+    filter: &HealthLogFilter,
+    order: LogOrder,
+    page: &PageRequest,
+) -> AppResult<std::collections::HashMap<String, Page<HealthLog>>> {
+    use crate::db::partition::{Condition, PartitionedPage, bind_all};
+    let descending_scan = page.scans_backward(order.descending());
+    let mut conditions = filter_conditions(parent, filter);
+    if let Some(position) = &page.cursor {
+        let at = time_key(&position.key)?;
+        conditions.push(Condition::after(
+            "created_at",
+            "id",
+            at,
+            &position.id,
+            descending_scan,
+        ));
+    }
+    let statement = PartitionedPage {
+        table: "health_logs",
+        parent: parent.column(),
+        key: "created_at",
+        descending: descending_scan,
+        limit: page.fetch_limit(),
+        company_id: tenant.id().to_owned(),
+        parents: parents.to_vec(),
+        conditions,
+    };
+    let (sql, binds) = statement.sql(db.backend());
+    let rows: Vec<HealthLog> = crate::with_conn!(db, |conn| {
+        bind_all(diesel::sql_query(sql).into_boxed(), binds)
+            .load(conn)
+            .await?
+    });
+    Ok(super::page::pages_by_parent(
+        rows,
+        parents,
+        page,
+        |log| match parent {
+            LogParent::Workflow => log.workflow_id.as_str(),
+            LogParent::Run => log.run_id.as_str(),
+        },
+        |a, b| {
+            let order = (a.created_at, &a.id).cmp(&(b.created_at, &b.id));
+            if descending_scan {
+                order.reverse()
+            } else {
+                order
+            }
+        },
+    ))
+}
+
+fn filter_conditions(
+    parent: LogParent,
+    filter: &HealthLogFilter,
+) -> Vec<crate::db::partition::Condition> {
+    use crate::db::partition::Condition;
+    let mut conditions = Vec::new();
+    if parent != LogParent::Workflow
+        && let Some(workflow_id) = &filter.workflow_id
+    {
+        conditions.push(Condition::equals("workflow_id", workflow_id));
+    }
+    if parent != LogParent::Run
+        && let Some(run_id) = &filter.run_id
+    {
+        conditions.push(Condition::equals("run_id", run_id));
+    }
+    let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+    conditions.extend(Condition::any_of("status", &statuses));
+    if let Some(since) = filter.since {
+        conditions.push(Condition::time("created_at", ">=", since));
+    }
+    if let Some(until) = filter.until {
+        conditions.push(Condition::time("created_at", "<", until));
+    }
+    conditions
+}
+
+/// How many logs matching `filter` each parent among `parents` has.
+pub async fn counts_by_parent(
+    db: &Db,
+    tenant: &Tenant,
+    parent: LogParent,
+    parents: &[String],
+    filter: &HealthLogFilter,
+) -> AppResult<std::collections::HashMap<String, i64>> {
+    let mut filter = filter.clone();
+    match parent {
+        LogParent::Workflow => filter.workflow_id = None,
+        LogParent::Run => filter.run_id = None,
+    }
+    // Grouped before boxing (a boxed select cannot be grouped); the filter is applied to
+    // each grouping the same way.
+    macro_rules! grouped {
+        ($conn:ident, $column:expr) => {{
+            let mut query = health_logs::table
+                .filter(health_logs::company_id.eq(tenant.id().to_owned()))
+                .filter($column.eq_any(parents.to_vec()))
+                .group_by($column)
+                .select(($column, diesel::dsl::count_star()))
+                .into_boxed();
+            if let Some(workflow_id) = &filter.workflow_id {
+                query = query.filter(health_logs::workflow_id.eq(workflow_id.clone()));
+            }
+            if let Some(run_id) = &filter.run_id {
+                query = query.filter(health_logs::run_id.eq(run_id.clone()));
+            }
+            if !filter.statuses.is_empty() {
+                query = query
+                    .filter(health_logs::status.eq_any(filter.statuses.iter().map(|s| s.as_str())));
+            }
+            if let Some(since) = filter.since {
+                query = query.filter(health_logs::created_at.ge(since));
+            }
+            if let Some(until) = filter.until {
+                query = query.filter(health_logs::created_at.lt(until));
+            }
+            query.load::<(String, i64)>($conn).await?
+        }};
+    }
+    let rows: Vec<(String, i64)> = crate::with_conn!(db, |conn| {
+        match parent {
+            LogParent::Workflow => grouped!(conn, health_logs::workflow_id),
+            LogParent::Run => grouped!(conn, health_logs::run_id),
+        }
+    });
+    Ok(rows.into_iter().collect())
 }
 
 /// How many of the tenant's health logs match `filter`.

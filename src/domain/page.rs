@@ -120,6 +120,32 @@ impl<T> Page<T> {
     }
 }
 
+/// Splits rows read one page per parent into each parent's page; parents without rows get
+/// an empty page. `scan_order` compares two rows of one parent in the order they were
+/// scanned (the statement does not promise to return them in it).
+pub fn pages_by_parent<T>(
+    rows: Vec<T>,
+    parents: &[String],
+    request: &PageRequest,
+    parent_of: impl Fn(&T) -> &str,
+    scan_order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> std::collections::HashMap<String, Page<T>> {
+    let mut grouped: std::collections::HashMap<String, Vec<T>> =
+        parents.iter().map(|p| (p.clone(), Vec::new())).collect();
+    for row in rows {
+        if let Some(rows) = grouped.get_mut(parent_of(&row)) {
+            rows.push(row);
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(parent, mut rows)| {
+            rows.sort_by(&scan_order);
+            (parent, Page::from_scan(rows, request))
+        })
+        .collect()
+}
+
 /// Adds the keyset condition and ordering for `$column` (sort key) and `$id` (tie-break)
 /// to a boxed diesel query, for the given page request and sort direction.
 ///

@@ -187,6 +187,7 @@ pub fn counter_increments(status: super::health_log::Status) -> (i32, i32, i32) 
     Debug,
     Clone,
     Queryable,
+    QueryableByName,
     Selectable,
     Insertable,
     Identifiable,
@@ -275,6 +276,84 @@ pub async fn count(db: &Db, tenant: &Tenant, filter: &RunFilter) -> AppResult<i6
             .first::<i64>(conn)
             .await?
     }))
+}
+
+/// One page of runs per workflow among `workflow_ids` (the `runs` connection under a list
+/// of workflows), newest first, in one statement; `statuses` empty means any.
+pub async fn pages_by_workflow(
+    db: &Db,
+    tenant: &Tenant,
+    workflow_ids: &[String],
+    statuses: &[Status],
+    page: &PageRequest,
+) -> AppResult<std::collections::HashMap<String, Page<Run>>> {
+    use crate::db::partition::{Condition, PartitionedPage, bind_all};
+    let descending_scan = page.scans_backward(true);
+    let mut conditions = Vec::new();
+    let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    conditions.extend(Condition::any_of("status", &statuses));
+    if let Some(position) = &page.cursor {
+        let at = time_key(&position.key)?;
+        conditions.push(Condition::after(
+            "created_at",
+            "id",
+            at,
+            &position.id,
+            descending_scan,
+        ));
+    }
+    let statement = PartitionedPage {
+        table: "runs",
+        parent: "workflow_id",
+        key: "created_at",
+        descending: descending_scan,
+        limit: page.fetch_limit(),
+        company_id: tenant.id().to_owned(),
+        parents: workflow_ids.to_vec(),
+        conditions,
+    };
+    let (sql, binds) = statement.sql(db.backend());
+    let rows: Vec<Run> = crate::with_conn!(db, |conn| {
+        bind_all(diesel::sql_query(sql).into_boxed(), binds)
+            .load(conn)
+            .await?
+    });
+    Ok(super::page::pages_by_parent(
+        rows,
+        workflow_ids,
+        page,
+        |run| run.workflow_id.as_str(),
+        |a, b| {
+            let order = (a.created_at, &a.id).cmp(&(b.created_at, &b.id));
+            if descending_scan {
+                order.reverse()
+            } else {
+                order
+            }
+        },
+    ))
+}
+
+/// How many runs each workflow among `workflow_ids` has (with `statuses`, if any).
+pub async fn counts_by_workflow(
+    db: &Db,
+    tenant: &Tenant,
+    workflow_ids: &[String],
+    statuses: &[Status],
+) -> AppResult<std::collections::HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = crate::with_conn!(db, |conn| {
+        let mut query = runs::table
+            .filter(runs::company_id.eq(tenant.id().to_owned()))
+            .filter(runs::workflow_id.eq_any(workflow_ids.to_vec()))
+            .group_by(runs::workflow_id)
+            .select((runs::workflow_id, diesel::dsl::count_star()))
+            .into_boxed();
+        if !statuses.is_empty() {
+            query = query.filter(runs::status.eq_any(statuses.iter().map(|s| s.as_str())));
+        }
+        query.load(conn).await?
+    });
+    Ok(rows.into_iter().collect())
 }
 
 /// A run of the tenant's company; another company's run is not found.

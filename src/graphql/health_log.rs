@@ -1,17 +1,24 @@
 //! Health logs: the `healthLogs` query, the `HealthLog` type, its filter, and the step
 //! outcome executors report (`reportStep` lives with the other run mutations).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, NaiveDateTime, SubsecRound as _, TimeDelta, Utc};
+use futures_util::future::BoxFuture;
 
 use super::context::ContextExt as _;
-use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
-use super::run::{Run, RunById};
+use super::loaders::{LoadError, TenantLoader, load_error};
+use super::pagination::{CountSource, CountedConnection, PageArgs, TotalCount, connection};
+use super::run::{Run, RunById, group_by_page};
 use super::step::Step;
 use super::workflow::Workflow;
 use crate::auth::Viewer;
 use crate::domain;
-use crate::domain::health_log::LogOrder;
+use crate::domain::health_log::{HealthLogFilter, LogOrder, LogParent};
+use crate::domain::page::{Page, PageRequest};
 use crate::error::{AppError, AppResult};
 
 /// How a step went.
@@ -202,8 +209,8 @@ impl HealthLog {
     }
 }
 
-/// A page of the viewer's health logs matching `filter`, newest first (`Workflow.healthLogs`
-/// and the root `healthLogs`).
+/// A page of the viewer's health logs matching `filter`, newest first (the root
+/// `healthLogs`).
 pub async fn health_logs_connection(
     ctx: &Context<'_>,
     filter: domain::health_log::HealthLogFilter,
@@ -212,8 +219,7 @@ pub async fn health_logs_connection(
     health_logs_connection_ordered(ctx, filter, LogOrder::NewestFirst, args).await
 }
 
-/// A page of the viewer's health logs matching `filter`, in `order` (`Run.healthLogs`
-/// reads a run's timeline oldest first).
+/// A page of the viewer's health logs matching `filter`, in `order`.
 pub async fn health_logs_connection_ordered(
     ctx: &Context<'_>,
     filter: domain::health_log::HealthLogFilter,
@@ -231,6 +237,186 @@ pub async fn health_logs_connection_ordered(
             async move { domain::health_log::count(&db, &tenant, &filter).await }
         })
     };
+    Ok(connection(
+        page,
+        order.tag(),
+        domain::health_log::HealthLog::position,
+        |row| HealthLog {
+            row,
+            viewer: viewer.clone(),
+        },
+        total,
+    ))
+}
+
+/// Batch key: one page of the logs of a workflow or a run (`Workflow.healthLogs`,
+/// `Run.healthLogs` under a list). Keys asking for the same page of different parents are
+/// read in one statement.
+#[derive(Debug, Clone)]
+pub struct LogsOf {
+    pub parent: LogParent,
+    pub parent_id: String,
+    pub page: Arc<LogPage>,
+}
+
+/// What page of logs [`LogsOf`] asks for.
+#[derive(Debug)]
+pub struct LogPage {
+    filter: HealthLogFilter,
+    order: LogOrder,
+    request: PageRequest,
+    /// Equal for equal pages: the batch groups keys by it.
+    fingerprint: String,
+}
+
+impl PartialEq for LogsOf {
+    fn eq(&self, other: &Self) -> bool {
+        self.parent == other.parent
+            && self.parent_id == other.parent_id
+            && self.page.fingerprint == other.page.fingerprint
+    }
+}
+
+impl Eq for LogsOf {}
+
+impl std::hash::Hash for LogsOf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parent.hash(state);
+        self.parent_id.hash(state);
+        self.page.fingerprint.hash(state);
+    }
+}
+
+impl Loader<LogsOf> for TenantLoader {
+    type Value = Page<domain::health_log::HealthLog>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[LogsOf]) -> Result<HashMap<LogsOf, Self::Value>, LoadError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        let groups = group_by_page(keys, |k| k.page.fingerprint.as_str());
+        for group in groups {
+            let (parent, page) = (group[0].parent, &group[0].page);
+            let ids: Vec<String> = group.iter().map(|k| k.parent_id.clone()).collect();
+            let mut pages = domain::health_log::pages_by_parent(
+                &self.db,
+                &self.tenant,
+                parent,
+                &ids,
+                &page.filter,
+                page.order,
+                &page.request,
+            )
+            .await
+            .map_err(load_error)?;
+            for key in group {
+                if let Some(page) = pages.remove(&key.parent_id) {
+                    found.insert(key.clone(), page);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Batch key: how many logs matching a filter a workflow or a run has.
+#[derive(Debug, Clone)]
+pub struct LogCountOf {
+    pub parent: LogParent,
+    pub parent_id: String,
+    pub filter: Arc<HealthLogFilter>,
+    fingerprint: Arc<str>,
+}
+
+impl PartialEq for LogCountOf {
+    fn eq(&self, other: &Self) -> bool {
+        self.parent == other.parent
+            && self.parent_id == other.parent_id
+            && self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for LogCountOf {}
+
+impl std::hash::Hash for LogCountOf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parent.hash(state);
+        self.parent_id.hash(state);
+        self.fingerprint.hash(state);
+    }
+}
+
+impl Loader<LogCountOf> for TenantLoader {
+    type Value = i64;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[LogCountOf]) -> Result<HashMap<LogCountOf, i64>, LoadError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        let groups = group_by_page(keys, |k| k.fingerprint.as_ref());
+        for group in groups {
+            let (parent, filter) = (group[0].parent, &group[0].filter);
+            let ids: Vec<String> = group.iter().map(|k| k.parent_id.clone()).collect();
+            let counts =
+                domain::health_log::counts_by_parent(&self.db, &self.tenant, parent, &ids, filter)
+                    .await
+                    .map_err(load_error)?;
+            for key in group {
+                found.insert(
+                    key.clone(),
+                    counts.get(&key.parent_id).copied().unwrap_or(0),
+                );
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl CountSource for LogCountOf {
+    fn count<'a>(&'a self, ctx: &'a Context<'_>) -> BoxFuture<'a, async_graphql::Result<i64>> {
+        Box::pin(async move { Ok(ctx.loader()?.load_one(self.clone()).await?.unwrap_or(0)) })
+    }
+}
+
+/// The logs connection of one workflow or run under a list: its page and count come from
+/// the request's batch loader.
+pub async fn logs_of(
+    ctx: &Context<'_>,
+    parent: LogParent,
+    parent_id: &str,
+    filter: HealthLogFilter,
+    order: LogOrder,
+    args: PageArgs,
+) -> async_graphql::Result<CountedConnection<HealthLog>> {
+    let viewer = ctx.viewer()?;
+    let request = args.into_request(order.tag())?;
+    // The parent's own column is the partition, not a filter.
+    let mut filter = filter;
+    match parent {
+        LogParent::Workflow => filter.workflow_id = None,
+        LogParent::Run => filter.run_id = None,
+    }
+    let fingerprint = format!("{parent:?}{filter:?}");
+    let page = LogPage {
+        fingerprint: format!("{fingerprint}{order:?}{request:?}"),
+        filter: filter.clone(),
+        order,
+        request: request.clone(),
+    };
+    let key = LogsOf {
+        parent,
+        parent_id: parent_id.to_owned(),
+        page: Arc::new(page),
+    };
+    let page = ctx
+        .loader()?
+        .load_one(key)
+        .await?
+        .unwrap_or_else(|| Page::from_scan(Vec::new(), &request));
+    let total = TotalCount::from_source(LogCountOf {
+        parent,
+        parent_id: parent_id.to_owned(),
+        filter: Arc::new(filter),
+        fingerprint: fingerprint.into(),
+    });
     Ok(connection(
         page,
         order.tag(),

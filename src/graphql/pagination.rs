@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Object, OutputType};
+use async_graphql::{Context, Object, OutputType};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::BoxFuture;
@@ -159,8 +159,26 @@ impl PageArgs {
     }
 }
 
-/// `totalCount` of a connection, counted only when a client asks for it.
-pub struct TotalCount(Arc<dyn Fn() -> BoxFuture<'static, AppResult<i64>> + Send + Sync>);
+/// `totalCount` of a connection, counted only when a client asks for it: by its own
+/// query, or through the request's batch loader when the connection sits under a list
+/// (one `GROUP BY` for every parent instead of a `COUNT(*)` each).
+pub struct TotalCount(Arc<dyn CountSource>);
+
+/// Where a `totalCount` comes from.
+pub trait CountSource: Send + Sync {
+    fn count<'a>(&'a self, ctx: &'a Context<'_>) -> BoxFuture<'a, async_graphql::Result<i64>>;
+}
+
+struct QueryCount<F>(F);
+
+impl<F> CountSource for QueryCount<F>
+where
+    F: Fn() -> BoxFuture<'static, AppResult<i64>> + Send + Sync,
+{
+    fn count<'a>(&'a self, _: &'a Context<'_>) -> BoxFuture<'a, async_graphql::Result<i64>> {
+        Box::pin(async move { Ok((self.0)().await?) })
+    }
+}
 
 impl TotalCount {
     pub fn new<F, Fut>(count: F) -> Self
@@ -168,7 +186,13 @@ impl TotalCount {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = AppResult<i64>> + Send + 'static,
     {
-        Self(Arc::new(move || Box::pin(count())))
+        let boxed = move || -> BoxFuture<'static, AppResult<i64>> { Box::pin(count()) };
+        Self(Arc::new(QueryCount(boxed)))
+    }
+
+    /// A count the request's batch loader answers (see [`CountSource`]).
+    pub fn from_source(source: impl CountSource + 'static) -> Self {
+        Self(Arc::new(source))
     }
 }
 
@@ -186,8 +210,8 @@ pub const ROUND_TRIP_COMPLEXITY: usize = 20;
 impl TotalCount {
     /// How many items the whole list holds (all pages, with the same filter).
     #[graphql(complexity = "COUNT_COMPLEXITY")]
-    async fn total_count(&self) -> async_graphql::Result<i64> {
-        Ok((self.0)().await?)
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        self.0.count(ctx).await
     }
 }
 

@@ -2,21 +2,25 @@
 //! run with (start, report steps, pause, resume, finish, cancel).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 
 use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::context::ContextExt as _;
-use super::health_log::{HealthLog, StepOutcomeInput, health_logs_connection_ordered};
+use super::health_log::{HealthLog, StepOutcomeInput, logs_of};
 use super::loaders::{LoadError, TenantLoader, load_error};
-use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
+use super::pagination::{CountSource, CountedConnection, PageArgs, TotalCount, connection};
 use super::step::Step;
 use super::user::User;
 use super::workflow::Workflow;
 use crate::auth::Viewer;
 use crate::domain;
-use crate::domain::health_log::{HealthLogFilter, LogOrder};
+use crate::domain::health_log::{HealthLogFilter, LogOrder, LogParent};
+use crate::domain::page::{Page, PageRequest};
 use crate::domain::run::{ORDERING, RunFilter};
 
 /// Where a run is in its life.
@@ -150,13 +154,11 @@ impl Run {
         #[graphql(desc = "How many logs to return: 0 to 100, default 20.")] first: Option<i32>,
         #[graphql(desc = "Return the logs after this cursor.")] after: Option<String>,
     ) -> async_graphql::Result<CountedConnection<HealthLog>> {
-        let filter = HealthLogFilter {
-            run_id: Some(self.row.id.clone()),
-            ..HealthLogFilter::default()
-        };
-        health_logs_connection_ordered(
+        logs_of(
             ctx,
-            filter,
+            LogParent::Run,
+            &self.row.id,
+            HealthLogFilter::default(),
             LogOrder::OldestFirst,
             PageArgs::forward(first, after),
         )
@@ -184,8 +186,174 @@ impl Loader<RunById> for TenantLoader {
     }
 }
 
-/// A page of the viewer's runs matching `filter`, newest first (`Workflow.runs` and the
-/// root `runs`).
+/// Batch key: one page of a workflow's runs (`Workflow.runs` under a list of workflows).
+/// Keys asking for the same page of different workflows are read in one statement.
+#[derive(Debug, Clone)]
+pub struct RunsOfWorkflow {
+    pub workflow_id: String,
+    pub page: Arc<RunPage>,
+}
+
+/// What page of runs [`RunsOfWorkflow`] asks for.
+#[derive(Debug)]
+pub struct RunPage {
+    statuses: Vec<domain::run::Status>,
+    request: PageRequest,
+    /// Equal for equal pages: the batch groups keys by it.
+    fingerprint: String,
+}
+
+impl RunPage {
+    pub fn new(statuses: Vec<domain::run::Status>, request: PageRequest) -> Self {
+        let fingerprint = format!("{statuses:?}{request:?}");
+        Self {
+            statuses,
+            request,
+            fingerprint,
+        }
+    }
+}
+
+impl PartialEq for RunsOfWorkflow {
+    fn eq(&self, other: &Self) -> bool {
+        self.workflow_id == other.workflow_id && self.page.fingerprint == other.page.fingerprint
+    }
+}
+
+impl Eq for RunsOfWorkflow {}
+
+impl std::hash::Hash for RunsOfWorkflow {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.workflow_id.hash(state);
+        self.page.fingerprint.hash(state);
+    }
+}
+
+impl Loader<RunsOfWorkflow> for TenantLoader {
+    type Value = Page<domain::run::Run>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[RunsOfWorkflow],
+    ) -> Result<HashMap<RunsOfWorkflow, Self::Value>, LoadError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for group in group_by_page(keys, |k| k.page.fingerprint.as_str()) {
+            let page = &group[0].page;
+            let ids: Vec<String> = group.iter().map(|k| k.workflow_id.clone()).collect();
+            let mut pages = domain::run::pages_by_workflow(
+                &self.db,
+                &self.tenant,
+                &ids,
+                &page.statuses,
+                &page.request,
+            )
+            .await
+            .map_err(load_error)?;
+            for key in group {
+                if let Some(page) = pages.remove(&key.workflow_id) {
+                    found.insert(key.clone(), page);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Batch key: how many runs (in `statuses`, if any) a workflow has.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunCountOfWorkflow {
+    pub workflow_id: String,
+    pub statuses: Vec<domain::run::Status>,
+}
+
+impl Loader<RunCountOfWorkflow> for TenantLoader {
+    type Value = i64;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[RunCountOfWorkflow],
+    ) -> Result<HashMap<RunCountOfWorkflow, i64>, LoadError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        let mut groups: HashMap<&[domain::run::Status], Vec<String>> = HashMap::new();
+        for key in keys {
+            groups
+                .entry(key.statuses.as_slice())
+                .or_default()
+                .push(key.workflow_id.clone());
+        }
+        for (statuses, ids) in groups {
+            let counts = domain::run::counts_by_workflow(&self.db, &self.tenant, &ids, statuses)
+                .await
+                .map_err(load_error)?;
+            for id in ids {
+                let count = counts.get(&id).copied().unwrap_or(0);
+                let key = RunCountOfWorkflow {
+                    workflow_id: id,
+                    statuses: statuses.to_vec(),
+                };
+                found.insert(key, count);
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl CountSource for RunCountOfWorkflow {
+    fn count<'a>(&'a self, ctx: &'a Context<'_>) -> BoxFuture<'a, async_graphql::Result<i64>> {
+        Box::pin(async move { Ok(ctx.loader()?.load_one(self.clone()).await?.unwrap_or(0)) })
+    }
+}
+
+/// Groups batch keys that ask for the same page (one statement per group).
+pub fn group_by_page<K>(keys: &[K], page: impl Fn(&K) -> &str) -> Vec<Vec<&K>> {
+    let mut groups: Vec<Vec<&K>> = Vec::new();
+    for key in keys {
+        match groups.iter_mut().find(|g| page(g[0]) == page(key)) {
+            Some(group) => group.push(key),
+            None => groups.push(vec![key]),
+        }
+    }
+    groups
+}
+
+/// The runs connection of one workflow under a list: its page and count come from the
+/// request's batch loader.
+pub async fn runs_of_workflow(
+    ctx: &Context<'_>,
+    workflow_id: &str,
+    statuses: Vec<domain::run::Status>,
+    args: PageArgs,
+) -> async_graphql::Result<CountedConnection<Run>> {
+    let viewer = ctx.viewer()?;
+    let request = args.into_request(ORDERING)?;
+    let key = RunsOfWorkflow {
+        workflow_id: workflow_id.to_owned(),
+        page: Arc::new(RunPage::new(statuses.clone(), request.clone())),
+    };
+    let page = ctx
+        .loader()?
+        .load_one(key)
+        .await?
+        .unwrap_or_else(|| Page::from_scan(Vec::new(), &request));
+    let total = TotalCount::from_source(RunCountOfWorkflow {
+        workflow_id: workflow_id.to_owned(),
+        statuses,
+    });
+    Ok(connection(
+        page,
+        ORDERING,
+        domain::run::Run::position,
+        |row| Run {
+            row,
+            viewer: viewer.clone(),
+        },
+        total,
+    ))
+}
+
+/// A page of the viewer's runs matching `filter`, newest first (the root `runs`).
 pub async fn runs_connection(
     ctx: &Context<'_>,
     filter: RunFilter,

@@ -9,16 +9,16 @@ use chrono::{DateTime, Utc};
 
 use super::context::ContextExt as _;
 use super::guards::AdminOnly;
-use super::health_log::{HealthLog, HealthLogFilterInput, health_logs_connection};
+use super::health_log::{HealthLog, HealthLogFilterInput, logs_of};
 use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountedConnection, PageArgs, SortDirection, TotalCount, connection};
-use super::run::{Run, RunStatus, runs_connection, statuses as run_statuses};
+use super::run::{Run, RunStatus, runs_of_workflow, statuses as run_statuses};
 use super::screenshot::{Screenshot, ScreenshotsOfWorkflow};
 use super::step::{Step, StepInput, StepsOfWorkflow};
 use super::user::{User, UserById};
 use crate::auth::Viewer;
 use crate::domain;
-use crate::domain::run::RunFilter;
+use crate::domain::health_log::{LogOrder, LogParent};
 use crate::domain::workflow::{NewWorkflow, OrderField, WorkflowChanges};
 use crate::error::AppError;
 
@@ -296,13 +296,10 @@ impl Workflow {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<CountedConnection<Run>> {
-        let filter = RunFilter {
-            workflow_id: Some(self.row.id.clone()),
-            statuses: run_statuses(status),
-        };
-        runs_connection(
+        runs_of_workflow(
             ctx,
-            filter,
+            &self.row.id,
+            run_statuses(status),
             PageArgs {
                 first,
                 after,
@@ -326,11 +323,13 @@ impl Workflow {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<CountedConnection<HealthLog>> {
-        let mut filter = filter.unwrap_or_default().into_domain()?;
-        filter.workflow_id = Some(self.row.id.clone());
-        health_logs_connection(
+        let filter = filter.unwrap_or_default().into_domain()?;
+        logs_of(
             ctx,
+            LogParent::Workflow,
+            &self.row.id,
             filter,
+            LogOrder::NewestFirst,
             PageArgs {
                 first,
                 after,
