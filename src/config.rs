@@ -143,6 +143,24 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub http: HttpArgs,
+
+    #[command(flatten)]
+    pub graphiql: GraphiQLArgs,
+}
+
+/// GraphiQL, the in-browser IDE on `GET /graphql` (turned off by `--disable-graphiql`).
+#[derive(Debug, Clone, Args)]
+pub struct GraphiQLArgs {
+    /// Base URL GraphiQL's page loads its pinned scripts and stylesheet from, laid out as
+    /// `<base>/<npm package>@<version>/<file>` (the public CDN's layout). Point it at a mirror
+    /// of those files where browsers cannot reach the internet; the page's integrity hashes
+    /// and Content-Security-Policy follow it.
+    #[arg(
+        long,
+        env = "STEPWISE_GRAPHIQL_ASSETS_URL",
+        default_value = crate::http::DEFAULT_GRAPHIQL_ASSETS_URL
+    )]
+    pub graphiql_assets_url: String,
 }
 
 /// The HTTP surface: what browsers may do, how big and how long a request may be, and how
