@@ -30,7 +30,7 @@ use sha2::{Digest as _, Sha384};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Upper bound on one wait for the browser (page load, a response, a live update).
-const WAIT: Duration = Duration::from_secs(45);
+const WAIT: Duration = Duration::from_secs(90);
 
 fn graphiql_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -427,7 +427,7 @@ async fn graphiql_works_in_chromium(backend: Backend) {
         ("subscription", &subscription),
         ("screenshot", &screenshot.to_string_lossy()),
         ("browser", CHROMIUM),
-        ("timeout-ms", "150000"),
+        ("timeout-ms", "240000"),
     ]);
 
     let rendered = driver.expect("rendered").await;
@@ -480,6 +480,16 @@ async fn graphiql_works_in_chromium(backend: Backend) {
         done["cspViolations"],
         json!([]),
         "the policy blocked something the page needs"
+    );
+    let styles = done["styles"].as_array().unwrap();
+    assert!(
+        styles.len() >= 2
+            && styles.iter().all(|s| s["rules"].as_u64() > Some(0))
+            && styles.iter().any(|s| s["text"]
+                .as_str()
+                .unwrap()
+                .contains("with-scroll-bars-hidden")),
+        "the page's style and the one GraphiQL's dialog adds both apply: {styles:#?}"
     );
     assert_eq!(done["pageErrors"], json!([]), "script errors on the page");
     assert_eq!(

@@ -6,7 +6,10 @@
 //   {"event":"queryResult", text}            the response pane after the typed query
 //   {"event":"subscriptionResult", text}     every new content of the response pane while
 //                                            the subscription runs
-//   {"event":"done", screenshot, cspViolations, pageErrors, consoleErrors, requests}
+//   {"event":"done", screenshot, cspViolations, styles, pageErrors, consoleErrors, requests}
+//                                            after a dialog opened (it adds a <style>);
+//                                            styles: each <style> and its applied rules
+//   {"event":"wsSent"|"wsReceived"|"wsClosed", payload}   WebSocket frames, for failures
 // and reads one command line on stdin: "finish" (take the screenshot and stop).
 //
 // Usage: node drive.mjs --page URL --token TOKEN --query Q --subscription S --screenshot PNG
@@ -121,12 +124,12 @@ try {
   // GraphiQL fetches the schema first; a query run before it arrives can be dropped.
   const schemaLoaded = page.waitForResponse(
     (r) => r.request().method() === 'POST' && (r.request().postData() ?? '').includes('IntrospectionQuery'),
-    { timeout: 30000 },
+    { timeout: 60000 },
   );
   await page.goto(args.page);
   await schemaLoaded;
-  await page.waitForSelector(`${QUERY} .CodeMirror`, { timeout: 30000 });
-  await page.waitForSelector(`${HEADERS} .CodeMirror`, { timeout: 30000 });
+  await page.waitForSelector(`${QUERY} .CodeMirror`, { timeout: 60000 });
+  await page.waitForSelector(`${HEADERS} .CodeMirror`, { timeout: 60000 });
   emit({ event: 'rendered', query: await editor(QUERY), headers: await editor(HEADERS) });
 
   await type(HEADERS, JSON.stringify({ Authorization: `Bearer ${args.token}` }));
@@ -141,7 +144,7 @@ try {
   await page.waitForFunction(
     (sel) => document.querySelector(sel)?.querySelector('.CodeMirror')?.CodeMirror.getValue().includes('"data"'),
     RESPONSE,
-    { timeout: 30000 },
+    { timeout: 60000 },
   );
   emit({ event: 'queryResult', text: await editor(RESPONSE) });
 
@@ -169,10 +172,15 @@ try {
   // A dialog injects a <style> element at run time: the CSP nonce must cover it.
   await page.click('[aria-label="Open settings dialog"]');
   await page.waitForSelector('[role="dialog"]');
+  // Violation reports are queued tasks: let them arrive.
+  await page.waitForTimeout(300);
+  const styles = await page.$$eval('style', (els) =>
+    els.map((el) => ({ text: el.textContent.trim().slice(0, 40), rules: el.sheet?.cssRules.length ?? 0 })));
   emit({
     event: 'done',
     screenshot: args.screenshot,
     cspViolations: await page.evaluate(() => window.__cspViolations),
+    styles,
     pageErrors,
     consoleErrors,
     requests,
