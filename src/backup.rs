@@ -146,9 +146,12 @@ async fn fill(database: &Path, store: &BlobStore, dir: &Path) -> anyhow::Result<
     }
     if !missing.is_empty() {
         bail!(
-            "{} screenshot blob(s) the database references disappeared during the backup \
-             (deleted at that moment?), e.g. {}; run the backup again",
+            "{} of the {} screenshot blob(s) the database references are not in the {} \
+             (e.g. {}): is --blob-store / STEPWISE_BLOB_STORE the server's? If it is, they \
+             were deleted during the backup; run it again",
             missing.len(),
+            keys.len(),
+            store.description(),
             missing[0]
         );
     }
@@ -237,6 +240,8 @@ pub struct Restored {
     pub database: PathBuf,
     pub blob_store: String,
     pub blobs: usize,
+    /// False when the backup was made from an S3 store and holds no blobs.
+    pub blobs_included: bool,
 }
 
 /// Restores the backup in `args.backup` into the database and blob store `args` name.
@@ -295,6 +300,7 @@ pub async fn restore(args: &RestoreArgs) -> anyhow::Result<Restored> {
         database: database.clone(),
         blob_store: store.description().to_owned(),
         blobs: blobs.len(),
+        blobs_included: manifest.blobs_included,
     })
 }
 

@@ -53,6 +53,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 restored.blobs,
                 restored.blob_store
             );
+            if !restored.blobs_included {
+                eprintln!(
+                    "note: the backup holds no screenshot bytes (they were in an S3 bucket); \
+                     point --blob-store at that bucket"
+                );
+            }
             Ok(())
         }
         Command::Schema => {

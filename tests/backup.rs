@@ -218,3 +218,78 @@ async fn backup_refuses_postgres_and_existing_destinations() {
     assert!(!out.status.success());
     assert!(out.stderr.contains("already exists"), "{}", out.stderr);
 }
+
+/// A configured blob directory (`--blob-store`) is backed up, and restored into another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_blob_directory_is_backed_up_and_restored_elsewhere() {
+    let db = TestDb::create(Backend::Sqlite).await;
+    let shots = db.dir.join("shots");
+    let options = ServerOptions {
+        env: vec![(
+            "STEPWISE_BLOB_STORE".into(),
+            shots.to_string_lossy().into_owned(),
+        )],
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_on(db, options).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.admin_token.as_str();
+    let (id, _, bytes) = write(&server, token, 0).await;
+
+    let backup = server.db.dir.join("backup");
+    let (backup_arg, shots_arg) = (
+        backup.to_string_lossy().into_owned(),
+        shots.to_string_lossy().into_owned(),
+    );
+    run_cli(
+        &["backup", &backup_arg, "--blob-store", &shots_arg],
+        Some(&server.database_url()),
+        &server.db.dir,
+    )
+    .assert_success("stepwise backup --blob-store");
+    assert_private(&backup);
+
+    let target = TestDb::create(Backend::Sqlite).await;
+    let elsewhere = target.dir.join("restored-shots");
+    let elsewhere_arg = elsewhere.to_string_lossy().into_owned();
+    run_cli(
+        &["restore", &backup_arg, "--blob-store", &elsewhere_arg],
+        Some(&target.url),
+        &target.dir,
+    )
+    .assert_success("stepwise restore --blob-store");
+    let options = ServerOptions {
+        env: vec![("STEPWISE_BLOB_STORE".into(), elsewhere_arg)],
+        ..ServerOptions::default()
+    };
+    let restored = TestServer::start_on(target, options).await;
+    let copy = workflows(&restored, token).await;
+    let (_, url) = &copy[&id];
+    let response = restored.get(url).await;
+    assert_eq!(response.status(), 200, "{url}");
+    assert_eq!(response.bytes().await.unwrap().as_ref(), bytes.as_slice());
+}
+
+/// A backup pointed at the wrong blob store fails and says why, instead of producing a
+/// backup whose screenshots have no bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_missing_blobs_fails_and_leaves_nothing() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let acme = team(&server, "Acme").await;
+    write(&server, &acme.admin_token, 0).await;
+    let backup = server.db.dir.join("backup");
+    let backup_arg = backup.to_string_lossy().into_owned();
+    let out = run_cli(
+        &["backup", &backup_arg, "--blob-store", "elsewhere"],
+        Some(&server.database_url()),
+        &server.db.dir,
+    );
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(out.stderr.contains("--blob-store"), "{}", out.stderr);
+    assert!(
+        !backup.exists(),
+        "a failed backup left {}",
+        backup.display()
+    );
+    assert!(!server.db.dir.join("backup.partial").exists());
+}
