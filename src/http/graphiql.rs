@@ -272,7 +272,7 @@ fn assets_base(raw: &str) -> anyhow::Result<String> {
             && !host.contains('@')
             && rest
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-._~/:%+!$&()*=@".contains(c))
+                .all(|c| c.is_ascii_alphanumeric() || "-._~/:%+@[]".contains(c))
     });
     if !valid {
         anyhow::bail!(
@@ -300,6 +300,7 @@ mod tests {
             Some("https://mirror.example.com/npm")
         );
         assert!(assets_base("http://127.0.0.1:8123").is_ok());
+        assert!(assets_base("http://[::1]:8123/npm").is_ok());
     }
 
     #[test]
@@ -315,6 +316,8 @@ mod tests {
             "https://cdn.example.com/a,b",
             "https://cdn.example.com/\"><script>",
             "https://cdn.example.com/?v=1",
+            "https://cdn.example.com/a&b",
+            "https://cdn.example.com/a'b",
             "https://user:pw@cdn.example.com",
         ] {
             assert!(assets_base(bad).is_err(), "{bad:?} was accepted");
