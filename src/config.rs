@@ -44,6 +44,42 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL); `schema.graphql` is produced by this.
     Schema,
+    /// Copy an SQLite database (consistently, while the server runs) and its screenshot
+    /// blobs into a new backup directory.
+    Backup(BackupArgs),
+    /// Restore a backup made by `stepwise backup` into a new database location.
+    Restore(RestoreArgs),
+}
+
+/// `stepwise backup DIR`: what to back up is the server's own database and blob settings.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The backup directory to create; it must not exist yet.
+    pub destination: PathBuf,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub blobs: BlobArgs,
+}
+
+/// `stepwise restore DIR --database-url sqlite://NEW [--blob-store DIR]`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// A directory made by `stepwise backup`.
+    pub backup: PathBuf,
+
+    /// Replace an existing database file (and add to an existing blob directory) instead of
+    /// refusing.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub blobs: BlobArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +179,24 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub http: HttpArgs,
+
+    #[command(flatten)]
+    pub graphiql: GraphiQLArgs,
+}
+
+/// GraphiQL, the in-browser IDE on `GET /graphql` (turned off by `--disable-graphiql`).
+#[derive(Debug, Clone, Args)]
+pub struct GraphiQLArgs {
+    /// Base URL GraphiQL's page loads its pinned scripts and stylesheet from, laid out as
+    /// `<base>/<npm package>@<version>/<file>` (the public CDN's layout). Point it at a mirror
+    /// of those files where browsers cannot reach the internet; the page's integrity hashes
+    /// and Content-Security-Policy follow it.
+    #[arg(
+        long,
+        env = "STEPWISE_GRAPHIQL_ASSETS_URL",
+        default_value = crate::http::DEFAULT_GRAPHIQL_ASSETS_URL
+    )]
+    pub graphiql_assets_url: String,
 }
 
 /// The HTTP surface: what browsers may do, how big and how long a request may be, and how

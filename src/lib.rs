@@ -1,6 +1,7 @@
 //! Stepwise: a multi-tenant GraphQL backend for browser workflow automation.
 
 pub mod auth;
+pub mod backup;
 pub mod blobs;
 pub mod config;
 pub mod db;

@@ -27,6 +27,40 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => stepwise::server::serve(*args).await,
+        Command::Backup(args) => {
+            let manifest = stepwise::backup::backup(&args).await?;
+            println!(
+                "backed up {} screenshot(s) and {} blob(s) ({} bytes) into {}",
+                manifest.screenshots,
+                manifest.blobs,
+                manifest.blob_bytes,
+                args.destination.display()
+            );
+            if !manifest.blobs_included {
+                eprintln!(
+                    "note: screenshot bytes live in an S3 bucket and are not in the backup; \
+                     keep them with bucket versioning or replication"
+                );
+            }
+            Ok(())
+        }
+        Command::Restore(args) => {
+            let restored = stepwise::backup::restore(&args).await?;
+            println!(
+                "restored {} into {} and {} blob(s) into {}",
+                args.backup.display(),
+                restored.database.display(),
+                restored.blobs,
+                restored.blob_store
+            );
+            if !restored.blobs_included {
+                eprintln!(
+                    "note: the backup holds no screenshot bytes (they were in an S3 bucket); \
+                     point --blob-store at that bucket"
+                );
+            }
+            Ok(())
+        }
         Command::Schema => {
             print!("{}", stepwise::graphql::sdl());
             Ok(())

@@ -20,7 +20,7 @@ use crate::events::log_stream::LogStream;
 use crate::graphql::{
     self, ParsedDocuments, QueryLimits, ScreenshotSettings, Services, StreamCursors,
 };
-use crate::http::{self, AppState, CorsOrigins, HttpConfig, WebSocketConfig};
+use crate::http::{self, AppState, CorsOrigins, GraphiQL, HttpConfig, WebSocketConfig};
 
 /// Parsed operations kept per instance: far more distinct operations than a product's
 /// clients send, at a few KB each.
@@ -111,7 +111,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = HttpConfig {
         cors: CorsOrigins::parse(&args.http.cors_allowed_origins)
             .context("--cors-allowed-origins")?,
-        graphiql: !args.http.disable_graphiql,
+        graphiql: match args.http.disable_graphiql {
+            true => None,
+            false => Some(Arc::new(
+                GraphiQL::new(
+                    &args.graphiql.graphiql_assets_url,
+                    http::GRAPHQL_PATH,
+                    http::GRAPHQL_WS_PATH,
+                )
+                .context("--graphiql-assets-url")?,
+            )),
+        },
         max_body_bytes: args.http.max_body_bytes,
         max_multipart_bytes: args.http.max_multipart_bytes,
         request_timeout: args.http.request_timeout(),

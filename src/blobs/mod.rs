@@ -28,6 +28,8 @@ pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     /// For logs: which store this is (no credentials).
     description: String,
+    /// A local directory rather than a bucket (backups copy only the former).
+    is_directory: bool,
 }
 
 /// A blob's key and when it was last written.
@@ -68,6 +70,7 @@ impl BlobStore {
         Ok(Self {
             store: Arc::new(store),
             description: format!("directory {}", dir.display()),
+            is_directory: true,
         })
     }
 
@@ -112,11 +115,20 @@ impl BlobStore {
         } else {
             Arc::new(PrefixStore::new(s3, prefix))
         };
-        Ok(Self { store, description })
+        Ok(Self {
+            store,
+            description,
+            is_directory: false,
+        })
     }
 
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// Whether the blobs live in a local directory (not an S3-compatible bucket).
+    pub fn is_directory(&self) -> bool {
+        self.is_directory
     }
 
     /// The key of a company's blob with this SHA-256: one namespace per company.

@@ -25,20 +25,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_graphql::http::{GraphiQLSource, MultipartOptions};
+use async_graphql::http::MultipartOptions;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{ParseRequestError, Value as ConstValue, Variables};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::{AppState, GRAPHQL_PATH, GRAPHQL_WS_PATH};
+use super::AppState;
 use crate::auth::Authentication;
 use crate::error::{AppResult, ErrorCode};
 use crate::graphql::{
@@ -52,8 +52,8 @@ use crate::metrics::{self, METRICS, Transport};
 pub struct HttpConfig {
     /// Browser origins allowed to call the API (CORS); `None` sends no CORS headers.
     pub cors: Option<CorsOrigins>,
-    /// Serve GraphiQL to browsers on `GET /graphql`.
-    pub graphiql: bool,
+    /// GraphiQL, served to browsers on `GET /graphql`; `None` when disabled.
+    pub graphiql: Option<Arc<super::graphiql::GraphiQL>>,
     /// Largest JSON body.
     pub max_body_bytes: usize,
     /// Largest multipart body (uploads).
@@ -131,16 +131,11 @@ pub async fn post_handler(State(state): State<AppState>, request: Request) -> Re
 /// A browser asking for HTML gets GraphiQL (unless disabled); anything else is a GraphQL
 /// request in the query string.
 pub async fn get_handler(State(state): State<AppState>, request: Request) -> Response {
-    if state.http.graphiql
+    if let Some(graphiql) = &state.http.graphiql
         && wants_html(request.headers())
         && request.uri().query().is_none_or(|q| !q.contains("query="))
     {
-        let page = GraphiQLSource::build()
-            .endpoint(GRAPHQL_PATH)
-            .subscription_endpoint(GRAPHQL_WS_PATH)
-            .title("Stepwise GraphiQL")
-            .finish();
-        return Html(page).into_response();
+        return graphiql.response(request.headers());
     }
     handle(&state, request).await
 }

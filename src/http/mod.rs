@@ -1,5 +1,6 @@
 //! The HTTP surface: every route is listed in [`router`].
 
+mod graphiql;
 mod graphql;
 mod health;
 mod metrics;
@@ -19,6 +20,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::graphql::{ParsedDocuments, QueryLimits, Services, StepwiseSchema};
+pub use graphiql::{DEFAULT_ASSETS_URL as DEFAULT_GRAPHIQL_ASSETS_URL, GraphiQL};
 pub use graphql::{CorsOrigins, HttpConfig};
 pub use websocket::{UserConnections, WebSocketConfig};
 
