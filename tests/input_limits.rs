@@ -1,4 +1,5 @@
-//! Issue 19, item 2: list inputs are bounded before any work proportional to them runs.
+//! Issue 19, items 2 and 10: list and JSON inputs are bounded before any work proportional
+//! to them runs, and nothing is stored that cannot be read back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -38,6 +39,24 @@ async fn post(client: &reqwest::Client, url: &str, token: &str, body: &Value) ->
         .await
         .expect("the request is answered");
     resp.json().await.expect("a JSON body")
+}
+
+/// `{"a": {"a": ... {} ...}}`, `levels` objects deep.
+fn nested(levels: usize) -> Value {
+    let mut value = json!({});
+    for _ in 1..levels {
+        value = json!({ "a": value });
+    }
+    value
+}
+
+/// The same document written as a GraphQL input literal (`{a: {a: ... {} ...}}`).
+fn nested_literal(levels: usize) -> String {
+    format!(
+        "{}{{}}{}",
+        "{a: ".repeat(levels - 1),
+        "}".repeat(levels - 1)
+    )
 }
 
 // 135,000 tiny tags used to take 39 s per request (quadratic de-duplication, the count
@@ -193,4 +212,80 @@ async fn huge_filter_lists_are_bad_input_not_internal(backend: Backend) {
     .await;
     assert_error_code(&resp, "BAD_USER_INPUT", "501 steps");
     assert_eq!(resp["errors"][0]["extensions"]["field"], "steps");
+}
+
+// JSON deeper than serde_json reads back (128 levels), written as an inline literal, was
+// stored, and every later read of the row failed with INTERNAL. Depth is checked on write
+// for every JSON input, through variables and inline literals alike.
+both_backends!(deeply_nested_json_is_refused_on_write);
+async fn deeply_nested_json_is_refused_on_write(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.member_token.as_str();
+
+    // Through variables (serde_json reads up to 128 levels, so 100 arrives).
+    let resp = try_create_workflow(
+        &server,
+        token,
+        json!({ "name": "Deep", "steps": [{ "actionType": "click", "selectors": nested(100) }] }),
+    )
+    .await;
+    assert_error_code(&resp, "BAD_USER_INPUT", "selectors 100 levels deep");
+    assert_eq!(
+        resp["errors"][0]["extensions"]["field"],
+        "steps[0].selectors"
+    );
+
+    // Inline, past what serde_json can read back.
+    let query = format!(
+        "mutation {{ createWorkflow(input: {{ name: \"Inline\", steps: [{{ actionType: \"click\", \
+           domContext: {} }}] }}) {{ id }} }}",
+        nested_literal(200)
+    );
+    let resp = server.gql(&query, json!({}), Some(token)).await;
+    assert_error_code(
+        &resp,
+        "BAD_USER_INPUT",
+        "an inline domContext 200 levels deep",
+    );
+    assert_eq!(server.sql_count("steps").await, 0, "nothing was stored");
+
+    // Editing a step and the company settings follow the same rule.
+    let workflow = simple_workflow(&server, token, "Flow", 1).await;
+    let step = step_ids(&workflow)[0].clone();
+    let resp = try_update_step(
+        &server,
+        token,
+        &step,
+        json!({ "pageContext": { "frames": [nested(80)] } }),
+    )
+    .await;
+    assert_error_code(&resp, "BAD_USER_INPUT", "pageContext nested past 64 levels");
+    let query = format!(
+        "mutation {{ updateStep(id: {}, input: {{ actionData: {} }}) {{ id }} }}",
+        lit(&step),
+        nested_literal(150)
+    );
+    let resp = server.gql(&query, json!({}), Some(token)).await;
+    assert_error_code(
+        &resp,
+        "BAD_USER_INPUT",
+        "an inline actionData 150 levels deep",
+    );
+    let resp = server
+        .gql(
+            "mutation($s: JSON!) { updateCompanySettings(settings: $s) { id } }",
+            json!({ "s": nested(70) }),
+            Some(&acme.admin_token),
+        )
+        .await;
+    assert_error_code(&resp, "BAD_USER_INPUT", "settings 70 levels deep");
+    assert_eq!(resp["errors"][0]["extensions"]["field"], "settings");
+
+    // Up to the limit is stored and reads back; every read still works.
+    let deepest = json!({ "path": nested(63) });
+    let updated = update_step(&server, token, &step, json!({ "selectors": deepest })).await;
+    assert_eq!(updated["selectors"], deepest);
+    let read = get_workflow(&server, token, &str_field(&workflow, "id")).await;
+    assert_eq!(read["steps"][0]["selectors"], deepest);
 }
