@@ -290,6 +290,15 @@ pub struct ScreenshotArgs {
     #[arg(long, env = "STEPWISE_SCREENSHOT_MAX_BYTES", default_value_t = 5 * 1024 * 1024)]
     pub screenshot_max_bytes: usize,
 
+    /// Largest screenshot accepted, in pixels (width × height). Browsers decode every
+    /// pixel an image claims, so this bounds what one screenshot costs whoever views it.
+    #[arg(
+        long,
+        env = "STEPWISE_SCREENSHOT_MAX_PIXELS",
+        default_value_t = crate::domain::screenshot::DEFAULT_MAX_PIXELS
+    )]
+    pub screenshot_max_pixels: u64,
+
     /// How long a `Screenshot.url` stays valid, in seconds.
     #[arg(
         long,

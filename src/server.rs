@@ -65,6 +65,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?);
     let screenshots = ScreenshotSettings {
         max_bytes: args.screenshots.screenshot_max_bytes,
+        max_pixels: args.screenshots.screenshot_max_pixels,
         public_url: args
             .screenshots
             .public_url

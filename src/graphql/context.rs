@@ -40,6 +40,8 @@ pub struct Services {
 pub struct ScreenshotSettings {
     /// Largest upload accepted, in bytes.
     pub max_bytes: usize,
+    /// Largest image accepted, in pixels (width × height).
+    pub max_pixels: u64,
     /// Put in front of `/screenshots/...` in `Screenshot.url`, without a trailing slash.
     pub public_url: Option<String>,
 }
