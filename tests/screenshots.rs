@@ -418,6 +418,66 @@ async fn headers_without_pixels_and_oversized_areas_are_refused(backend: Backend
     );
 }
 
+/// The permission bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    let metadata =
+        std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    metadata.permissions().mode() & 0o777
+}
+
+// Issue 19, item 15: the database, its WAL and the blobs were created world-readable
+// (0644/0755); only the JWT secret was private. Everything the server creates is now its
+// user's alone, whether `serve` or `migrate` creates it.
+both_backends!(files_the_server_creates_are_private);
+async fn files_the_server_creates_are_private(backend: Backend) {
+    // The server creates the default blob directory itself (no TestBlobs planting it).
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let workflow = simple_workflow(&server, &acme.member_token, "Flow", 1).await;
+    let shot = upload(
+        &server,
+        &acme.member_token,
+        &str_field(&workflow, "id"),
+        None,
+        png(5, 5, 5),
+    )
+    .await;
+
+    let blob_root = match backend {
+        Backend::Sqlite => server.db.dir.join("stepwise.db.blobs"),
+        Backend::Postgres => server.db.dir.join("stepwise.blobs"),
+    };
+    let company_dir = blob_root.join(&acme.company_id);
+    let blob = company_dir.join(str_field(&shot, "hash"));
+    assert_eq!(mode(&blob_root), 0o700, "the blob directory");
+    assert_eq!(mode(&company_dir), 0o700, "a company's blob directory");
+    assert_eq!(mode(&blob), 0o600, "a blob");
+
+    if backend == Backend::Sqlite {
+        let db = server.db.sqlite_path();
+        assert_eq!(mode(&db), 0o600, "the database file");
+        for suffix in ["-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            let file = std::path::PathBuf::from(name);
+            assert!(file.exists(), "{} exists while serving", file.display());
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+
+        // `migrate` creating a database does the same.
+        let dir = server.db.dir.join("migrated");
+        std::fs::create_dir_all(&dir).expect("create dir");
+        let url = format!("sqlite://{}", dir.join("fresh.db").display());
+        common::run_cli(&["migrate", "run"], Some(&url), &dir).assert_success("migrate run");
+        assert_eq!(
+            mode(&dir.join("fresh.db")),
+            0o600,
+            "a database made by migrate"
+        );
+    }
+}
+
 every_store!(bad_uploads_are_refused);
 async fn bad_uploads_are_refused(backend: Backend, blobs: BlobBackend) {
     let (server, store) = start(backend, blobs, &[]).await;
