@@ -1,5 +1,6 @@
 //! What resolvers find in the GraphQL context.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_graphql::Context;
@@ -7,6 +8,8 @@ use async_graphql::dataloader::DataLoader;
 
 use crate::auth::jwt::TokenKeys;
 use crate::auth::membership::Memberships;
+use crate::auth::password::Passwords;
+use crate::auth::rate_limit::SignInLimits;
 use crate::auth::signed_url::UrlSigner;
 use crate::auth::{Authentication, Viewer};
 use crate::blobs::BlobStore;
@@ -23,6 +26,10 @@ pub struct Services {
     pub tokens: Arc<TokenKeys>,
     /// Confirms that a token's user is still a member with the token's role.
     pub memberships: Arc<Memberships>,
+    /// Hashes and checks passwords, a bounded number at a time.
+    pub passwords: Arc<Passwords>,
+    /// Attempts left for `login`, `signup` and `joinCompany`, per client and per email.
+    pub sign_in_limits: Arc<SignInLimits>,
     /// Where committed writes announce themselves to subscriptions.
     pub events: EventBus,
     pub health: HealthRules,
@@ -48,11 +55,17 @@ pub struct ScreenshotSettings {
 
 static ANONYMOUS: Authentication = Authentication::Anonymous;
 
-/// The per-request data every transport attaches: who is calling and, for a verified
-/// viewer, the batch loader of their company.
+/// The network address a request came from (see `http::client_address`), for per-client
+/// limits.
+#[derive(Debug, Clone, Copy)]
+struct ClientAddress(IpAddr);
+
+/// The per-request data every transport attaches: who is calling, from where and, for a
+/// verified viewer, the batch loader of their company.
 pub struct RequestData {
     authentication: Authentication,
     loader: Option<DataLoader<TenantLoader>>,
+    client_address: Option<IpAddr>,
 }
 
 impl RequestData {
@@ -68,12 +81,22 @@ impl RequestData {
         Self {
             authentication,
             loader,
+            client_address: None,
         }
+    }
+
+    /// Where the request came from, when the transport knows.
+    pub fn from_address(mut self, address: Option<IpAddr>) -> Self {
+        self.client_address = address;
+        self
     }
 
     /// For one HTTP request.
     pub fn attach(self, request: async_graphql::Request) -> async_graphql::Request {
-        let request = request.data(self.authentication);
+        let mut request = request.data(self.authentication);
+        if let Some(address) = self.client_address {
+            request = request.data(ClientAddress(address));
+        }
         match self.loader {
             Some(loader) => request.data(loader),
             None => request,
@@ -84,6 +107,9 @@ impl RequestData {
     pub fn into_data(self) -> async_graphql::Data {
         let mut data = async_graphql::Data::default();
         data.insert(self.authentication);
+        if let Some(address) = self.client_address {
+            data.insert(ClientAddress(address));
+        }
         if let Some(loader) = self.loader {
             data.insert(loader);
         }
@@ -96,6 +122,8 @@ pub trait ContextExt {
     /// The batch loader for the viewer's company, or UNAUTHENTICATED.
     fn loader(&self) -> AppResult<&DataLoader<TenantLoader>>;
     fn authentication(&self) -> &Authentication;
+    /// The client's network address, when the transport knows it.
+    fn client_address(&self) -> Option<IpAddr>;
     /// The signed-in viewer, or UNAUTHENTICATED.
     fn viewer(&self) -> AppResult<&Viewer> {
         self.authentication().viewer()
@@ -111,6 +139,10 @@ impl ContextExt for Context<'_> {
 
     fn authentication(&self) -> &Authentication {
         self.data_opt::<Authentication>().unwrap_or(&ANONYMOUS)
+    }
+
+    fn client_address(&self) -> Option<IpAddr> {
+        self.data_opt::<ClientAddress>().map(|address| address.0)
     }
 
     fn loader(&self) -> AppResult<&DataLoader<TenantLoader>> {

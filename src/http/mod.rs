@@ -1,5 +1,6 @@
 //! The HTTP surface: every route is listed in [`router`].
 
+mod client_address;
 mod graphql;
 mod health;
 mod metrics;
@@ -20,7 +21,7 @@ use tracing::Level;
 
 use crate::graphql::{ParsedDocuments, QueryLimits, Services, StepwiseSchema};
 pub use graphql::{CorsOrigins, HttpConfig};
-pub use websocket::{UserConnections, WebSocketConfig};
+pub use websocket::{AnonymousConnections, UserConnections, WebSocketConfig};
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
@@ -31,6 +32,8 @@ pub struct AppState {
     pub http: HttpConfig,
     /// Open WebSockets per user, shared by every connection of this instance.
     pub user_connections: UserConnections,
+    /// Open WebSockets not (yet) signed in, per client address.
+    pub anonymous_connections: AnonymousConnections,
     /// Limits checked by the transports themselves (the rest live on the schema).
     pub limits: QueryLimits,
     /// Recently parsed operations, shared by both transports.
