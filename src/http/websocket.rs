@@ -23,7 +23,7 @@ use axum::response::{IntoResponse as _, Response as HttpResponse};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until};
 
@@ -299,6 +299,9 @@ struct Connection {
     /// Who the connection was initialised as; their membership is re-checked while it
     /// stays open, so a removed or re-roled member is cut off within seconds.
     viewer: Option<Viewer>,
+    /// Membership changes made on this instance, from `connection_init` on: a change of
+    /// the viewer's is acted on before anything more is delivered.
+    membership_changes: Option<broadcast::Receiver<Arc<str>>>,
     /// Where the client connects from (when known).
     address: Option<IpAddr>,
     /// Held while the connection is open, for the per-user connection limit.
@@ -329,6 +332,7 @@ impl Connection {
             outgoing_rx,
             expires_at: None,
             viewer: None,
+            membership_changes: None,
             address,
             _slot: None,
             _anonymous_slot: None,
@@ -379,6 +383,7 @@ impl Connection {
                     Err(_) => Err(Closing(close::GOING_AWAY, "server shutting down".into())),
                 },
                 _ = membership_check.tick(), if self.viewer.is_some() => self.recheck_membership().await,
+                changed = next_change(&mut self.membership_changes) => self.on_membership_change(changed).await,
                 _ = keep_alive.tick(), if self.protocol == Protocol::Legacy && matches!(self.phase, Phase::Ready { .. }) => {
                     self.send(json!({ "type": "ka" })).await
                 }
@@ -406,6 +411,51 @@ impl Connection {
                 tracing::warn!(error = ?error, "cannot re-check a WebSocket's membership");
                 Ok(())
             }
+        }
+    }
+
+    /// A membership changed on this instance: if it may be the viewer's (or changes were
+    /// missed), re-check now rather than at the next tick.
+    async fn on_membership_change(
+        &mut self,
+        changed: Result<Arc<str>, broadcast::error::RecvError>,
+    ) -> Result<(), Closing> {
+        let concerns_viewer = match (&changed, &self.viewer) {
+            (Ok(user_id), Some(viewer)) => **user_id == *viewer.user_id,
+            (Err(broadcast::error::RecvError::Lagged(_)), Some(_)) => true,
+            (Err(broadcast::error::RecvError::Closed), _) => {
+                // The registry is gone (shutting down): stop listening, keep the timer.
+                self.membership_changes = None;
+                false
+            }
+            (_, None) => false,
+        };
+        if concerns_viewer {
+            self.recheck_membership().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Acts on every membership change already announced, before a result is delivered:
+    /// the select loop may hold an event and a change at the same time, and the event must
+    /// not go out first.
+    async fn apply_pending_membership_changes(&mut self) -> Result<(), Closing> {
+        loop {
+            let Some(changes) = self.membership_changes.as_mut() else {
+                return Ok(());
+            };
+            let changed = match changes.try_recv() {
+                Ok(user_id) => Ok(user_id),
+                Err(broadcast::error::TryRecvError::Empty) => return Ok(()),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Err(broadcast::error::RecvError::Lagged(n))
+                }
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    Err(broadcast::error::RecvError::Closed)
+                }
+            };
+            self.on_membership_change(changed).await?;
         }
     }
 
@@ -474,6 +524,8 @@ impl Connection {
         if !(payload.is_null() || payload.is_object()) {
             return Err(invalid("connection_init payload must be an object"));
         }
+        // Listening before the token is checked: a change made meanwhile is not missed.
+        self.membership_changes = Some(self.state.services.memberships.changes());
         let (authentication, expires_at) = authenticate_init_payload(&payload, &self.state)
             .await
             .map_err(|error| {
@@ -499,6 +551,8 @@ impl Connection {
             self._slot = Some(slot);
             self.viewer = Some(viewer.clone());
         } else {
+            // Nobody to re-check.
+            self.membership_changes = None;
             // A connection without an account counts against its client address, so one
             // client cannot open sockets without end to run sign-ins on. (Before
             // `connection_init` a socket can run nothing; the init timeout bounds that.)
@@ -606,6 +660,9 @@ impl Connection {
     }
 
     async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), Closing> {
+        if let Outgoing::Next(..) = outgoing {
+            self.apply_pending_membership_changes().await?;
+        }
         let message = match (outgoing, self.protocol) {
             (Outgoing::Next(id, response), protocol) => {
                 if !self.operations.contains_key(&id) {
@@ -630,6 +687,16 @@ impl Connection {
             }
         };
         self.send(message).await
+    }
+}
+
+/// The next membership change, or never when the connection does not listen.
+async fn next_change(
+    changes: &mut Option<broadcast::Receiver<Arc<str>>>,
+) -> Result<Arc<str>, broadcast::error::RecvError> {
+    match changes {
+        Some(changes) => changes.recv().await,
+        None => std::future::pending().await,
     }
 }
 
