@@ -132,6 +132,27 @@ pub struct ServeArgs {
     )]
     pub ws_max_connections_per_user: usize,
 
+    /// Most WebSocket connections initialised without a token one client address may hold
+    /// open on one instance (closed with 1013 beyond it). IPv6 addresses count per /64.
+    #[arg(
+        long,
+        env = "STEPWISE_WS_MAX_ANONYMOUS_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 20
+    )]
+    pub ws_max_anonymous_connections_per_address: usize,
+
+    /// Most operations a WebSocket connection without a signed-in user may run at once
+    /// (sign-ins; more are answered with RATE_LIMITED).
+    #[arg(
+        long,
+        env = "STEPWISE_WS_MAX_ANONYMOUS_OPERATIONS",
+        default_value_t = 1
+    )]
+    pub ws_max_anonymous_operations: usize,
+
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
+
     /// How long, in microseconds, a request's batch loader collects the keys of one level
     /// of nested fields (a page's steps, their screenshots...) before querying them all
     /// at once. Longer windows batch more reliably on a busy machine, at that much latency
@@ -199,6 +220,40 @@ pub struct GraphiQLArgs {
     pub graphiql_assets_url: String,
 }
 
+/// What signing in (`login`, `signup`, `joinCompany`) may cost: password hashes are
+/// deliberately slow and memory-hard (19 MiB each), so they run a bounded number at a
+/// time, and attempts are limited per client and per account.
+#[derive(Debug, Clone, Args)]
+pub struct SignInArgs {
+    /// Password hashes (or checks) run at once; 0 means two per available core. Each
+    /// holds 19 MiB while it runs.
+    #[arg(long, env = "STEPWISE_PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
+    pub password_hash_concurrency: usize,
+
+    /// How long a sign-in waits for a hashing slot, in milliseconds, before it is answered
+    /// with UNAVAILABLE (retry after a second).
+    #[arg(
+        long,
+        env = "STEPWISE_PASSWORD_HASH_QUEUE_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub password_hash_queue_timeout_ms: u64,
+
+    /// Sign-in attempts (login, signup, joinCompany) one client address may make per
+    /// minute, in a burst or spread out; beyond: RATE_LIMITED. 0 turns the limit off.
+    #[arg(
+        long,
+        env = "STEPWISE_SIGN_IN_ATTEMPTS_PER_ADDRESS",
+        default_value_t = 30
+    )]
+    pub sign_in_attempts_per_address: u32,
+
+    /// Sign-in attempts per minute for one email address, from any client; beyond:
+    /// RATE_LIMITED. 0 turns the limit off.
+    #[arg(long, env = "STEPWISE_SIGN_IN_ATTEMPTS_PER_EMAIL", default_value_t = 5)]
+    pub sign_in_attempts_per_email: u32,
+}
+
 /// The HTTP surface: what browsers may do, how big and how long a request may be, and how
 /// much one GraphQL operation may ask for.
 #[derive(Debug, Clone, Args)]
@@ -248,6 +303,13 @@ pub struct HttpArgs {
     /// Most directives one field may carry.
     #[arg(long, env = "STEPWISE_MAX_QUERY_DIRECTIVES", default_value_t = 10)]
     pub max_query_directives: usize,
+
+    /// A header in which a trusted reverse proxy passes the client's address (e.g.
+    /// `X-Forwarded-For`; the rightmost entry is used). Per-client limits then count that
+    /// address instead of the proxy's. Only set it when every request comes through such a
+    /// proxy: clients can send the header themselves.
+    #[arg(long, env = "STEPWISE_CLIENT_ADDRESS_HEADER")]
+    pub client_address_header: Option<String>,
 }
 
 impl HttpArgs {
@@ -359,6 +421,15 @@ pub struct ScreenshotArgs {
     /// Largest screenshot accepted, in bytes.
     #[arg(long, env = "STEPWISE_SCREENSHOT_MAX_BYTES", default_value_t = 5 * 1024 * 1024)]
     pub screenshot_max_bytes: usize,
+
+    /// Largest screenshot accepted, in pixels (width × height). Browsers decode every
+    /// pixel an image claims, so this bounds what one screenshot costs whoever views it.
+    #[arg(
+        long,
+        env = "STEPWISE_SCREENSHOT_MAX_PIXELS",
+        default_value_t = crate::domain::screenshot::DEFAULT_MAX_PIXELS
+    )]
+    pub screenshot_max_pixels: u64,
 
     /// How long a `Screenshot.url` stays valid, in seconds.
     #[arg(

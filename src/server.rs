@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 
 use crate::auth::jwt::{self, TokenKeys};
 use crate::auth::membership::Memberships;
+use crate::auth::password::Passwords;
+use crate::auth::rate_limit::SignInLimits;
 use crate::auth::signed_url::UrlSigner;
 use crate::blobs::BlobStore;
 use crate::config::{DatabaseUrl, ServeArgs};
@@ -69,6 +71,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?);
     let screenshots = ScreenshotSettings {
         max_bytes: args.screenshots.screenshot_max_bytes,
+        max_pixels: args.screenshots.screenshot_max_pixels,
         public_url: args
             .screenshots
             .public_url
@@ -77,6 +80,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let services = Services {
         memberships: Arc::new(Memberships::new(db.clone())),
+        passwords: Arc::new(Passwords::new(
+            args.sign_in.password_hash_concurrency,
+            Duration::from_millis(args.sign_in.password_hash_queue_timeout_ms),
+        )),
+        sign_in_limits: Arc::new(SignInLimits::new(
+            args.sign_in.sign_in_attempts_per_address,
+            args.sign_in.sign_in_attempts_per_email,
+        )),
         db,
         tokens,
         events,
@@ -125,12 +136,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.http.max_body_bytes,
         max_multipart_bytes: args.http.max_multipart_bytes,
         request_timeout: args.http.request_timeout(),
+        client_address_header: args
+            .http
+            .client_address_header
+            .as_deref()
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(axum::http::HeaderName::try_from)
+            .transpose()
+            .context("--client-address-header is not a valid header name")?,
     };
     let websocket = WebSocketConfig {
         init_timeout: Duration::from_millis(args.ws_init_timeout_ms),
         max_message_bytes: args.ws_max_message_bytes,
         max_operations: args.ws_max_operations,
         max_connections_per_user: args.ws_max_connections_per_user,
+        max_anonymous_connections_per_address: args.ws_max_anonymous_connections_per_address,
+        max_anonymous_operations: args.ws_max_anonymous_operations,
     };
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(sweep_stale_runs(
@@ -146,6 +168,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits,
         documents: Arc::new(ParsedDocuments::new(PARSED_DOCUMENTS_KEPT)),
         user_connections: Default::default(),
+        anonymous_connections: Default::default(),
         shutdown,
     });
 

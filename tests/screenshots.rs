@@ -7,7 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::blobs::{BlobBackend, TestBlobs, jpeg, multipart_request, png, sha256_hex, webp};
+use common::blobs::{
+    BlobBackend, TestBlobs, jpeg, jpeg_header_only, multipart_request, png, png_header_only,
+    sha256_hex, webp, webp_canvas_only,
+};
 use common::fixtures::*;
 use common::{Backend, ServerOptions, TestDb, TestServer, assert_error_code, str_field};
 use reqwest::StatusCode;
@@ -360,6 +363,119 @@ async fn uploads_are_deduplicated_per_company(backend: Backend, blobs: BlobBacke
     // Anonymous uploads are refused.
     let resp = try_upload(&server, None, &first_id, None, png(3, 3, 3)).await;
     assert_error_code(&resp, "UNAUTHENTICATED", "anonymous upload");
+}
+
+// Issue 19, item 16: a 45-byte PNG claiming 65535×65535 pixels used to be accepted. A
+// header is not an image: every format must carry pixel data, and the area is capped.
+both_backends!(headers_without_pixels_and_oversized_areas_are_refused);
+async fn headers_without_pixels_and_oversized_areas_are_refused(backend: Backend) {
+    let (server, store) = start(
+        backend,
+        BlobBackend::Directory,
+        &[("STEPWISE_SCREENSHOT_MAX_PIXELS", "1000000")],
+    )
+    .await;
+    let acme = team(&server, "Acme").await;
+    let workflow = simple_workflow(&server, &acme.member_token, "Flow", 1).await;
+    let id = str_field(&workflow, "id");
+
+    let bomb = png_header_only(65_535, 65_535);
+    assert_eq!(bomb.len(), 45);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("the 45-byte PNG header", bomb, "no image data"),
+        (
+            "a JPEG with no start of scan",
+            jpeg_header_only(800, 600),
+            "no image data",
+        ),
+        (
+            "a WebP canvas with no bitstream",
+            webp_canvas_only(16_000, 16_000),
+            "no image data",
+        ),
+        ("a JPEG over the pixel cap", jpeg(1_200, 900), "pixels"),
+        ("a WebP over the pixel cap", webp(2_000, 1_000), "pixels"),
+    ];
+    for (what, bytes, says) in cases {
+        let resp = try_upload(&server, Some(&acme.member_token), &id, None, bytes).await;
+        assert_error_code(&resp, "BAD_USER_INPUT", what);
+        assert_eq!(
+            resp["errors"][0]["extensions"]["field"],
+            json!("file"),
+            "{what}"
+        );
+        let message = resp["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{what}: {resp:#}");
+    }
+    assert_eq!(screenshot_count(&server).await, 0);
+    assert!(store.keys().await.is_empty(), "nothing refused is stored");
+
+    // Exactly at the cap, with pixel data, is accepted.
+    let accepted = upload(&server, &acme.member_token, &id, None, jpeg(1_000, 1_000)).await;
+    assert_eq!(
+        (accepted["width"].clone(), accepted["height"].clone()),
+        (json!(1000), json!(1000))
+    );
+}
+
+/// The permission bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    let metadata =
+        std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    metadata.permissions().mode() & 0o777
+}
+
+// Issue 19, item 15: the database, its WAL and the blobs were created world-readable
+// (0644/0755); only the JWT secret was private. Everything the server creates is now its
+// user's alone, whether `serve` or `migrate` creates it.
+both_backends!(files_the_server_creates_are_private);
+async fn files_the_server_creates_are_private(backend: Backend) {
+    // The server creates the default blob directory itself (no TestBlobs planting it).
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let workflow = simple_workflow(&server, &acme.member_token, "Flow", 1).await;
+    let shot = upload(
+        &server,
+        &acme.member_token,
+        &str_field(&workflow, "id"),
+        None,
+        png(5, 5, 5),
+    )
+    .await;
+
+    let blob_root = match backend {
+        Backend::Sqlite => server.db.dir.join("stepwise.db.blobs"),
+        Backend::Postgres => server.db.dir.join("stepwise.blobs"),
+    };
+    let company_dir = blob_root.join(&acme.company_id);
+    let blob = company_dir.join(str_field(&shot, "hash"));
+    assert_eq!(mode(&blob_root), 0o700, "the blob directory");
+    assert_eq!(mode(&company_dir), 0o700, "a company's blob directory");
+    assert_eq!(mode(&blob), 0o600, "a blob");
+
+    if backend == Backend::Sqlite {
+        let db = server.db.sqlite_path();
+        assert_eq!(mode(&db), 0o600, "the database file");
+        for suffix in ["-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            let file = std::path::PathBuf::from(name);
+            assert!(file.exists(), "{} exists while serving", file.display());
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+
+        // `migrate` creating a database does the same.
+        let dir = server.db.dir.join("migrated");
+        std::fs::create_dir_all(&dir).expect("create dir");
+        let url = format!("sqlite://{}", dir.join("fresh.db").display());
+        common::run_cli(&["migrate", "run"], Some(&url), &dir).assert_success("migrate run");
+        assert_eq!(
+            mode(&dir.join("fresh.db")),
+            0o600,
+            "a database made by migrate"
+        );
+    }
 }
 
 every_store!(bad_uploads_are_refused);

@@ -274,6 +274,104 @@ async fn removed_or_re_roled_members_are_disconnected_4403(backend: Backend) {
     admin.expect_type("pong").await;
 }
 
+/// Subscribes `socket` to every run of the company and waits until an event arrives (runs
+/// are started until one does), then until the socket is quiet again.
+async fn live_runs_subscription(
+    server: &TestServer,
+    socket: &mut RawSocket,
+    admin_token: &str,
+    workflow: &str,
+) {
+    socket.subscribe("runs", &runs_updated_query(), json!({}));
+    let mut live = false;
+    for _ in 0..20 {
+        start_run(server, admin_token, workflow).await;
+        if let Some(event) = socket.try_event_within(Duration::from_secs(2)).await {
+            assert_eq!(event["json"]["type"], "next", "{event}");
+            live = true;
+            break;
+        }
+    }
+    assert!(live, "the subscription never delivered a run");
+    while socket
+        .try_event_within(Duration::from_millis(500))
+        .await
+        .is_some()
+    {}
+}
+
+// Issue 19, item 11: the instance that removes or demotes a member used to keep their
+// sockets delivering events until the next periodic re-check (~2.5 s). Now the change
+// reaches their connections before the mutation answers, and they close with 4403
+// before anything else is delivered.
+both_backends!(a_removed_or_demoted_member_gets_no_event_after_the_change);
+async fn a_removed_or_demoted_member_gets_no_event_after_the_change(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let admin = acme.admin_token.as_str();
+    let (workflow, _) = active_workflow(&server, admin, "Watched", 1).await;
+
+    // A second admin, to be demoted.
+    let invite = server.invite_token(admin).await;
+    let (_, deputy) = server
+        .join_company(&invite, "Deputy", "deputy@acme.test", common::PASSWORD)
+        .await;
+    let promote =
+        "mutation($id: ID!, $role: Role!) { changeUserRole(userId: $id, role: $role) { id } }";
+    let deputy_id = str_field(&deputy["user"], "id");
+    let resp = server
+        .gql(
+            promote,
+            json!({ "id": deputy_id, "role": "ADMIN" }),
+            Some(admin),
+        )
+        .await;
+    assert!(resp["errors"].is_null(), "{resp:#}");
+    let (deputy_token, _) = server.login("deputy@acme.test", common::PASSWORD).await;
+
+    let mut member = ready_socket(&server, &acme.member_token).await;
+    live_runs_subscription(&server, &mut member, admin, &workflow).await;
+    let mut demoted = ready_socket(&server, &deputy_token).await;
+    live_runs_subscription(&server, &mut demoted, admin, &workflow).await;
+    // `member` saw the second warm-up's runs too.
+    while member
+        .try_event_within(Duration::from_millis(500))
+        .await
+        .is_some()
+    {}
+
+    let resp = server
+        .gql(
+            "mutation($id: ID!) { removeUser(userId: $id) }",
+            json!({ "id": acme.member_id }),
+            Some(admin),
+        )
+        .await;
+    assert!(resp["errors"].is_null(), "{resp:#}");
+    let resp = server
+        .gql(
+            promote,
+            json!({ "id": deputy_id, "role": "REGULAR" }),
+            Some(admin),
+        )
+        .await;
+    assert!(resp["errors"].is_null(), "{resp:#}");
+    // An event every subscriber of the company would get.
+    start_run(&server, admin, &workflow).await;
+
+    for (socket, who) in [
+        (&mut member, "removed member"),
+        (&mut demoted, "demoted admin"),
+    ] {
+        let event = socket.event().await;
+        assert_eq!(
+            (event["event"].as_str(), event["code"].as_u64()),
+            (Some("close"), Some(4403)),
+            "{who}: the next thing after the change must be the close, got {event}"
+        );
+    }
+}
+
 both_backends!(connections_per_user_are_limited);
 async fn connections_per_user_are_limited(backend: Backend) {
     let server = server_with(backend, &[("STEPWISE_WS_MAX_CONNECTIONS_PER_USER", "2")]).await;

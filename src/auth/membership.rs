@@ -6,10 +6,16 @@
 //! company with the token's role. Answers are cached for [`MEMBERSHIP_TTL`] so a busy
 //! client costs one lookup every few seconds, not one per request; the instance that makes
 //! a change forgets its cached answer at once, other instances within the TTL.
+//!
+//! Forgetting also tells this instance's open WebSockets ([`Memberships::changes`]): a
+//! connection of that user re-checks before it delivers anything more, so a removed or
+//! demoted member's sockets close at once here instead of at their next periodic check.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -29,9 +35,14 @@ const SWEEP_ABOVE: usize = 10_000;
 /// A user's company and role as the database last said, or `None` if they are gone.
 type Membership = Option<(String, String)>;
 
+/// Changes buffered for a connection that has not looked yet. One that falls further
+/// behind re-checks anyway (it cannot know whose change it missed).
+const CHANGES_BUFFERED: usize = 256;
+
 pub struct Memberships {
     db: Db,
     cache: Mutex<HashMap<String, (Instant, Membership)>>,
+    changed: broadcast::Sender<Arc<str>>,
 }
 
 impl Memberships {
@@ -39,7 +50,13 @@ impl Memberships {
         Self {
             db,
             cache: Mutex::new(HashMap::new()),
+            changed: broadcast::channel(CHANGES_BUFFERED).0,
         }
+    }
+
+    /// The ids of users whose membership this instance changes from now on.
+    pub fn changes(&self) -> broadcast::Receiver<Arc<str>> {
+        self.changed.subscribe()
     }
 
     /// Whether `viewer` (built from a verified token) is still a member of their company
@@ -59,9 +76,12 @@ impl Memberships {
     }
 
     /// Drops what is known about `user_id`, after this instance removed them or changed
-    /// their role.
+    /// their role, and tells the open connections (before returning, so before anything
+    /// the caller does next can reach them).
     pub fn forget(&self, user_id: &str) {
         self.lock().remove(user_id);
+        // No receivers (no open connection) is fine.
+        let _ = self.changed.send(Arc::from(user_id));
     }
 
     fn cached(&self, user_id: &str) -> Option<Membership> {

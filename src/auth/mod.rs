@@ -5,6 +5,7 @@ pub mod jwt;
 pub mod mac;
 pub mod membership;
 pub mod password;
+pub mod rate_limit;
 pub mod signed_url;
 mod viewer;
 

@@ -28,9 +28,17 @@ pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     /// For logs: which store this is (no credentials).
     description: String,
-    /// A local directory rather than a bucket (backups copy only the former).
-    is_directory: bool,
+    /// The directory of a local store, whose directories and files are kept private to the
+    /// server's user (see [`BlobStore::put`]); `None` for S3 (which backups do not copy).
+    local_root: Option<PathBuf>,
 }
+
+/// Modes of what a local store creates: screenshots are company data, not for other users
+/// of the machine. (Without `unsafe` there is no umask call, so modes are set explicitly.)
+#[cfg(unix)]
+const PRIVATE_DIR_MODE: u32 = 0o700;
+#[cfg(unix)]
+const PRIVATE_FILE_MODE: u32 = 0o600;
 
 /// A blob's key and when it was last written.
 #[derive(Debug, Clone)]
@@ -60,7 +68,12 @@ impl BlobStore {
 
     /// A directory on the local filesystem, created if missing.
     pub fn directory(dir: PathBuf) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&dir)
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR_MODE);
+        builder
+            .create(&dir)
             .with_context(|| format!("creating the blob directory {}", dir.display()))?;
         // fsync: a blob must be durable before the row that points at it commits.
         let store = LocalFileSystem::new_with_prefix(&dir)
@@ -70,7 +83,7 @@ impl BlobStore {
         Ok(Self {
             store: Arc::new(store),
             description: format!("directory {}", dir.display()),
-            is_directory: true,
+            local_root: Some(dir),
         })
     }
 
@@ -118,7 +131,7 @@ impl BlobStore {
         Ok(Self {
             store,
             description,
-            is_directory: false,
+            local_root: None,
         })
     }
 
@@ -128,7 +141,7 @@ impl BlobStore {
 
     /// Whether the blobs live in a local directory (not an S3-compatible bucket).
     pub fn is_directory(&self) -> bool {
-        self.is_directory
+        self.local_root.is_some()
     }
 
     /// The key of a company's blob with this SHA-256: one namespace per company.
@@ -146,12 +159,37 @@ impl BlobStore {
     /// Writes (or rewrites) a blob atomically: readers see the old bytes or the new ones,
     /// never a part. Content addressing makes a rewrite harmless — the bytes are equal —
     /// and it refreshes the blob's age, which keeps the sweep away from it.
+    ///
+    /// In a local store the company's directory is created 0700 before the write (the store
+    /// would create it with the default mode) and the file is made 0600 after it; inside a
+    /// private directory the file is out of other users' reach even before that.
     pub async fn put(&self, key: &str, bytes: Bytes) -> AppResult<()> {
+        let location = path(key)?;
+        let file = self.local_root.as_ref().map(|root| root.join(key));
+        if let Some(parent) = file.as_ref().and_then(|f| f.parent()) {
+            let mut builder = tokio::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            builder.mode(PRIVATE_DIR_MODE);
+            builder
+                .create(parent)
+                .await
+                .with_context(|| format!("creating the blob directory {}", parent.display()))
+                .map_err(AppError::internal)?;
+        }
         self.store
-            .put(&path(key)?, PutPayload::from_bytes(bytes))
+            .put(&location, PutPayload::from_bytes(bytes))
             .await
             .with_context(|| format!("writing blob {key} to {}", self.description))
             .map_err(AppError::internal)?;
+        #[cfg(unix)]
+        if let Some(file) = &file {
+            use std::os::unix::fs::PermissionsExt as _;
+            tokio::fs::set_permissions(file, std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+                .await
+                .with_context(|| format!("making blob {key} private"))
+                .map_err(AppError::internal)?;
+        }
         Ok(())
     }
 

@@ -39,6 +39,7 @@ pub struct MigrationState {
 pub async fn perform(url: &DatabaseUrl, action: Action) -> anyhow::Result<Vec<MigrationState>> {
     match url {
         DatabaseUrl::Sqlite(path) => {
+            super::create_sqlite_file(path)?;
             let mut conn = SqliteConn::establish(&path.to_string_lossy())
                 .await
                 .with_context(|| format!("opening SQLite database {}", path.display()))?;

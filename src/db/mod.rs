@@ -16,6 +16,7 @@ pub mod migrations;
 pub mod partition;
 pub mod schema;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,6 +108,8 @@ impl Db {
         let size = args.pool_size.max(1);
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
+                create_sqlite_file(&path)?;
+                warn_if_readable_by_others(&path);
                 let mut config = ManagerConfig::<SqliteConn>::default();
                 config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup = Box::new(|url| establish_sqlite(url).boxed());
@@ -245,6 +248,43 @@ impl Db {
             diesel::sql_query("SELECT 1").execute(conn).await?;
         });
         Ok(())
+    }
+}
+
+/// Creates the SQLite database file, readable and writable by its owner only (0600), if
+/// it does not exist yet. Left to SQLite it would get the process's default mode (usually
+/// 0644, world-readable), and so would its `-wal` and `-shm` files, which SQLite creates
+/// with the main file's mode. An existing file keeps the mode it has: an operator may have
+/// chosen one. (Setting the umask instead would need `unsafe`, which this crate forbids.)
+pub fn create_sqlite_file(path: &Path) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        // An empty file is an empty SQLite database.
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error)
+            .with_context(|| format!("creating the SQLite database file {}", path.display())),
+    }
+}
+
+/// Tells the operator when an existing database file (made before files were created
+/// owner-only, or by hand) can be read by other users of the machine.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    if let Ok(metadata) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "the SQLite database file is accessible to other users; consider `chmod 600` \
+                 (new -wal/-shm files copy its mode)"
+            );
+        }
     }
 }
 

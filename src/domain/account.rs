@@ -10,10 +10,15 @@ use diesel_async::RunQueryDsl;
 use super::company::{self, Company};
 use super::user::{self, User, normalize_email};
 use super::{new_id, now, required_name};
-use crate::auth::{Role, password};
+use crate::auth::Role;
+use crate::auth::password::{self, Passwords};
 use crate::db::Db;
 use crate::db::schema::{companies, users};
 use crate::error::{AppError, AppResult};
+
+/// Invite tokens are 43 characters (32 random bytes, base64url); a much longer one cannot
+/// match and is not worth a lookup.
+const MAX_INVITE_TOKEN_BYTES: usize = 128;
 
 /// What a person types to create an account.
 pub struct Credentials {
@@ -31,11 +36,11 @@ struct NewMember {
 }
 
 impl NewMember {
-    async fn from_credentials(credentials: Credentials) -> AppResult<Self> {
+    async fn from_credentials(passwords: &Passwords, credentials: Credentials) -> AppResult<Self> {
         let name = required_name("name", &credentials.name, user::MAX_NAME_CHARS)?;
         let email = normalize_email(&credentials.email)?;
         password::check_policy(&credentials.password)?;
-        let password_hash = password::hash(credentials.password).await?;
+        let password_hash = passwords.hash(credentials.password).await?;
         Ok(Self {
             name,
             email,
@@ -61,11 +66,12 @@ impl NewMember {
 /// Creates a company and its first admin, both or neither.
 pub async fn signup(
     db: &Db,
+    passwords: &Passwords,
     company_name: &str,
     credentials: Credentials,
 ) -> AppResult<(Company, User)> {
     let company_name = required_name("companyName", company_name, company::MAX_NAME_CHARS)?;
-    let member = NewMember::from_credentials(credentials).await?;
+    let member = NewMember::from_credentials(passwords, credentials).await?;
     let at = now();
     let company = Company {
         id: new_id(),
@@ -92,8 +98,12 @@ pub async fn signup(
 }
 
 /// Adds a regular member to the company whose invite token was given.
+///
+/// The token is checked before the password is hashed, so a wrong token costs a lookup,
+/// not a hash; it is checked again in the transaction, in case it was rotated meanwhile.
 pub async fn join(
     db: &Db,
+    passwords: &Passwords,
     invite_token: &str,
     credentials: Credentials,
 ) -> AppResult<(Company, User)> {
@@ -104,7 +114,19 @@ pub async fn join(
             "inviteToken must not be empty",
         ));
     }
-    let member = NewMember::from_credentials(credentials).await?;
+    if invite_token.len() > MAX_INVITE_TOKEN_BYTES {
+        return Err(invalid_invite_token());
+    }
+    crate::with_conn!(db, |conn| {
+        companies::table
+            .filter(companies::invite_token.eq(invite_token))
+            .select(companies::id)
+            .first::<String>(conn)
+            .await
+            .optional()?
+            .ok_or_else(invalid_invite_token)?
+    });
+    let member = NewMember::from_credentials(passwords, credentials).await?;
     crate::transaction!(db, |conn| {
         let company: Company = companies::table
             .filter(companies::invite_token.eq(invite_token))
@@ -112,7 +134,7 @@ pub async fn join(
             .first(conn)
             .await
             .optional()?
-            .ok_or_else(|| AppError::bad_input("inviteToken", "invalid invite token"))?;
+            .ok_or_else(invalid_invite_token)?;
         let user = member.into_user(&company.id, Role::Regular);
         diesel::insert_into(users::table)
             .values(&user)
@@ -123,9 +145,18 @@ pub async fn join(
     })
 }
 
+fn invalid_invite_token() -> AppError {
+    AppError::bad_input("inviteToken", "invalid invite token")
+}
+
 /// The account matching these credentials. A wrong email and a wrong password give the
 /// same error, after the same amount of work.
-pub async fn authenticate(db: &Db, email: &str, password: String) -> AppResult<User> {
+pub async fn authenticate(
+    db: &Db,
+    passwords: &Passwords,
+    email: &str,
+    password: String,
+) -> AppResult<User> {
     let rejected = || AppError::Unauthenticated("invalid email or password");
     // A malformed address cannot belong to anyone; still spend the hashing time.
     let found = match normalize_email(email) {
@@ -133,7 +164,7 @@ pub async fn authenticate(db: &Db, email: &str, password: String) -> AppResult<U
         Err(_) => None,
     };
     let stored = found.as_ref().map(|u| u.password_hash.clone());
-    if password::verify(password, stored).await? {
+    if passwords.verify(password, stored).await? {
         found.ok_or_else(rejected)
     } else {
         Err(rejected())

@@ -18,9 +18,17 @@ pub mod step;
 pub mod user;
 pub mod workflow;
 
+use std::collections::HashSet;
+use std::hash::Hash;
+
 use chrono::{NaiveDateTime, SubsecRound as _, Utc};
 
 use crate::error::{AppError, AppResult};
+
+/// Most values a list filter (e.g. "any of these statuses") may carry as sent. There are
+/// fewer distinct values than this; the bound is checked before anything proportional to
+/// the list runs, so a megabyte of repeated values costs nothing.
+pub const MAX_FILTER_VALUES: usize = 32;
 
 /// The company whose data a request may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +89,29 @@ pub fn required_name(
     Ok(value.to_owned())
 }
 
+/// A filter's list of values as a client sent it (`None`: no filter): its length is checked
+/// first, then it is converted and de-duplicated with a set (first occurrence kept), so it
+/// reaches SQL as at most one bind parameter per distinct value.
+pub fn filter_values<S, T>(field: &str, values: Option<Vec<S>>) -> AppResult<Vec<T>>
+where
+    S: Into<T>,
+    T: Copy + Eq + Hash,
+{
+    let values = values.unwrap_or_default();
+    if values.len() > MAX_FILTER_VALUES {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} may list at most {MAX_FILTER_VALUES} values"),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(values.len());
+    Ok(values
+        .into_iter()
+        .map(Into::into)
+        .filter(|value| seen.insert(*value))
+        .collect())
+}
+
 /// An enum column read back from the database (`status`, `role`, ...). A value the code does
 /// not know means the data is corrupt, not that the client erred: INTERNAL, with the row
 /// named in the log.
@@ -96,4 +127,19 @@ pub(crate) fn stored<T>(
             "{entity} {id} has unknown {column} {raw:?}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_values_are_bounded_then_deduplicated() {
+        let values: AppResult<Vec<u8>> = filter_values("status", Some(vec![3u8, 1, 3, 3, 1]));
+        assert_eq!(values.ok(), Some(vec![3, 1]));
+        let none: AppResult<Vec<u8>> = filter_values("status", None::<Vec<u8>>);
+        assert_eq!(none.ok(), Some(Vec::new()));
+        let huge: AppResult<Vec<u8>> = filter_values("status", Some(vec![1u8; 100_000]));
+        assert!(matches!(huge, Err(AppError::BadUserInput { .. })));
+    }
 }

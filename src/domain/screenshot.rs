@@ -34,6 +34,11 @@ pub const ACCEPTED_TYPES: [&str; 3] = ["image/png", "image/jpeg", "image/webp"];
 /// Larger images than this (per side) are refused: no real screen is this big, and the
 /// limit keeps `i32` columns and browsers safe.
 const MAX_SIDE_PIXELS: usize = 65_535;
+/// The default cap on an image's area (`--screenshot-max-pixels`). The server never decodes
+/// screenshots, but every browser that shows one does: a few kilobytes of well-compressed
+/// pixels can claim gigabytes once decoded. 50 megapixels covers an 8K screen and a
+/// full-page capture of a long page at 1920 pixels wide.
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
 /// How much the hasher takes at a time.
 const HASH_CHUNK_BYTES: usize = 64 * 1024;
 /// At most this many blobs are examined per sweep; the next sweep takes the rest.
@@ -104,6 +109,15 @@ pub async fn find_for_signed_url(db: &Db, id: &str) -> AppResult<Option<Screensh
     }))
 }
 
+/// How large an upload may be.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageLimits {
+    /// Bytes of the file.
+    pub max_bytes: usize,
+    /// Pixels of the image (width × height).
+    pub max_pixels: u64,
+}
+
 /// What the magic bytes say an upload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -113,8 +127,10 @@ pub struct ImageInfo {
 }
 
 /// Recognises PNG, JPEG and WebP by content, reads the dimensions, and refuses files that
-/// are cut short (a missing PNG `IEND`, JPEG end marker or WebP RIFF length).
-pub fn inspect(bytes: &[u8]) -> AppResult<ImageInfo> {
+/// are cut short (a missing PNG `IEND`, JPEG end marker or WebP RIFF length), that carry no
+/// pixel data behind their header (no PNG `IDAT`, no JPEG start of scan, no WebP `VP8 `/
+/// `VP8L` bitstream), or that claim more than `max_pixels` pixels.
+pub fn inspect(bytes: &[u8], max_pixels: u64) -> AppResult<ImageInfo> {
     let refuse = |message: &str| Err(AppError::bad_input("file", message));
     let content_type = match imagesize::image_type(bytes) {
         Ok(imagesize::ImageType::Png) => "image/png",
@@ -138,6 +154,14 @@ pub fn inspect(bytes: &[u8]) -> AppResult<ImageInfo> {
     if !complete {
         return refuse("the image is truncated");
     }
+    let has_pixels = match content_type {
+        "image/png" => png_has_image_data(bytes),
+        "image/jpeg" => jpeg_has_scan(bytes),
+        _ => webp_has_bitstream(bytes),
+    };
+    if !has_pixels {
+        return refuse("the image has a header but no image data");
+    }
     let size = match imagesize::blob_size(bytes) {
         Ok(size) if size.width > 0 && size.height > 0 => size,
         _ => return refuse("the image's dimensions cannot be read"),
@@ -145,11 +169,95 @@ pub fn inspect(bytes: &[u8]) -> AppResult<ImageInfo> {
     if size.width > MAX_SIDE_PIXELS || size.height > MAX_SIDE_PIXELS {
         return refuse("the image is larger than 65535 pixels on a side");
     }
+    let area = (size.width as u64).saturating_mul(size.height as u64);
+    if area > max_pixels {
+        return Err(AppError::bad_input(
+            "file",
+            format!(
+                "the image has {area} pixels ({}×{}); at most {max_pixels} are accepted",
+                size.width, size.height
+            ),
+        ));
+    }
     Ok(ImageInfo {
         content_type,
         width: i32::try_from(size.width).map_err(AppError::internal)?,
         height: i32::try_from(size.height).map_err(AppError::internal)?,
     })
+}
+
+/// Whether a PNG has a non-empty `IDAT` chunk before `IEND`. Walks the chunk headers
+/// only (length, type), so the cost is one step per chunk.
+fn png_has_image_data(bytes: &[u8]) -> bool {
+    let mut at = 8; // the signature
+    while let Some(header) = bytes.get(at..at + 8) {
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        match &header[4..8] {
+            b"IDAT" => return length > 0 && at + 12 + length <= bytes.len(),
+            b"IEND" => return false,
+            _ => at = at.saturating_add(12).saturating_add(length),
+        }
+    }
+    false
+}
+
+/// Whether a JPEG reaches a start-of-scan marker (`FFDA`) with entropy-coded data after
+/// its header, walking the marker segments from the start of the image.
+fn jpeg_has_scan(bytes: &[u8]) -> bool {
+    let mut at = 2; // SOI
+    loop {
+        if bytes.get(at) != Some(&0xFF) {
+            return false;
+        }
+        // Any number of 0xFF fill bytes may precede a marker.
+        while bytes.get(at) == Some(&0xFF) {
+            at += 1;
+        }
+        let Some(&marker) = bytes.get(at) else {
+            return false;
+        };
+        at += 1;
+        match marker {
+            // Standalone markers carry no length.
+            0x01 | 0xD0..=0xD7 => continue,
+            0xD9 => return false, // end of image before any scan
+            _ => {}
+        }
+        let Some(length) = bytes
+            .get(at..at + 2)
+            .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+            .filter(|l| *l >= 2)
+        else {
+            return false;
+        };
+        if marker == 0xDA {
+            // The scan header, then at least one byte of data before the end marker.
+            return at + length + 2 < bytes.len();
+        }
+        at += length;
+    }
+}
+
+/// Whether a WebP carries a `VP8 ` (lossy) or `VP8L` (lossless) bitstream chunk; a `VP8X`
+/// header alone only declares a canvas.
+fn webp_has_bitstream(bytes: &[u8]) -> bool {
+    let mut at = 12; // RIFF, size, WEBP
+    while let Some(header) = bytes.get(at..at + 8) {
+        let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let fits = at
+            .checked_add(8)
+            .and_then(|start| start.checked_add(size))
+            .is_some_and(|end| end <= bytes.len());
+        if matches!(&header[0..4], b"VP8 " | b"VP8L") {
+            return size > 0 && fits;
+        }
+        // Chunks are padded to an even size.
+        at = at
+            .saturating_add(8)
+            .saturating_add(size)
+            .saturating_add(size & 1);
+    }
+    false
 }
 
 /// Hex SHA-256, fed a chunk at a time as the bytes arrived.
@@ -184,8 +292,12 @@ pub async fn upload(
     workflow_id: &str,
     step_id: Option<&str>,
     bytes: Bytes,
-    max_bytes: usize,
+    limits: ImageLimits,
 ) -> AppResult<Screenshot> {
+    let ImageLimits {
+        max_bytes,
+        max_pixels,
+    } = limits;
     if bytes.is_empty() {
         return Err(AppError::bad_input("file", "file is empty"));
     }
@@ -195,7 +307,7 @@ pub async fn upload(
             format!("file is larger than the limit of {max_bytes} bytes"),
         ));
     }
-    let image = inspect(&bytes)?;
+    let image = inspect(&bytes, max_pixels)?;
     let hash = sha256_hex(&bytes);
     let key = BlobStore::key(tenant.id(), &hash);
 
@@ -389,15 +501,84 @@ pub async fn sweep_blobs(
 mod tests {
     use super::*;
 
-    const PNG_1X1: &[u8] = &[
-        0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44,
-        0x52, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x03, 0x08, 0x06, 0x00, 0x00, 0x00, 0x9D,
-        0x74, 0x66, 0x1A, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
-    ];
+    /// Some (not necessarily valid) compressed pixel data.
+    const ZLIB: &[u8] = &[0x78, 0x01, 0x00];
+
+    /// A PNG of `width`×`height` with the given chunks after `IHDR` (CRCs are not checked).
+    fn png(width: u32, height: u32, chunks: &[(&[u8; 4], &[u8])]) -> Vec<u8> {
+        let mut out = vec![0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
+        let mut ihdr = width.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+        let mut chunk = |kind: &[u8; 4], data: &[u8], crc: [u8; 4]| {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            out.extend_from_slice(&crc);
+        };
+        chunk(b"IHDR", &ihdr, [0; 4]);
+        for (kind, data) in chunks {
+            chunk(kind, data, [0; 4]);
+        }
+        chunk(b"IEND", &[], [0xAE, 0x42, 0x60, 0x82]);
+        out
+    }
+
+    /// A JPEG (SOI, SOF0 with the size, optionally a scan, EOI).
+    fn jpeg(width: u16, height: u16, scan: bool) -> Vec<u8> {
+        let mut out = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 0x08];
+        out.extend_from_slice(&height.to_be_bytes());
+        out.extend_from_slice(&width.to_be_bytes());
+        out.extend_from_slice(&[0x01, 0x01, 0x11, 0x00]);
+        if scan {
+            out.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00]);
+            out.extend_from_slice(&[0x12, 0x34, 0x56]);
+        }
+        out.extend_from_slice(&[0xFF, 0xD9]);
+        out
+    }
+
+    /// A WebP made of the given chunks, with a correct RIFF length.
+    fn webp(chunks: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+        let mut body = b"WEBP".to_vec();
+        for (kind, data) in chunks {
+            body.extend_from_slice(*kind);
+            body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            body.extend_from_slice(data);
+            if data.len() % 2 == 1 {
+                body.push(0);
+            }
+        }
+        let mut out = b"RIFF".to_vec();
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn vp8x(width: u32, height: u32) -> Vec<u8> {
+        let mut data = vec![0u8; 4];
+        data.extend_from_slice(&(width - 1).to_le_bytes()[..3]);
+        data.extend_from_slice(&(height - 1).to_le_bytes()[..3]);
+        data
+    }
+
+    /// A VP8L header: signature, then 14-bit width-1 and height-1, alpha and version bits.
+    fn vp8l(width: u32, height: u32) -> Vec<u8> {
+        let bits = (width - 1) | ((height - 1) << 14);
+        let mut data = vec![0x2F];
+        data.extend_from_slice(&bits.to_le_bytes());
+        data.push(0);
+        data
+    }
+
+    fn inspected(bytes: &[u8]) -> Result<ImageInfo, String> {
+        inspect(bytes, DEFAULT_MAX_PIXELS).map_err(|e| e.client_message())
+    }
 
     #[test]
     fn images_are_recognised_by_their_bytes() {
-        let info = inspect(PNG_1X1).map_err(|e| e.client_message());
+        let image = png(2, 3, &[(b"IDAT", ZLIB)]);
+        let info = inspected(&image);
         assert_eq!(
             info,
             Ok(ImageInfo {
@@ -406,8 +587,54 @@ mod tests {
                 height: 3
             })
         );
-        assert!(inspect(b"GIF89a....").is_err());
-        assert!(inspect(&PNG_1X1[..30]).is_err());
+        assert!(inspected(b"GIF89a....").is_err());
+        assert!(inspected(&image[..30]).is_err());
+        let info = inspected(&jpeg(800, 600, true)).map(|i| (i.content_type, i.width, i.height));
+        assert_eq!(info, Ok(("image/jpeg", 800, 600)));
+        let lossless = webp(&[(b"VP8X", vp8x(1280, 720)), (b"VP8L", vp8l(1280, 720))]);
+        let info = inspected(&lossless).map(|i| (i.content_type, i.width, i.height));
+        assert_eq!(info, Ok(("image/webp", 1280, 720)));
+        let simple = webp(&[(b"VP8L", vp8l(16, 9))]);
+        assert_eq!(inspected(&simple).map(|i| (i.width, i.height)), Ok((16, 9)));
+    }
+
+    #[test]
+    fn headers_without_image_data_are_refused() {
+        let no_data = "the image has a header but no image data";
+        // The 45-byte PNG of the issue: a header claiming 65535×65535 and nothing else.
+        let bomb = png(65_535, 65_535, &[]);
+        assert_eq!(bomb.len(), 45);
+        assert_eq!(inspected(&bomb).err().as_deref(), Some(no_data));
+        // Ancillary chunks are not image data; an empty IDAT is none either.
+        let text_only = png(10, 10, &[(b"tEXt", &b"Comment\0hi"[..])]);
+        assert_eq!(inspected(&text_only).err().as_deref(), Some(no_data));
+        let empty_idat = png(10, 10, &[(b"IDAT", &[][..])]);
+        assert_eq!(inspected(&empty_idat).err().as_deref(), Some(no_data));
+        // A JPEG header with no start of scan.
+        assert_eq!(
+            inspected(&jpeg(800, 600, false)).err().as_deref(),
+            Some(no_data)
+        );
+        // A WebP canvas (VP8X) with no bitstream.
+        let canvas_only = webp(&[(b"VP8X", vp8x(16_000, 16_000))]);
+        assert_eq!(inspected(&canvas_only).err().as_deref(), Some(no_data));
+        // A chunk length running past the end of the file is not data either.
+        let mut lying = png(10, 10, &[(b"IDAT", &[1u8, 2, 3][..])]);
+        lying[33..37].copy_from_slice(&1_000_000u32.to_be_bytes());
+        assert_eq!(inspected(&lying).err().as_deref(), Some(no_data));
+    }
+
+    #[test]
+    fn the_pixel_count_is_capped() {
+        let huge = png(65_535, 65_535, &[(b"IDAT", ZLIB)]);
+        let refused = inspected(&huge).err().unwrap_or_default();
+        assert!(refused.contains("at most 50000000"), "{refused}");
+        // Exactly at the cap is fine; one row more is not.
+        let at_cap = png(10_000, 5_000, &[(b"IDAT", ZLIB)]);
+        assert!(inspected(&at_cap).is_ok());
+        let over = png(10_000, 5_001, &[(b"IDAT", ZLIB)]);
+        assert!(inspected(&over).is_err());
+        assert!(inspect(&at_cap, 1_000).is_err());
     }
 
     #[test]

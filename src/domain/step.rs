@@ -563,6 +563,23 @@ pub async fn reorder(
     workflow_id: &str,
     step_ids: &[String],
 ) -> AppResult<Vec<Step>> {
+    // Bounded and duplicate-free before the list is copied, sorted or sent to the database.
+    if step_ids.len() > super::workflow::MAX_STEPS {
+        return Err(AppError::bad_input(
+            "stepIds",
+            format!(
+                "a workflow has at most {} steps",
+                super::workflow::MAX_STEPS
+            ),
+        ));
+    }
+    let mut distinct = std::collections::HashSet::with_capacity(step_ids.len());
+    if !step_ids.iter().all(|id| distinct.insert(id.as_str())) {
+        return Err(AppError::bad_input(
+            "stepIds",
+            "stepIds must list every step of the workflow exactly once",
+        ));
+    }
     crate::transaction!(db, |conn| {
         touch_workflow!(conn, tenant, workflow_id);
         let mut current: Vec<String> = steps::table

@@ -1,4 +1,7 @@
 //! Accounts: `signup`, `joinCompany` and `login`, each answering with a session token.
+//!
+//! Each costs a password hash and says something worth guessing at, so each counts as a
+//! sign-in attempt of the client address and of the email before anything else runs.
 
 use async_graphql::{Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -55,7 +58,9 @@ pub struct AccountMutation;
 
 #[Object]
 impl AccountMutation {
-    /// Creates a company and its first admin, and signs the admin in.
+    /// Creates a company and its first admin, and signs the admin in. An email that already
+    /// has an account is CONFLICT. Counts as a sign-in attempt (RATE_LIMITED beyond the
+    /// server's limits; UNAVAILABLE when too many sign-ins are being checked at once).
     async fn signup(
         &self,
         ctx: &Context<'_>,
@@ -65,16 +70,27 @@ impl AccountMutation {
         email: String,
         #[graphql(desc = "At least 8 characters.")] password: String,
     ) -> async_graphql::Result<AuthPayload> {
+        let services = ctx.services();
+        services
+            .sign_in_limits
+            .check(ctx.client_address(), &email)?;
         let credentials = Credentials {
             name,
             email,
             password,
         };
-        let (company, user) = domain::account::signup(ctx.db(), &company_name, credentials).await?;
+        let (company, user) = domain::account::signup(
+            ctx.db(),
+            &services.passwords,
+            &company_name,
+            credentials,
+        )
+        .await?;
         session(ctx, company, user)
     }
 
     /// Joins the company whose invite token is given, as a regular member, and signs in.
+    /// Counts as a sign-in attempt, like `signup`.
     async fn join_company(
         &self,
         ctx: &Context<'_>,
@@ -85,24 +101,40 @@ impl AccountMutation {
         email: String,
         #[graphql(desc = "At least 8 characters.")] password: String,
     ) -> async_graphql::Result<AuthPayload> {
+        let services = ctx.services();
+        services
+            .sign_in_limits
+            .check(ctx.client_address(), &email)?;
         let credentials = Credentials {
             name,
             email,
             password,
         };
-        let (company, user) = domain::account::join(ctx.db(), &invite_token, credentials).await?;
+        let (company, user) = domain::account::join(
+            ctx.db(),
+            &services.passwords,
+            &invite_token,
+            credentials,
+        )
+        .await?;
         session(ctx, company, user)
     }
 
     /// Signs in. A wrong email and a wrong password give the same UNAUTHENTICATED error.
+    /// Attempts are limited per client address and per email (RATE_LIMITED, with
+    /// `extensions.retryAfter` in seconds).
     async fn login(
         &self,
         ctx: &Context<'_>,
         email: String,
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
+        let services = ctx.services();
+        services
+            .sign_in_limits
+            .check(ctx.client_address(), &email)?;
         let db = ctx.db();
-        let user = domain::account::authenticate(db, &email, password).await?;
+        let user = domain::account::authenticate(db, &services.passwords, &email, password).await?;
         let viewer = Viewer::of_member(&user)?;
         let company = domain::company::find(db, &viewer.tenant).await?;
         session(ctx, company, user)

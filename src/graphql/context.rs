@@ -1,5 +1,6 @@
 //! What resolvers find in the GraphQL context.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_graphql::Context;
@@ -7,6 +8,8 @@ use async_graphql::dataloader::DataLoader;
 
 use crate::auth::jwt::TokenKeys;
 use crate::auth::membership::Memberships;
+use crate::auth::password::Passwords;
+use crate::auth::rate_limit::SignInLimits;
 use crate::auth::signed_url::UrlSigner;
 use crate::auth::{Authentication, Viewer};
 use crate::blobs::BlobStore;
@@ -25,6 +28,10 @@ pub struct Services {
     pub tokens: Arc<TokenKeys>,
     /// Confirms that a token's user is still a member with the token's role.
     pub memberships: Arc<Memberships>,
+    /// Hashes and checks passwords, a bounded number at a time.
+    pub passwords: Arc<Passwords>,
+    /// Attempts left for `login`, `signup` and `joinCompany`, per client and per email.
+    pub sign_in_limits: Arc<SignInLimits>,
     /// Where committed writes announce themselves to subscriptions.
     pub events: EventBus,
     /// The instance's tail of the health-log stream (`healthLogRecorded`).
@@ -48,18 +55,27 @@ pub struct Services {
 pub struct ScreenshotSettings {
     /// Largest upload accepted, in bytes.
     pub max_bytes: usize,
+    /// Largest image accepted, in pixels (width × height).
+    pub max_pixels: u64,
     /// Put in front of `/screenshots/...` in `Screenshot.url`, without a trailing slash.
     pub public_url: Option<String>,
 }
 
 static ANONYMOUS: Authentication = Authentication::Anonymous;
 
-/// The per-request data every transport attaches: who is calling, the request's share of
-/// the database pool and, for a verified viewer, the batch loader of their company.
+/// The network address a request came from (see `http::client_address`), for per-client
+/// limits.
+#[derive(Debug, Clone, Copy)]
+struct ClientAddress(IpAddr);
+
+/// The per-request data every transport attaches: who is calling, from where, the
+/// request's share of the database pool and, for a verified viewer, the batch loader of
+/// their company.
 pub struct RequestData {
     authentication: Authentication,
     db: RequestDb,
     loader: Option<DataLoader<TenantLoader>>,
+    client_address: Option<IpAddr>,
 }
 
 /// The database handle of one request: its queries share a few connections (see
@@ -81,12 +97,22 @@ impl RequestData {
             authentication,
             db: RequestDb(db),
             loader,
+            client_address: None,
         }
+    }
+
+    /// Where the request came from, when the transport knows.
+    pub fn from_address(mut self, address: Option<IpAddr>) -> Self {
+        self.client_address = address;
+        self
     }
 
     /// For one HTTP request.
     pub fn attach(self, request: async_graphql::Request) -> async_graphql::Request {
-        let request = request.data(self.authentication).data(self.db);
+        let mut request = request.data(self.authentication).data(self.db);
+        if let Some(address) = self.client_address {
+            request = request.data(ClientAddress(address));
+        }
         match self.loader {
             Some(loader) => request.data(loader),
             None => request,
@@ -98,6 +124,9 @@ impl RequestData {
         let mut data = async_graphql::Data::default();
         data.insert(self.authentication);
         data.insert(self.db);
+        if let Some(address) = self.client_address {
+            data.insert(ClientAddress(address));
+        }
         if let Some(loader) = self.loader {
             data.insert(loader);
         }
@@ -112,6 +141,8 @@ pub trait ContextExt {
     /// The batch loader for the viewer's company, or UNAUTHENTICATED.
     fn loader(&self) -> AppResult<&DataLoader<TenantLoader>>;
     fn authentication(&self) -> &Authentication;
+    /// The client's network address, when the transport knows it.
+    fn client_address(&self) -> Option<IpAddr>;
     /// The signed-in viewer, or UNAUTHENTICATED.
     fn viewer(&self) -> AppResult<&Viewer> {
         self.authentication().viewer()
@@ -136,6 +167,10 @@ impl ContextExt for Context<'_> {
             Some(RequestDb(db)) => db,
             None => &self.services().db,
         }
+    }
+
+    fn client_address(&self) -> Option<IpAddr> {
+        self.data_opt::<ClientAddress>().map(|address| address.0)
     }
 
     fn loader(&self) -> AppResult<&DataLoader<TenantLoader>> {

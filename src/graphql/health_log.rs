@@ -57,12 +57,7 @@ impl HealthLogFilterInput {
         domain::health_log::HealthLogFilter {
             workflow_id: self.workflow_id.map(|id| id.0),
             run_id: self.run_id.map(|id| id.0),
-            statuses: self
-                .status
-                .unwrap_or_default()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
+            statuses: domain::filter_values("filter.status", self.status)?,
             since: self.since.map(stored_precision),
             until: self.until.map(stored_precision),
         }

@@ -22,6 +22,7 @@ use crate::domain;
 use crate::domain::health_log::{HealthLogFilter, LogOrder, LogParent};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::run::{ORDERING, RunFilter};
+use crate::error::AppResult;
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -382,13 +383,9 @@ pub async fn runs_connection(
     ))
 }
 
-/// The domain filter for a list of run statuses as a client sent it.
-pub fn statuses(status: Option<Vec<RunStatus>>) -> Vec<domain::run::Status> {
-    status
-        .unwrap_or_default()
-        .into_iter()
-        .map(Into::into)
-        .collect()
+/// The domain filter for a list of run statuses as a client sent it (bounded, distinct).
+pub fn statuses(status: Option<Vec<RunStatus>>) -> AppResult<Vec<domain::run::Status>> {
+    domain::filter_values("status", status)
 }
 
 #[derive(Default)]
@@ -427,7 +424,7 @@ impl RunQuery {
     ) -> async_graphql::Result<CountedConnection<Run>> {
         let filter = RunFilter {
             workflow_id: workflow_id.map(|id| id.0),
-            statuses: statuses(status),
+            statuses: statuses(status)?,
         };
         let args = PageArgs {
             first,

@@ -191,7 +191,10 @@ impl ScreenshotMutation {
             &workflow_id,
             step_id.as_ref().map(|id| id.0.as_str()),
             file.content,
-            services.screenshots.max_bytes,
+            domain::screenshot::ImageLimits {
+                max_bytes: services.screenshots.max_bytes,
+                max_pixels: services.screenshots.max_pixels,
+            },
         )
         .await?;
         Ok(row.into())

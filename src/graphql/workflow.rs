@@ -20,7 +20,7 @@ use crate::auth::Viewer;
 use crate::domain;
 use crate::domain::health_log::{LogOrder, LogParent};
 use crate::domain::workflow::{NewWorkflow, OrderField, WorkflowChanges};
-use crate::error::AppError;
+use crate::error::{AppError, AppResult};
 
 /// Where a workflow is in its life.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,20 +94,16 @@ pub struct WorkflowFilter {
     pub updated_since: Option<DateTime<Utc>>,
 }
 
-impl From<WorkflowFilter> for domain::workflow::WorkflowFilter {
-    fn from(filter: WorkflowFilter) -> Self {
-        Self {
-            statuses: filter
-                .status
-                .unwrap_or_default()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-            tag: filter.tag,
-            search: filter.search,
-            created_by: filter.created_by.map(|id| id.0),
-            updated_since: filter.updated_since.map(|t| t.naive_utc()),
-        }
+impl WorkflowFilter {
+    /// The domain filter; an overlong status list is BAD_USER_INPUT (`filter.status`).
+    fn into_domain(self) -> AppResult<domain::workflow::WorkflowFilter> {
+        Ok(domain::workflow::WorkflowFilter {
+            statuses: domain::filter_values("filter.status", self.status)?,
+            tag: self.tag,
+            search: self.search,
+            created_by: self.created_by.map(|id| id.0),
+            updated_since: self.updated_since.map(|t| t.naive_utc()),
+        })
     }
 }
 
@@ -299,7 +295,7 @@ impl Workflow {
         runs_of_workflow(
             ctx,
             &self.row.id,
-            run_statuses(status),
+            run_statuses(status)?,
             PageArgs {
                 first,
                 after,
@@ -368,7 +364,7 @@ impl WorkflowQuery {
                 direction: SortDirection::Desc,
             })
             .into();
-        let filter: domain::workflow::WorkflowFilter = filter.unwrap_or_default().into();
+        let filter = filter.unwrap_or_default().into_domain()?;
         let request = PageArgs {
             first,
             after,

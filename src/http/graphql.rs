@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::AppState;
+use super::client_address::client_address;
 use crate::auth::Authentication;
 use crate::error::{AppResult, ErrorCode};
 use crate::graphql::{
@@ -60,6 +61,8 @@ pub struct HttpConfig {
     pub max_multipart_bytes: usize,
     /// How long reading and executing one request may take.
     pub request_timeout: Duration,
+    /// A header a trusted proxy writes the client's address into (see `client_address`).
+    pub client_address_header: Option<axum::http::HeaderName>,
 }
 
 /// Which origins CORS lets in.
@@ -183,6 +186,11 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
             );
         }
     };
+    let address = client_address(
+        request.headers(),
+        request.extensions(),
+        state.http.client_address_header.as_ref(),
+    );
     let is_get = request.method() == Method::GET;
     let max_file_bytes = state.services.screenshots.max_bytes;
     let mut graphql_request = match read_request(request, &state.http, max_file_bytes).await {
@@ -202,8 +210,9 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let mut graphql_request =
-        RequestData::new(&state.services, authentication).attach(graphql_request);
+    let mut graphql_request = RequestData::new(&state.services, authentication)
+        .from_address(address)
+        .attach(graphql_request);
     let described = metrics::describe(&mut graphql_request);
     if let Err(error) = check_aliases(&mut graphql_request, state.limits.max_aliases) {
         let response = async_graphql::Response::from_errors(vec![error]);

@@ -1,5 +1,6 @@
 //! The HTTP surface: every route is listed in [`router`].
 
+mod client_address;
 mod graphiql;
 mod graphql;
 mod health;
@@ -22,7 +23,7 @@ use tracing::Level;
 use crate::graphql::{ParsedDocuments, QueryLimits, Services, StepwiseSchema};
 pub use graphiql::{DEFAULT_ASSETS_URL as DEFAULT_GRAPHIQL_ASSETS_URL, GraphiQL};
 pub use graphql::{CorsOrigins, HttpConfig};
-pub use websocket::{UserConnections, WebSocketConfig};
+pub use websocket::{AnonymousConnections, UserConnections, WebSocketConfig};
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct AppState {
     pub http: HttpConfig,
     /// Open WebSockets per user, shared by every connection of this instance.
     pub user_connections: UserConnections,
+    /// Open WebSockets not (yet) signed in, per client address.
+    pub anonymous_connections: AnonymousConnections,
     /// Limits checked by the transports themselves (the rest live on the schema).
     pub limits: QueryLimits,
     /// Recently parsed operations, shared by both transports.

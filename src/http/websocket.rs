@@ -10,26 +10,30 @@
 //! own subscriptions (which then resynchronise from a snapshot) rather than the server.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::{Data, Response, ServerError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{FromRequestParts as _, Request, State, WebSocketUpgrade};
 use axum::http::HeaderValue;
-use axum::response::Response as HttpResponse;
+use axum::response::{IntoResponse as _, Response as HttpResponse};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until};
 
 use super::AppState;
+use super::client_address::client_address;
 use super::graphql::authenticate_token;
 use crate::auth::membership::MEMBERSHIP_TTL;
+use crate::auth::rate_limit::address_group;
 use crate::auth::{Authentication, Viewer};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::graphql::{
     RequestData, check_aliases, code_request_errors, is_request_error, null_failed_fields,
 };
@@ -74,29 +78,55 @@ pub struct WebSocketConfig {
     pub max_operations: usize,
     /// Most connections one signed-in user may hold open on this instance.
     pub max_connections_per_user: usize,
+    /// Most connections initialised without a token one client address may hold open on
+    /// this instance.
+    pub max_anonymous_connections_per_address: usize,
+    /// Most operations a connection without a signed-in user may run at once.
+    pub max_anonymous_operations: usize,
 }
 
-/// Open connections per signed-in user on this instance, so one account (or one leaked
-/// token) cannot hold an unbounded number of sockets and subscriptions.
-#[derive(Clone, Default)]
-pub struct UserConnections(Arc<Mutex<HashMap<String, usize>>>);
+/// Open connections per key on this instance: per signed-in user ([`UserConnections`]),
+/// so one account (or one leaked token) cannot hold an unbounded number of sockets and
+/// subscriptions, and per client address for connections initialised without a token
+/// ([`AnonymousConnections`]), which need no account at all.
+pub struct ConnectionSlots<K>(Arc<Mutex<HashMap<K, usize>>>);
 
-impl UserConnections {
-    /// A slot for one more connection of `user_id`, or `None` at the limit.
-    fn take(&self, user_id: &str, max: usize) -> Option<UserConnection> {
+/// Connections per signed-in user id.
+pub type UserConnections = ConnectionSlots<String>;
+/// Anonymous connections per client address (IPv6: per /64).
+pub type AnonymousConnections = ConnectionSlots<IpAddr>;
+
+impl<K> Clone for ConnectionSlots<K> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<K> Default for ConnectionSlots<K> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<K: Hash + Eq + Clone> ConnectionSlots<K> {
+    /// A slot for one more connection of `key`, or `None` at the limit.
+    fn take(&self, key: &K, max: usize) -> Option<ConnectionSlot<K>> {
         let mut counts = self.lock();
-        let count = counts.entry(user_id.to_owned()).or_insert(0);
+        let count = counts.entry(key.clone()).or_insert(0);
         if *count >= max {
+            if *count == 0 {
+                counts.remove(key);
+            }
             return None;
         }
         *count += 1;
-        Some(UserConnection {
+        Some(ConnectionSlot {
             registry: self.clone(),
-            user_id: user_id.to_owned(),
+            key: key.clone(),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, usize>> {
         // Counts stay consistent under a panic: each change is one statement.
         self.0
             .lock()
@@ -105,18 +135,18 @@ impl UserConnections {
 }
 
 /// One counted connection; the count drops with it.
-struct UserConnection {
-    registry: UserConnections,
-    user_id: String,
+struct ConnectionSlot<K: Hash + Eq + Clone> {
+    registry: ConnectionSlots<K>,
+    key: K,
 }
 
-impl Drop for UserConnection {
+impl<K: Hash + Eq + Clone> Drop for ConnectionSlot<K> {
     fn drop(&mut self) {
         let mut counts = self.registry.lock();
-        if let Some(count) = counts.get_mut(&self.user_id) {
+        if let Some(count) = counts.get_mut(&self.key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                counts.remove(&self.user_id);
+                counts.remove(&self.key);
             }
         }
     }
@@ -128,7 +158,17 @@ enum Protocol {
     Legacy,
 }
 
-pub async fn handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> HttpResponse {
+pub async fn handler(State(state): State<AppState>, request: Request) -> HttpResponse {
+    let (mut parts, _body) = request.into_parts();
+    let address = client_address(
+        &parts.headers,
+        &parts.extensions,
+        state.http.client_address_header.as_ref(),
+    );
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
     let config = state.websocket;
     // Subscribers mostly sit idle, and the socket library's default 128 KiB read buffer
     // would make each one cost that much (S1 measured 141 KiB per idle subscriber): small
@@ -160,7 +200,11 @@ pub async fn handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -
     }
     upgrade.on_upgrade(move |socket| async move {
         match protocol {
-            Some(protocol) => Connection::new(state, socket, protocol).run().await,
+            Some(protocol) => {
+                Connection::new(state, socket, protocol, address)
+                    .run()
+                    .await
+            }
             None => {
                 let mut socket = socket;
                 let _ = socket
@@ -255,15 +299,27 @@ struct Connection {
     /// Who the connection was initialised as; their membership is re-checked while it
     /// stays open, so a removed or re-roled member is cut off within seconds.
     viewer: Option<Viewer>,
+    /// Membership changes made on this instance, from `connection_init` on: a change of
+    /// the viewer's is acted on before anything more is delivered.
+    membership_changes: Option<broadcast::Receiver<Arc<str>>>,
+    /// Where the client connects from (when known).
+    address: Option<IpAddr>,
     /// Held while the connection is open, for the per-user connection limit.
-    _slot: Option<UserConnection>,
+    _slot: Option<ConnectionSlot<String>>,
+    /// Held by a connection initialised without a token, for the per-address limit.
+    _anonymous_slot: Option<ConnectionSlot<IpAddr>>,
 }
 
 /// Why the connection ends.
 struct Closing(u16, String);
 
 impl Connection {
-    fn new(state: AppState, socket: WebSocket, protocol: Protocol) -> Self {
+    fn new(
+        state: AppState,
+        socket: WebSocket,
+        protocol: Protocol,
+        address: Option<IpAddr>,
+    ) -> Self {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(64);
         let deadline = Instant::now() + state.websocket.init_timeout;
         Self {
@@ -276,7 +332,10 @@ impl Connection {
             outgoing_rx,
             expires_at: None,
             viewer: None,
+            membership_changes: None,
+            address,
             _slot: None,
+            _anonymous_slot: None,
         }
     }
 
@@ -324,6 +383,7 @@ impl Connection {
                     Err(_) => Err(Closing(close::GOING_AWAY, "server shutting down".into())),
                 },
                 _ = membership_check.tick(), if self.viewer.is_some() => self.recheck_membership().await,
+                changed = next_change(&mut self.membership_changes) => self.on_membership_change(changed).await,
                 _ = keep_alive.tick(), if self.protocol == Protocol::Legacy && matches!(self.phase, Phase::Ready { .. }) => {
                     self.send(json!({ "type": "ka" })).await
                 }
@@ -351,6 +411,51 @@ impl Connection {
                 tracing::warn!(error = ?error, "cannot re-check a WebSocket's membership");
                 Ok(())
             }
+        }
+    }
+
+    /// A membership changed on this instance: if it may be the viewer's (or changes were
+    /// missed), re-check now rather than at the next tick.
+    async fn on_membership_change(
+        &mut self,
+        changed: Result<Arc<str>, broadcast::error::RecvError>,
+    ) -> Result<(), Closing> {
+        let concerns_viewer = match (&changed, &self.viewer) {
+            (Ok(user_id), Some(viewer)) => **user_id == *viewer.user_id,
+            (Err(broadcast::error::RecvError::Lagged(_)), Some(_)) => true,
+            (Err(broadcast::error::RecvError::Closed), _) => {
+                // The registry is gone (shutting down): stop listening, keep the timer.
+                self.membership_changes = None;
+                false
+            }
+            (_, None) => false,
+        };
+        if concerns_viewer {
+            self.recheck_membership().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Acts on every membership change already announced, before a result is delivered:
+    /// the select loop may hold an event and a change at the same time, and the event must
+    /// not go out first.
+    async fn apply_pending_membership_changes(&mut self) -> Result<(), Closing> {
+        loop {
+            let Some(changes) = self.membership_changes.as_mut() else {
+                return Ok(());
+            };
+            let changed = match changes.try_recv() {
+                Ok(user_id) => Ok(user_id),
+                Err(broadcast::error::TryRecvError::Empty) => return Ok(()),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Err(broadcast::error::RecvError::Lagged(n))
+                }
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    Err(broadcast::error::RecvError::Closed)
+                }
+            };
+            self.on_membership_change(changed).await?;
         }
     }
 
@@ -419,6 +524,8 @@ impl Connection {
         if !(payload.is_null() || payload.is_object()) {
             return Err(invalid("connection_init payload must be an object"));
         }
+        // Listening before the token is checked: a change made meanwhile is not missed.
+        self.membership_changes = Some(self.state.services.memberships.changes());
         let (authentication, expires_at) = authenticate_init_payload(&payload, &self.state)
             .await
             .map_err(|error| {
@@ -443,8 +550,32 @@ impl Connection {
             };
             self._slot = Some(slot);
             self.viewer = Some(viewer.clone());
+        } else {
+            // Nobody to re-check.
+            self.membership_changes = None;
+            // A connection without an account counts against its client address, so one
+            // client cannot open sockets without end to run sign-ins on. (Before
+            // `connection_init` a socket can run nothing; the init timeout bounds that.)
+            if let Some(address) = self.address {
+                let limit = self.state.websocket.max_anonymous_connections_per_address;
+                let slot = self
+                    .state
+                    .anonymous_connections
+                    .take(&address_group(address), limit);
+                let Some(slot) = slot else {
+                    return Err(Closing(
+                        close::TRY_AGAIN_LATER,
+                        format!(
+                            "Too many connections without a token from this address: at most {limit}"
+                        ),
+                    ));
+                };
+                self._anonymous_slot = Some(slot);
+            }
         }
-        let data = RequestData::new(&self.state.services, authentication).into_data();
+        let data = RequestData::new(&self.state.services, authentication)
+            .from_address(self.address)
+            .into_data();
         self.phase = Phase::Ready {
             data: Arc::new(data),
         };
@@ -461,14 +592,21 @@ impl Connection {
                 format!("Subscriber for {id} already exists"),
             ));
         }
-        if self.operations.len() >= self.state.websocket.max_operations {
-            let error = ServerError::new(
-                format!(
-                    "at most {} operations may run on one connection",
-                    self.state.websocket.max_operations
-                ),
-                None,
-            );
+        let config = self.state.websocket;
+        let (limit, whose) = if self.viewer.is_some() {
+            (config.max_operations, "one connection")
+        } else {
+            // Without an account the only useful operations are sign-ins, one at a time.
+            (
+                config.max_anonymous_operations,
+                "a connection without a token",
+            )
+        };
+        if self.operations.len() >= limit {
+            let mut error = coded(AppError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            });
+            error.message = format!("at most {limit} operations may run at once on {whose}");
             return self.on_outgoing(Outgoing::Error(id, vec![error])).await;
         }
         let mut request = async_graphql::Request::new(payload.query);
@@ -522,6 +660,9 @@ impl Connection {
     }
 
     async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), Closing> {
+        if let Outgoing::Next(..) = outgoing {
+            self.apply_pending_membership_changes().await?;
+        }
         let message = match (outgoing, self.protocol) {
             (Outgoing::Next(id, response), protocol) => {
                 if !self.operations.contains_key(&id) {
@@ -547,6 +688,24 @@ impl Connection {
         };
         self.send(message).await
     }
+}
+
+/// The next membership change, or never when the connection does not listen.
+async fn next_change(
+    changes: &mut Option<broadcast::Receiver<Arc<str>>>,
+) -> Result<Arc<str>, broadcast::error::RecvError> {
+    match changes {
+        Some(changes) => changes.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A server error carrying the code (and retry hint) of `error`.
+fn coded(error: AppError) -> ServerError {
+    let error = async_graphql::Error::from(error);
+    let mut server_error = ServerError::new(error.message, None);
+    server_error.extensions = error.extensions;
+    server_error
 }
 
 fn invalid(reason: &str) -> Closing {

@@ -340,8 +340,8 @@ fn adler32(bytes: &[u8]) -> u32 {
     (b << 16) | a
 }
 
-/// A baseline JPEG header (SOI, JFIF, SOF0 with the size) closed by EOI: enough for the
-/// type and size checks.
+/// A baseline JPEG header (SOI, JFIF, SOF0 with the size), a start of scan with a few
+/// bytes of (meaningless) scan data, and EOI: enough for the type, size and data checks.
 pub fn jpeg(width: u16, height: u16) -> Vec<u8> {
     let mut out = vec![0xFF, 0xD8];
     out.extend_from_slice(&[
@@ -352,12 +352,42 @@ pub fn jpeg(width: u16, height: u16) -> Vec<u8> {
     out.extend_from_slice(&height.to_be_bytes());
     out.extend_from_slice(&width.to_be_bytes());
     out.extend_from_slice(&[0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01]);
+    out.extend_from_slice(&[
+        0xFF, 0xDA, 0x00, 0x0C, 0x03, 0x01, 0x00, 0x02, 0x11, 0x03, 0x11, 0x00, 0x3F, 0x00,
+    ]);
+    out.extend_from_slice(&[0xD2, 0xCF, 0x20]);
     out.extend_from_slice(&[0xFF, 0xD9]);
     out
 }
 
-/// An extended-format WebP (`VP8X`) carrying the canvas size.
+/// A JPEG header (SOI, JFIF, SOF0) and EOI with no scan: a size and no pixels.
+pub fn jpeg_header_only(width: u16, height: u16) -> Vec<u8> {
+    let image = jpeg(width, height);
+    let scan = image
+        .windows(2)
+        .position(|w| w == [0xFF, 0xDA])
+        .expect("jpeg() writes a scan");
+    let mut out = image[..scan].to_vec();
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
+
+/// An extended-format WebP: a `VP8X` chunk carrying the canvas size and a lossless `VP8L`
+/// bitstream header of the same size.
 pub fn webp(width: u32, height: u32) -> Vec<u8> {
+    let bits = (width - 1) | ((height - 1) << 14);
+    let mut vp8l = vec![0x2F];
+    vp8l.extend_from_slice(&bits.to_le_bytes());
+    vp8l.extend_from_slice(&[0x00, 0x00, 0x00]);
+    webp_with(width, height, Some(&vp8l))
+}
+
+/// A WebP canvas (`VP8X`) with no bitstream chunk: a size and no pixels.
+pub fn webp_canvas_only(width: u32, height: u32) -> Vec<u8> {
+    webp_with(width, height, None)
+}
+
+fn webp_with(width: u32, height: u32, vp8l: Option<&[u8]>) -> Vec<u8> {
     let mut vp8x = vec![0u8; 4];
     vp8x.extend_from_slice(&(width - 1).to_le_bytes()[..3]);
     vp8x.extend_from_slice(&(height - 1).to_le_bytes()[..3]);
@@ -365,9 +395,30 @@ pub fn webp(width: u32, height: u32) -> Vec<u8> {
     body.extend_from_slice(b"VP8X");
     body.extend_from_slice(&(vp8x.len() as u32).to_le_bytes());
     body.extend_from_slice(&vp8x);
+    if let Some(vp8l) = vp8l {
+        body.extend_from_slice(b"VP8L");
+        body.extend_from_slice(&(vp8l.len() as u32).to_le_bytes());
+        body.extend_from_slice(vp8l);
+        if vp8l.len() % 2 == 1 {
+            body.push(0);
+        }
+    }
     let mut out = b"RIFF".to_vec();
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&body);
+    out
+}
+
+/// A PNG signature and `IHDR` claiming `width`×`height`, then `IEND`: a header, no pixels
+/// (45 bytes).
+pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let mut out = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IEND", &[]);
     out
 }
 

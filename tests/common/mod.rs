@@ -317,6 +317,10 @@ impl TestServer {
             Some(secret) => cmd.env("JWT_SECRET", secret),
             None => cmd.env_remove("JWT_SECRET"),
         };
+        // Every test signs up and logs in from 127.0.0.1, many times per server; the
+        // sign-in limits are off unless a test turns them on (tests/sign_in_limits.rs).
+        cmd.env("STEPWISE_SIGN_IN_ATTEMPTS_PER_ADDRESS", "0")
+            .env("STEPWISE_SIGN_IN_ATTEMPTS_PER_EMAIL", "0");
         cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("spawn stepwise serve");
 
