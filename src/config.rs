@@ -184,6 +184,26 @@ pub struct HttpArgs {
     /// Most directives one field may carry.
     #[arg(long, env = "STEPWISE_MAX_QUERY_DIRECTIVES", default_value_t = 10)]
     pub max_query_directives: usize,
+
+    /// Deepest nesting of brackets (`{`, `[`, `(` together) a document may have, checked on
+    /// its text before it is parsed: the parser recurses once per level, and a few thousand
+    /// levels overflow its stack. 64 is four times the deepest real operation (the
+    /// selection depth limit is 16; GraphiQL's introspection query nests 10).
+    #[arg(long, env = "STEPWISE_MAX_QUERY_NESTING", default_value_t = 64)]
+    pub max_query_nesting: usize,
+
+    /// Most lexical tokens (names, punctuation, values) a document may have, checked before
+    /// it is parsed: parsing takes about 200 bytes per token, so this bounds the memory one
+    /// request's parse can take (~2 MB by default). GraphiQL's introspection query has 184
+    /// tokens and the test suite's whole-company snapshot 340.
+    #[arg(long, env = "STEPWISE_MAX_QUERY_TOKENS", default_value_t = 10_000)]
+    pub max_query_tokens: usize,
+
+    /// Memory, in bytes, that parsed documents kept for reuse may take (an estimate from
+    /// their nodes). Only documents whose requests ran without a request error are kept,
+    /// each at most 1/16 of this.
+    #[arg(long, env = "STEPWISE_PARSED_QUERY_CACHE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub parsed_query_cache_bytes: usize,
 }
 
 impl HttpArgs {

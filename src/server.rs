@@ -16,12 +16,10 @@ use crate::db::{Db, migrations};
 use crate::domain;
 use crate::domain::health::HealthRules;
 use crate::events::EventBus;
-use crate::graphql::{self, ParsedDocuments, QueryLimits, ScreenshotSettings, Services};
+use crate::graphql::{
+    self, DocumentLimits, ParsedDocuments, QueryLimits, ScreenshotSettings, Services,
+};
 use crate::http::{self, AppState, CorsOrigins, HttpConfig, WebSocketConfig};
-
-/// Parsed operations kept per instance: far more distinct operations than a product's
-/// clients send, at a few KB each.
-const PARSED_DOCUMENTS_KEPT: usize = 1_000;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database.database_url)?;
@@ -124,7 +122,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         websocket,
         http,
         limits,
-        documents: Arc::new(ParsedDocuments::new(PARSED_DOCUMENTS_KEPT)),
+        documents: Arc::new(ParsedDocuments::new(
+            DocumentLimits {
+                max_nesting: args.http.max_query_nesting,
+                max_tokens: args.http.max_query_tokens,
+            },
+            args.http.parsed_query_cache_bytes,
+        )),
         user_connections: Default::default(),
         shutdown,
     });

@@ -194,7 +194,16 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
         Ok(parsed) => parsed,
         Err(rejection) => return rejection.into_response(media),
     };
-    state.documents.prepare(&mut graphql_request);
+    // Before anything reads the document: this is where it is checked and parsed.
+    let unkept = match state.documents.prepare(&mut graphql_request) {
+        Ok(unkept) => unkept,
+        Err(error) => {
+            let response = async_graphql::Response::from_errors(vec![error]);
+            let unparsed = ("unknown", "unknown".to_owned());
+            METRICS.record(metrics::labels(Transport::Http, unparsed, &response), None);
+            return graphql_response(response, media);
+        }
+    };
     if is_get && selects_mutation(&mut graphql_request) {
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -219,6 +228,9 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
     let span = tracing::info_span!("graphql", operation = described.0, field = %described.1);
     let started = std::time::Instant::now();
     let response = state.schema.execute(graphql_request).instrument(span).await;
+    if !is_request_error(&response) {
+        state.documents.keep(unkept);
+    }
     METRICS.record(
         metrics::labels(Transport::Http, described, &response),
         Some(started.elapsed()),
