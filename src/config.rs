@@ -204,6 +204,11 @@ pub struct HttpArgs {
     /// each at most 1/16 of this.
     #[arg(long, env = "STEPWISE_PARSED_QUERY_CACHE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub parsed_query_cache_bytes: usize,
+
+    /// Most files one multipart request may upload (the schema takes one per
+    /// `uploadScreenshot`).
+    #[arg(long, env = "STEPWISE_MAX_UPLOAD_FILES", default_value_t = 1)]
+    pub max_upload_files: usize,
 }
 
 impl HttpArgs {

@@ -102,6 +102,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         graphiql: !args.http.disable_graphiql,
         max_body_bytes: args.http.max_body_bytes,
         max_multipart_bytes: args.http.max_multipart_bytes,
+        max_upload_files: args.http.max_upload_files,
         request_timeout: args.http.request_timeout(),
     };
     let websocket = WebSocketConfig {

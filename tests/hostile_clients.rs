@@ -7,11 +7,17 @@
 
 mod common;
 
+use std::time::Duration;
+
+use common::blobs::{multipart_request, png};
+use common::fixtures::{simple_workflow, team};
 use common::realtime::RawSocket;
-use common::{Backend, ServerOptions, TestServer};
+use common::{Backend, ServerOptions, TestServer, str_field};
 use reqwest::StatusCode;
 use reqwest::header;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const GQL_RESPONSE: &str = "application/graphql-response+json";
 
@@ -279,5 +285,214 @@ async fn parsed_documents_are_kept_within_a_memory_budget(backend: Backend) {
          valid distinct documents",
         grown / 1024 / 1024
     );
+    still_serving(&server).await;
+}
+
+// ---------------------------------------------------------------------------
+// 8. Multipart requests
+// ---------------------------------------------------------------------------
+
+const BOUNDARY: &str = "hostile-clients-boundary";
+
+/// A multipart body of `operations`, `map` and `(name, bytes)` file parts, in that order.
+fn multipart(operations: &str, map: &str, files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{map}\r\n"
+    )
+    .into_bytes();
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; \
+                 filename=\"f.png\"\r\nContent-Type: image/png\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+async fn send_multipart(server: &TestServer, token: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    // A connection of its own: the server may answer before reading the whole body.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = client
+        .post(server.url("/graphql"))
+        .bearer_auth(token)
+        .header(header::ACCEPT, GQL_RESPONSE)
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("multipart request");
+    answer(response).await
+}
+
+#[track_caller]
+fn assert_refused(answer: &(StatusCode, Value), status: StatusCode, mentions: &str, what: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{what}: {body:#}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{what}: {body:#}"
+    );
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(mentions),
+        "{what}: the refusal should name {mentions:?}: {message}"
+    );
+}
+
+/// Writes `request` on a fresh connection and returns everything the server sends until it
+/// closes the connection.
+async fn raw_response(server: &TestServer, request: &[u8]) -> String {
+    let exchange = async {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut received = Vec::new();
+        let _ = stream.read_to_end(&mut received).await;
+        String::from_utf8_lossy(&received).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("an answer within 20 s")
+}
+
+both_backends!(multipart_parts_are_bounded_and_must_be_mapped);
+async fn multipart_parts_are_bounded_and_must_be_mapped(backend: Backend) {
+    let server = server_with(
+        backend,
+        &[
+            ("STEPWISE_MAX_BODY_BYTES", "65536"),
+            ("STEPWISE_SCREENSHOT_MAX_BYTES", "65536"),
+            ("STEPWISE_MAX_MULTIPART_BYTES", "4194304"),
+        ],
+    )
+    .await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.member_token.as_str();
+    let workflow = simple_workflow(&server, token, "Uploads", 1).await;
+    let workflow_id = str_field(&workflow, "id");
+    let upload = json!({
+        "query": "mutation($w: ID!, $f: Upload!) { uploadScreenshot(workflowId: $w, file: $f) { id width } }",
+        "variables": { "w": workflow_id, "f": null },
+    })
+    .to_string();
+    let typename = json!({ "query": "{ __typename }" }).to_string();
+    let one_file = r#"{"0":["variables.f"]}"#;
+
+    // `operations` and `map` are JSON bodies: bounded by --max-body-bytes like one.
+    let padded = json!({ "query": "{ __typename }", "variables": { "pad": "x".repeat(100_000) } });
+    let answer = send_multipart(&server, token, multipart(&padded.to_string(), "{}", &[])).await;
+    assert_refused(
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "--max-body-bytes",
+        "operations",
+    );
+    let big_map = json!({ "0": vec!["variables.f"; 10_000] }).to_string();
+    let answer = send_multipart(&server, token, multipart(&upload, &big_map, &[])).await;
+    assert_refused(
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "--max-body-bytes",
+        "map",
+    );
+
+    // Parts the map does not name are refused, not read: 500 small ones once went through.
+    let unnamed: Vec<(String, Vec<u8>)> = (0..500)
+        .map(|i| (format!("f{i}"), vec![b'x'; 1024]))
+        .collect();
+    let answer = send_multipart(&server, token, multipart(&typename, "{}", &unnamed)).await;
+    assert_refused(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "not named in `map`",
+        "unmapped parts",
+    );
+    // More files than allowed (one by default), and the same file twice.
+    let two = r#"{"0":["variables.f"],"1":["variables.f"]}"#;
+    let files = vec![
+        ("0".to_owned(), png(8, 8, 1)),
+        ("1".to_owned(), png(8, 8, 2)),
+    ];
+    let answer = send_multipart(&server, token, multipart(&upload, two, &files)).await;
+    assert_refused(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "--max-upload-files",
+        "two files",
+    );
+    let twice = vec![
+        ("0".to_owned(), png(8, 8, 1)),
+        ("0".to_owned(), png(8, 8, 1)),
+    ];
+    let answer = send_multipart(&server, token, multipart(&upload, one_file, &twice)).await;
+    assert_refused(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "not named in `map`",
+        "a part twice",
+    );
+    // A map path that names no variable, and a mapped file that never comes.
+    let nowhere = r#"{"0":["variables.nope"]}"#;
+    let file = vec![("0".to_owned(), png(8, 8, 1))];
+    let answer = send_multipart(&server, token, multipart(&upload, nowhere, &file)).await;
+    assert_refused(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "names no variable",
+        "a stray path",
+    );
+    let answer = send_multipart(&server, token, multipart(&upload, one_file, &[])).await;
+    assert_refused(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "was not sent",
+        "a missing file",
+    );
+
+    // A file far past the screenshot limit is cut off naming that limit, and a body past
+    // --max-multipart-bytes naming that one.
+    let huge = vec![("0".to_owned(), vec![0u8; 65_536 + 1_100_000])];
+    let answer = send_multipart(&server, token, multipart(&upload, one_file, &huge)).await;
+    assert_refused(
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "--screenshot-max-bytes",
+        "a huge file",
+    );
+    // Declared past --max-multipart-bytes: refused on its headers, before any of it is sent.
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
+        5 * 1024 * 1024
+    );
+    let answer = raw_response(&server, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("--max-multipart-bytes"), "{answer}");
+
+    // Well-formed requests still work: a query, and an upload.
+    let (status, body) = send_multipart(&server, token, multipart(&typename, "{}", &[])).await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert_eq!(body["data"]["__typename"], "Query", "{body:#}");
+    let resp = multipart_request(
+        &server,
+        &server.client,
+        Some(token),
+        "mutation($w: ID!, $file: Upload!) { uploadScreenshot(workflowId: $w, file: $file) { id width height } }",
+        json!({ "w": workflow_id }),
+        png(12, 9, 3),
+    )
+    .await;
+    assert!(resp["errors"].is_null(), "{resp:#}");
+    assert_eq!(resp["data"]["uploadScreenshot"]["width"], 12, "{resp:#}");
+    assert_eq!(server.sql_count("screenshots").await, 1);
     still_serving(&server).await;
 }
