@@ -496,3 +496,95 @@ async fn multipart_parts_are_bounded_and_must_be_mapped(backend: Backend) {
     assert_eq!(server.sql_count("screenshots").await, 1);
     still_serving(&server).await;
 }
+
+// ---------------------------------------------------------------------------
+// 13. Request ids
+// ---------------------------------------------------------------------------
+
+/// Writes `request` on a fresh connection and returns the response head (status line and
+/// headers), read until the blank line.
+async fn raw_head(server: &TestServer, request: &[u8]) -> String {
+    let exchange = async {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("an answer within 20 s")
+}
+
+fn response_request_id(head: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("x-request-id")
+            .then(|| value.trim().to_owned())
+    })
+}
+
+both_backends!(only_plain_request_ids_are_taken_from_clients);
+async fn only_plain_request_ids_are_taken_from_clients(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let request = |ids: &[&[u8]]| {
+        let mut request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_vec();
+        for id in ids {
+            request.extend_from_slice(b"X-Request-Id: ");
+            request.extend_from_slice(id);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
+        request
+    };
+
+    let head = raw_head(&server, &request(&[b"trace-me-42"])).await;
+    assert_eq!(
+        response_request_id(&head).as_deref(),
+        Some("trace-me-42"),
+        "{head}"
+    );
+
+    let forged: &[&[u8]] = &[
+        // Fields forged into the text log line `request{request_id=... method=... path=...}`.
+        b"x method=DELETE path=/admin} forged=1",
+        &[b'a'; 65],
+        b"caf\xc3\xa9",
+        b"\x1b[31mred",
+    ];
+    for id in forged {
+        let head = raw_head(&server, &request(&[id])).await;
+        let echoed = response_request_id(&head);
+        // Refused by the HTTP parser outright (control bytes), or answered with an id of
+        // the server's own (a UUID).
+        if !head.starts_with("HTTP/1.1 400") {
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let echoed = echoed.unwrap_or_else(|| panic!("no request id: {head}"));
+            assert!(
+                uuid::Uuid::parse_str(&echoed).is_ok(),
+                "{id:?} gave {echoed:?}"
+            );
+        }
+    }
+    // Two ids: neither is taken.
+    let head = raw_head(&server, &request(&[b"first", b"second"])).await;
+    let echoed = response_request_id(&head).unwrap_or_default();
+    assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{head}");
+
+    let log = server.log_tail();
+    assert!(log.contains("request_id=trace-me-42"), "{log}");
+    assert!(
+        !log.contains("forged=1"),
+        "a client forged a log field:\n{log}"
+    );
+    assert!(
+        !log.contains("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        "{log}"
+    );
+}
