@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::blobs::{multipart_request, png};
 use common::fixtures::{simple_workflow, team};
 use common::realtime::RawSocket;
-use common::{Backend, ServerOptions, TestServer, str_field};
+use common::{Backend, ServerOptions, TestServer, run_cli, str_field};
 use reqwest::StatusCode;
 use reqwest::header;
 use serde_json::{Value, json};
@@ -587,4 +587,51 @@ async fn only_plain_request_ids_are_taken_from_clients(backend: Backend) {
         !log.contains("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
         "{log}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// 14. Credentials on the command line
+// ---------------------------------------------------------------------------
+
+#[test]
+fn database_passwords_stay_out_of_help_and_errors() {
+    let dir = std::env::temp_dir().join(format!(
+        "stepwise-test-cli-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = "s3cret-Pa55word";
+    let leaked = |what: &str, output: &common::CliOutput| {
+        assert!(
+            !output.stdout.contains(secret) && !output.stderr.contains(secret),
+            "{what} printed the password:\nstdout:\n{}\nstderr:\n{}",
+            output.stdout,
+            output.stderr
+        );
+    };
+
+    let url = format!("postgres://app:{secret}@127.0.0.1:1/stepwise");
+    for args in [&["serve", "--help"][..], &["migrate", "--help"]] {
+        let help = run_cli(args, Some(&url), &dir);
+        help.assert_success("--help");
+        assert!(help.stdout.contains("DATABASE_URL"), "{}", help.stdout);
+        leaked("--help", &help);
+    }
+
+    // An unsupported scheme, an unreachable server, a malformed URL: each an error that
+    // says what went wrong without the password.
+    for url in [
+        format!("mysql://app:{secret}@db.example/stepwise"),
+        url.clone(),
+        format!("postgres://app:{secret}@[::1/stepwise"),
+        format!("postgres://127.0.0.1:1/stepwise?password={secret}"),
+    ] {
+        let output = run_cli(&["migrate", "status"], Some(&url), &dir);
+        assert!(!output.status.success(), "{url}: {output:?}");
+        leaked(&format!("migrate status with {url}"), &output);
+    }
+    let output = run_cli(&["serve", "--listen", "127.0.0.1:0"], Some(&url), &dir);
+    assert!(!output.status.success(), "{output:?}");
+    leaked("serve", &output);
+    let _ = std::fs::remove_dir_all(&dir);
 }
