@@ -209,11 +209,27 @@ pub struct HttpArgs {
     /// `uploadScreenshot`).
     #[arg(long, env = "STEPWISE_MAX_UPLOAD_FILES", default_value_t = 1)]
     pub max_upload_files: usize,
+
+    /// How long a client may take to send a request's headers, in milliseconds, counted
+    /// from when its connection opens or its previous response was sent. hyper runs one
+    /// timer for both, so it is also how long an idle keep-alive connection stays open.
+    /// Behind a load balancer that keeps idle connections to the server longer than this
+    /// (AWS ALB: 60 s), raise it above the balancer's idle timeout.
+    #[arg(
+        long,
+        env = "STEPWISE_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub http_header_timeout_ms: u64,
 }
 
 impl HttpArgs {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms.max(1))
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_timeout_ms.max(1))
     }
 }
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::blobs::{multipart_request, png};
 use common::fixtures::{simple_workflow, team};
@@ -634,4 +634,112 @@ fn database_passwords_stay_out_of_help_and_errors() {
     assert!(!output.status.success(), "{output:?}");
     leaked("serve", &output);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// 18. Slow clients
+// ---------------------------------------------------------------------------
+
+const HEADER_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// Scheduling on a loaded CI machine; still far below "never".
+const MARGIN: Duration = Duration::from_secs(4);
+
+/// Opens a connection, writes `request` a byte at a time every `every` (nothing at all
+/// when empty, then the rest of the time silence), and returns how long until the server
+/// closed it, or `None` if it was still open after `give_up`.
+async fn dribble(
+    server: &TestServer,
+    request: &[u8],
+    every: Duration,
+    give_up: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    let mut sent = 0;
+    let mut buffer = [0u8; 1024];
+    while started.elapsed() < give_up {
+        if let Some(byte) = request.get(sent) {
+            if stream.write_all(&[*byte]).await.is_err() {
+                return Some(started.elapsed());
+            }
+            sent += 1;
+        }
+        match tokio::time::timeout(every, stream.read(&mut buffer)).await {
+            Err(_) => {}
+            // Closed (possibly after a 408 answer): the server gave up on us.
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {
+                // An error response before the close; keep reading until it closes.
+                while let Ok(Ok(n)) = tokio::time::timeout(every, stream.read(&mut buffer)).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                return Some(started.elapsed());
+            }
+        }
+    }
+    None
+}
+
+both_backends!(slow_and_idle_connections_are_closed);
+async fn slow_and_idle_connections_are_closed(backend: Backend) {
+    let timeout = HEADER_TIMEOUT.as_millis().to_string();
+    let server = server_with(backend, &[("STEPWISE_HTTP_HEADER_TIMEOUT_MS", &timeout)]).await;
+    let give_up = HEADER_TIMEOUT + MARGIN;
+    let slowly = Duration::from_millis(100);
+    let headers = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let upgrade = b"GET /graphql/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Protocol: graphql-transport-ws\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let (dribbled, silent, handshake) = tokio::join!(
+        dribble(&server, headers, slowly, give_up),
+        dribble(&server, b"", slowly, give_up),
+        dribble(&server, upgrade, slowly, give_up),
+    );
+    for (what, closed) in [
+        ("headers sent a byte at a time", dribbled),
+        ("a connection that sends nothing", silent),
+        ("a WebSocket handshake sent a byte at a time", handshake),
+    ] {
+        let closed = closed.unwrap_or_else(|| panic!("{what}: still open after {give_up:?}"));
+        assert!(
+            closed >= HEADER_TIMEOUT.saturating_sub(Duration::from_millis(200)),
+            "{what}: closed after {closed:?}, before the timeout"
+        );
+    }
+
+    // A keep-alive client that pauses less than the timeout between requests keeps its
+    // connection; once idle for longer, the connection is closed.
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("keep-alive request");
+        let mut buffer = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("an answer")
+            .expect("read");
+        let head = String::from_utf8_lossy(&buffer[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        tokio::time::sleep(HEADER_TIMEOUT / 3).await;
+    }
+    let mut buffer = [0u8; 16];
+    let closed = tokio::time::timeout(give_up, stream.read(&mut buffer)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle keep-alive connection stayed open: {closed:?}"
+    );
+
+    // Ordinary clients notice nothing; WebSockets still open once the handshake is done.
+    still_serving(&server).await;
+    let mut socket = RawSocket::open(&server).await;
+    socket.init(None).await;
+    tokio::time::sleep(HEADER_TIMEOUT + Duration::from_millis(500)).await;
+    socket.subscribe("1", "{ __typename }", json!({}));
+    let next = socket.expect_type("next").await;
+    assert_eq!(next["payload"]["data"]["__typename"], "Query", "{next}");
+    socket.shutdown().await;
 }
