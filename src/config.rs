@@ -310,18 +310,64 @@ pub struct HttpArgs {
     /// proxy: clients can send the header themselves.
     #[arg(long, env = "STEPWISE_CLIENT_ADDRESS_HEADER")]
     pub client_address_header: Option<String>,
+    /// Deepest nesting of brackets (`{`, `[`, `(` together) a document may have, checked on
+    /// its text before it is parsed: the parser recurses once per level, and a few thousand
+    /// levels overflow its stack. 64 is four times the deepest real operation (the
+    /// selection depth limit is 16; GraphiQL's introspection query nests 10).
+    #[arg(long, env = "STEPWISE_MAX_QUERY_NESTING", default_value_t = 64)]
+    pub max_query_nesting: usize,
+
+    /// Most lexical tokens (names, punctuation, values) a document may have, checked before
+    /// it is parsed: parsing takes about 200 bytes per token, so this bounds the memory one
+    /// request's parse can take (~2 MB by default). GraphiQL's introspection query has 184
+    /// tokens and the test suite's whole-company snapshot 340.
+    #[arg(long, env = "STEPWISE_MAX_QUERY_TOKENS", default_value_t = 10_000)]
+    pub max_query_tokens: usize,
+
+    /// Memory, in bytes, that parsed documents kept for reuse may take (an estimate from
+    /// their nodes). Only documents whose requests ran without a request error are kept,
+    /// each at most 1/16 of this.
+    #[arg(long, env = "STEPWISE_PARSED_QUERY_CACHE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub parsed_query_cache_bytes: usize,
+
+    /// Most files one multipart request may upload (the schema takes one per
+    /// `uploadScreenshot`).
+    #[arg(long, env = "STEPWISE_MAX_UPLOAD_FILES", default_value_t = 1)]
+    pub max_upload_files: usize,
+
+    /// How long a client may take to send a request's headers, in milliseconds, counted
+    /// from when its connection opens or its previous response was sent. hyper runs one
+    /// timer for both, so it is also how long an idle keep-alive connection stays open.
+    /// Behind a load balancer that keeps idle connections to the server longer than this
+    /// (AWS ALB: 60 s), raise it above the balancer's idle timeout.
+    #[arg(
+        long,
+        env = "STEPWISE_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub http_header_timeout_ms: u64,
 }
 
 impl HttpArgs {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms.max(1))
     }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_timeout_ms.max(1))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// `sqlite://FILE`, a plain file path, or `postgres://user@host:port/db`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://stepwise.db")]
+    // The URL may carry a password: `--help` must not print the environment's value.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://stepwise.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
 
     /// Maximum number of pooled database connections.
@@ -381,7 +427,7 @@ pub struct BlobArgs {
 
     /// S3 endpoint for S3-compatible services (MinIO, Ceph, moto, R2...). `AWS_ENDPOINT_URL`
     /// is read too. An `http://` endpoint allows plain HTTP.
-    #[arg(long, env = "STEPWISE_S3_ENDPOINT")]
+    #[arg(long, env = "STEPWISE_S3_ENDPOINT", hide_env_values = true)]
     pub s3_endpoint: Option<String>,
 
     /// S3 region (`AWS_REGION` is read too; default `us-east-1`).
@@ -497,7 +543,8 @@ impl DatabaseUrl {
             Some(path) => path,
             None if raw.contains("://") => {
                 anyhow::bail!(
-                    "unsupported DATABASE_URL scheme in {raw:?}: use sqlite:// or postgres://"
+                    "unsupported DATABASE_URL scheme in {:?}: use sqlite:// or postgres://",
+                    redact_urls(raw)
                 )
             }
             None => raw.strip_prefix("sqlite:").unwrap_or(raw),
@@ -513,10 +560,87 @@ impl DatabaseUrl {
     }
 }
 
+/// `text` with the credentials of every URL in it hidden: the user information of
+/// `scheme://user:password@host` becomes `***`, and so does the value of any `password=`
+/// parameter (libpq URLs and connection strings take one). For every message that may
+/// quote a URL: start-up errors, logs.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        // Over-redact rather than leak: the user information ends at the URL's last `@`, even
+        // when an unescaped `/`, `?` or `#` in a password makes it look like a path or query.
+        let end = after
+            .find(|c: char| matches!(c, '"' | '\'' | '`') || c.is_whitespace())
+            .unwrap_or(after.len());
+        let (url, tail) = after.split_at(end);
+        match url.rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                out.push_str(&url[userinfo_end..]);
+            }
+            None => out.push_str(url),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    redact_password_parameters(&out)
+}
+
+fn redact_password_parameters(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.to_ascii_lowercase().find("password=") {
+        let (before, after) = rest.split_at(at + "password=".len());
+        out.push_str(before);
+        let end = after
+            .find(|c: char| matches!(c, '&' | '"' | '\'' | '`') || c.is_whitespace())
+            .unwrap_or(after.len());
+        if end > 0 {
+            out.push_str("***");
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::DatabaseUrl;
+    use super::{DatabaseUrl, redact_urls};
     use std::path::PathBuf;
+
+    #[test]
+    fn credentials_in_urls_are_hidden() {
+        assert_eq!(
+            redact_urls("connecting to postgres://app:s3cret@db.example:5432/stepwise failed"),
+            "connecting to postgres://***@db.example:5432/stepwise failed"
+        );
+        assert_eq!(
+            redact_urls("\"mysql://root:pw@h/db\" and s3://key:secret@bucket"),
+            "\"mysql://***@h/db\" and s3://***@bucket"
+        );
+        // A password containing `@` or `:` is hidden whole.
+        assert_eq!(
+            redact_urls("postgres://u:p@ss:w@rd@host/db"),
+            "postgres://***@host/db"
+        );
+        for raw in ["postgres://u:pa/ss@host/db", "postgres://u:pa#s?s@host/db"] {
+            assert_eq!(redact_urls(raw), "postgres://***@host/db");
+        }
+        assert_eq!(
+            redact_urls("postgres://host/db?sslmode=require&password=hunter2&user=u"),
+            "postgres://host/db?sslmode=require&password=***&user=u"
+        );
+        assert_eq!(
+            redact_urls("host=db user=u PASSWORD=hunter2 dbname=x"),
+            "host=db user=u PASSWORD=*** dbname=x"
+        );
+        assert_eq!(redact_urls("sqlite://stepwise.db"), "sqlite://stepwise.db");
+        assert_eq!(redact_urls("no url here"), "no url here");
+    }
 
     #[test]
     fn database_urls_pick_the_backend_by_scheme() {

@@ -2,7 +2,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use stepwise::config::{Cli, Command, DatabaseUrl, LogFormat, MigrateAction};
+use stepwise::config::{Cli, Command, DatabaseUrl, LogFormat, MigrateAction, redact_urls};
 use stepwise::db::migrations::{self, Action};
 use tracing_subscriber::EnvFilter;
 
@@ -17,8 +17,11 @@ async fn main() -> ExitCode {
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            // Errors from any layer may quote the database URL (or an S3 endpoint), with
+            // its password.
+            let message = redact_urls(&format!("{error:#}"));
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

@@ -93,6 +93,8 @@ pub struct Metrics {
     pub db_statements: Counter,
     pub db_pool_connections: Gauge,
     pub db_pool_idle: Gauge,
+    pub parsed_documents: Gauge,
+    pub parsed_documents_bytes: Gauge,
 }
 
 impl Metrics {
@@ -172,6 +174,18 @@ impl Metrics {
             "Pooled database connections not in use",
             db_pool_idle.clone(),
         );
+        let parsed_documents = Gauge::default();
+        registry.register(
+            "parsed_documents",
+            "Parsed GraphQL documents kept for reuse",
+            parsed_documents.clone(),
+        );
+        let parsed_documents_bytes = Gauge::default();
+        registry.register(
+            "parsed_documents_bytes",
+            "Estimated memory held by the parsed documents kept for reuse",
+            parsed_documents_bytes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -185,6 +199,8 @@ impl Metrics {
             db_statements,
             db_pool_connections,
             db_pool_idle,
+            parsed_documents,
+            parsed_documents_bytes,
         }
     }
 

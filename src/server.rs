@@ -1,10 +1,13 @@
 //! Start-up and shutdown of `stepwise serve`: wire configuration, database, schema and
 //! routes together, then serve until SIGTERM or Ctrl-C.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::auth::jwt::{self, TokenKeys};
@@ -20,13 +23,10 @@ use crate::domain::health::HealthRules;
 use crate::events::EventBus;
 use crate::events::log_stream::LogStream;
 use crate::graphql::{
-    self, ParsedDocuments, QueryLimits, ScreenshotSettings, Services, StreamCursors,
+    self, DocumentLimits, ParsedDocuments, QueryLimits, ScreenshotSettings, Services,
+    StreamCursors,
 };
 use crate::http::{self, AppState, CorsOrigins, GraphiQL, HttpConfig, WebSocketConfig};
-
-/// Parsed operations kept per instance: far more distinct operations than a product's
-/// clients send, at a few KB each.
-const PARSED_DOCUMENTS_KEPT: usize = 1_000;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database.database_url)?;
@@ -135,6 +135,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_body_bytes: args.http.max_body_bytes,
         max_multipart_bytes: args.http.max_multipart_bytes,
+        max_upload_files: args.http.max_upload_files,
         request_timeout: args.http.request_timeout(),
         client_address_header: args
             .http
@@ -166,7 +167,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         websocket,
         http,
         limits,
-        documents: Arc::new(ParsedDocuments::new(PARSED_DOCUMENTS_KEPT)),
+        documents: Arc::new(ParsedDocuments::new(
+            DocumentLimits {
+                max_nesting: args.http.max_query_nesting,
+                max_tokens: args.http.max_query_tokens,
+            },
+            args.http.parsed_query_cache_bytes,
+        )),
         user_connections: Default::default(),
         anonymous_connections: Default::default(),
         shutdown,
@@ -177,18 +184,107 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, backend = ?services.db.backend(), "stepwise listening; GraphiQL at http://{address}/graphql");
-    // The peer address is what per-client limits (sign-in attempts) are keyed by.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Open WebSockets close with 1001 so clients reconnect elsewhere.
-            let _ = shutdown_tx.send(true);
-        })
-        .await
-        .context("serving HTTP")?;
+    serve_connections(listener, app, args.http.header_timeout(), async move {
+        shutdown_signal().await;
+        // Open WebSockets close with 1001 so clients reconnect elsewhere.
+        let _ = shutdown_tx.send(true);
+    })
+    .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves `app` on `listener` until `signal`; then stops accepting, lets every connection
+/// finish its in-flight request (idle ones close at once) and returns.
+///
+/// Not with `axum::serve`, which sets no timeouts: a client that sends its headers a byte
+/// at a time (or nothing at all) held its connection, a task and a descriptor forever, and
+/// 3,000 such sockets were held for as long as their clients liked. Here hyper's HTTP/1
+/// connection gets a timer and a header timeout, which also closes keep-alive connections
+/// that stay idle that long. The WebSocket handshake is an ordinary HTTP/1 request, so it is
+/// covered too; once upgraded, the WebSocket's own init timeout takes over.
+///
+/// HTTP/1.1 only: `axum::serve`'s protocol sniffing also spoke cleartext HTTP/2 to a client
+/// that opened with its preface (axum's `http2` feature is off, but hyper-util's was on
+/// through another crate), and that sniffing has no timeout, nor has hyper's HTTP/2 server
+/// a header timeout. HTTP/2 belongs to the reverse proxy in front.
+async fn serve_connections(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use tower_service::Service as _;
+    // The peer address is what per-client limits (sign-in attempts) are keyed by;
+    // handlers read it as `ConnectInfo<SocketAddr>`.
+    let mut make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    // Each connection task holds a receiver; shutdown waits until all are gone.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+            () = &mut signal => break,
+        };
+        let Ok(()) = std::future::poll_fn(|cx| {
+            tower_service::Service::<SocketAddr>::poll_ready(&mut make_service, cx)
+        })
+        .await;
+        let Ok(service) = make_service.call(peer).await;
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
+        let mut stop = stop_rx.clone();
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
+                    drop(done);
+                    return;
+                }
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+            drop(done);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_rx);
+    done_tx.closed().await;
+}
+
+/// A failed accept: a connection reset before it was accepted is nothing; anything else
+/// (out of file descriptors above all) is logged and waited out briefly rather than spun on.
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept connections; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// The run-timeout sweeper, until shutdown. Every instance runs one; each stale run is

@@ -411,16 +411,26 @@ const BOUNDARY: &str = "stepwise-test-boundary";
 
 /// A GraphQL multipart request with `operations` and an empty `map`, padded with a junk
 /// field of `padding` bytes.
+/// A multipart request of `operations` with `padding` bytes of file: every part the spec
+/// allows and nothing else (parts `map` does not name are refused), so the file is mapped
+/// to a variable of its own.
 fn multipart_body(operations: &str, padding: usize) -> Vec<u8> {
+    let map = if padding > 0 {
+        r#"{"0":["variables.padding"]}"#
+    } else {
+        "{}"
+    };
     let mut body = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
-         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{}}\r\n"
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{map}\r\n"
     )
     .into_bytes();
     if padding > 0 {
         body.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"padding\"\r\n\r\n")
-                .as_bytes(),
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"padding\"\r\n\r\n"
+            )
+            .as_bytes(),
         );
         body.extend(std::iter::repeat_n(b'x', padding));
         body.extend_from_slice(b"\r\n");
@@ -732,7 +742,8 @@ async fn query_limits(backend: Backend) {
                 format!("multipart/form-data; boundary={BOUNDARY}"),
             )
             .body(multipart_body(
-                &json!({ "query": "{ me { email } }" }).to_string(),
+                &json!({ "query": "{ me { email } }", "variables": { "padding": null } })
+                    .to_string(),
                 padding,
             ))
     };

@@ -120,7 +120,10 @@ impl BlobStore {
             .context("configuring the S3 blob store")?;
         let prefix = prefix.trim_matches('/');
         let description = match &endpoint {
-            Some(endpoint) => format!("s3 bucket {bucket} at {endpoint}"),
+            Some(endpoint) => format!(
+                "s3 bucket {bucket} at {}",
+                crate::config::redact_urls(endpoint)
+            ),
             None => format!("s3 bucket {bucket}"),
         };
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {

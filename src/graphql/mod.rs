@@ -14,6 +14,7 @@ mod limits;
 mod loaders;
 mod notification;
 mod pagination;
+mod prescan;
 mod run;
 mod screenshot;
 mod step;
@@ -25,8 +26,9 @@ mod workflow;
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 pub use context::{RequestData, ScreenshotSettings, Services};
-pub use documents::ParsedDocuments;
+pub use documents::{ParsedDocuments, Unkept};
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name};
+pub use prescan::DocumentLimits;
 pub use stream_cursor::StreamCursors;
 
 /// Everything a client can read.

@@ -20,19 +20,20 @@
 //!   `application/json`, as the spec asks for legacy clients).
 //! - Batches are refused: one request, one operation, one set of limits.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_graphql::http::MultipartOptions;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{ParseRequestError, Value as ConstValue, Variables};
-use axum::body::Bytes;
+use async_graphql::{UploadValue, Value as ConstValue, Variables};
+use axum::body::{BodyDataStream, Bytes};
 use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use futures_util::{Stream, StreamExt as _};
+use multer::{Constraints, Multipart, SizeLimit};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -59,6 +60,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Largest multipart body (uploads).
     pub max_multipart_bytes: usize,
+    /// Most files one multipart request may upload.
+    pub max_upload_files: usize,
     /// How long reading and executing one request may take.
     pub request_timeout: Duration,
     /// A header a trusted proxy writes the client's address into (see `client_address`).
@@ -197,7 +200,16 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
         Ok(parsed) => parsed,
         Err(rejection) => return rejection.into_response(media),
     };
-    state.documents.prepare(&mut graphql_request);
+    // Before anything reads the document: this is where it is checked and parsed.
+    let unkept = match state.documents.prepare(&mut graphql_request) {
+        Ok(unkept) => unkept,
+        Err(error) => {
+            let response = async_graphql::Response::from_errors(vec![error]);
+            let unparsed = ("unknown", "unknown".to_owned());
+            METRICS.record(metrics::labels(Transport::Http, unparsed, &response), None);
+            return graphql_response(response, media);
+        }
+    };
     if is_get && selects_mutation(&mut graphql_request) {
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -223,6 +235,9 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
     let span = tracing::info_span!("graphql", operation = described.0, field = %described.1);
     let started = std::time::Instant::now();
     let response = state.schema.execute(graphql_request).instrument(span).await;
+    if !is_request_error(&response) {
+        state.documents.keep(unkept);
+    }
     METRICS.record(
         metrics::labels(Transport::Http, described, &response),
         Some(started.elapsed()),
@@ -257,7 +272,7 @@ impl Rejection {
     fn too_large(limit: usize) -> Self {
         Self {
             status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!("the request body is larger than {limit} bytes"),
+            message: format!("the request body is larger than {limit} bytes (--max-body-bytes)"),
         }
     }
 
@@ -303,10 +318,13 @@ async fn read_request(
             read_json(request, config.max_body_bytes).await
         }
         "multipart/form-data" => {
-            let files = MultipartOptions::default()
-                .max_file_size(max_file_bytes.saturating_add(UPLOAD_SLACK_BYTES))
-                .max_num_files(1);
-            read_multipart(request, &content_type, config.max_multipart_bytes, files).await
+            let limits = MultipartLimits {
+                body: config.max_multipart_bytes,
+                json: config.max_body_bytes,
+                file: max_file_bytes.saturating_add(UPLOAD_SLACK_BYTES),
+                files: config.max_upload_files,
+            };
+            read_multipart(request, &content_type, limits).await
         }
         _ => Err(unsupported_media_type()),
     }
@@ -431,50 +449,234 @@ fn optional_map(
 /// with a precise BAD_USER_INPUT.
 const UPLOAD_SLACK_BYTES: usize = 1024 * 1024;
 
-/// The GraphQL multipart request spec (file uploads). The body is counted as it streams in
-/// and cut off past `limit`, since the multipart parser reads the raw stream.
+/// What a multipart request may carry, from configuration.
+struct MultipartLimits {
+    /// The whole body (`--max-multipart-bytes`).
+    body: usize,
+    /// The `operations` and `map` parts, each (`--max-body-bytes`, as for a JSON body).
+    json: usize,
+    /// One file part.
+    file: usize,
+    /// File parts (`--max-upload-files`).
+    files: usize,
+}
+
+/// The GraphQL multipart request spec (file uploads): an `operations` part, a `map` part,
+/// then one part per file the map names, in that order.
+///
+/// Read here with multer rather than by async-graphql's reader, which buffers the
+/// `operations` part up to the file limit (past `--max-body-bytes`), reads every part it is
+/// sent whether the map names it or not, and reports every limit as the body's. Here each
+/// part is bounded by its own limit as it streams in, a part the map does not name (or a
+/// second copy of one) is refused before it is read, and a refusal names the limit that
+/// applied.
 async fn read_multipart(
     request: Request,
     content_type: &str,
-    limit: usize,
-    files: MultipartOptions,
+    limits: MultipartLimits,
 ) -> Result<async_graphql::Request, Rejection> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(Rejection::too_large(limit));
+    if declared.is_some_and(|length| length > limits.body as u64) {
+        return Err(multipart_too_large(limits.body));
     }
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&exceeded);
-    let mut seen = 0usize;
-    let body = request
-        .into_body()
-        .into_data_stream()
-        .map(move |chunk| {
-            let chunk = chunk.map_err(std::io::Error::other)?;
-            seen = seen.saturating_add(chunk.len());
-            if seen > limit {
-                flag.store(true, Ordering::Relaxed);
-                return Err(std::io::Error::other("request body too large"));
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| Rejection::bad_request(format!("malformed multipart request: {e}")))?;
+    let body = SharedBody::new(request);
+    let parsed = parse_multipart(body.clone(), boundary, &limits).await;
+    if parsed.is_err() {
+        // The client may still be sending: read the rest (within the body limit, which it
+        // could have sent anyway) so that it receives the refusal rather than a reset.
+        body.drain(limits.body).await;
+    }
+    parsed
+}
+
+async fn parse_multipart(
+    body: SharedBody,
+    boundary: String,
+    limits: &MultipartLimits,
+) -> Result<async_graphql::Request, Rejection> {
+    let sizes = SizeLimit::new()
+        .whole_stream(limits.body as u64)
+        .per_field(limits.file as u64)
+        .for_field(OPERATIONS_PART, limits.json as u64)
+        .for_field(MAP_PART, limits.json as u64);
+    let mut multipart =
+        Multipart::with_constraints(body, boundary, Constraints::new().size_limit(sizes));
+    let read = |error: multer::Error| multipart_failure(error, limits);
+
+    let operations = expect_part(&mut multipart, OPERATIONS_PART, limits).await?;
+    let operations = operations.bytes().await.map_err(read)?;
+    let mut graphql_request = match serde_json::from_slice::<Value>(&operations) {
+        Ok(Value::Object(fields)) => json_request(fields)?,
+        Ok(Value::Array(_)) => return Err(batch_refused()),
+        Ok(_) => {
+            return Err(Rejection::bad_request(
+                "the `operations` part must be a JSON object",
+            ));
+        }
+        Err(e) => {
+            return Err(Rejection::bad_request(format!(
+                "the `operations` part is not valid JSON: {e}"
+            )));
+        }
+    };
+
+    let map = expect_part(&mut multipart, MAP_PART, limits).await?;
+    let map = map.bytes().await.map_err(read)?;
+    let mut map: HashMap<String, Vec<String>> = serde_json::from_slice(&map).map_err(|e| {
+        Rejection::bad_request(format!(
+            "the `map` part must be a JSON object of arrays of paths: {e}"
+        ))
+    })?;
+    if map.len() > limits.files {
+        return Err(too_many_files(limits.files));
+    }
+
+    while let Some(part) = multipart.next_field().await.map_err(read)? {
+        let name = part.name().unwrap_or_default().to_owned();
+        // Each file once, and only files the map names: the map bounds the parts.
+        let Some(paths) = map.remove(&name) else {
+            return Err(Rejection::bad_request(format!(
+                "the multipart part {name:?} is not named in `map` (or was sent twice)"
+            )));
+        };
+        let filename = part.file_name().unwrap_or_default().to_owned();
+        let content_type = part.content_type().map(ToString::to_string);
+        let content = part.bytes().await.map_err(read)?;
+        for path in paths {
+            let uploads = graphql_request.uploads.len();
+            graphql_request.set_upload(
+                &path,
+                UploadValue {
+                    filename: filename.clone(),
+                    content_type: content_type.clone(),
+                    content: content.clone(),
+                },
+            );
+            if graphql_request.uploads.len() == uploads {
+                return Err(Rejection::bad_request(format!(
+                    "`map` path {path:?} names no variable of the operation"
+                )));
             }
-            Ok(chunk)
-        })
-        .into_async_read();
-    let parsed = async_graphql::http::receive_batch_body(Some(content_type), body, files)
+        }
+    }
+    if let Some(name) = map.keys().next() {
+        return Err(Rejection::bad_request(format!(
+            "the file {name:?} named in `map` was not sent"
+        )));
+    }
+    Ok(graphql_request)
+}
+
+/// A request body shared with the multipart reader, counting what it has read, so that what
+/// the reader leaves when it refuses a request can still be read and discarded.
+#[derive(Clone)]
+struct SharedBody(Arc<Mutex<(BodyDataStream, usize)>>);
+
+impl SharedBody {
+    fn new(request: Request) -> Self {
+        Self(Arc::new(Mutex::new((
+            request.into_body().into_data_stream(),
+            0,
+        ))))
+    }
+
+    /// Reads and discards the rest of the body, until `limit` bytes have been read in all.
+    async fn drain(mut self, limit: usize) {
+        while self.read() < limit {
+            match self.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    }
+
+    fn read(&self) -> usize {
+        self.0.lock().map_or(usize::MAX, |body| body.1)
+    }
+}
+
+impl Stream for SharedBody {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Only ever locked for one poll, never across an await.
+        let Ok(mut body) = self.0.lock() else {
+            return Poll::Ready(None);
+        };
+        let polled = body.0.poll_next_unpin(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            body.1 = body.1.saturating_add(chunk.len());
+        }
+        polled
+    }
+}
+
+const OPERATIONS_PART: &str = "operations";
+const MAP_PART: &str = "map";
+
+/// The next part, which the spec says must be `name`.
+async fn expect_part<'r>(
+    multipart: &mut Multipart<'r>,
+    name: &str,
+    limits: &MultipartLimits,
+) -> Result<multer::Field<'r>, Rejection> {
+    match multipart
+        .next_field()
         .await
-        .and_then(async_graphql::BatchRequest::into_single);
-    match parsed {
-        Ok(request) => Ok(request),
-        Err(_) if exceeded.load(Ordering::Relaxed) => Err(Rejection::too_large(limit)),
-        Err(ParseRequestError::UnsupportedBatch) => Err(batch_refused()),
-        Err(ParseRequestError::PayloadTooLarge) => Err(Rejection::too_large(limit)),
-        Err(error) => Err(Rejection::bad_request(format!(
-            "malformed multipart request: {error}"
+        .map_err(|e| multipart_failure(e, limits))?
+    {
+        Some(part) if part.name() == Some(name) => Ok(part),
+        _ => Err(Rejection::bad_request(format!(
+            "malformed multipart request: the `{OPERATIONS_PART}` part must come first, then \
+             `{MAP_PART}`, then the files"
         ))),
     }
+}
+
+fn multipart_failure(error: multer::Error, limits: &MultipartLimits) -> Rejection {
+    match error {
+        multer::Error::StreamSizeExceeded { .. } => multipart_too_large(limits.body),
+        multer::Error::FieldSizeExceeded { field_name, .. } => match field_name.as_deref() {
+            Some(part @ (OPERATIONS_PART | MAP_PART)) => Rejection {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!(
+                    "the `{part}` part is larger than {} bytes (--max-body-bytes)",
+                    limits.json
+                ),
+            },
+            part => Rejection {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!(
+                    "the file {:?} is larger than {} bytes (--screenshot-max-bytes and \
+                         {UPLOAD_SLACK_BYTES} bytes of slack)",
+                    part.unwrap_or_default(),
+                    limits.file
+                ),
+            },
+        },
+        other => Rejection::bad_request(format!("malformed multipart request: {other}")),
+    }
+}
+
+fn multipart_too_large(limit: usize) -> Rejection {
+    Rejection {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!(
+            "the multipart request body is larger than {limit} bytes (--max-multipart-bytes)"
+        ),
+    }
+}
+
+fn too_many_files(limit: usize) -> Rejection {
+    Rejection::bad_request(format!(
+        "at most {limit} file(s) may be uploaded in one request (--max-upload-files)"
+    ))
 }
 
 // ---------------------------------------------------------------------------

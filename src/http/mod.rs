@@ -81,11 +81,43 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Micros)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost, so an id the client sent is dropped before it is kept (and logged).
+        .layer(axum::middleware::map_request(drop_unsafe_request_id))
         .with_state(state);
     match cors {
         Some(cors) => router.layer(cors),
         None => router,
     }
+}
+
+/// Longest request id taken from a client.
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Keeps a client's `x-request-id` only when it is one `[A-Za-z0-9._-]{1,64}` value;
+/// otherwise the header is dropped and a fresh id is generated. The id is written into
+/// every log line of the request, and in the text format a space, `}` or control character
+/// in it would let a client forge fields or whole lines.
+async fn drop_unsafe_request_id(
+    mut request: Request<axum::body::Body>,
+) -> Request<axum::body::Body> {
+    let headers = request.headers_mut();
+    let mut ids = headers.get_all(REQUEST_ID).iter();
+    let safe = match (ids.next(), ids.next()) {
+        (None, _) => return request,
+        (Some(id), None) => is_safe_request_id(id.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !safe {
+        headers.remove(REQUEST_ID);
+    }
+    request
+}
+
+fn is_safe_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// CORS for the configured origins. No credentials mode: tokens travel in the
@@ -104,3 +136,28 @@ fn cors_layer(origins: CorsOrigins) -> CorsLayer {
 
 /// How long `/readyz` waits for the database before answering "not ready".
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::is_safe_request_id;
+
+    #[test]
+    fn only_plain_short_request_ids_are_kept() {
+        for id in ["trace-me-42", "a", "A.b_c-9", &"x".repeat(64)] {
+            assert!(is_safe_request_id(id.as_bytes()), "{id}");
+        }
+        for id in [
+            "",
+            &"x".repeat(65),
+            "a b",
+            "a}",
+            "a\u{1b}[31m",
+            "a\nb",
+            "a=b",
+            "é",
+            "a/b",
+        ] {
+            assert!(!is_safe_request_id(id.as_bytes()), "{id:?}");
+        }
+    }
+}

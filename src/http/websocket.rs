@@ -616,7 +616,21 @@ impl Connection {
         if let Some(variables) = payload.variables {
             request = request.variables(async_graphql::Variables::from_json(variables));
         }
-        self.state.documents.prepare(&mut request);
+        // Before anything reads the document: this is where it is checked and parsed.
+        let unkept = match self.state.documents.prepare(&mut request) {
+            Ok(unkept) => unkept,
+            Err(error) => {
+                let response = Response::from_errors(vec![error]);
+                let unparsed = ("unknown", "unknown".to_owned());
+                METRICS.record(
+                    metrics::labels(Transport::Websocket, unparsed, &response),
+                    None,
+                );
+                let mut errors = response.errors;
+                code_request_errors(&mut errors);
+                return self.on_outgoing(Outgoing::Error(id, errors)).await;
+            }
+        };
         let described = metrics::describe(&mut request);
         if let Err(error) = check_aliases(&mut request, self.state.limits.max_aliases) {
             return self.on_outgoing(Outgoing::Error(id, vec![error])).await;
@@ -627,6 +641,8 @@ impl Connection {
             .execute_stream_with_session_data(request, data.clone());
         let tx = self.outgoing_tx.clone();
         let operation_id = id.clone();
+        let documents = Arc::clone(&self.state.documents);
+        let mut unkept = Some(unkept);
         let task = tokio::spawn(async move {
             let _running = GaugeGuard::hold(&METRICS.subscriptions);
             let mut stream = stream;
@@ -636,6 +652,11 @@ impl Connection {
                     let labels =
                         metrics::labels(Transport::Websocket, described.clone(), &response);
                     METRICS.record(labels, None);
+                    if let Some(unkept) = unkept.take()
+                        && !is_request_error(&response)
+                    {
+                        documents.keep(unkept);
+                    }
                 }
                 let outgoing = if first && is_request_error(&response) {
                     // Parse and validation failures get an `error` message and no `complete`.
