@@ -66,6 +66,10 @@ pub enum AppError {
     },
     /// The caller (client address or account) made too many attempts.
     RateLimited { retry_after: std::time::Duration },
+    /// The database aborted the transaction to resolve a conflict with a concurrent one
+    /// (deadlock, serialization failure). Nothing was written; the unit of work retries
+    /// it a few times and then answers UNAVAILABLE.
+    Contention(anyhow::Error),
     /// Something we did not expect. Logged, then reported without detail.
     Internal(anyhow::Error),
 }
@@ -90,6 +94,7 @@ impl AppError {
             Self::Unavailable { retry_after, .. } | Self::RateLimited { retry_after } => {
                 Some(*retry_after)
             }
+            Self::Contention(_) => Some(std::time::Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -103,6 +108,7 @@ impl AppError {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Unavailable { .. } => ErrorCode::Unavailable,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Contention(_) => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -114,6 +120,9 @@ impl AppError {
             Self::NotFound(what) => format!("{what} not found"),
             Self::BadUserInput { message, .. } | Self::Conflict(message) => message.clone(),
             Self::Unavailable { message, .. } => (*message).to_owned(),
+            Self::Contention(_) => {
+                "the change collided with concurrent changes too often; try again".to_owned()
+            }
             Self::RateLimited { retry_after } => format!(
                 "too many attempts; try again in {} seconds",
                 retry_after.as_secs().max(1)
@@ -131,6 +140,17 @@ impl From<DieselError> for AppError {
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
                 Self::Conflict("a record with the same unique value already exists".to_owned())
             }
+            // PostgreSQL aborted the transaction to let a concurrent one through: worth
+            // running again, not a bug. (diesel has a kind for serialization failures; a
+            // deadlock arrives as an unknown error with PostgreSQL's message.)
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                Self::Contention(error.into())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, ref info)
+                if info.message().starts_with("deadlock detected") =>
+            {
+                Self::Contention(error.into())
+            }
             other => Self::Internal(other.into()),
         }
     }
@@ -139,8 +159,14 @@ impl From<DieselError> for AppError {
 impl From<AppError> for async_graphql::Error {
     fn from(error: AppError) -> Self {
         let code = error.code();
-        if let AppError::Internal(detail) = &error {
-            tracing::error!(error = ?detail, "internal error while handling a request");
+        match &error {
+            AppError::Internal(detail) => {
+                tracing::error!(error = ?detail, "internal error while handling a request")
+            }
+            AppError::Contention(detail) => {
+                tracing::warn!(error = ?detail, "a transaction kept colliding; gave up")
+            }
+            _ => {}
         }
         let field = match &error {
             AppError::BadUserInput { field, .. } => field.clone(),

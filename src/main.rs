@@ -77,6 +77,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 MigrateAction::Status => (Action::Status, ""),
             };
             let states = migrations::perform(&url, action).await?;
+            if matches!(action, Action::RunPending) {
+                let db = stepwise::db::Db::connect(&database)?;
+                migrations::complete(&db, &states).await?;
+            }
             for state in &states {
                 let word = match action {
                     Action::Status if state.applied => "applied",

@@ -23,13 +23,13 @@ use crate::domain::health::HealthRules;
 use crate::events::EventBus;
 use crate::events::log_stream::LogStream;
 use crate::graphql::{
-    self, DocumentLimits, ParsedDocuments, QueryLimits, ScreenshotSettings, Services,
-    StreamCursors,
+    self, DocumentLimits, ParsedDocuments, QueryLimits, ScreenshotSettings, Services, StreamCursors,
 };
 use crate::http::{self, AppState, CorsOrigins, GraphiQL, HttpConfig, WebSocketConfig};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database.database_url)?;
+    let db = Db::connect(&args.database)?;
     if args.skip_migrations {
         tracing::info!("skipping migrations (--skip-migrations)");
     } else {
@@ -39,11 +39,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         for migration in &applied {
             tracing::info!(migration = %migration.name, "applied migration");
         }
+        migrations::complete(&db, &applied)
+            .await
+            .context("completing the applied migrations")?;
     }
 
     let secret = jwt::load_or_create_secret(&args.jwt, &url)?;
     let tokens = Arc::new(TokenKeys::new(&secret, &args.jwt)?);
-    let db = Db::connect(&args.database)?;
     let events = match &url {
         DatabaseUrl::Postgres(url) => EventBus::with_postgres(url.clone(), &secret, db.clone()),
         DatabaseUrl::Sqlite(_) => EventBus::new(),

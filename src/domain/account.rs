@@ -29,6 +29,7 @@ pub struct Credentials {
 
 /// A validated new member, with the password already hashed (hashing happens before any
 /// transaction opens, so a slow hash never holds a database connection).
+#[derive(Clone)]
 struct NewMember {
     name: String,
     email: String,
@@ -135,7 +136,7 @@ pub async fn join(
             .await
             .optional()?
             .ok_or_else(invalid_invite_token)?;
-        let user = member.into_user(&company.id, Role::Regular);
+        let user = member.clone().into_user(&company.id, Role::Regular);
         diesel::insert_into(users::table)
             .values(&user)
             .execute(conn)

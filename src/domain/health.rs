@@ -138,11 +138,14 @@ impl HealthRules {
             Verdict::Success if before.status == WorkflowStatus::Broken => {
                 Some(Transition::Recovered)
             }
+            // Only a workflow in service is judged: draft, processing and archived are a
+            // person's statuses, and a run that was already going when someone set one must
+            // not override it (nor may anything but a person move it out of them).
             Verdict::Failure
                 if consecutive_failures >= self.broken_after_failures
-                    && !matches!(
+                    && matches!(
                         before.status,
-                        WorkflowStatus::Broken | WorkflowStatus::Archived
+                        WorkflowStatus::Active | WorkflowStatus::NeedsReview
                     ) =>
             {
                 Some(Transition::Broken)
@@ -291,6 +294,22 @@ mod tests {
         let update = rules.count_run(&update.figures, Verdict::Failure);
         assert_eq!(update.transition, None);
         assert_eq!(update.figures.consecutive_failures, 4);
+    }
+
+    #[test]
+    fn statuses_a_person_set_are_left_alone() {
+        let rules = HealthRules::default();
+        for status in [
+            WorkflowStatus::Draft,
+            WorkflowStatus::Processing,
+            WorkflowStatus::Archived,
+        ] {
+            let failed = rules.count_run(&figures(status, 0.0, 5, 5), Verdict::Failure);
+            assert_eq!(failed.transition, None, "{status:?}");
+            let succeeded = rules.count_run(&figures(status, 0.0, 5, 5), Verdict::Success);
+            assert_eq!(succeeded.transition, None, "{status:?}");
+            assert_eq!(succeeded.figures.status, status);
+        }
     }
 
     #[test]

@@ -143,6 +143,9 @@ impl StepOutcome {
             }
             other => other,
         };
+        if let Some(key) = &idempotency_key {
+            super::refuse_nul(&name("idempotencyKey"), key)?;
+        }
         if self.execution_time_ms.is_some_and(|ms| ms < 0) {
             return Err(AppError::bad_input(
                 name("executionTimeMs"),
@@ -211,6 +214,9 @@ pub(crate) fn bounded_text(
             field,
             format!("{field} must be at most {max_chars} characters long"),
         ));
+    }
+    if let Some(value) = &value {
+        super::refuse_nul(field, value)?;
     }
     Ok(value)
 }

@@ -4,6 +4,30 @@
 //! Every function touching tenant-owned data takes a [`Tenant`] first. A `Tenant` can only
 //! come from a verified token or from the company a sign-up just created, so a query that
 //! forgets the tenant does not compile, and no client input can choose one.
+//!
+//! # Writing under concurrency
+//! SQLite runs one write transaction at a time; PostgreSQL runs them side by side under
+//! READ COMMITTED. So that no write path can deadlock another or decide from a read that
+//! changes under it, every write transaction locks rows in one order:
+//!
+//! **company → run → workflow → step → screenshot**
+//!
+//! and reads what a decision depends on only after the lock that protects it:
+//! - a report locks its run first (and reads it in the same statement), a finish, pause,
+//!   resume, cancel or time-out locks the run and then, to count it, its workflow;
+//! - every step edit first marks its workflow as updated (which locks it), then reads
+//!   step numbers; an upload takes the company lock, then the workflow, then the step;
+//! - deleting a workflow locks the company, the workflow's runs, the workflow, then its
+//!   screenshots, and only then reads which other steps still show them; anything that
+//!   adds a reference to a screenshot share-locks it first (duplicating share-locks the
+//!   source workflow), so the deletion either waits for that reference and keeps the
+//!   screenshot, or has removed it and the reference is refused as NOT_FOUND.
+//!
+//! Time is taken after the locks it orders by (a run's `updated_at` and its reports'
+//! `created_at` follow commit order), and state subscribers compare carries a version that
+//! only grows (`runs.version`). Should PostgreSQL still abort a transaction (deadlock,
+//! serialization failure), the unit of work runs it again a few times and then answers
+//! the retryable UNAVAILABLE — never INTERNAL.
 
 pub mod account;
 pub mod company;
@@ -110,6 +134,18 @@ where
         .map(Into::into)
         .filter(|value| seen.insert(*value))
         .collect())
+}
+
+/// Refuses text containing NUL. PostgreSQL cannot store it in a text column (it answered
+/// INTERNAL) while SQLite kept it, so both backends refuse it up front, naming the field.
+pub fn refuse_nul(field: &str, value: &str) -> AppResult<()> {
+    if value.contains('\0') {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must not contain NUL characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// An enum column read back from the database (`status`, `role`, ...). A value the code does

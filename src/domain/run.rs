@@ -4,15 +4,9 @@
 //!
 //! # Writing runs safely
 //! Every write is one transaction, and its events are published only after it committed.
-//! Status checks are conditional updates (`... WHERE status IN (...)`) whose affected row
-//! count decides, so two racing requests can never both move a run. Counters change with
-//! SQL increments.
-//!
-//! Rows are locked in one order everywhere, so concurrent writers never deadlock on
-//! PostgreSQL: step, then workflow, then run (the step mutations already take step before
-//! workflow). Finishing a run locks its workflow first, because the health figures are
-//! read, recomputed and written back; reporting a step updates the run last. On SQLite
-//! write transactions run one at a time anyway.
+//! The run is locked first and the time taken after the lock (the lock order is in the
+//! `domain` module docs), status checks happen under that lock, and every change adds one
+//! to the run's version, so states and times follow commit order.
 
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
@@ -379,12 +373,18 @@ pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Ve
     }))
 }
 
-/// Inside a write transaction: the tenant's run `$id` after `$changes`, applied only when
-/// its status allows `$action` (decided by the UPDATE itself, so racing requests cannot
-/// both pass). Otherwise returns NOT_FOUND, or BAD_USER_INPUT naming the current status.
+/// Inside a write transaction: the tenant's run `$id` after the changes `$changes` (an
+/// expression that may use the time `$at`), applied only when its status allows `$action`
+/// (decided by the UPDATE itself, so racing requests cannot both pass). Otherwise returns
+/// NOT_FOUND, or BAD_USER_INPUT naming the current status.
+///
+/// The run is locked first and the time taken after: a writer that waited for the lock
+/// stamps a later time than the one it waited for, so `updated_at` follows commit order.
 macro_rules! transition {
-    ($conn:ident, $tenant:expr, $id:expr, $action:expr, $changes:expr) => {{
+    ($conn:ident, $backend:expr, $tenant:expr, $id:expr, $action:expr, |$at:ident| $changes:expr) => {{
         let action: Action = $action;
+        crate::lock_rows!($conn, $backend, LOCK_RUN, $id, $tenant.id());
+        let $at = now();
         let updated: Option<Run> = diesel::update(
             runs::table
                 .filter(runs::company_id.eq($tenant.id()))
@@ -415,15 +415,18 @@ macro_rules! transition {
     }};
 }
 
-/// Locks the workflow of the tenant's run `$1`/`$2` (PostgreSQL only; see the module docs).
+/// Locks the tenant's run `$1`/`$2` (PostgreSQL; see the lock order in the module docs).
 /// `NO KEY UPDATE` is what an UPDATE of the row takes anyway: it does not block the
-/// foreign-key checks of runs and logs being inserted for the same workflow.
-const LOCK_WORKFLOW_OF_RUN: &str = "SELECT w.id FROM workflows w \
-     JOIN runs r ON r.company_id = w.company_id AND r.workflow_id = w.id \
-     WHERE r.id = $1 AND r.company_id = $2 FOR NO KEY UPDATE OF w";
+/// foreign-key checks of logs being inserted for the run.
+const LOCK_RUN: &str = "SELECT id FROM runs WHERE id = $1 AND company_id = $2 FOR NO KEY UPDATE";
 
-/// Locks one workflow row (PostgreSQL only), as [`LOCK_WORKFLOW_OF_RUN`].
-const LOCK_WORKFLOW: &str = "SELECT id FROM workflows WHERE id = $1 FOR NO KEY UPDATE";
+/// Locks and reads the tenant's run `$1`/`$2` in one statement (PostgreSQL).
+const LOCK_AND_READ_RUN: &str =
+    "SELECT * FROM runs WHERE id = $1 AND company_id = $2 FOR NO KEY UPDATE";
+
+/// Locks the tenant's workflow `$1`/`$2` (PostgreSQL), after its run.
+const LOCK_WORKFLOW: &str =
+    "SELECT id FROM workflows WHERE id = $1 AND company_id = $2 FOR NO KEY UPDATE";
 
 /// The figures a counted run writes back to its workflow.
 #[derive(AsChangeset)]
@@ -438,11 +441,12 @@ struct HealthPatch {
     updated_at: Option<NaiveDateTime>,
 }
 
-/// Inside a write transaction, after a run finished (on PostgreSQL with the workflow row
-/// locked first): counts it for the workflow's health, applies the status change the rules
-/// make, and inserts its notification. Evaluates to the events to publish after commit.
+/// Inside a write transaction, after a run finished (its row locked): locks its workflow,
+/// counts the run for the workflow's health, applies the status change the rules make, and
+/// inserts its notification. Evaluates to the events to publish after commit.
 macro_rules! count_run {
-    ($conn:ident, $tenant:expr, $workflow_id:expr, $verdict:expr, $rules:expr) => {{
+    ($conn:ident, $backend:expr, $tenant:expr, $workflow_id:expr, $verdict:expr, $rules:expr) => {{
+        crate::lock_rows!($conn, $backend, LOCK_WORKFLOW, $workflow_id, $tenant.id());
         let workflow: Workflow = workflows::table
             .filter(workflows::company_id.eq($tenant.id()))
             .filter(workflows::id.eq($workflow_id))
@@ -499,6 +503,17 @@ fn run_changed(run: &Run, health_log: Option<&HealthLog>) -> EventKind {
     EventKind::RunChanged {
         run: Box::new(run.clone()),
         health_log: health_log.map(|log| Box::new(log.clone())),
+    }
+}
+
+/// The step was deleted between the read and the insert that references it: answered as
+/// if it had never been found (SQLite's writer never lets this happen; both must agree).
+fn step_gone(error: DieselError) -> AppError {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+            AppError::NotFound("step")
+        }
+        other => other.into(),
     }
 }
 
@@ -617,15 +632,27 @@ pub async fn report_step(
     let outcome = outcome.validate("outcome")?;
     let review = rules.needs_review(outcome.status, outcome.healing_confidence);
     let (completed, healed, failed) = counter_increments(outcome.status);
+    let backend = db.backend();
     let reported = crate::transaction!(db, |conn| {
-        let run: Run = runs::table
-            .filter(runs::company_id.eq(tenant.id()))
-            .filter(runs::id.eq(run_id))
-            .select(Run::as_select())
-            .first(conn)
-            .await
-            .optional()?
-            .ok_or(AppError::NotFound("run"))?;
+        // The run first (the lock order of the module docs), and locked: everything below
+        // reads it as it stays until commit.
+        let run: Option<Run> = if backend == Backend::Postgres {
+            diesel::sql_query(LOCK_AND_READ_RUN)
+                .bind::<diesel::sql_types::Text, _>(run_id)
+                .bind::<diesel::sql_types::Text, _>(tenant.id())
+                .get_result(conn)
+                .await
+                .optional()?
+        } else {
+            runs::table
+                .filter(runs::company_id.eq(tenant.id()))
+                .filter(runs::id.eq(run_id))
+                .select(Run::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        };
+        let run = run.ok_or(AppError::NotFound("run"))?;
         if let Some(key) = &outcome.idempotency_key
             && let Some(original) = log_with_key!(conn, tenant, &run.id, key)
         {
@@ -663,7 +690,8 @@ pub async fn report_step(
             .values(&log)
             .on_conflict_do_nothing()
             .execute(conn)
-            .await?;
+            .await
+            .map_err(step_gone)?;
         if inserted == 0 {
             let key = outcome.idempotency_key.as_deref().unwrap_or_default();
             let original = log_with_key!(conn, tenant, &run.id, key).ok_or_else(|| {
@@ -681,14 +709,7 @@ pub async fn report_step(
         }
         let mut kinds = Vec::new();
         if let Some(method) = outcome.status.healing_method() {
-            diesel::update(steps::table.find(&step.id))
-                .set((
-                    steps::healed_at.eq(Some(at)),
-                    steps::healing_confidence.eq(outcome.healing_confidence),
-                    steps::healing_method.eq(Some(method)),
-                ))
-                .execute(conn)
-                .await?;
+            // The workflow before the step: the lock order of the module docs.
             if review {
                 let moved: Option<Workflow> = diesel::update(
                     workflows::table
@@ -727,16 +748,21 @@ pub async fn report_step(
                     });
                 }
             }
+            diesel::update(steps::table.find(&step.id))
+                .set((
+                    steps::healed_at.eq(Some(at)),
+                    steps::healing_confidence.eq(outcome.healing_confidence),
+                    steps::healing_method.eq(Some(method)),
+                ))
+                .execute(conn)
+                .await?;
         }
-        // An executor reporting on a queued run has started it.
+        // An executor reporting on a queued run has started it. The run is locked and its
+        // status was checked above, so the update is unconditional.
         let starts =
             (run.status == Status::Queued.as_str()).then_some(runs::started_at.eq(Some(at)));
-        let run = transition!(
-            conn,
-            tenant,
-            &run.id,
-            Action::Report,
-            (
+        let run: Run = diesel::update(runs::table.find(&run.id))
+            .set((
                 runs::status.eq(Status::Running.as_str()),
                 runs::steps_completed.eq(runs::steps_completed + completed),
                 runs::steps_healed.eq(runs::steps_healed + healed),
@@ -745,8 +771,10 @@ pub async fn report_step(
                 runs::updated_at.eq(at),
                 runs::version.eq(runs::version + 1),
                 starts,
-            )
-        );
+            ))
+            .returning(Run::as_returning())
+            .get_result(conn)
+            .await?;
         Ok(Reported::New(run, log, kinds))
     })?;
     Ok(match reported {
@@ -787,28 +815,21 @@ pub async fn finish(
     let error = bounded_text("error", error, MAX_ERROR_CHARS)?;
     let backend = db.backend();
     let (run, kinds) = crate::transaction!(db, |conn| {
-        if backend == Backend::Postgres {
-            diesel::sql_query(LOCK_WORKFLOW_OF_RUN)
-                .bind::<diesel::sql_types::Text, _>(run_id)
-                .bind::<diesel::sql_types::Text, _>(tenant.id())
-                .execute(conn)
-                .await?;
-        }
-        let at = now();
-        let run = transition!(
+        let run = transition!(conn, backend, tenant, run_id, Action::Finish, |at| (
+            runs::status.eq(outcome.status().as_str()),
+            runs::error.eq(error.clone()),
+            runs::finished_at.eq(Some(at)),
+            runs::updated_at.eq(at),
+            runs::version.eq(runs::version + 1),
+        ));
+        let kinds = count_run!(
             conn,
+            backend,
             tenant,
-            run_id,
-            Action::Finish,
-            (
-                runs::status.eq(outcome.status().as_str()),
-                runs::error.eq(error.clone()),
-                runs::finished_at.eq(Some(at)),
-                runs::updated_at.eq(at),
-                runs::version.eq(runs::version + 1),
-            )
+            &run.workflow_id,
+            outcome.verdict(),
+            rules
         );
-        let kinds = count_run!(conn, tenant, &run.workflow_id, outcome.verdict(), rules);
         Ok((run, kinds))
     })?;
     let mut all = vec![run_changed(&run, None)];
@@ -837,19 +858,13 @@ async fn pause_or_resume(
     action: Action,
     status: Status,
 ) -> AppResult<Run> {
+    let backend = db.backend();
     let run = crate::transaction!(db, |conn| {
-        let at = now();
-        Ok(transition!(
-            conn,
-            tenant,
-            run_id,
-            action,
-            (
-                runs::status.eq(status.as_str()),
-                runs::updated_at.eq(at),
-                runs::version.eq(runs::version + 1),
-            )
-        ))
+        Ok(transition!(conn, backend, tenant, run_id, action, |at| (
+            runs::status.eq(status.as_str()),
+            runs::updated_at.eq(at),
+            runs::version.eq(runs::version + 1),
+        )))
     })?;
     publish(events, tenant, vec![run_changed(&run, None)]);
     Ok(run)
@@ -865,14 +880,15 @@ pub async fn cancel(
     reason: Option<String>,
 ) -> AppResult<Run> {
     let reason = bounded_text("reason", reason, MAX_ERROR_CHARS)?;
+    let backend = db.backend();
     let run = crate::transaction!(db, |conn| {
-        let at = now();
         Ok(transition!(
             conn,
+            backend,
             tenant,
             run_id,
             Action::Cancel,
-            (
+            |at| (
                 runs::status.eq(Status::Cancelled.as_str()),
                 runs::error.eq(reason.clone()),
                 runs::finished_at.eq(Some(at)),
@@ -900,22 +916,22 @@ pub async fn time_out_stale_runs(
     let Some(cutoff) = now().checked_sub_signed(timeout) else {
         return Ok(0);
     };
-    let stale: Vec<(String, String, String)> = crate::with_conn!(db, |conn| {
+    let stale: Vec<(String, String)> = crate::with_conn!(db, |conn| {
         runs::table
             .filter(runs::status.eq(Status::Running.as_str()))
             .filter(runs::updated_at.lt(cutoff))
             .order((runs::updated_at.asc(), runs::id.asc()))
             .limit(SWEEP_BATCH)
-            .select((runs::id, runs::company_id, runs::workflow_id))
+            .select((runs::id, runs::company_id))
             .load(conn)
             .await?
     });
     let message = format!("no step report for {} seconds", rules.run_timeout.as_secs());
     let mut timed_out = 0;
-    for (run_id, company_id, workflow_id) in stale {
+    for (run_id, company_id) in stale {
         // The sweeper acts for no viewer: each run is handled as its own company's.
         let tenant = Tenant(company_id);
-        match time_out(db, rules, &tenant, &run_id, &workflow_id, cutoff, &message).await {
+        match time_out(db, rules, &tenant, &run_id, cutoff, &message).await {
             Ok(Some((run, kinds))) => {
                 timed_out += 1;
                 let mut all = vec![run_changed(&run, None)];
@@ -938,18 +954,12 @@ async fn time_out(
     rules: &HealthRules,
     tenant: &Tenant,
     run_id: &str,
-    workflow_id: &str,
     cutoff: NaiveDateTime,
     message: &str,
 ) -> AppResult<Option<(Run, Vec<EventKind>)>> {
     let backend = db.backend();
     crate::transaction!(db, |conn| {
-        if backend == Backend::Postgres {
-            diesel::sql_query(LOCK_WORKFLOW)
-                .bind::<diesel::sql_types::Text, _>(workflow_id)
-                .execute(conn)
-                .await?;
-        }
+        crate::lock_rows!(conn, backend, LOCK_RUN, run_id, tenant.id());
         let at = now();
         let updated: Option<Run> = diesel::update(
             runs::table
@@ -972,7 +982,14 @@ async fn time_out(
         let Some(run) = updated else {
             return Ok(None);
         };
-        let kinds = count_run!(conn, tenant, &run.workflow_id, Verdict::Failure, rules);
+        let kinds = count_run!(
+            conn,
+            backend,
+            tenant,
+            &run.workflow_id,
+            Verdict::Failure,
+            rules
+        );
         Ok(Some((run, kinds)))
     })
 }

@@ -378,6 +378,18 @@ pub async fn upload(
         };
         if let Some(step_id) = step_id {
             let at = now();
+            // The workflow before its step: the lock order of the `domain` docs.
+            let touched = diesel::update(
+                workflows::table
+                    .filter(workflows::company_id.eq(tenant.id()))
+                    .filter(workflows::id.eq(workflow_id)),
+            )
+            .set(workflows::updated_at.eq(at))
+            .execute(conn)
+            .await?;
+            if touched == 0 {
+                return Err(AppError::NotFound("workflow"));
+            }
             let attached = diesel::update(
                 steps::table
                     .filter(steps::company_id.eq(tenant.id()))
@@ -390,10 +402,6 @@ pub async fn upload(
             if attached == 0 {
                 return Err(AppError::NotFound("step"));
             }
-            diesel::update(workflows::table.filter(workflows::id.eq(workflow_id)))
-                .set(workflows::updated_at.eq(at))
-                .execute(conn)
-                .await?;
         }
         Ok(row)
     })?;

@@ -132,6 +132,9 @@ fn optional_text(field: &str, value: Option<String>) -> AppResult<Option<String>
             format!("{field} must be at most {MAX_TEXT_CHARS} characters long"),
         ));
     }
+    if let Some(value) = &value {
+        super::refuse_nul(field, value)?;
+    }
     Ok(value)
 }
 
@@ -212,13 +215,23 @@ impl NewStep {
 }
 
 /// Inside a transaction: fails with NOT_FOUND unless every id is a screenshot of the tenant.
+/// On PostgreSQL the screenshots are share-locked until commit, so a workflow deletion
+/// deciding which of its screenshots other steps still show waits for this reference
+/// (and sees it), or has already removed them (and this check finds them missing).
 macro_rules! check_screenshots {
-    ($conn:expr, $tenant:expr, $ids:expr) => {{
+    ($conn:ident, $backend:expr, $tenant:expr, $ids:expr) => {{
         let ids: &[String] = $ids;
         if !ids.is_empty() {
             let mut wanted = ids.to_vec();
             wanted.sort();
             wanted.dedup();
+            let lock = format!(
+                "SELECT id FROM screenshots WHERE company_id = $1 AND id IN ({}) ORDER BY id \
+                 FOR SHARE",
+                $crate::db::placeholders(2, wanted.len())
+            );
+            let binds = std::iter::once($tenant.id().to_owned()).chain(wanted.iter().cloned());
+            $crate::lock_rows!($conn, $backend, lock; binds);
             let found: i64 = $crate::db::schema::screenshots::table
                 .filter($crate::db::schema::screenshots::company_id.eq($tenant.id()))
                 .filter($crate::db::schema::screenshots::id.eq_any(&wanted))
@@ -261,6 +274,31 @@ macro_rules! touch_workflow {
         .await?;
         if touched == 0 {
             return Err(AppError::NotFound("workflow"));
+        }
+    }};
+}
+
+/// Inside a transaction: the first statement of an edit of the tenant's step `$step_id`:
+/// marks its workflow as updated, which locks the workflow row until commit. Every step
+/// edit of a workflow takes that lock before it reads a step number, so on PostgreSQL too
+/// they run one after another and numbering stays dense (see the lock order in `domain`).
+/// NOT_FOUND when there is no such step.
+macro_rules! touch_workflow_of_step {
+    ($conn:expr, $tenant:expr, $step_id:expr) => {{
+        let workflow_of_step = steps::table
+            .filter(steps::company_id.eq($tenant.id()))
+            .filter(steps::id.eq($step_id))
+            .select(steps::workflow_id);
+        let touched = diesel::update(
+            workflows::table
+                .filter(workflows::company_id.eq($tenant.id()))
+                .filter(workflows::id.eq_any(workflow_of_step)),
+        )
+        .set(workflows::updated_at.eq(now()))
+        .execute($conn)
+        .await?;
+        if touched == 0 {
+            return Err(AppError::NotFound("step"));
         }
     }};
 }
@@ -402,6 +440,7 @@ pub async fn add(
     let at = now();
     // Numbered for real inside the transaction, once the step count is known.
     let mut row = new.into_row_named("input", tenant, workflow_id, 1, at)?;
+    let backend = db.backend();
     crate::transaction!(db, |conn| {
         touch_workflow!(conn, tenant, workflow_id);
         let count: i64 = steps::table
@@ -426,7 +465,7 @@ pub async fn add(
                 format!("position must be between 1 and {}", count + 1),
             ));
         }
-        check_screenshots!(conn, tenant, row.screenshot_id.as_slice());
+        check_screenshots!(conn, backend, tenant, row.screenshot_id.as_slice());
         shift_steps!(conn, workflow_id, number, 1);
         row.head.step_number = number;
         diesel::insert_into(steps::table)
@@ -500,10 +539,12 @@ pub async fn update(
         .map(|v| optional_text(&field("aiModel"), v))
         .transpose()?;
     let screenshot_id = changes.screenshot_id;
+    let backend = db.backend();
     crate::transaction!(db, |conn| {
+        touch_workflow_of_step!(conn, tenant, id);
         let current = load_step!(conn, tenant, id);
         if let Some(Some(screenshot)) = &screenshot_id {
-            check_screenshots!(conn, tenant, std::slice::from_ref(screenshot));
+            check_screenshots!(conn, backend, tenant, std::slice::from_ref(screenshot));
         }
         let label_changed = field_label
             .as_ref()
@@ -537,7 +578,6 @@ pub async fn update(
             .returning(Step::as_returning())
             .get_result(conn)
             .await?;
-        touch_workflow!(conn, tenant, &current.workflow_id);
         Ok(updated)
     })
 }
@@ -545,12 +585,13 @@ pub async fn update(
 /// Deletes a step; the steps after it move up so numbering stays 1..n.
 pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<()> {
     crate::transaction!(db, |conn| {
+        // The workflow first: the number read next cannot change until commit.
+        touch_workflow_of_step!(conn, tenant, id);
         let current = load_step!(conn, tenant, id);
         diesel::delete(steps::table.find(&current.id))
             .execute(conn)
             .await?;
         shift_steps!(conn, &current.workflow_id, current.step_number + 1, -1);
-        touch_workflow!(conn, tenant, &current.workflow_id);
         Ok(())
     })
 }

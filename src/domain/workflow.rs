@@ -20,11 +20,6 @@ pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG_CHARS: usize = 50;
 pub const MAX_STEPS: usize = 500;
 
-diesel::define_sql_function! {
-    /// SQL `lower()`, for case-insensitive name search on both backends.
-    fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
-}
-
 /// Where a workflow is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -97,6 +92,14 @@ pub struct Workflow {
     pub tags: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The name case-folded by [`search_key`], what name search compares against.
+    pub search_name: String,
+}
+
+/// The case-folded form of a name that search compares: Unicode lower-casing, done here
+/// because SQLite's `lower()` folds ASCII only.
+pub fn search_key(name: &str) -> String {
+    name.to_lowercase()
 }
 
 impl Workflow {
@@ -190,6 +193,7 @@ pub struct WorkflowChanges {
 #[diesel(table_name = workflows)]
 struct WorkflowPatch {
     name: Option<String>,
+    search_name: Option<String>,
     description: Option<Option<String>>,
     tags: Option<String>,
     status: Option<String>,
@@ -208,6 +212,9 @@ fn validate_description(description: Option<String>) -> AppResult<Option<String>
             "description",
             format!("description must be at most {MAX_DESCRIPTION_CHARS} characters long"),
         ));
+    }
+    if let Some(description) = &description {
+        super::refuse_nul("description", description)?;
     }
     Ok(description)
 }
@@ -297,8 +304,8 @@ macro_rules! filtered {
             .map(str::trim)
             .filter(|s| !s.is_empty())
         {
-            let pattern = format!("%{}%", like_literal(&search.to_lowercase()));
-            query = query.filter(lower(workflows::name).like(pattern).escape('\\'));
+            let pattern = format!("%{}%", like_literal(&search_key(search)));
+            query = query.filter(workflows::search_name.like(pattern).escape('\\'));
         }
         if let Some(created_by) = &filter.created_by {
             query = query.filter(workflows::created_by.eq(created_by.clone()));
@@ -421,6 +428,7 @@ pub async fn create(
         id: new_id(),
         company_id: tenant.id().to_owned(),
         created_by: Some(created_by.to_owned()),
+        search_name: search_key(&name),
         name,
         description,
         status: status.as_str().to_owned(),
@@ -443,8 +451,9 @@ pub async fn create(
         .iter()
         .filter_map(|s| s.screenshot_id.clone())
         .collect();
+    let backend = db.backend();
     crate::transaction!(db, |conn| {
-        step::check_screenshots!(conn, tenant, &screenshot_ids);
+        step::check_screenshots!(conn, backend, tenant, &screenshot_ids);
         diesel::insert_into(workflows::table)
             .values(&workflow)
             .execute(conn)
@@ -496,6 +505,7 @@ pub async fn update(
             }
         }
         let patch = WorkflowPatch {
+            search_name: name.as_deref().map(search_key),
             name: name.clone(),
             description: description.clone(),
             tags: tags.clone(),
@@ -521,6 +531,17 @@ pub async fn update(
     Ok(updated)
 }
 
+/// PostgreSQL row locks of the workflow write paths (SQLite's single writer needs none);
+/// the order they are taken in is in the `domain` module docs.
+const LOCK_COMPANY: &str = "SELECT id FROM companies WHERE id = $1 FOR NO KEY UPDATE";
+const LOCK_RUNS_OF_WORKFLOW: &str =
+    "SELECT id FROM runs WHERE company_id = $1 AND workflow_id = $2 ORDER BY id FOR UPDATE";
+const LOCK_WORKFLOW_FOR_DELETE: &str =
+    "SELECT id FROM workflows WHERE company_id = $1 AND id = $2 FOR UPDATE";
+const LOCK_SCREENSHOTS_OF_WORKFLOW: &str =
+    "SELECT id FROM screenshots WHERE company_id = $1 AND workflow_id = $2 ORDER BY id FOR UPDATE";
+const SHARE_WORKFLOW: &str = "SELECT id FROM workflows WHERE company_id = $1 AND id = $2 FOR SHARE";
+
 /// Deletes a workflow with its steps, screenshots, runs, health logs and notifications.
 ///
 /// Screenshots are de-duplicated per company, so a step of *another* workflow (a duplicate,
@@ -530,7 +551,16 @@ pub async fn update(
 /// Answers the blob keys of the screenshot rows that went, for
 /// [`screenshot::release_blobs`](super::screenshot::release_blobs) after the commit.
 pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<Vec<String>> {
+    let backend = db.backend();
     crate::transaction!(db, |conn| {
+        // In the lock order of the module docs: the company (uploads decide about its
+        // screenshots under it), the workflow's runs (reports lock their run first), the
+        // workflow, then its screenshots, which other steps may be referencing right now:
+        // such a reference share-locks them, so this waits for it and then sees it below.
+        crate::lock_rows!(conn, backend, LOCK_COMPANY, tenant.id());
+        crate::lock_rows!(conn, backend, LOCK_RUNS_OF_WORKFLOW, tenant.id(), id);
+        crate::lock_rows!(conn, backend, LOCK_WORKFLOW_FOR_DELETE, tenant.id(), id);
+        crate::lock_rows!(conn, backend, LOCK_SCREENSHOTS_OF_WORKFLOW, tenant.id(), id);
         let own: Vec<(String, String)> = screenshots::table
             .filter(screenshots::company_id.eq(tenant.id()))
             .filter(screenshots::workflow_id.eq(id))
@@ -599,7 +629,11 @@ pub async fn duplicate(
     let name = name
         .map(|n| required_name("name", &n, MAX_NAME_CHARS))
         .transpose()?;
+    let backend = db.backend();
     crate::transaction!(db, |conn| {
+        // Share-locked, so a deletion cannot remove the source's screenshots from under
+        // the copy's steps (it waits for this copy, then keeps what the copy shows).
+        crate::lock_rows!(conn, backend, SHARE_WORKFLOW, tenant.id(), id);
         let source: Workflow = workflows::table
             .filter(workflows::company_id.eq(tenant.id()))
             .filter(workflows::id.eq(id))
@@ -627,6 +661,7 @@ pub async fn duplicate(
         let copy = Workflow {
             id: new_id(),
             created_by: Some(created_by.to_owned()),
+            search_name: search_key(&copy_name),
             name: copy_name,
             status: Status::Draft.as_str().to_owned(),
             success_rate: 0.0,
@@ -658,6 +693,45 @@ pub async fn duplicate(
         step::insert_all!(conn, &copied_steps);
         Ok(copy)
     })
+}
+
+/// Folds the names of workflows whose `search_name` predates the server's folding (the
+/// migration that added it could only use the database's `lower()`), in batches. Unscoped
+/// on purpose: it runs once, right after that migration, for every company.
+pub async fn refold_search_names(db: &Db) -> AppResult<usize> {
+    const BATCH: i64 = 1_000;
+    let mut after = String::new();
+    let mut changed = 0;
+    loop {
+        let rows: Vec<(String, String, String)> = crate::with_conn!(db, |conn| {
+            workflows::table
+                .filter(workflows::id.gt(&after))
+                .order(workflows::id.asc())
+                .limit(BATCH)
+                .select((workflows::id, workflows::name, workflows::search_name))
+                .load(conn)
+                .await?
+        });
+        let Some((last, _, _)) = rows.last() else {
+            return Ok(changed);
+        };
+        after = last.clone();
+        let stale: Vec<(String, String)> = rows
+            .into_iter()
+            .filter(|(_, name, folded)| search_key(name) != *folded)
+            .map(|(id, name, _)| (id, search_key(&name)))
+            .collect();
+        changed += stale.len();
+        crate::transaction!(db, |conn| {
+            for (id, folded) in &stale {
+                diesel::update(workflows::table.find(id))
+                    .set(workflows::search_name.eq(folded))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(())
+        })?;
+    }
 }
 
 /// Workflow rows by id in *any* company, for events arriving from another instance: the event

@@ -79,13 +79,9 @@ impl AccountMutation {
             email,
             password,
         };
-        let (company, user) = domain::account::signup(
-            ctx.db(),
-            &services.passwords,
-            &company_name,
-            credentials,
-        )
-        .await?;
+        let (company, user) =
+            domain::account::signup(ctx.db(), &services.passwords, &company_name, credentials)
+                .await?;
         session(ctx, company, user)
     }
 
@@ -110,13 +106,9 @@ impl AccountMutation {
             email,
             password,
         };
-        let (company, user) = domain::account::join(
-            ctx.db(),
-            &services.passwords,
-            &invite_token,
-            credentials,
-        )
-        .await?;
+        let (company, user) =
+            domain::account::join(ctx.db(), &services.passwords, &invite_token, credentials)
+                .await?;
         session(ctx, company, user)
     }
 

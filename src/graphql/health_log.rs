@@ -109,7 +109,7 @@ impl StepOutcomeInput {
 /// Rounds a bound up to the microseconds the databases keep. Stored times are whole
 /// microseconds, so `>=` and `<` against the rounded bound answer exactly as against the
 /// original, and both backends compare the same value.
-fn stored_precision(at: DateTime<Utc>) -> NaiveDateTime {
+pub(crate) fn stored_precision(at: DateTime<Utc>) -> NaiveDateTime {
     let at = at.naive_utc();
     let truncated = at.trunc_subsecs(6);
     if truncated == at {

@@ -102,7 +102,8 @@ impl WorkflowFilter {
             tag: self.tag,
             search: self.search,
             created_by: self.created_by.map(|id| id.0),
-            updated_since: self.updated_since.map(|t| t.naive_utc()),
+            // Rounded up to the stored microseconds, so both backends compare the same value.
+            updated_since: self.updated_since.map(super::health_log::stored_precision),
         })
     }
 }
