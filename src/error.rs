@@ -88,6 +88,20 @@ impl AppError {
         Self::Internal(error.into())
     }
 
+    /// Whether this is a database refusing a row whose reference points at nothing: in a
+    /// race, the referenced row was deleted meanwhile (callers answer it as missing).
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(self, Self::Internal(error) if matches!(
+            error.downcast_ref::<DieselError>(),
+            Some(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _))
+        ))
+    }
+
+    /// Whether this is a database refusing a duplicate of a unique value.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Conflict(_))
+    }
+
     /// When a client may try again, for the retryable codes.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {

@@ -107,7 +107,7 @@ impl TokenKeys {
         }
         let viewer = Viewer {
             user_id: claims.sub,
-            tenant: Tenant::from_verified_token(claims.company_id),
+            tenant: Tenant::new(claims.company_id),
             role: Role::parse(&claims.role)?,
         };
         Some((viewer, claims.exp))

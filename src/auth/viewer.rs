@@ -40,7 +40,7 @@ impl Viewer {
     pub fn of_member(user: &crate::domain::user::User) -> AppResult<Self> {
         Ok(Self {
             user_id: user.id.clone(),
-            tenant: Tenant::of_member(user),
+            tenant: Tenant::new(user.company_id.clone()),
             role: user.role()?,
         })
     }

@@ -12,9 +12,19 @@
 //! collide ("database is locked" when a deferred transaction upgrades), [`Db`] hands out
 //! SQLite write connections behind a one-permit semaphore; readers are never blocked (WAL).
 
+pub mod expr;
 pub mod migrations;
 pub mod partition;
 pub mod schema;
+pub mod text_enum;
+mod uow;
+
+use uow::TxConn;
+
+pub use uow::{
+    Columns, IntoWork, Keyset, Lock, NoEvents, Outbox, Scoped, Tenant, TenantRow, TenantTable, Tx,
+    Unscoped, Work,
+};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -98,6 +108,13 @@ pub enum WriteConn {
 
 /// A request's claim on one of its connections; released with the connection.
 pub struct Share(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+/// What a unit of work holds besides its connection: SQLite's writer permit (for a write)
+/// and the request's share of the pool, both released when it is dropped.
+struct Held(
+    #[allow(dead_code)] Option<OwnedSemaphorePermit>,
+    #[allow(dead_code)] Share,
+);
 
 impl Db {
     /// Builds the pool. Connections are opened lazily, so this succeeds while the database
@@ -240,6 +257,111 @@ impl Db {
                 WriteConn::Postgres(pool.get().await.map_err(pool_error)?, share)
             }
         })
+    }
+
+    /// A unit of work reading the tenant's data, on a pooled connection outside any
+    /// transaction; the connection goes back to the pool when it is dropped.
+    ///
+    /// ```text
+    /// let mut tx = db.read(&tenant).await?;
+    /// let runs: Vec<Run> = tx.load(tx.runs().filter(..).select(Run::columns())).await?;
+    /// ```
+    pub async fn read(&self, tenant: &Tenant) -> AppResult<Tx<NoEvents>> {
+        Ok(match self.conn().await? {
+            Conn::Sqlite(pooled, share) => {
+                Tx::new(TxConn::Sqlite(pooled), Held(None, share), tenant.clone())
+            }
+            Conn::Postgres(pooled, share) => {
+                Tx::new(TxConn::Postgres(pooled), Held(None, share), tenant.clone())
+            }
+        })
+    }
+
+    /// Reads across companies (sign-in by email, sweepers, events from other instances):
+    /// a unit of work for no company, whose tables are reached through
+    /// [`Tx::unscoped`]. Explicit on purpose; grep for `unscoped`.
+    pub async fn read_unscoped(&self) -> AppResult<Tx<NoEvents>> {
+        self.read(&Tenant::nobody()).await
+    }
+
+    /// Runs `work` as one transaction for the tenant: committed when it answers `Ok`,
+    /// rolled back on `Err`.
+    ///
+    /// ```text
+    /// db.write(&tenant, |tx| rename(tx, workflow_id, &name).into_work()).await
+    /// ```
+    ///
+    /// `work` is usually a domain function taking the unit of work first; `into_work`
+    /// boxes its future (see [`Work`] for why). On SQLite it runs as the single writer
+    /// (`BEGIN IMMEDIATE`). On PostgreSQL a transaction aborted by a deadlock or a
+    /// serialization failure changed nothing and runs again, up to
+    /// [`CONTENTION_RETRIES`] times after a short randomised pause; past that the caller
+    /// gets the retryable UNAVAILABLE. `work` may therefore run more than once: it must
+    /// do nothing outside the database.
+    pub async fn write<'o, T, F>(&self, tenant: &Tenant, work: F) -> AppResult<T>
+    where
+        F: for<'t> FnMut(&'t mut Tx<NoEvents>) -> Work<'o, 't, T>,
+    {
+        self.transact(tenant, None, work).await
+    }
+
+    /// [`Db::write`] for a unit of work that publishes events: those of the attempt that
+    /// committed go to `outbox` after the commit; a rollback publishes nothing.
+    pub async fn write_with_events<'o, T, E: Send, F>(
+        &self,
+        tenant: &Tenant,
+        outbox: &dyn Outbox<E>,
+        work: F,
+    ) -> AppResult<T>
+    where
+        F: for<'t> FnMut(&'t mut Tx<E>) -> Work<'o, 't, T>,
+    {
+        self.transact(tenant, Some(outbox), work).await
+    }
+
+    /// A write across companies (data migrations): `work` reaches tables only through
+    /// [`Tx::unscoped`].
+    pub async fn write_unscoped<'o, T, F>(&self, work: F) -> AppResult<T>
+    where
+        F: for<'t> FnMut(&'t mut Tx<NoEvents>) -> Work<'o, 't, T>,
+    {
+        self.transact(&Tenant::nobody(), None, work).await
+    }
+
+    async fn transact<'o, T, E: Send, F>(
+        &self,
+        tenant: &Tenant,
+        outbox: Option<&dyn Outbox<E>>,
+        mut work: F,
+    ) -> AppResult<T>
+    where
+        F: for<'t> FnMut(&'t mut Tx<E>) -> Work<'o, 't, T>,
+    {
+        let mut tx = match self.write_conn().await? {
+            WriteConn::Sqlite(permit, pooled, share) => Tx::new(
+                TxConn::Sqlite(pooled),
+                Held(Some(permit), share),
+                tenant.clone(),
+            ),
+            WriteConn::Postgres(pooled, share) => {
+                Tx::new(TxConn::Postgres(pooled), Held(None, share), tenant.clone())
+            }
+        };
+        let mut attempt = 0u32;
+        loop {
+            begin(tx.conn()).await?;
+            let result = work(&mut tx).run().await;
+            let events = tx.take_events();
+            match finish(tx.conn(), tenant, result, events, outbox).await {
+                // Only PostgreSQL aborts a transaction for contention; SQLite's single
+                // writer never collides.
+                Err(AppError::Contention(_)) if attempt < CONTENTION_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(contention_pause(attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Whether the database answers a trivial query (`/readyz`).
@@ -427,6 +549,82 @@ pub fn placeholders(first: usize, count: usize) -> String {
         .map(|n| format!("${n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Begins a transaction on a unit of work's connection.
+///
+/// SQLite: BEGIN IMMEDIATE takes the write lock up front. A deferred transaction that
+/// reads first and then writes must upgrade its lock, and SQLite does not wait
+/// (busy_timeout) for that upgrade: another process holding the lock (a second server,
+/// the CLI, a backup) would fail the write at once with "database is locked". Within this
+/// process the writer semaphore already serialises writers.
+async fn begin(conn: &mut TxConn) -> AppResult<()> {
+    use diesel_async::{AnsiTransactionManager, TransactionManager};
+    match conn {
+        TxConn::Sqlite(pooled) => {
+            let conn: &mut SqliteConn = pooled;
+            conn.spawn_blocking(|inner| {
+                diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                    inner,
+                    "BEGIN IMMEDIATE",
+                )
+            })
+            .await?;
+        }
+        TxConn::Postgres(pooled) => {
+            let conn: &mut AsyncPgConnection = pooled;
+            <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::begin_transaction(
+                conn,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends a transaction: commits and publishes its events when `result` is `Ok`, rolls back
+/// otherwise (a failed rollback leaves the connection marked broken, and the pool drops it).
+async fn finish<T, E>(
+    conn: &mut TxConn,
+    tenant: &Tenant,
+    result: AppResult<T>,
+    events: Vec<E>,
+    outbox: Option<&dyn Outbox<E>>,
+) -> AppResult<T> {
+    match result {
+        Ok(value) => {
+            end(conn, true).await?;
+            if let Some(outbox) = outbox
+                && !events.is_empty()
+            {
+                outbox.publish(tenant, events);
+            }
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = end(conn, false).await {
+                tracing::warn!(error = ?rollback, "rolling back a failed unit of work failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn end(conn: &mut TxConn, commit: bool) -> AppResult<()> {
+    match conn {
+        TxConn::Sqlite(pooled) => end_on(&mut **pooled, commit).await,
+        TxConn::Postgres(pooled) => end_on(&mut **pooled, commit).await,
+    }
+}
+
+async fn end_on<C: AsyncConnection>(conn: &mut C, commit: bool) -> AppResult<()> {
+    use diesel_async::TransactionManager as _;
+    if commit {
+        C::TransactionManager::commit_transaction(conn).await?;
+    } else {
+        C::TransactionManager::rollback_transaction(conn).await?;
+    }
+    Ok(())
 }
 
 /// How many times a transaction aborted by a deadlock or serialization failure is run

@@ -85,15 +85,16 @@ pub struct PartitionedPage {
     pub descending: bool,
     /// Rows to keep per parent (the page size plus one, to learn about a next page).
     pub limit: i64,
-    pub company_id: String,
     pub parents: Vec<String>,
     pub conditions: Vec<Condition>,
 }
 
 impl PartitionedPage {
-    /// The SQL text and its binds, in order, for `backend`. The limit is bound inline
-    /// into each subquery, so every bind is in the returned list.
-    pub fn sql(&self, backend: Backend) -> (String, Vec<Bind>) {
+    /// The SQL text and its binds, in order, for `backend`, within `company_id`'s rows.
+    /// The limit is written inline into each subquery, so every bind is in the returned
+    /// list. Run through [`Tx::partitioned_pages`](super::Tx::partitioned_pages), which
+    /// supplies the company.
+    pub(super) fn sql(&self, company_id: &str, backend: Backend) -> (String, Vec<Bind>) {
         let direction = if self.descending { "DESC" } else { "ASC" };
         let mut template = String::new();
         let mut binds = Vec::new();
@@ -102,7 +103,7 @@ impl PartitionedPage {
                 template.push_str(" UNION ALL ");
             }
             let mut conditions = format!("company_id = {{}} AND {} = {{}}", self.parent);
-            binds.push(Bind::Text(self.company_id.clone()));
+            binds.push(Bind::Text(company_id.to_owned()));
             binds.push(Bind::Text(parent.clone()));
             for condition in &self.conditions {
                 conditions.push_str(" AND ");
@@ -166,18 +167,17 @@ mod tests {
             key: "created_at",
             descending: true,
             limit: 21,
-            company_id: "c".into(),
             parents: vec!["w1".into(), "w2".into()],
             conditions: Condition::any_of("status", &["running"])
                 .into_iter()
                 .collect(),
         };
-        let (pg, binds) = page.sql(Backend::Postgres);
+        let (pg, binds) = page.sql("c", Backend::Postgres);
         assert_eq!(binds.len(), 6);
         assert!(pg.contains("company_id = $1 AND workflow_id = $2 AND status IN ($3)"));
         assert!(pg.contains("company_id = $4 AND workflow_id = $5 AND status IN ($6)"));
         assert!(pg.contains("LIMIT 21) AS parent_1"));
-        let (sqlite, _) = page.sql(Backend::Sqlite);
+        let (sqlite, _) = page.sql("c", Backend::Sqlite);
         assert!(sqlite.contains("workflow_id = ? AND") && !sqlite.contains('$'));
     }
 }

@@ -92,6 +92,14 @@ pub struct HealthLog {
     pub created_at: NaiveDateTime,
 }
 
+impl crate::db::TenantRow for HealthLog {
+    type Table = health_logs::table;
+
+    fn set_company_id(&mut self, company_id: &str) {
+        company_id.clone_into(&mut self.company_id);
+    }
+}
+
 impl HealthLog {
     pub fn status(&self) -> AppResult<Status> {
         super::stored(
@@ -364,7 +372,7 @@ pub async fn pages_by_parent(
     order: LogOrder,
     page: &PageRequest,
 ) -> AppResult<std::collections::HashMap<String, Page<HealthLog>>> {
-    use crate::db::partition::{Condition, PartitionedPage, bind_all};
+    use crate::db::partition::{Condition, PartitionedPage};
     let descending_scan = page.scans_backward(order.descending());
     let mut conditions = filter_conditions(parent, filter);
     if let Some(position) = &page.cursor {
@@ -383,16 +391,10 @@ pub async fn pages_by_parent(
         key: "created_at",
         descending: descending_scan,
         limit: page.fetch_limit(),
-        company_id: tenant.id().to_owned(),
         parents: parents.to_vec(),
         conditions,
     };
-    let (sql, binds) = statement.sql(db.backend());
-    let rows: Vec<HealthLog> = crate::with_conn!(db, |conn| {
-        bind_all(diesel::sql_query(sql).into_boxed(), binds)
-            .load(conn)
-            .await?
-    });
+    let rows: Vec<HealthLog> = db.read(tenant).await?.partitioned_pages(&statement).await?;
     Ok(super::page::pages_by_parent(
         rows,
         parents,

@@ -31,6 +31,7 @@
 
 pub mod account;
 pub mod company;
+pub mod event;
 pub mod health;
 pub mod health_log;
 pub mod json;
@@ -54,25 +55,7 @@ use crate::error::{AppError, AppResult};
 /// the list runs, so a megabyte of repeated values costs nothing.
 pub const MAX_FILTER_VALUES: usize = 32;
 
-/// The company whose data a request may see.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tenant(String);
-
-impl Tenant {
-    /// Only for a `company_id` claim of a token whose signature was verified.
-    pub(crate) fn from_verified_token(company_id: String) -> Self {
-        Self(company_id)
-    }
-
-    /// The company of a user row read from the database (sign-up, join, login).
-    pub(crate) fn of_member(user: &user::User) -> Self {
-        Self(user.company_id.clone())
-    }
-
-    pub fn id(&self) -> &str {
-        &self.0
-    }
-}
+pub use crate::db::Tenant;
 
 /// A new, time-ordered id (UUIDv7): indexes stay append-mostly and ids sort by creation.
 pub fn new_id() -> String {

@@ -65,6 +65,14 @@ pub struct Notification {
     pub created_at: NaiveDateTime,
 }
 
+impl crate::db::TenantRow for Notification {
+    type Table = notifications::table;
+
+    fn set_company_id(&mut self, company_id: &str) {
+        company_id.clone_into(&mut self.company_id);
+    }
+}
+
 impl Notification {
     pub fn severity(&self) -> AppResult<Severity> {
         super::stored(

@@ -74,6 +74,24 @@ impl PageRequest {
             .saturating_add(1)
     }
 
+    /// The page as the database reads it, for a list sorted `descending` by a key that
+    /// `value` reads out of a cursor.
+    pub fn keyset<V>(
+        &self,
+        descending: bool,
+        value: impl Fn(&SortValue) -> crate::error::AppResult<V>,
+    ) -> crate::error::AppResult<crate::db::Keyset<V>> {
+        let after = match &self.cursor {
+            Some(position) => Some((value(&position.key)?, position.id.clone())),
+            None => None,
+        };
+        Ok(crate::db::Keyset {
+            backward: self.scans_backward(descending),
+            after,
+            limit: self.fetch_limit(),
+        })
+    }
+
     /// Whether the query must scan in the reverse of the requested order.
     pub fn scans_backward(&self, descending: bool) -> bool {
         (self.direction == Direction::Backward) != descending

@@ -493,7 +493,7 @@ pub async fn sweep_blobs(
             tracing::warn!(key = %key, "blob key names no company; left alone");
             continue;
         };
-        let tenant = Tenant(company_id.to_owned());
+        let tenant = Tenant::new(company_id.to_owned());
         match collect_blob(db, blobs, &tenant, key).await {
             Ok(true) => removed += 1,
             Ok(false) => {}

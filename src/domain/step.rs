@@ -338,6 +338,19 @@ macro_rules! shift_steps {
     }};
 }
 
+/// How many steps the tenant's workflow `workflow_id` has.
+pub async fn count_of_workflow<E: Send>(
+    tx: &mut crate::db::Tx<E>,
+    workflow_id: &str,
+) -> AppResult<i64> {
+    tx.one(
+        tx.steps()
+            .filter(steps::workflow_id.eq(workflow_id))
+            .count(),
+    )
+    .await
+}
+
 pub async fn find(db: &Db, tenant: &Tenant, id: &str) -> AppResult<Step> {
     find_many(db, tenant, &[id.to_owned()])
         .await?

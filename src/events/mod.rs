@@ -24,68 +24,13 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
 
+use crate::db::Outbox;
 use crate::domain::Tenant;
-use crate::domain::health_log::HealthLog;
-use crate::domain::notification::Notification;
-use crate::domain::run::Run;
-use crate::domain::workflow::Workflow;
+pub use crate::domain::event::{Event, EventKind};
 use crate::metrics::METRICS;
 
 /// How many events a subscriber may fall behind before it must resynchronise.
 const BUS_CAPACITY: usize = 4_096;
-
-/// Something that happened to one company's data.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// The tenant the event belongs to; subscribers of other companies never see it.
-    /// `None` only for an instance-wide [`EventKind::Resync`], which only the instance
-    /// itself raises (never another instance: see [`wire`]).
-    pub company_id: Option<String>,
-    pub kind: EventKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum EventKind {
-    /// A run changed: started, progressed, paused, finished... `health_log` is the report
-    /// that caused the change, if one did.
-    RunChanged {
-        run: Box<Run>,
-        health_log: Option<Box<HealthLog>>,
-    },
-    /// An executor reported a step. Only a wake-up for the [`log_stream`], which reads the
-    /// log itself, in commit order.
-    HealthLogRecorded {
-        health_log_id: String,
-    },
-    NotificationCreated {
-        notification: Box<Notification>,
-    },
-    /// A workflow changed status; `workflow` is the row after the change.
-    WorkflowStatusChanged {
-        workflow: Box<Workflow>,
-        previous: String,
-    },
-    /// Events may have been missed (lag, lost LISTEN connection): subscribers re-read
-    /// their current state.
-    Resync,
-}
-
-impl Event {
-    pub fn new(tenant: &Tenant, kind: EventKind) -> Self {
-        Self {
-            company_id: Some(tenant.id().to_owned()),
-            kind,
-        }
-    }
-
-    /// Whether a subscriber of `tenant` may see this event.
-    pub fn is_visible_to(&self, tenant: &Tenant) -> bool {
-        match &self.company_id {
-            Some(company) => company == tenant.id(),
-            None => matches!(self.kind, EventKind::Resync),
-        }
-    }
-}
 
 /// The in-process event bus, shared by everything in one server instance.
 #[derive(Clone)]
@@ -137,5 +82,15 @@ impl EventBus {
     /// Local subscribers, for `/metrics`.
     pub fn subscriber_count(&self) -> usize {
         self.local.receiver_count()
+    }
+}
+
+/// Units of work hand their committed events to the bus.
+impl Outbox<EventKind> for EventBus {
+    fn publish(&self, tenant: &Tenant, events: Vec<EventKind>) {
+        EventBus::publish(
+            self,
+            events.into_iter().map(|kind| Event::new(tenant, kind)),
+        );
     }
 }

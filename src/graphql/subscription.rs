@@ -58,10 +58,7 @@ async fn next_event(events: &mut Receiver<Arc<Event>>, viewer: &Viewer) -> Heard
 }
 
 fn is_finished(run: &domain::run::Run) -> bool {
-    !matches!(
-        run.status(),
-        Ok(RunStatus::Queued | RunStatus::Running | RunStatus::Paused)
-    )
+    run.status.is_finished()
 }
 
 /// A change of a run, with the step report that caused it.

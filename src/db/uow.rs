@@ -1,0 +1,834 @@
+//! The unit of work: how domain code reads and writes, the same for both backends and
+//! always inside one company.
+//!
+//! ```text
+//! let run = db.write(&tenant, events, async |tx| {
+//!     let run: Run = tx.one(tx.runs().filter(runs::id.eq(run_id)).set(changes)
+//!         .returning(Run::as_returning())).await?;
+//!     tx.publish(Event::run_changed(&run));
+//!     Ok(run)
+//! }).await?;
+//! ```
+//!
+//! - **Backend dispatch lives here, once.** A [`Tx`] holds a connection of either backend;
+//!   domain code builds ordinary diesel queries (their types do not depend on the backend)
+//!   and hands them to `tx.load` / `tx.optional` / `tx.one` / `tx.execute`, which run them
+//!   on whichever connection it is: each query is type-checked for both. Conditions and
+//!   orderings that vary at run time use [`Maybe`](super::expr::Maybe) and
+//!   [`Either`](super::expr::Either) instead of boxing (a boxed query names its backend).
+//! - **A tenant table is reached through the tenant.** `tx.runs()`, `tx.workflows()`, ...
+//!   are the tables already filtered by the unit of work's company, wrapped in [`Scoped`];
+//!   the execution methods take only a `Scoped` query, and its methods add clauses but
+//!   never replace the source. [`Tx::insert`] writes the unit of work's company into the
+//!   row. A query on a table built any other way does not compile (see below). Reaching
+//!   across companies is explicit and rare: [`Db::read_unscoped`](super::Db::read_unscoped)
+//!   / [`Db::write_unscoped`](super::Db::write_unscoped) and [`Tx::unscoped`], for sign-in,
+//!   sweepers and events from other instances — grep for `unscoped`. Joins name the
+//!   joined table directly; their `ON` clause must match `company_id` too.
+//! - **Events leave only after commit.** [`Tx::publish`] records an event on the unit of
+//!   work; [`Db::write`](super::Db::write) hands them to the [`Outbox`] after the commit,
+//!   never after a rollback, nor for an attempt that was retried.
+//! - **Row locks** (PostgreSQL's `FOR UPDATE` and friends; SQLite's single writer needs
+//!   none) are taken with [`Tx::lock`] and [`Tx::lock_rows`], in the order written in the
+//!   `domain` docs. Their SQL is written here, the only backend-specific SQL outside the
+//!   migrations and the event bridge.
+//!
+//! A query on a tenant table that does not come from the tenant does not compile:
+//!
+//! ```compile_fail,E0308
+//! # use diesel::prelude::*;
+//! # use stepwise::db::schema::runs;
+//! # async fn reads_every_company(tx: &mut stepwise::db::Tx<'_>) -> stepwise::error::AppResult<()> {
+//! let everyone: Vec<String> = tx.load(runs::table.select(runs::id)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! while the same query through the tenant does:
+//!
+//! ```no_run
+//! # use diesel::prelude::*;
+//! # use stepwise::db::schema::runs;
+//! # async fn reads_its_company(tx: &mut stepwise::db::Tx<'_>) -> stepwise::error::AppResult<()> {
+//! let ours: Vec<String> = tx.load(tx.runs().select(runs::id)).await?;
+//! # Ok(()) }
+//! ```
+
+use diesel::associations::HasTable;
+use diesel::dsl;
+use diesel::expression::Expression;
+use diesel::query_builder::{
+    AsChangeset, AsQuery, InsertStatement, IntoUpdateTarget, UpdateStatement,
+};
+use diesel::query_dsl::methods::{
+    DistinctDsl, FilterDsl, GroupByDsl, LimitDsl, OffsetDsl, OrderDsl, SelectDsl, ThenOrderDsl,
+};
+use diesel::query_source::{Column, QuerySource};
+use diesel::sql_types::{BigInt, Text};
+use diesel::{ExpressionMethods as _, Insertable, QueryableByName, Selectable, Table};
+use diesel_async::methods::{ExecuteDsl, LoadQuery};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures_util::future::BoxFuture;
+
+use super::expr::{After, KeysetOrder, Maybe};
+use super::partition::{Bind, PartitionedPage, bind_all};
+use super::schema::{
+    companies, health_logs, notifications, runs, screenshots, steps, users, workflows,
+};
+use super::{Backend, Held, SqliteConn};
+use crate::error::{AppError, AppResult};
+use diesel_async::pooled_connection::deadpool::Object;
+
+/// The company whose data a unit of work may see and change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tenant(String);
+
+impl Tenant {
+    /// Only for a company id the server vouches for: the `company_id` claim of a token
+    /// whose signature was verified, a row read from the database, a company being created.
+    pub(crate) fn new(company_id: String) -> Self {
+        Self(company_id)
+    }
+
+    /// No company: the tenant of an unscoped unit of work. No company's id is empty, so
+    /// every scoped table of such a unit of work is empty.
+    pub(super) fn nobody() -> Self {
+        Self(String::new())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where committed events go (the instance's event bus). Every event of a unit of work
+/// belongs to its tenant, who is handed over with them.
+pub trait Outbox<E>: Send + Sync {
+    fn publish(&self, tenant: &Tenant, events: Vec<E>);
+}
+
+/// The future of one attempt at a write unit of work, boxed: see [`IntoWork`].
+///
+/// A write runs a closure over its unit of work (`|tx| f(tx, ..).into_work()`), which
+/// it may call again to retry. Were that closure an `async` closure, its future would
+/// be typed by the unit of work's lifetime for every lifetime at once, and the compiler
+/// cannot prove such futures `Send` (rustc's "implementation of `Send` is not general
+/// enough"). A boxed future is `Send` by its type; the second lifetime says that what
+/// the closure captured (`'o`) outlives the unit of work it is given (`'t`).
+pub struct Work<'o, 't, T> {
+    future: std::pin::Pin<Box<dyn std::future::Future<Output = AppResult<T>> + Send + 't>>,
+    _outlives: std::marker::PhantomData<&'t &'o ()>,
+}
+
+impl<T> Work<'_, '_, T> {
+    pub(super) async fn run(self) -> AppResult<T> {
+        self.future.await
+    }
+}
+
+/// Turns the future of a domain function over a unit of work into [`Work`].
+pub trait IntoWork<T>: std::future::Future<Output = AppResult<T>> + Send + Sized {
+    fn into_work<'o, 't>(self) -> Work<'o, 't, T>
+    where
+        Self: 't,
+    {
+        Work {
+            future: Box::pin(self),
+            _outlives: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T, F> IntoWork<T> for F where F: std::future::Future<Output = AppResult<T>> + Send {}
+
+/// Events of a unit of work that only reads: none can be made.
+#[derive(Debug, Clone, Copy)]
+pub enum NoEvents {}
+
+/// A query on a tenant table through the tenant (or explicitly across companies through
+/// `unscoped`). Its methods add clauses; the source it was built from stays.
+#[derive(Debug, Clone)]
+#[must_use = "a query does nothing until a unit of work runs it"]
+pub struct Scoped<Q>(Q);
+
+impl<Q> Scoped<Q> {
+    pub fn filter<P>(self, predicate: P) -> Scoped<dsl::Filter<Q, P>>
+    where
+        Q: FilterDsl<P>,
+    {
+        Scoped(FilterDsl::filter(self.0, predicate))
+    }
+
+    /// A condition that applies only when present (`None`: no condition).
+    pub fn filter_maybe<P>(self, predicate: Option<P>) -> Scoped<dsl::Filter<Q, Maybe<P>>>
+    where
+        Q: FilterDsl<Maybe<P>>,
+    {
+        Scoped(FilterDsl::filter(self.0, Maybe::from_option(predicate)))
+    }
+
+    pub fn select<S>(self, selection: S) -> Scoped<dsl::Select<Q, S>>
+    where
+        S: Expression,
+        Q: SelectDsl<S>,
+    {
+        Scoped(SelectDsl::select(self.0, selection))
+    }
+
+    pub fn count(self) -> Scoped<dsl::Select<Q, dsl::CountStar>>
+    where
+        Q: SelectDsl<dsl::CountStar>,
+    {
+        Scoped(SelectDsl::select(self.0, dsl::count_star()))
+    }
+
+    pub fn distinct(self) -> Scoped<dsl::Distinct<Q>>
+    where
+        Q: DistinctDsl,
+    {
+        Scoped(DistinctDsl::distinct(self.0))
+    }
+
+    pub fn order<O>(self, order: O) -> Scoped<dsl::Order<Q, O>>
+    where
+        O: Expression,
+        Q: OrderDsl<O>,
+    {
+        Scoped(OrderDsl::order(self.0, order))
+    }
+
+    pub fn then_order_by<O>(self, order: O) -> Scoped<dsl::ThenOrderBy<Q, O>>
+    where
+        O: Expression,
+        Q: ThenOrderDsl<O>,
+    {
+        Scoped(ThenOrderDsl::then_order_by(self.0, order))
+    }
+
+    pub fn limit(self, limit: i64) -> Scoped<dsl::Limit<Q>>
+    where
+        Q: LimitDsl,
+    {
+        Scoped(LimitDsl::limit(self.0, limit))
+    }
+
+    pub fn offset(self, offset: i64) -> Scoped<dsl::Offset<Q>>
+    where
+        Q: OffsetDsl,
+    {
+        Scoped(OffsetDsl::offset(self.0, offset))
+    }
+
+    pub fn group_by<G>(self, group: G) -> Scoped<dsl::GroupBy<Q, G>>
+    where
+        G: Expression,
+        Q: GroupByDsl<G>,
+    {
+        Scoped(GroupByDsl::group_by(self.0, group))
+    }
+
+    /// One keyset page: `limit` rows after `after` (a sort key and the id that breaks
+    /// ties) in `(key, id)` order, ascending or `backward`.
+    pub fn keyset<K, I, V>(self, key: K, id: I, page: Keyset<V>) -> Scoped<KeysetPage<Q, K, I, V>>
+    where
+        Q: FilterDsl<Maybe<After<K, I, V>>>,
+        dsl::Filter<Q, Maybe<After<K, I, V>>>: OrderDsl<KeysetOrder<K, I>>,
+        dsl::Order<dsl::Filter<Q, Maybe<After<K, I, V>>>, KeysetOrder<K, I>>: LimitDsl,
+        K: Copy,
+        I: Copy,
+    {
+        let Keyset {
+            backward,
+            after,
+            limit,
+        } = page;
+        let condition = after.map(|(value, row_id)| After {
+            key,
+            id,
+            value,
+            row_id,
+            backward,
+        });
+        let order = KeysetOrder {
+            key,
+            id,
+            descending: backward,
+        };
+        Scoped(LimitDsl::limit(
+            OrderDsl::order(
+                FilterDsl::filter(self.0, Maybe::from_option(condition)),
+                order,
+            ),
+            limit,
+        ))
+    }
+
+    /// `UPDATE` of the rows this query selects.
+    pub fn set<V>(self, changes: V) -> Scoped<dsl::Update<Q, V>>
+    where
+        Q: IntoUpdateTarget,
+        V: AsChangeset<Target = <Q as HasTable>::Table>,
+        dsl::Update<Q, V>: AsQuery,
+    {
+        Scoped(diesel::update(self.0).set(changes))
+    }
+
+    /// `DELETE` of the rows this query selects.
+    pub fn delete(self) -> Scoped<dsl::delete<Q>>
+    where
+        Q: IntoUpdateTarget,
+    {
+        Scoped(diesel::delete(self.0))
+    }
+
+    /// The query itself, to embed as a subquery (`column.eq_any(tx.steps().select(..))`).
+    pub fn into_subquery(self) -> Q {
+        self.0
+    }
+}
+
+impl<T, U, V> Scoped<UpdateStatement<T, U, V>>
+where
+    T: Table + QuerySource,
+{
+    pub fn returning<E>(self, returned: E) -> Scoped<dsl::Returning<UpdateStatement<T, U, V>, E>>
+    where
+        E: diesel::SelectableExpression<T>,
+        UpdateStatement<T, U, V, diesel::query_builder::ReturningClause<E>>:
+            diesel::query_builder::Query,
+    {
+        Scoped(self.0.returning(returned))
+    }
+}
+
+/// A keyset page request as the database sees it.
+#[derive(Debug, Clone)]
+pub struct Keyset<V> {
+    /// Scan towards smaller keys.
+    pub backward: bool,
+    /// The last row seen: its sort key and id.
+    pub after: Option<(V, String)>,
+    /// Rows to fetch.
+    pub limit: i64,
+}
+
+/// A query limited to one keyset page (see [`Scoped::keyset`]).
+pub type KeysetPage<Q, K, I, V> =
+    dsl::Limit<dsl::Order<dsl::Filter<Q, Maybe<After<K, I, V>>>, KeysetOrder<K, I>>>;
+
+/// A row type read by its columns, the same selection on both backends.
+///
+/// diesel's `as_select()` names the backend in its type, so a query using it could only
+/// run on one; the column tuple a row derives `Selectable` from is the same for both, and
+/// `Queryable` reads it back in field order. Write `Run::columns()` where diesel's docs
+/// write `Run::as_select()` (also in `returning`).
+pub trait Columns:
+    Selectable<diesel::pg::Pg>
+    + Selectable<
+        diesel::sqlite::Sqlite,
+        SelectExpression = <Self as Selectable<diesel::pg::Pg>>::SelectExpression,
+    > + Sized
+{
+    /// The columns the row is read from, in field order.
+    fn columns() -> <Self as Selectable<diesel::pg::Pg>>::SelectExpression {
+        <Self as Selectable<diesel::pg::Pg>>::construct_selection()
+    }
+}
+
+impl<T> Columns for T where
+    T: Selectable<diesel::pg::Pg>
+        + Selectable<
+            diesel::sqlite::Sqlite,
+            SelectExpression = <T as Selectable<diesel::pg::Pg>>::SelectExpression,
+        >
+{
+}
+
+/// A row of a tenant table: [`Tx::insert`] writes the unit of work's company into it.
+pub trait TenantRow {
+    type Table: Table + Default;
+    fn set_company_id(&mut self, company_id: &str);
+}
+
+/// The `INSERT` of a [`TenantRow`] (for any row whose struct derives `Insertable`).
+pub trait InsertRow<'a>: TenantRow + Sync + 'a {
+    type Insert: Send + 'a;
+    fn insert(&'a self) -> Self::Insert;
+}
+
+impl<'a, R> InsertRow<'a> for R
+where
+    R: TenantRow + Sync + 'a,
+    &'a R: Insertable<R::Table>,
+    InsertStatement<R::Table, <&'a R as Insertable<R::Table>>::Values>: Send,
+{
+    type Insert = InsertStatement<R::Table, <&'a R as Insertable<R::Table>>::Values>;
+
+    fn insert(&'a self) -> Self::Insert {
+        diesel::insert_into(R::Table::default()).values(self)
+    }
+}
+
+/// A table whose rows belong to one company each (`company_id`).
+pub trait TenantTable: Table {
+    /// The table's name in SQL.
+    const NAME: &'static str;
+}
+
+/// The row lock a statement takes on PostgreSQL (see the lock order in `domain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// For rows about to be deleted, or whose key changes.
+    Update,
+    /// What an `UPDATE` takes anyway: it does not block the foreign-key checks of rows
+    /// being inserted that reference the locked one.
+    NoKeyUpdate,
+    /// For rows that must stay while this transaction adds a reference to them.
+    Share,
+}
+
+impl Lock {
+    fn clause(self) -> &'static str {
+        match self {
+            Self::Update => "FOR UPDATE",
+            Self::NoKeyUpdate => "FOR NO KEY UPDATE",
+            Self::Share => "FOR SHARE",
+        }
+    }
+}
+
+/// The connection of a unit of work, with what it holds while it has it (SQLite's
+/// writer permit, the request's share of the pool).
+pub(super) enum TxConn {
+    Sqlite(Object<SqliteConn>),
+    Postgres(Object<AsyncPgConnection>),
+}
+
+/// One unit of work for one company: its connection, queries, locks and events. Made by
+/// [`Db::read`](super::Db::read) and [`Db::write`](super::Db::write); it owns its
+/// pooled connection, so it borrows nothing from the code that made it.
+pub struct Tx<E = NoEvents> {
+    conn: TxConn,
+    /// Released with the connection: the writer permit (SQLite) and the request's share.
+    _held: Held,
+    tenant: Tenant,
+    events: Vec<E>,
+}
+
+/// Runs `$run` with `$c` bound to the unit of work's connection, whichever backend it is:
+/// the one place where a query is compiled once per backend.
+macro_rules! on_conn {
+    ($conn:expr, |$c:ident| $run:expr) => {
+        match $conn {
+            TxConn::Postgres(pooled) => {
+                let $c: &mut AsyncPgConnection = pooled;
+                $run
+            }
+            TxConn::Sqlite(pooled) => {
+                let $c: &mut SqliteConn = pooled;
+                $run
+            }
+        }
+    };
+}
+
+impl<E: Send> Tx<E> {
+    pub(super) fn new(conn: TxConn, held: Held, tenant: Tenant) -> Self {
+        Self {
+            conn,
+            _held: held,
+            tenant,
+            events: Vec::new(),
+        }
+    }
+
+    pub(super) fn conn(&mut self) -> &mut TxConn {
+        &mut self.conn
+    }
+
+    pub(super) fn take_events(&mut self) -> Vec<E> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The company this unit of work acts for.
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.conn {
+            TxConn::Postgres(_) => Backend::Postgres,
+            TxConn::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Records an event, published once the unit of work has committed.
+    pub fn publish(&mut self, event: E) {
+        self.events.push(event);
+    }
+
+    /// The company's own row.
+    pub fn company(&self) -> Scoped<dsl::Filter<companies::table, dsl::Eq<companies::id, String>>> {
+        Scoped(FilterDsl::filter(
+            companies::table,
+            companies::id.eq(self.tenant.0.clone()),
+        ))
+    }
+
+    /// Reaching across companies, for the few places that must (sign-in, sweepers, events
+    /// from other instances). Explicit so that it can be found: grep for `unscoped`.
+    pub fn unscoped(&mut self) -> Unscoped<'_, E> {
+        Unscoped { tx: self }
+    }
+
+    /// All rows of `query`.
+    //
+    // The query methods answer boxed futures, as diesel-async's own do: the future of an
+    // `async fn` generic over a query that borrows would carry the query's lifetime
+    // bounds into every caller's future, and the compiler cannot prove such futures
+    // `Send` (the "not general enough" family of errors); a boxed future is `Send` by
+    // its type.
+    pub fn load<'a, Q, U>(&'a mut self, query: Scoped<Q>) -> BoxFuture<'a, AppResult<Vec<U>>>
+    where
+        Q: LoadQuery<'a, AsyncPgConnection, U> + LoadQuery<'a, SqliteConn, U> + Send + 'a,
+        U: Send + 'a,
+    {
+        Box::pin(async move { Ok(on_conn!(&mut self.conn, |c| query.0.load(c).await?)) })
+    }
+
+    /// The first row of `query`, if there is one (the query should limit itself).
+    pub fn optional<'a, Q, U>(&'a mut self, query: Scoped<Q>) -> BoxFuture<'a, AppResult<Option<U>>>
+    where
+        Q: LoadQuery<'a, AsyncPgConnection, U> + LoadQuery<'a, SqliteConn, U> + Send + 'a,
+        U: Send + 'a,
+    {
+        Box::pin(async move {
+            Ok(on_conn!(&mut self.conn, |c| query.0.load(c).await?)
+                .into_iter()
+                .next())
+        })
+    }
+
+    /// The one row of `query` (an `UPDATE ... RETURNING` of a row known to exist, a
+    /// count); its absence is a bug, reported as INTERNAL.
+    pub fn one<'a, Q, U>(&'a mut self, query: Scoped<Q>) -> BoxFuture<'a, AppResult<U>>
+    where
+        Q: LoadQuery<'a, AsyncPgConnection, U> + LoadQuery<'a, SqliteConn, U> + Send + 'a,
+        U: Send + 'a,
+    {
+        Box::pin(async move {
+            let rows: Vec<U> = on_conn!(&mut self.conn, |c| query.0.load(c).await?);
+            rows.into_iter().next().ok_or_else(|| {
+                AppError::internal(anyhow::anyhow!(
+                    "a query expected to return a row returned none"
+                ))
+            })
+        })
+    }
+
+    /// Runs an `UPDATE` or `DELETE`; answers how many rows it changed.
+    pub fn execute<'a, Q>(&'a mut self, statement: Scoped<Q>) -> BoxFuture<'a, AppResult<usize>>
+    where
+        Q: ExecuteDsl<AsyncPgConnection> + ExecuteDsl<SqliteConn> + Send + 'a,
+    {
+        Box::pin(async move { Ok(on_conn!(&mut self.conn, |c| statement.0.execute(c).await?)) })
+    }
+
+    /// Inserts `row` with the unit of work's company as its `company_id`.
+    pub fn insert<'a, R>(&'a mut self, row: &'a mut R) -> BoxFuture<'a, AppResult<()>>
+    where
+        R: InsertRow<'a>,
+        R::Insert: ExecuteDsl<AsyncPgConnection> + ExecuteDsl<SqliteConn>,
+    {
+        let inserted = self.insert_with(row, |insert| insert);
+        Box::pin(async move { inserted.await.map(|_| ()) })
+    }
+
+    /// Inserts each of `rows` (one statement each: diesel-async cannot run SQLite's
+    /// multi-row inserts; inside one transaction that costs little).
+    pub fn insert_all<'a, R>(&'a mut self, rows: &'a mut [R]) -> BoxFuture<'a, AppResult<()>>
+    where
+        R: InsertRow<'a>,
+        R::Insert: ExecuteDsl<AsyncPgConnection> + ExecuteDsl<SqliteConn>,
+    {
+        for row in rows.iter_mut() {
+            row.set_company_id(&self.tenant.0);
+        }
+        let rows: &'a [R] = rows;
+        Box::pin(async move {
+            for row in rows {
+                let statement = row.insert();
+                on_conn!(&mut self.conn, |c| statement.execute(c).await?);
+            }
+            Ok(())
+        })
+    }
+
+    /// Inserts `row` with the unit of work's company as its `company_id`, through a
+    /// statement that `finish` completes (e.g. `|insert| insert.on_conflict_do_nothing()`);
+    /// answers how many rows it inserted.
+    pub fn insert_with<'a, R, S>(
+        &'a mut self,
+        row: &'a mut R,
+        finish: impl FnOnce(R::Insert) -> S,
+    ) -> BoxFuture<'a, AppResult<usize>>
+    where
+        R: InsertRow<'a>,
+        S: ExecuteDsl<AsyncPgConnection> + ExecuteDsl<SqliteConn> + Send + 'a,
+    {
+        row.set_company_id(&self.tenant.0);
+        let row: &'a R = row;
+        let statement = finish(row.insert());
+        Box::pin(async move { Ok(on_conn!(&mut self.conn, |c| statement.execute(c).await?)) })
+    }
+
+    /// Locks the rows of the tenant's table whose `column` is one of `values`, in id
+    /// order (so two transactions locking overlapping sets cannot deadlock), and answers
+    /// how many it locked. PostgreSQL only: SQLite's single writer already excludes every
+    /// other writer, and the call does nothing there (`None`).
+    pub async fn lock_rows<C>(
+        &mut self,
+        lock: Lock,
+        column: C,
+        values: &[impl AsRef<str>],
+    ) -> AppResult<Option<usize>>
+    where
+        C: Column,
+        C::Table: TenantTable,
+    {
+        let _ = column;
+        let TxConn::Postgres(conn) = &mut self.conn else {
+            return Ok(None);
+        };
+        let conn: &mut AsyncPgConnection = conn;
+        if values.is_empty() {
+            return Ok(Some(0));
+        }
+        let sql = format!(
+            "SELECT id FROM {table} WHERE company_id = $1 AND {column} IN ({marks}) \
+             ORDER BY id {clause}",
+            table = <C::Table as TenantTable>::NAME,
+            column = C::NAME,
+            marks = super::placeholders(2, values.len()),
+            clause = lock.clause(),
+        );
+        let mut query = diesel::sql_query(sql)
+            .into_boxed()
+            .bind::<Text, _>(self.tenant.0.clone());
+        for value in values {
+            query = query.bind::<Text, _>(value.as_ref().to_owned());
+        }
+        Ok(Some(query.execute(conn).await?))
+    }
+
+    /// [`Tx::lock_rows`] for one row.
+    pub async fn lock<C>(&mut self, lock: Lock, column: C, value: &str) -> AppResult<Option<usize>>
+    where
+        C: Column,
+        C::Table: TenantTable,
+    {
+        self.lock_rows(lock, column, &[value]).await
+    }
+
+    /// The tenant's row of `column`'s table whose `column` equals `value`, read and (on
+    /// PostgreSQL) locked in one statement: a write path that starts from a row it must
+    /// lock saves a round trip.
+    pub async fn lock_and_read<R, C>(
+        &mut self,
+        lock: Lock,
+        _column: C,
+        value: &str,
+    ) -> AppResult<Option<R>>
+    where
+        C: Column,
+        C::Table: TenantTable,
+        R: QueryableByName<diesel::pg::Pg>
+            + QueryableByName<diesel::sqlite::Sqlite>
+            + Send
+            + 'static,
+    {
+        let (company, value) = (self.tenant.0.clone(), value.to_owned());
+        let table = <C::Table as TenantTable>::NAME;
+        let column = C::NAME;
+        let rows: Vec<R> = match &mut self.conn {
+            TxConn::Postgres(conn) => {
+                diesel::sql_query(format!(
+                    "SELECT * FROM {table} WHERE company_id = $1 AND {column} = $2 {}",
+                    lock.clause()
+                ))
+                .bind::<Text, _>(company)
+                .bind::<Text, _>(value)
+                .load(&mut **conn)
+                .await?
+            }
+            TxConn::Sqlite(conn) => {
+                diesel::sql_query(format!(
+                    "SELECT * FROM {table} WHERE company_id = ? AND {column} = ?"
+                ))
+                .bind::<Text, _>(company)
+                .bind::<Text, _>(value)
+                .load(&mut **conn)
+                .await?
+            }
+        };
+        Ok(rows.into_iter().next())
+    }
+
+    /// One page per parent in one statement (see [`PartitionedPage`]), within the tenant.
+    pub async fn partitioned_pages<R>(&mut self, page: &PartitionedPage) -> AppResult<Vec<R>>
+    where
+        R: QueryableByName<diesel::pg::Pg>
+            + QueryableByName<diesel::sqlite::Sqlite>
+            + Send
+            + 'static,
+    {
+        let (sql, binds) = page.sql(&self.tenant.0, self.backend());
+        self.raw_load(sql, binds).await
+    }
+
+    async fn raw_load<R>(&mut self, sql: String, binds: Vec<Bind>) -> AppResult<Vec<R>>
+    where
+        R: QueryableByName<diesel::pg::Pg>
+            + QueryableByName<diesel::sqlite::Sqlite>
+            + Send
+            + 'static,
+    {
+        Ok(on_conn!(&mut self.conn, |c| {
+            bind_all(diesel::sql_query(sql).into_boxed(), binds)
+                .load(c)
+                .await?
+        }))
+    }
+
+    /// A condition on a commit-ordered stream's position column (`health_logs.commit_seq`):
+    /// only positions below the point where no transaction can still commit. PostgreSQL
+    /// stamps positions with the writing transaction's id, so that point is the oldest
+    /// transaction still running; SQLite's single writer commits in stamping order and
+    /// needs no fence.
+    pub fn commit_fence<C>(
+        &self,
+        position: C,
+    ) -> Maybe<dsl::Lt<C, diesel::expression::SqlLiteral<BigInt>>>
+    where
+        C: Expression<SqlType = BigInt> + diesel::ExpressionMethods,
+    {
+        Maybe::when(self.backend() == Backend::Postgres, || {
+            position.lt(dsl::sql::<BigInt>(
+                "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+            ))
+        })
+    }
+}
+
+/// Tenant tables through the tenant: each is the table filtered by the unit of work's
+/// company.
+macro_rules! tenant_tables {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        impl<E: Send> Tx<E> {
+            $(
+                $(#[$doc])*
+                pub fn $name(
+                    &self,
+                ) -> Scoped<dsl::Filter<$name::table, dsl::Eq<$name::company_id, String>>> {
+                    Scoped(FilterDsl::filter(
+                        $name::table,
+                        $name::company_id.eq(self.tenant.0.clone()),
+                    ))
+                }
+            )*
+        }
+
+        impl<E: Send> Unscoped<'_, E> {
+            $(
+                /// The whole table: every company's rows.
+                pub fn $name(&self) -> Scoped<$name::table> {
+                    Scoped($name::table)
+                }
+            )*
+        }
+
+        $(
+            impl TenantTable for $name::table {
+                const NAME: &'static str = stringify!($name);
+            }
+        )*
+    };
+}
+
+tenant_tables!(
+    /// The company's members.
+    users,
+    /// The company's workflows.
+    workflows,
+    /// The steps of the company's workflows.
+    steps,
+    /// The company's screenshots.
+    screenshots,
+    /// The company's runs.
+    runs,
+    /// The company's health logs.
+    health_logs,
+    /// The company's notifications.
+    notifications,
+);
+
+/// A unit of work's view across companies; see [`Tx::unscoped`].
+pub struct Unscoped<'t, E> {
+    tx: &'t mut Tx<E>,
+}
+
+impl<E: Send> Unscoped<'_, E> {
+    /// Every company's row.
+    pub fn companies(&self) -> Scoped<companies::table> {
+        Scoped(companies::table)
+    }
+
+    /// A row of any company: a new company and its first member at sign-up, a member
+    /// joining by invite.
+    pub fn insert<'a, T, R>(&'a mut self, table: T, row: R) -> BoxFuture<'a, AppResult<()>>
+    where
+        T: Table,
+        R: Insertable<T>,
+        InsertStatement<T, <R as Insertable<T>>::Values>:
+            ExecuteDsl<AsyncPgConnection> + ExecuteDsl<SqliteConn> + Send + 'a,
+    {
+        let statement = diesel::insert_into(table).values(row);
+        Box::pin(async move {
+            on_conn!(&mut self.tx.conn, |c| statement.execute(c).await?);
+            Ok(())
+        })
+    }
+
+    pub fn load<'a, Q, U>(&'a mut self, query: Scoped<Q>) -> BoxFuture<'a, AppResult<Vec<U>>>
+    where
+        Q: LoadQuery<'a, AsyncPgConnection, U> + LoadQuery<'a, SqliteConn, U> + Send + 'a,
+        U: Send + 'a,
+    {
+        self.tx.load(query)
+    }
+
+    pub fn optional<'a, Q, U>(&'a mut self, query: Scoped<Q>) -> BoxFuture<'a, AppResult<Option<U>>>
+    where
+        Q: LoadQuery<'a, AsyncPgConnection, U> + LoadQuery<'a, SqliteConn, U> + Send + 'a,
+        U: Send + 'a,
+    {
+        self.tx.optional(query)
+    }
+
+    pub fn execute<'a, Q>(&'a mut self, statement: Scoped<Q>) -> BoxFuture<'a, AppResult<usize>>
+    where
+        Q: ExecuteDsl<AsyncPgConnection> + ExecuteDsl<SqliteConn> + Send + 'a,
+    {
+        self.tx.execute(statement)
+    }
+
+    /// [`Tx::commit_fence`], for a stream read across companies.
+    pub fn commit_fence<C>(
+        &self,
+        position: C,
+    ) -> Maybe<dsl::Lt<C, diesel::expression::SqlLiteral<BigInt>>>
+    where
+        C: Expression<SqlType = BigInt> + diesel::ExpressionMethods,
+    {
+        self.tx.commit_fence(position)
+    }
+}

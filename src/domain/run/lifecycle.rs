@@ -1,0 +1,280 @@
+//! The run's status lifecycle: started for a workflow, paused and resumed, finished by its
+//! executor, cancelled by a person. Each change is one unit of work that locks the run
+//! before it takes the time, decides by a conditional update (so two racing requests
+//! cannot both pass) and adds one to the run's version.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::Columns as _;
+
+use super::accounting::count_run;
+use super::{Action, MAX_ERROR_CHARS, Outcome, Run, Status};
+use crate::db::schema::{runs, workflows};
+use crate::db::{Db, IntoWork as _, Lock, Tx};
+use crate::domain::event::EventKind;
+use crate::domain::health::HealthRules;
+use crate::domain::health_log::bounded_text;
+use crate::domain::workflow::{self, Workflow};
+use crate::domain::{Tenant, new_id, now};
+use crate::error::{AppError, AppResult};
+use crate::events::EventBus;
+
+/// What a status change writes on the run, besides one more version.
+#[derive(AsChangeset)]
+#[diesel(table_name = runs)]
+struct StatusChange {
+    status: Status,
+    error: Option<Option<String>>,
+    finished_at: Option<Option<NaiveDateTime>>,
+    updated_at: NaiveDateTime,
+}
+
+impl StatusChange {
+    fn to(status: Status, at: NaiveDateTime) -> Self {
+        Self {
+            status,
+            error: None,
+            finished_at: None,
+            updated_at: at,
+        }
+    }
+
+    /// The run ends now, with `error` as its error (`None` clears it).
+    fn finishing(status: Status, error: Option<String>, at: NaiveDateTime) -> Self {
+        Self {
+            status,
+            error: Some(error),
+            finished_at: Some(Some(at)),
+            updated_at: at,
+        }
+    }
+}
+
+/// The tenant's run `run_id` after `change` (made with the time taken after the lock),
+/// applied only when its status allows `action`. Otherwise NOT_FOUND, or BAD_USER_INPUT
+/// naming the current status.
+///
+/// The run is locked first and the time taken after: a writer that waited for the lock
+/// stamps a later time than the one it waited for, so `updated_at` follows commit order.
+async fn transition(
+    tx: &mut Tx<EventKind>,
+    run_id: &str,
+    action: Action,
+    change: impl FnOnce(NaiveDateTime) -> StatusChange,
+) -> AppResult<Run> {
+    tx.lock(Lock::NoKeyUpdate, runs::id, run_id).await?;
+    let change = change(now());
+    let updated: Option<Run> = tx
+        .optional(
+            tx.runs()
+                .filter(runs::id.eq(run_id))
+                .filter(runs::status.eq_any(action.allowed_from()))
+                .set((change, runs::version.eq(runs::version + 1)))
+                .returning(Run::columns()),
+        )
+        .await?;
+    if let Some(run) = updated {
+        return Ok(run);
+    }
+    let current: Option<Status> = tx
+        .optional(tx.runs().filter(runs::id.eq(run_id)).select(runs::status))
+        .await?;
+    Err(match current {
+        None => AppError::NotFound("run"),
+        Some(current) => AppError::bad_input("runId", action.refusal(current)),
+    })
+}
+
+pub(super) fn run_changed(
+    run: &Run,
+    health_log: Option<&crate::domain::health_log::HealthLog>,
+) -> EventKind {
+    EventKind::RunChanged {
+        run: Box::new(run.clone()),
+        health_log: health_log.map(|log| Box::new(log.clone())),
+    }
+}
+
+/// `started_by` references the viewer's account; a token outliving its removed account is
+/// answered as `me` answers it, not as a server error.
+fn starter_gone(error: AppError) -> AppError {
+    if error.is_foreign_key_violation() {
+        AppError::Unauthenticated("this account no longer exists")
+    } else {
+        error
+    }
+}
+
+/// Starts a run of an active (or needs-review) workflow for `started_by`: RUNNING from the
+/// start, with as many steps to do as the workflow has now.
+pub async fn start(
+    db: &Db,
+    events: &EventBus,
+    tenant: &Tenant,
+    started_by: &str,
+    workflow_id: &str,
+) -> AppResult<Run> {
+    db.write_with_events(tenant, events, |tx| {
+        started(tx, started_by, workflow_id).into_work()
+    })
+    .await
+}
+
+async fn started(tx: &mut Tx<EventKind>, started_by: &str, workflow_id: &str) -> AppResult<Run> {
+    let workflow: Workflow = tx
+        .optional(
+            tx.workflows()
+                .filter(workflows::id.eq(workflow_id))
+                .select(Workflow::columns()),
+        )
+        .await?
+        .ok_or(AppError::NotFound("workflow"))?;
+    let status = workflow.status()?;
+    if !matches!(
+        status,
+        workflow::Status::Active | workflow::Status::NeedsReview
+    ) {
+        return Err(AppError::bad_input(
+            "workflowId",
+            format!(
+                "workflow is {}; only active or needs_review workflows can be run",
+                status.as_str()
+            ),
+        ));
+    }
+    let steps_total = crate::domain::step::count_of_workflow(tx, &workflow.id).await?;
+    let at = now();
+    let mut run = Run {
+        id: new_id(),
+        company_id: String::new(),
+        workflow_id: workflow.id.clone(),
+        started_by: Some(started_by.to_owned()),
+        status: Status::Running,
+        steps_total: i32::try_from(steps_total).unwrap_or(i32::MAX),
+        steps_completed: 0,
+        steps_failed: 0,
+        steps_healed: 0,
+        current_step_id: None,
+        error: None,
+        started_at: Some(at),
+        finished_at: None,
+        created_at: at,
+        updated_at: at,
+        version: 1,
+    };
+    tx.insert(&mut run).await.map_err(starter_gone)?;
+    tx.publish(run_changed(&run, None));
+    Ok(run)
+}
+
+/// Ends a running run as succeeded or failed and counts it for the workflow's health
+/// (which may mark the workflow broken, or recovered).
+pub async fn finish(
+    db: &Db,
+    events: &EventBus,
+    rules: &HealthRules,
+    tenant: &Tenant,
+    run_id: &str,
+    outcome: Outcome,
+    error: Option<String>,
+) -> AppResult<Run> {
+    let error = bounded_text("error", error, MAX_ERROR_CHARS)?;
+    let error = error.as_deref();
+    db.write_with_events(tenant, events, |tx| {
+        finished(tx, rules, run_id, outcome, error).into_work()
+    })
+    .await
+}
+
+async fn finished(
+    tx: &mut Tx<EventKind>,
+    rules: &HealthRules,
+    run_id: &str,
+    outcome: Outcome,
+    error: Option<&str>,
+) -> AppResult<Run> {
+    let run = transition(tx, run_id, Action::Finish, |at| {
+        StatusChange::finishing(outcome.status(), error.map(str::to_owned), at)
+    })
+    .await?;
+    tx.publish(run_changed(&run, None));
+    count_run(tx, &run.workflow_id, outcome.verdict(), rules).await?;
+    Ok(run)
+}
+
+/// Pauses a running run; the sweeper leaves paused runs alone.
+pub async fn pause(db: &Db, events: &EventBus, tenant: &Tenant, run_id: &str) -> AppResult<Run> {
+    db.write_with_events(tenant, events, |tx| {
+        changed(tx, run_id, Action::Pause, Status::Paused).into_work()
+    })
+    .await
+}
+
+/// Resumes a paused run; its timeout counts from now.
+pub async fn resume(db: &Db, events: &EventBus, tenant: &Tenant, run_id: &str) -> AppResult<Run> {
+    db.write_with_events(tenant, events, |tx| {
+        changed(tx, run_id, Action::Resume, Status::Running).into_work()
+    })
+    .await
+}
+
+/// Pause and resume: a status change that does not count for health but restarts the
+/// timeout clock.
+async fn changed(
+    tx: &mut Tx<EventKind>,
+    run_id: &str,
+    action: Action,
+    status: Status,
+) -> AppResult<Run> {
+    let run = transition(tx, run_id, action, |at| StatusChange::to(status, at)).await?;
+    tx.publish(run_changed(&run, None));
+    Ok(run)
+}
+
+/// Cancels a run that has not finished, keeping `reason` as its error. Cancelled runs do
+/// not count for the workflow's health.
+pub async fn cancel(
+    db: &Db,
+    events: &EventBus,
+    tenant: &Tenant,
+    run_id: &str,
+    reason: Option<String>,
+) -> AppResult<Run> {
+    let reason = bounded_text("reason", reason, MAX_ERROR_CHARS)?;
+    let reason = reason.as_deref();
+    db.write_with_events(tenant, events, |tx| {
+        cancelled(tx, run_id, reason).into_work()
+    })
+    .await
+}
+
+async fn cancelled(tx: &mut Tx<EventKind>, run_id: &str, reason: Option<&str>) -> AppResult<Run> {
+    let run = transition(tx, run_id, Action::Cancel, |at| {
+        StatusChange::finishing(Status::Cancelled, reason.map(str::to_owned), at)
+    })
+    .await?;
+    tx.publish(run_changed(&run, None));
+    Ok(run)
+}
+
+/// The time-out the sweeper applies: like [`transition`], but only for a run still stale
+/// at `cutoff`; `None` when another instance or a report got there first.
+pub(super) async fn time_out(
+    tx: &mut Tx<EventKind>,
+    run_id: &str,
+    cutoff: NaiveDateTime,
+    message: &str,
+) -> AppResult<Option<Run>> {
+    tx.lock(Lock::NoKeyUpdate, runs::id, run_id).await?;
+    let change = StatusChange::finishing(Status::TimedOut, Some(message.to_owned()), now());
+    tx.optional(
+        tx.runs()
+            .filter(runs::id.eq(run_id))
+            .filter(runs::status.eq_any(Action::TimeOut.allowed_from()))
+            .filter(runs::updated_at.lt(cutoff))
+            .set((change, runs::version.eq(runs::version + 1)))
+            .returning(Run::columns()),
+    )
+    .await
+}
