@@ -1,6 +1,8 @@
 //! Story helpers for the workflow-era tests: teams, workflows and steps through the API,
-//! and rows that have no mutation yet (screenshots, runs, health logs, notifications)
-//! inserted straight into the database with the column lists of `migrations/*/up.sql`.
+//! and rows inserted straight into the database with the column lists of
+//! `migrations/*/up.sql` where a test needs a state no client can reach quickly
+//! (screenshots without image bytes, runs and health logs at chosen times, notifications
+//! without their cause). Runs and their reports also have mutations: see `common::runs`.
 
 use std::collections::BTreeMap;
 
