@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 REPORT_STEP = (
@@ -46,29 +47,31 @@ def free_port():
 def post(port, token, body):
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps(body).encode(),
+        data=(body if isinstance(body, str) else json.dumps(body)).encode(),
         headers={
             "content-type": "application/json",
             "authorization": f"Bearer {token}",
         },
     )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        answer = json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        sys.exit(f"HTTP {error.code}: {error.read()[:500]!r}")
     if answer.get("errors"):
         sys.exit(f"request failed: {answer['errors']}")
     return answer["data"]
 
 
 def total_instructions(out_dir, pid):
-    """Sums the Ir of every dump callgrind wrote for `pid` (the events line of each)."""
+    """Sums the Ir of every dump callgrind wrote for `pid` (the `totals:` line of each)."""
     total = 0
     for path in glob.glob(os.path.join(out_dir, f"callgrind.out.{pid}*")):
         with open(path, encoding="utf-8", errors="replace") as dump:
             for line in dump:
-                match = re.match(r"^(?:summary|totals):\s+(\d+)", line)
+                match = re.match(r"^totals:\s+(\d+)", line)
                 if match:
                     total += int(match.group(1))
-                    break
     return total
 
 
