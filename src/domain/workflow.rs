@@ -20,42 +20,19 @@ pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG_CHARS: usize = 50;
 pub const MAX_STEPS: usize = 500;
 
-/// Where a workflow is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    Draft,
-    Processing,
-    Active,
-    NeedsReview,
-    Broken,
-    Archived,
+crate::text_enum! {
+    /// Where a workflow is in its life.
+    pub enum Status {
+        Draft = "draft",
+        Processing = "processing",
+        Active = "active",
+        NeedsReview = "needs_review",
+        Broken = "broken",
+        Archived = "archived",
+    }
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Processing => "processing",
-            Self::Active => "active",
-            Self::NeedsReview => "needs_review",
-            Self::Broken => "broken",
-            Self::Archived => "archived",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        [
-            Self::Draft,
-            Self::Processing,
-            Self::Active,
-            Self::NeedsReview,
-            Self::Broken,
-            Self::Archived,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == raw)
-    }
-
     /// The lifecycle: an archived workflow must be restored to draft before anything else,
     /// and nothing goes back to `processing` (that is the recorder's state on upload).
     pub fn can_become(self, next: Self) -> bool {
@@ -82,7 +59,7 @@ pub struct Workflow {
     pub created_by: Option<String>,
     pub name: String,
     pub description: Option<String>,
-    pub status: String,
+    pub status: Status,
     pub success_rate: f64,
     pub total_uses: i32,
     pub consecutive_failures: i32,
@@ -103,10 +80,6 @@ pub fn search_key(name: &str) -> String {
 }
 
 impl Workflow {
-    pub fn status(&self) -> AppResult<Status> {
-        super::stored("workflow", &self.id, "status", &self.status, Status::parse)
-    }
-
     pub fn tags(&self) -> AppResult<Vec<String>> {
         serde_json::from_str(&self.tags).map_err(|e| {
             AppError::internal(anyhow::anyhow!(
@@ -196,7 +169,7 @@ struct WorkflowPatch {
     search_name: Option<String>,
     description: Option<Option<String>>,
     tags: Option<String>,
-    status: Option<String>,
+    status: Option<Status>,
     updated_at: NaiveDateTime,
 }
 
@@ -289,8 +262,7 @@ macro_rules! filtered {
             .select($select)
             .into_boxed();
         if !filter.statuses.is_empty() {
-            query =
-                query.filter(workflows::status.eq_any(filter.statuses.iter().map(|s| s.as_str())));
+            query = query.filter(workflows::status.eq_any(filter.statuses.clone()));
         }
         if let Some(tag) = &filter.tag {
             // Tags are stored as a JSON array of validated strings, so `"tag"` matches one
@@ -431,7 +403,7 @@ pub async fn create(
         search_name: search_key(&name),
         name,
         description,
-        status: status.as_str().to_owned(),
+        status,
         success_rate: 0.0,
         total_uses: 0,
         consecutive_failures: 0,
@@ -492,7 +464,7 @@ pub async fn update(
             .optional()?
             .ok_or(AppError::NotFound("workflow"))?;
         if let Some(next) = changes.status {
-            let from = current.status()?;
+            let from = current.status;
             if !from.can_become(next) {
                 return Err(AppError::bad_input(
                     "status",
@@ -509,7 +481,7 @@ pub async fn update(
             name: name.clone(),
             description: description.clone(),
             tags: tags.clone(),
-            status: changes.status.map(|s| s.as_str().to_owned()),
+            status: changes.status,
             updated_at: now(),
         };
         let updated: Workflow = diesel::update(workflows::table.find(&current.id))
@@ -663,7 +635,7 @@ pub async fn duplicate(
             created_by: Some(created_by.to_owned()),
             search_name: search_key(&copy_name),
             name: copy_name,
-            status: Status::Draft.as_str().to_owned(),
+            status: Status::Draft,
             success_rate: 0.0,
             total_uses: 0,
             consecutive_failures: 0,
