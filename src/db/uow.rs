@@ -398,6 +398,9 @@ impl Lock {
 
 /// The connection of a unit of work, with what it holds while it has it (SQLite's
 /// writer permit, the request's share of the pool).
+// One per unit of work, on the stack; boxing the larger variant would allocate per unit
+// (as for `db::Conn`).
+#[allow(clippy::large_enum_variant)]
 pub(super) enum TxConn {
     Sqlite(Object<SqliteConn>),
     Postgres(Object<AsyncPgConnection>),
@@ -629,6 +632,24 @@ impl<E: Send> Tx<E> {
         self.lock_rows(lock, column, &[value]).await
     }
 
+    /// Locks the company's own row (PostgreSQL; nothing on SQLite, answering `None`): the
+    /// first lock of the lock order in the `domain` docs, taken by write paths that decide
+    /// about the company's screenshots and blobs.
+    pub async fn lock_company(&mut self, lock: Lock) -> AppResult<Option<usize>> {
+        let company = self.tenant.0.clone();
+        let TxConn::Postgres(conn) = &mut self.conn else {
+            return Ok(None);
+        };
+        let conn: &mut AsyncPgConnection = conn;
+        let sql = format!("SELECT id FROM companies WHERE id = $1 {}", lock.clause());
+        Ok(Some(
+            diesel::sql_query(sql)
+                .bind::<Text, _>(company)
+                .execute(conn)
+                .await?,
+        ))
+    }
+
     /// The tenant's row of `column`'s table whose `column` equals `value`, read and (on
     /// PostgreSQL) locked in one statement: a write path that starts from a row it must
     /// lock saves a round trip.
@@ -770,6 +791,37 @@ tenant_tables!(
     /// The company's notifications.
     notifications,
 );
+
+/// `steps LEFT JOIN screenshots`, the join matching the company too (see
+/// [`Tx::steps_with_screenshots`]).
+type StepsWithScreenshots = dsl::Filter<
+    dsl::LeftJoinOn<steps::table, screenshots::table, StepScreenshot>,
+    dsl::Eq<steps::company_id, String>,
+>;
+
+/// The `ON` clause of [`StepsWithScreenshots`].
+type StepScreenshot = dsl::And<
+    dsl::Eq<dsl::Nullable<screenshots::id>, steps::screenshot_id>,
+    dsl::Eq<screenshots::company_id, steps::company_id>,
+>;
+
+impl<E: Send> Tx<E> {
+    /// The company's steps, each with its screenshot joined in when it has one: `steps
+    /// LEFT JOIN screenshots ON screenshots.id = steps.screenshot_id AND
+    /// screenshots.company_id = steps.company_id`, filtered by the tenant. Select the
+    /// screenshot's columns as nullable (`Option::<Screenshot>::columns()`).
+    pub fn steps_with_screenshots(&self) -> Scoped<StepsWithScreenshots> {
+        use diesel::{BoolExpressionMethods as _, JoinOnDsl as _, NullableExpressionMethods as _};
+        let on = screenshots::id
+            .nullable()
+            .eq(steps::screenshot_id)
+            .and(screenshots::company_id.eq(steps::company_id));
+        Scoped(FilterDsl::filter(
+            diesel::QueryDsl::left_join(steps::table, screenshots::table.on(on)),
+            steps::company_id.eq(self.tenant.0.clone()),
+        ))
+    }
+}
 
 /// A unit of work's view across companies; see [`Tx::unscoped`].
 pub struct Unscoped<'t, E> {

@@ -7,7 +7,7 @@ use super::Tenant;
 use super::health_log::HealthLog;
 use super::notification::Notification;
 use super::run::Run;
-use super::workflow::Workflow;
+use super::workflow::{Status as WorkflowStatus, Workflow};
 
 /// Something that happened to one company's data.
 #[derive(Debug, Clone)]
@@ -38,7 +38,8 @@ pub enum EventKind {
     /// A workflow changed status; `workflow` is the row after the change.
     WorkflowStatusChanged {
         workflow: Box<Workflow>,
-        previous: String,
+        /// The status before the change.
+        previous: WorkflowStatus,
     },
     /// Events may have been missed (lag, lost LISTEN connection): subscribers re-read
     /// their current state.

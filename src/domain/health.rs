@@ -56,13 +56,13 @@ pub struct Figures {
 }
 
 impl Figures {
-    pub fn of(workflow: &Workflow) -> crate::error::AppResult<Self> {
-        Ok(Self {
-            status: workflow.status()?,
+    pub fn of(workflow: &Workflow) -> Self {
+        Self {
+            status: workflow.status,
             success_rate: workflow.success_rate,
             total_uses: workflow.total_uses,
             consecutive_failures: workflow.consecutive_failures,
-        })
+        }
     }
 }
 

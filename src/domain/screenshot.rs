@@ -9,7 +9,7 @@
 //!    [`sweep_blobs`]), never a row pointing at nothing.
 //! 2. **Deciding a blob's fate is serialised per company.** The upload's insert and the
 //!    collector's "no row references it → delete" both run in a transaction that first
-//!    takes the company row's lock ([`lock_company!`]). Either the upload commits first (the
+//!    takes the company row's lock ([`lock_company`]). Either the upload commits first (the
 //!    collector then sees the row and keeps the blob) or the collector deletes first (the
 //!    upload, after committing, finds the blob gone and writes it again — it still holds the
 //!    bytes). So a blob that has a row is never left deleted, even when an upload of the same
@@ -18,14 +18,13 @@
 use bytes::Bytes;
 use chrono::{NaiveDateTime, TimeDelta, Utc};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use sha2::{Digest as _, Sha256};
 
 use super::{Tenant, new_id, now};
 use crate::auth::signed_url::hex;
 use crate::blobs::BlobStore;
-use crate::db::Db;
 use crate::db::schema::{companies, screenshots, steps, workflows};
+use crate::db::{Columns as _, Db, IntoWork as _, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
 
 /// The formats a screenshot may have, recognised by their magic bytes (never by the
@@ -60,6 +59,14 @@ pub struct Screenshot {
     pub created_at: NaiveDateTime,
 }
 
+impl TenantRow for Screenshot {
+    type Table = screenshots::table;
+
+    fn set_company_id(&mut self, company_id: &str) {
+        company_id.clone_into(&mut self.company_id);
+    }
+}
+
 pub async fn find(db: &Db, tenant: &Tenant, id: &str) -> AppResult<Screenshot> {
     find_many(db, tenant, &[id.to_owned()])
         .await?
@@ -69,14 +76,13 @@ pub async fn find(db: &Db, tenant: &Tenant, id: &str) -> AppResult<Screenshot> {
 
 /// The tenant's screenshots among `ids`; other companies' ids are silently absent.
 pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Vec<Screenshot>> {
-    Ok(crate::with_conn!(db, |conn| {
-        screenshots::table
-            .filter(screenshots::company_id.eq(tenant.id()))
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.screenshots()
             .filter(screenshots::id.eq_any(ids))
-            .select(Screenshot::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(Screenshot::columns()),
+    )
+    .await
 }
 
 /// The screenshots recorded for the given workflows, oldest first.
@@ -85,28 +91,29 @@ pub async fn of_workflows(
     tenant: &Tenant,
     workflow_ids: &[String],
 ) -> AppResult<Vec<Screenshot>> {
-    Ok(crate::with_conn!(db, |conn| {
-        screenshots::table
-            .filter(screenshots::company_id.eq(tenant.id()))
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.screenshots()
             .filter(screenshots::workflow_id.eq_any(workflow_ids))
             .order((screenshots::created_at.asc(), screenshots::id.asc()))
-            .select(Screenshot::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(Screenshot::columns()),
+    )
+    .await
 }
 
 /// One screenshot by id in *any* company, for the signed-URL endpoint: the caller must then
-/// check the URL's signature, which binds the row's company.
+/// check the URL's signature, which binds the row's company. Unscoped on purpose: the
+/// request carries no token, only the signed URL.
 pub async fn find_for_signed_url(db: &Db, id: &str) -> AppResult<Option<Screenshot>> {
-    Ok(crate::with_conn!(db, |conn| {
-        screenshots::table
+    let mut tx = db.read_unscoped().await?;
+    let mut all = tx.unscoped();
+    all.optional(
+        all.screenshots()
             .filter(screenshots::id.eq(id))
-            .select(Screenshot::as_select())
-            .first(conn)
-            .await
-            .optional()?
-    }))
+            .select(Screenshot::columns())
+            .limit(1),
+    )
+    .await
 }
 
 /// How large an upload may be.
@@ -269,17 +276,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&hasher.finalize())
 }
 
-/// Inside a transaction: takes the company row's lock, serialising every decision about
-/// this company's blobs (see the module notes). A no-op write is the portable way: it
-/// takes a row lock on Postgres that does not block inserts referencing the company, and on
-/// SQLite the write transaction is already the single writer.
-macro_rules! lock_company {
-    ($conn:expr, $tenant:expr) => {
-        diesel::update(companies::table.filter(companies::id.eq($tenant.id())))
-            .set(companies::updated_at.eq(companies::updated_at))
-            .execute($conn)
-            .await?
-    };
+/// Takes the company row's lock, serialising every decision about this company's blobs
+/// (see the module notes). A no-op write is the portable way: it takes a row lock on
+/// Postgres that does not block inserts referencing the company, and on SQLite the write
+/// transaction is already the single writer.
+async fn lock_company<E: Send>(tx: &mut Tx<E>) -> AppResult<()> {
+    tx.execute(
+        tx.company()
+            .set(companies::updated_at.eq(companies::updated_at)),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Stores an uploaded screenshot for a workflow, optionally showing it on one of the
@@ -311,35 +318,38 @@ pub async fn upload(
     let hash = sha256_hex(&bytes);
     let key = BlobStore::key(tenant.id(), &hash);
 
-    // Refuse unknown targets before writing anything.
-    let known: Option<String> = crate::with_conn!(db, |conn| {
-        workflows::table
-            .filter(workflows::company_id.eq(tenant.id()))
-            .filter(workflows::id.eq(workflow_id))
-            .select(workflows::id)
-            .first(conn)
-            .await
-            .optional()?
-    });
-    if known.is_none() {
-        return Err(AppError::NotFound("workflow"));
-    }
-    if let Some(step_id) = step_id {
-        let step: Option<String> = crate::with_conn!(db, |conn| {
-            steps::table
-                .filter(steps::company_id.eq(tenant.id()))
-                .filter(steps::workflow_id.eq(workflow_id))
-                .filter(steps::id.eq(step_id))
-                .select(steps::id)
-                .first(conn)
-                .await
-                .optional()?
-        });
-        if step.is_none() {
-            return Err(AppError::NotFound("step"));
+    // Refuse unknown targets before writing anything. The read's connection goes back
+    // before the blob is written and the unit of work below takes one.
+    let existing = {
+        let mut tx = db.read(tenant).await?;
+        let known: Option<String> = tx
+            .optional(
+                tx.workflows()
+                    .filter(workflows::id.eq(workflow_id))
+                    .select(workflows::id)
+                    .limit(1),
+            )
+            .await?;
+        if known.is_none() {
+            return Err(AppError::NotFound("workflow"));
         }
-    }
-    let existing = find_by_hash(db, tenant, &hash).await?;
+        if let Some(step_id) = step_id {
+            let step: Option<String> = tx
+                .optional(
+                    tx.steps()
+                        .filter(steps::workflow_id.eq(workflow_id))
+                        .filter(steps::id.eq(step_id))
+                        .select(steps::id)
+                        .limit(1),
+                )
+                .await?;
+            if step.is_none() {
+                return Err(AppError::NotFound("step"));
+            }
+        }
+        find_by_hash(&mut tx, &hash).await?
+    };
+    // Blob first, row second, and the blob outside the unit of work: that may run again.
     if existing.is_none() {
         blobs.put(&key, bytes.clone()).await?;
     }
@@ -356,55 +366,12 @@ pub async fn upload(
         height: image.height,
         created_at: now(),
     };
-    let row = crate::transaction!(db, |conn| {
-        lock_company!(conn, tenant);
-        // Re-read under the lock: a concurrent upload of the same bytes may have won.
-        let found: Option<Screenshot> = screenshots::table
-            .filter(screenshots::company_id.eq(tenant.id()))
-            .filter(screenshots::hash.eq(&hash))
-            .select(Screenshot::as_select())
-            .first(conn)
-            .await
-            .optional()?;
-        let row = match found {
-            Some(row) => row,
-            None => {
-                diesel::insert_into(screenshots::table)
-                    .values(&new_row)
-                    .execute(conn)
-                    .await?;
-                new_row.clone()
-            }
-        };
-        if let Some(step_id) = step_id {
-            let at = now();
-            // The workflow before its step: the lock order of the `domain` docs.
-            let touched = diesel::update(
-                workflows::table
-                    .filter(workflows::company_id.eq(tenant.id()))
-                    .filter(workflows::id.eq(workflow_id)),
-            )
-            .set(workflows::updated_at.eq(at))
-            .execute(conn)
-            .await?;
-            if touched == 0 {
-                return Err(AppError::NotFound("workflow"));
-            }
-            let attached = diesel::update(
-                steps::table
-                    .filter(steps::company_id.eq(tenant.id()))
-                    .filter(steps::workflow_id.eq(workflow_id))
-                    .filter(steps::id.eq(step_id)),
-            )
-            .set((steps::screenshot_id.eq(&row.id), steps::updated_at.eq(at)))
-            .execute(conn)
-            .await?;
-            if attached == 0 {
-                return Err(AppError::NotFound("step"));
-            }
-        }
-        Ok(row)
-    })?;
+    let new_row = &new_row;
+    let row = db
+        .write(tenant, |tx| {
+            recorded(tx, workflow_id, step_id, new_row).into_work()
+        })
+        .await?;
 
     // The row is committed. If the blob is not there — the collector removed it before our
     // row existed, or an earlier upload crashed after losing it — write it now: we hold the
@@ -415,16 +382,51 @@ pub async fn upload(
     Ok(row)
 }
 
-async fn find_by_hash(db: &Db, tenant: &Tenant, hash: &str) -> AppResult<Option<Screenshot>> {
-    Ok(crate::with_conn!(db, |conn| {
-        screenshots::table
-            .filter(screenshots::company_id.eq(tenant.id()))
+/// The screenshot row of an upload, under the company lock: the one a concurrent upload
+/// of the same bytes committed first, or `new_row`; shown on `step_id` when given.
+async fn recorded(
+    tx: &mut Tx<NoEvents>,
+    workflow_id: &str,
+    step_id: Option<&str>,
+    new_row: &Screenshot,
+) -> AppResult<Screenshot> {
+    lock_company(tx).await?;
+    // Re-read under the lock: a concurrent upload of the same bytes may have won.
+    let row = match find_by_hash(tx, &new_row.hash).await? {
+        Some(row) => row,
+        None => {
+            let mut row = new_row.clone();
+            tx.insert(&mut row).await?;
+            row
+        }
+    };
+    if let Some(step_id) = step_id {
+        let at = now();
+        // The workflow before its step: the lock order of the `domain` docs.
+        super::step::touch_workflow(tx, workflow_id, at).await?;
+        let attached = tx
+            .execute(
+                tx.steps()
+                    .filter(steps::workflow_id.eq(workflow_id))
+                    .filter(steps::id.eq(step_id))
+                    .set((steps::screenshot_id.eq(&row.id), steps::updated_at.eq(at))),
+            )
+            .await?;
+        if attached == 0 {
+            return Err(AppError::NotFound("step"));
+        }
+    }
+    Ok(row)
+}
+
+async fn find_by_hash<E: Send>(tx: &mut Tx<E>, hash: &str) -> AppResult<Option<Screenshot>> {
+    tx.optional(
+        tx.screenshots()
             .filter(screenshots::hash.eq(hash))
-            .select(Screenshot::as_select())
-            .first(conn)
-            .await
-            .optional()?
-    }))
+            .select(Screenshot::columns())
+            .limit(1),
+    )
+    .await
 }
 
 /// Deletes the company's blob at `key` unless a screenshot row references it, deciding
@@ -435,21 +437,28 @@ pub async fn collect_blob(
     tenant: &Tenant,
     key: &str,
 ) -> AppResult<bool> {
-    crate::transaction!(db, |conn| {
-        lock_company!(conn, tenant);
-        let references: i64 = screenshots::table
-            .filter(screenshots::company_id.eq(tenant.id()))
-            .filter(screenshots::storage_key.eq(key))
-            .count()
-            .get_result(conn)
-            .await?;
-        if references > 0 {
-            return Ok(false);
-        }
-        // Deleted while the lock is held, so no upload can commit a row for it meanwhile.
-        blobs.delete(key).await?;
-        Ok(true)
-    })
+    db.write(tenant, |tx| collected(tx, blobs, key).into_work())
+        .await
+}
+
+/// The one write body that does I/O outside the database, on purpose: the blob is deleted
+/// while the company lock is held, so no upload can commit a row for it meanwhile. Should
+/// the unit of work run again (PostgreSQL contention), deleting a blob that is already
+/// gone does nothing, so a repeat is harmless.
+async fn collected(tx: &mut Tx<NoEvents>, blobs: &BlobStore, key: &str) -> AppResult<bool> {
+    lock_company(tx).await?;
+    let references: i64 = tx
+        .one(
+            tx.screenshots()
+                .filter(screenshots::storage_key.eq(key))
+                .count(),
+        )
+        .await?;
+    if references > 0 {
+        return Ok(false);
+    }
+    blobs.delete(key).await?;
+    Ok(true)
 }
 
 /// After screenshot rows were deleted: removes their blobs if nothing references them any
@@ -480,13 +489,16 @@ pub async fn sweep_blobs(
     let keys: Vec<String> = candidates.into_iter().map(|b| b.key).collect();
     // The sweep acts for no viewer: one cheap read across companies finds the few blobs
     // worth a locked look, then each is decided as its own company's.
-    let referenced: Vec<String> = crate::with_conn!(db, |conn| {
-        screenshots::table
-            .filter(screenshots::storage_key.eq_any(&keys))
-            .select(screenshots::storage_key)
-            .load(conn)
-            .await?
-    });
+    let referenced: Vec<String> = {
+        let mut tx = db.read_unscoped().await?;
+        let mut all = tx.unscoped();
+        all.load(
+            all.screenshots()
+                .filter(screenshots::storage_key.eq_any(&keys))
+                .select(screenshots::storage_key),
+        )
+        .await?
+    };
     let mut removed = 0;
     for key in keys.iter().filter(|k| !referenced.contains(k)) {
         let Some(company_id) = BlobStore::company_of(key) else {

@@ -7,14 +7,13 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use serde_json::Value;
 
 use super::json::{MAX_STEP_JSON_BYTES, object_text};
 use super::screenshot::Screenshot;
 use super::{Tenant, new_id, now, required_name};
-use crate::db::Db;
 use crate::db::schema::{screenshots, steps, workflows};
+use crate::db::{Columns as _, Db, IntoWork as _, Lock, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
 
 pub const MAX_ACTION_TYPE_CHARS: usize = 50;
@@ -67,6 +66,22 @@ pub struct StepHead {
     pub healing_method: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+}
+
+impl TenantRow for Step {
+    type Table = steps::table;
+
+    fn set_company_id(&mut self, company_id: &str) {
+        self.head.set_company_id(company_id);
+    }
+}
+
+impl TenantRow for StepHead {
+    type Table = steps::table;
+
+    fn set_company_id(&mut self, company_id: &str) {
+        company_id.clone_into(&mut self.company_id);
+    }
 }
 
 /// A step's JSON documents (stored as text; objects, checked on the way in).
@@ -214,135 +229,108 @@ impl NewStep {
     }
 }
 
-/// Inside a transaction: fails with NOT_FOUND unless every id is a screenshot of the tenant.
-/// On PostgreSQL the screenshots are share-locked until commit, so a workflow deletion
-/// deciding which of its screenshots other steps still show waits for this reference
-/// (and sees it), or has already removed them (and this check finds them missing).
-macro_rules! check_screenshots {
-    ($conn:ident, $backend:expr, $tenant:expr, $ids:expr) => {{
-        let ids: &[String] = $ids;
-        if !ids.is_empty() {
-            let mut wanted = ids.to_vec();
-            wanted.sort();
-            wanted.dedup();
-            let lock = format!(
-                "SELECT id FROM screenshots WHERE company_id = $1 AND id IN ({}) ORDER BY id \
-                 FOR SHARE",
-                $crate::db::placeholders(2, wanted.len())
-            );
-            let binds = std::iter::once($tenant.id().to_owned()).chain(wanted.iter().cloned());
-            $crate::lock_rows!($conn, $backend, lock; binds);
-            let found: i64 = $crate::db::schema::screenshots::table
-                .filter($crate::db::schema::screenshots::company_id.eq($tenant.id()))
-                .filter($crate::db::schema::screenshots::id.eq_any(&wanted))
-                .count()
-                .get_result($conn)
-                .await?;
-            if usize::try_from(found).ok() != Some(wanted.len()) {
-                return Err($crate::error::AppError::NotFound("screenshot"));
-            }
-        }
-    }};
-}
-pub(crate) use check_screenshots;
-
-/// Inside a transaction: inserts step rows. One statement per row, because diesel-async
-/// cannot run SQLite multi-row inserts; inside one transaction that costs little.
-macro_rules! insert_all {
-    ($conn:expr, $rows:expr) => {{
-        let rows: &[Step] = $rows;
-        for row in rows {
-            diesel::insert_into($crate::db::schema::steps::table)
-                .values(row)
-                .execute($conn)
-                .await?;
-        }
-    }};
-}
-pub(crate) use insert_all;
-
-/// Inside a transaction: the tenant's workflow, or NOT_FOUND; marks it as updated.
-macro_rules! touch_workflow {
-    ($conn:expr, $tenant:expr, $workflow_id:expr) => {{
-        let touched = diesel::update(
-            workflows::table
-                .filter(workflows::company_id.eq($tenant.id()))
-                .filter(workflows::id.eq($workflow_id)),
+/// Fails with NOT_FOUND unless every id is a screenshot of the tenant. On PostgreSQL the
+/// screenshots are share-locked until commit, so a workflow deletion deciding which of its
+/// screenshots other steps still show waits for this reference (and sees it), or has
+/// already removed them (and this check finds them missing).
+pub(crate) async fn check_screenshots<E: Send>(tx: &mut Tx<E>, ids: &[String]) -> AppResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut wanted = ids.to_vec();
+    wanted.sort();
+    wanted.dedup();
+    tx.lock_rows(Lock::Share, screenshots::id, &wanted).await?;
+    let found: i64 = tx
+        .one(
+            tx.screenshots()
+                .filter(screenshots::id.eq_any(&wanted))
+                .count(),
         )
-        .set(workflows::updated_at.eq(now()))
-        .execute($conn)
         .await?;
-        if touched == 0 {
-            return Err(AppError::NotFound("workflow"));
-        }
-    }};
+    if usize::try_from(found).ok() != Some(wanted.len()) {
+        return Err(AppError::NotFound("screenshot"));
+    }
+    Ok(())
 }
 
-/// Inside a transaction: the first statement of an edit of the tenant's step `$step_id`:
-/// marks its workflow as updated, which locks the workflow row until commit. Every step
-/// edit of a workflow takes that lock before it reads a step number, so on PostgreSQL too
-/// they run one after another and numbering stays dense (see the lock order in `domain`).
-/// NOT_FOUND when there is no such step.
-macro_rules! touch_workflow_of_step {
-    ($conn:expr, $tenant:expr, $step_id:expr) => {{
-        let workflow_of_step = steps::table
-            .filter(steps::company_id.eq($tenant.id()))
-            .filter(steps::id.eq($step_id))
-            .select(steps::workflow_id);
-        let touched = diesel::update(
-            workflows::table
-                .filter(workflows::company_id.eq($tenant.id()))
-                .filter(workflows::id.eq_any(workflow_of_step)),
+/// The tenant's workflow `workflow_id` marked as updated at `at` (which locks its row until
+/// commit), or NOT_FOUND.
+pub(crate) async fn touch_workflow<E: Send>(
+    tx: &mut Tx<E>,
+    workflow_id: &str,
+    at: NaiveDateTime,
+) -> AppResult<()> {
+    let touched = tx
+        .execute(
+            tx.workflows()
+                .filter(workflows::id.eq(workflow_id))
+                .set(workflows::updated_at.eq(at)),
         )
-        .set(workflows::updated_at.eq(now()))
-        .execute($conn)
         .await?;
-        if touched == 0 {
-            return Err(AppError::NotFound("step"));
-        }
-    }};
+    if touched == 0 {
+        return Err(AppError::NotFound("workflow"));
+    }
+    Ok(())
 }
 
-/// Inside a transaction: the tenant's step, or NOT_FOUND.
-macro_rules! load_step {
-    ($conn:expr, $tenant:expr, $id:expr) => {
-        steps::table
-            .filter(steps::company_id.eq($tenant.id()))
-            .filter(steps::id.eq($id))
-            .select(Step::as_select())
-            .first::<Step>($conn)
-            .await
-            .optional()?
-            .ok_or(AppError::NotFound("step"))?
-    };
-}
-
-/// Inside a transaction: moves the steps of `workflow_id` numbered `from..` by `delta`.
-macro_rules! shift_steps {
-    ($conn:expr, $workflow_id:expr, $from:expr, $delta:expr) => {{
-        let affected = steps::table
-            .filter(steps::workflow_id.eq($workflow_id))
-            .filter(steps::step_number.ge($from));
-        diesel::update(affected)
-            .set(steps::step_number.eq(steps::step_number + RENUMBER_OFFSET))
-            .execute($conn)
-            .await?;
-        diesel::update(
-            steps::table
-                .filter(steps::workflow_id.eq($workflow_id))
-                .filter(steps::step_number.ge(RENUMBER_OFFSET)),
+/// The first statement of an edit of the tenant's step `step_id`: marks its workflow as
+/// updated, which locks the workflow row until commit. Every step edit of a workflow takes
+/// that lock before it reads a step number, so on PostgreSQL too they run one after another
+/// and numbering stays dense (see the lock order in `domain`). NOT_FOUND when there is no
+/// such step.
+async fn touch_workflow_of_step<E: Send>(tx: &mut Tx<E>, step_id: &str) -> AppResult<()> {
+    let workflow_of_step = tx
+        .steps()
+        .filter(steps::id.eq(step_id))
+        .select(steps::workflow_id)
+        .into_subquery();
+    let touched = tx
+        .execute(
+            tx.workflows()
+                .filter(workflows::id.eq_any(workflow_of_step))
+                .set(workflows::updated_at.eq(now())),
         )
-        .set(steps::step_number.eq(steps::step_number - RENUMBER_OFFSET + $delta))
-        .execute($conn)
         .await?;
-    }};
+    if touched == 0 {
+        return Err(AppError::NotFound("step"));
+    }
+    Ok(())
+}
+
+/// The tenant's step, or NOT_FOUND.
+async fn load_step<E: Send>(tx: &mut Tx<E>, id: &str) -> AppResult<Step> {
+    tx.optional(tx.steps().filter(steps::id.eq(id)).select(Step::columns()))
+        .await?
+        .ok_or(AppError::NotFound("step"))
+}
+
+/// Moves the steps of `workflow_id` numbered `from..` by `delta`.
+async fn shift_steps<E: Send>(
+    tx: &mut Tx<E>,
+    workflow_id: &str,
+    from: i32,
+    delta: i32,
+) -> AppResult<()> {
+    tx.execute(
+        tx.steps()
+            .filter(steps::workflow_id.eq(workflow_id))
+            .filter(steps::step_number.ge(from))
+            .set(steps::step_number.eq(steps::step_number + RENUMBER_OFFSET)),
+    )
+    .await?;
+    tx.execute(
+        tx.steps()
+            .filter(steps::workflow_id.eq(workflow_id))
+            .filter(steps::step_number.ge(RENUMBER_OFFSET))
+            .set(steps::step_number.eq(steps::step_number - RENUMBER_OFFSET + delta)),
+    )
+    .await?;
+    Ok(())
 }
 
 /// How many steps the tenant's workflow `workflow_id` has.
-pub async fn count_of_workflow<E: Send>(
-    tx: &mut crate::db::Tx<E>,
-    workflow_id: &str,
-) -> AppResult<i64> {
+pub async fn count_of_workflow<E: Send>(tx: &mut Tx<E>, workflow_id: &str) -> AppResult<i64> {
     tx.one(
         tx.steps()
             .filter(steps::workflow_id.eq(workflow_id))
@@ -360,14 +348,13 @@ pub async fn find(db: &Db, tenant: &Tenant, id: &str) -> AppResult<Step> {
 
 /// The tenant's steps among `ids`; other companies' ids are silently absent.
 pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Vec<Step>> {
-    Ok(crate::with_conn!(db, |conn| {
-        steps::table
-            .filter(steps::company_id.eq(tenant.id()))
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.steps()
             .filter(steps::id.eq_any(ids))
-            .select(Step::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(Step::columns()),
+    )
+    .await
 }
 
 /// The steps of the given workflows without their documents, each workflow's in step order:
@@ -377,15 +364,14 @@ pub async fn heads_of_workflows(
     tenant: &Tenant,
     workflow_ids: &[String],
 ) -> AppResult<Vec<StepHead>> {
-    Ok(crate::with_conn!(db, |conn| {
-        steps::table
-            .filter(steps::company_id.eq(tenant.id()))
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.steps()
             .filter(steps::workflow_id.eq_any(workflow_ids))
             .order((steps::workflow_id.asc(), steps::step_number.asc()))
-            .select(StepHead::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(StepHead::columns()),
+    )
+    .await
 }
 
 /// [`heads_of_workflows`] with each step's screenshot joined in: one statement where a page
@@ -396,21 +382,14 @@ pub async fn heads_of_workflows_with_screenshots(
     tenant: &Tenant,
     workflow_ids: &[String],
 ) -> AppResult<Vec<(StepHead, Option<Screenshot>)>> {
-    Ok(crate::with_conn!(db, |conn| {
-        steps::table
-            .left_join(
-                screenshots::table.on(screenshots::id
-                    .nullable()
-                    .eq(steps::screenshot_id)
-                    .and(screenshots::company_id.eq(steps::company_id))),
-            )
-            .filter(steps::company_id.eq(tenant.id()))
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.steps_with_screenshots()
             .filter(steps::workflow_id.eq_any(workflow_ids))
             .order((steps::workflow_id.asc(), steps::step_number.asc()))
-            .select((StepHead::as_select(), Option::<Screenshot>::as_select()))
-            .load(conn)
-            .await?
-    }))
+            .select((StepHead::columns(), Option::<Screenshot>::columns())),
+    )
+    .await
 }
 
 /// The documents of the given steps, by step id: for lists that loaded only the heads.
@@ -419,27 +398,24 @@ pub async fn documents_of(
     tenant: &Tenant,
     step_ids: &[String],
 ) -> AppResult<Vec<(String, StepDocuments)>> {
-    Ok(crate::with_conn!(db, |conn| {
-        steps::table
-            .filter(steps::company_id.eq(tenant.id()))
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.steps()
             .filter(steps::id.eq_any(step_ids))
-            .select((steps::id, StepDocuments::as_select()))
-            .load(conn)
-            .await?
-    }))
+            .select((steps::id, StepDocuments::columns())),
+    )
+    .await
 }
 
 /// The steps of one workflow, in order (after a change that renumbered them).
-async fn of_workflow(db: &Db, tenant: &Tenant, workflow_id: &str) -> AppResult<Vec<Step>> {
-    Ok(crate::with_conn!(db, |conn| {
-        steps::table
-            .filter(steps::company_id.eq(tenant.id()))
+async fn of_workflow<E: Send>(tx: &mut Tx<E>, workflow_id: &str) -> AppResult<Vec<Step>> {
+    tx.load(
+        tx.steps()
             .filter(steps::workflow_id.eq(workflow_id))
             .order(steps::step_number.asc())
-            .select(Step::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(Step::columns()),
+    )
+    .await
 }
 
 /// Inserts a step at 1-based `position` (default: after the last), shifting later steps.
@@ -451,42 +427,45 @@ pub async fn add(
     position: Option<i32>,
 ) -> AppResult<Step> {
     let at = now();
-    // Numbered for real inside the transaction, once the step count is known.
-    let mut row = new.into_row_named("input", tenant, workflow_id, 1, at)?;
-    let backend = db.backend();
-    crate::transaction!(db, |conn| {
-        touch_workflow!(conn, tenant, workflow_id);
-        let count: i64 = steps::table
-            .filter(steps::workflow_id.eq(workflow_id))
-            .count()
-            .get_result(conn)
-            .await?;
-        let count = i32::try_from(count).map_err(AppError::internal)?;
-        if usize::try_from(count).unwrap_or(usize::MAX) >= super::workflow::MAX_STEPS {
-            return Err(AppError::bad_input(
-                "workflowId",
-                format!(
-                    "a workflow has at most {} steps",
-                    super::workflow::MAX_STEPS
-                ),
-            ));
-        }
-        let number = position.unwrap_or(count + 1);
-        if !(1..=count + 1).contains(&number) {
-            return Err(AppError::bad_input(
-                "position",
-                format!("position must be between 1 and {}", count + 1),
-            ));
-        }
-        check_screenshots!(conn, backend, tenant, row.screenshot_id.as_slice());
-        shift_steps!(conn, workflow_id, number, 1);
-        row.head.step_number = number;
-        diesel::insert_into(steps::table)
-            .values(&row)
-            .execute(conn)
-            .await?;
-        Ok(())
-    })?;
+    // Numbered for real inside the unit of work, once the step count is known.
+    let row = new.into_row_named("input", tenant, workflow_id, 1, at)?;
+    let row = &row;
+    db.write(tenant, |tx| {
+        added(tx, workflow_id, row, position).into_work()
+    })
+    .await
+}
+
+async fn added(
+    tx: &mut Tx<NoEvents>,
+    workflow_id: &str,
+    row: &Step,
+    position: Option<i32>,
+) -> AppResult<Step> {
+    touch_workflow(tx, workflow_id, now()).await?;
+    let count = count_of_workflow(tx, workflow_id).await?;
+    let count = i32::try_from(count).map_err(AppError::internal)?;
+    if usize::try_from(count).unwrap_or(usize::MAX) >= super::workflow::MAX_STEPS {
+        return Err(AppError::bad_input(
+            "workflowId",
+            format!(
+                "a workflow has at most {} steps",
+                super::workflow::MAX_STEPS
+            ),
+        ));
+    }
+    let number = position.unwrap_or(count + 1);
+    if !(1..=count + 1).contains(&number) {
+        return Err(AppError::bad_input(
+            "position",
+            format!("position must be between 1 and {}", count + 1),
+        ));
+    }
+    check_screenshots(tx, row.screenshot_id.as_slice()).await?;
+    shift_steps(tx, workflow_id, number, 1).await?;
+    let mut row = row.clone();
+    row.head.step_number = number;
+    tx.insert(&mut row).await?;
     Ok(row)
 }
 
@@ -511,6 +490,21 @@ struct StepPatch {
     updated_at: NaiveDateTime,
 }
 
+/// An edit of a step, validated.
+struct Edit {
+    action_type: Option<String>,
+    selectors: Option<String>,
+    element_meta: Option<String>,
+    page_context: Option<String>,
+    action_data: Option<String>,
+    dom_context: Option<String>,
+    field_label: Option<Option<String>>,
+    instruction: Option<Option<String>>,
+    ai_confidence: Option<Option<f64>>,
+    ai_model: Option<Option<String>>,
+    screenshot_id: Option<Option<String>>,
+}
+
 /// Edits a step. A human changing the label or instruction is recorded (`edited_by`,
 /// `edited_at`); where that text came from an AI model, the `*_edited` flag marks it as
 /// human-owned so regeneration must not overwrite it.
@@ -522,91 +516,99 @@ pub async fn update(
     changes: StepChanges,
 ) -> AppResult<Step> {
     let field = |f: &str| format!("input.{f}");
-    let action_type = changes
-        .action_type
-        .map(|a| required_name(&field("actionType"), &a, MAX_ACTION_TYPE_CHARS))
-        .transpose()?;
     let doc = |f: &str, v: Option<Value>| {
         v.map(|v| object_text(&field(f), &v, MAX_STEP_JSON_BYTES))
             .transpose()
     };
-    let selectors = doc("selectors", changes.selectors)?;
-    let element_meta = doc("elementMeta", changes.element_meta)?;
-    let page_context = doc("pageContext", changes.page_context)?;
-    let action_data = doc("actionData", changes.action_data)?;
-    let dom_context = doc("domContext", changes.dom_context)?;
-    let field_label = changes
+    let edit = Edit {
+        action_type: changes
+            .action_type
+            .map(|a| required_name(&field("actionType"), &a, MAX_ACTION_TYPE_CHARS))
+            .transpose()?,
+        selectors: doc("selectors", changes.selectors)?,
+        element_meta: doc("elementMeta", changes.element_meta)?,
+        page_context: doc("pageContext", changes.page_context)?,
+        action_data: doc("actionData", changes.action_data)?,
+        dom_context: doc("domContext", changes.dom_context)?,
+        field_label: changes
+            .field_label
+            .map(|v| optional_text(&field("fieldLabel"), v))
+            .transpose()?,
+        instruction: changes
+            .instruction
+            .map(|v| optional_text(&field("instruction"), v))
+            .transpose()?,
+        ai_confidence: changes
+            .ai_confidence
+            .map(|v| confidence(&field("aiConfidence"), v))
+            .transpose()?,
+        ai_model: changes
+            .ai_model
+            .map(|v| optional_text(&field("aiModel"), v))
+            .transpose()?,
+        screenshot_id: changes.screenshot_id,
+    };
+    let edit = &edit;
+    db.write(tenant, |tx| edited(tx, editor_id, id, edit).into_work())
+        .await
+}
+
+async fn edited(tx: &mut Tx<NoEvents>, editor_id: &str, id: &str, edit: &Edit) -> AppResult<Step> {
+    touch_workflow_of_step(tx, id).await?;
+    let current = load_step(tx, id).await?;
+    if let Some(Some(screenshot)) = &edit.screenshot_id {
+        check_screenshots(tx, std::slice::from_ref(screenshot)).await?;
+    }
+    let label_changed = edit
         .field_label
-        .map(|v| optional_text(&field("fieldLabel"), v))
-        .transpose()?;
-    let instruction = changes
+        .as_ref()
+        .is_some_and(|l| *l != current.field_label);
+    let instruction_changed = edit
         .instruction
-        .map(|v| optional_text(&field("instruction"), v))
-        .transpose()?;
-    let ai_confidence = changes
-        .ai_confidence
-        .map(|v| confidence(&field("aiConfidence"), v))
-        .transpose()?;
-    let ai_model = changes
-        .ai_model
-        .map(|v| optional_text(&field("aiModel"), v))
-        .transpose()?;
-    let screenshot_id = changes.screenshot_id;
-    let backend = db.backend();
-    crate::transaction!(db, |conn| {
-        touch_workflow_of_step!(conn, tenant, id);
-        let current = load_step!(conn, tenant, id);
-        if let Some(Some(screenshot)) = &screenshot_id {
-            check_screenshots!(conn, backend, tenant, std::slice::from_ref(screenshot));
-        }
-        let label_changed = field_label
-            .as_ref()
-            .is_some_and(|l| *l != current.field_label);
-        let instruction_changed = instruction
-            .as_ref()
-            .is_some_and(|i| *i != current.instruction);
-        let ai_written = current.ai_model.is_some();
-        let at = now();
-        let edited = label_changed || instruction_changed;
-        let patch = StepPatch {
-            action_type: action_type.clone(),
-            selectors: selectors.clone(),
-            element_meta: element_meta.clone(),
-            page_context: page_context.clone(),
-            action_data: action_data.clone(),
-            dom_context: dom_context.clone(),
-            field_label: field_label.clone(),
-            instruction: instruction.clone(),
-            ai_confidence,
-            ai_model: ai_model.clone(),
-            screenshot_id: screenshot_id.clone(),
-            label_edited: (label_changed && ai_written).then_some(true),
-            instruction_edited: (instruction_changed && ai_written).then_some(true),
-            edited_by: edited.then(|| Some(editor_id.to_owned())),
-            edited_at: edited.then_some(Some(at)),
-            updated_at: at,
-        };
-        let updated = diesel::update(steps::table.find(&current.id))
+        .as_ref()
+        .is_some_and(|i| *i != current.instruction);
+    let ai_written = current.ai_model.is_some();
+    let at = now();
+    let edited = label_changed || instruction_changed;
+    let patch = StepPatch {
+        action_type: edit.action_type.clone(),
+        selectors: edit.selectors.clone(),
+        element_meta: edit.element_meta.clone(),
+        page_context: edit.page_context.clone(),
+        action_data: edit.action_data.clone(),
+        dom_context: edit.dom_context.clone(),
+        field_label: edit.field_label.clone(),
+        instruction: edit.instruction.clone(),
+        ai_confidence: edit.ai_confidence,
+        ai_model: edit.ai_model.clone(),
+        screenshot_id: edit.screenshot_id.clone(),
+        label_edited: (label_changed && ai_written).then_some(true),
+        instruction_edited: (instruction_changed && ai_written).then_some(true),
+        edited_by: edited.then(|| Some(editor_id.to_owned())),
+        edited_at: edited.then_some(Some(at)),
+        updated_at: at,
+    };
+    tx.one(
+        tx.steps()
+            .filter(steps::id.eq(&current.id))
             .set(&patch)
-            .returning(Step::as_returning())
-            .get_result(conn)
-            .await?;
-        Ok(updated)
-    })
+            .returning(Step::columns()),
+    )
+    .await
 }
 
 /// Deletes a step; the steps after it move up so numbering stays 1..n.
 pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<()> {
-    crate::transaction!(db, |conn| {
-        // The workflow first: the number read next cannot change until commit.
-        touch_workflow_of_step!(conn, tenant, id);
-        let current = load_step!(conn, tenant, id);
-        diesel::delete(steps::table.find(&current.id))
-            .execute(conn)
-            .await?;
-        shift_steps!(conn, &current.workflow_id, current.step_number + 1, -1);
-        Ok(())
-    })
+    db.write(tenant, |tx| deleted(tx, id).into_work()).await
+}
+
+async fn deleted(tx: &mut Tx<NoEvents>, id: &str) -> AppResult<()> {
+    // The workflow first: the number read next cannot change until commit.
+    touch_workflow_of_step(tx, id).await?;
+    let current = load_step(tx, id).await?;
+    tx.execute(tx.steps().filter(steps::id.eq(&current.id)).delete())
+        .await?;
+    shift_steps(tx, &current.workflow_id, current.step_number + 1, -1).await
 }
 
 /// Renumbers a workflow's steps in the order of `step_ids`, which must name each of its
@@ -634,33 +636,45 @@ pub async fn reorder(
             "stepIds must list every step of the workflow exactly once",
         ));
     }
-    crate::transaction!(db, |conn| {
-        touch_workflow!(conn, tenant, workflow_id);
-        let mut current: Vec<String> = steps::table
+    db.write(tenant, |tx| {
+        reordered(tx, workflow_id, step_ids).into_work()
+    })
+    .await?;
+    let mut tx = db.read(tenant).await?;
+    of_workflow(&mut tx, workflow_id).await
+}
+
+async fn reordered(tx: &mut Tx<NoEvents>, workflow_id: &str, step_ids: &[String]) -> AppResult<()> {
+    touch_workflow(tx, workflow_id, now()).await?;
+    let mut current: Vec<String> = tx
+        .load(
+            tx.steps()
+                .filter(steps::workflow_id.eq(workflow_id))
+                .select(steps::id),
+        )
+        .await?;
+    let mut requested = step_ids.to_vec();
+    current.sort();
+    requested.sort();
+    if current != requested {
+        return Err(AppError::bad_input(
+            "stepIds",
+            "stepIds must list every step of the workflow exactly once",
+        ));
+    }
+    tx.execute(
+        tx.steps()
             .filter(steps::workflow_id.eq(workflow_id))
-            .select(steps::id)
-            .load(conn)
-            .await?;
-        let mut requested = step_ids.to_vec();
-        current.sort();
-        requested.sort();
-        if current != requested {
-            return Err(AppError::bad_input(
-                "stepIds",
-                "stepIds must list every step of the workflow exactly once",
-            ));
-        }
-        diesel::update(steps::table.filter(steps::workflow_id.eq(workflow_id)))
-            .set(steps::step_number.eq(steps::step_number + RENUMBER_OFFSET))
-            .execute(conn)
-            .await?;
-        for (id, number) in step_ids.iter().zip(1..) {
-            diesel::update(steps::table.find(id))
-                .set(steps::step_number.eq(number))
-                .execute(conn)
-                .await?;
-        }
-        Ok(())
-    })?;
-    of_workflow(db, tenant, workflow_id).await
+            .set(steps::step_number.eq(steps::step_number + RENUMBER_OFFSET)),
+    )
+    .await?;
+    for (id, number) in step_ids.iter().zip(1..) {
+        tx.execute(
+            tx.steps()
+                .filter(steps::id.eq(id))
+                .set(steps::step_number.eq(number)),
+        )
+        .await?;
+    }
+    Ok(())
 }

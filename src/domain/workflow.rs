@@ -3,16 +3,17 @@
 use std::collections::HashSet;
 
 use chrono::NaiveDateTime;
+use diesel::dsl;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 
 use super::page::{Page, PageRequest, Position, SortValue, float_key, text_key, time_key};
 use super::step::{self, NewStep, Step, StepHead};
 use super::{Tenant, new_id, now, required_name};
-use crate::db::Db;
-use crate::db::schema::{screenshots, steps, workflows};
+use crate::db::expr::Maybe;
+use crate::db::schema::{runs, screenshots, steps, workflows};
+use crate::db::{Columns as _, Db, IntoWork as _, Lock, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
-use crate::events::{Event, EventBus, EventKind};
+use crate::events::{EventBus, EventKind};
 
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 5_000;
@@ -20,42 +21,19 @@ pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG_CHARS: usize = 50;
 pub const MAX_STEPS: usize = 500;
 
-/// Where a workflow is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    Draft,
-    Processing,
-    Active,
-    NeedsReview,
-    Broken,
-    Archived,
+crate::text_enum! {
+    /// Where a workflow is in its life.
+    pub enum Status {
+        Draft = "draft",
+        Processing = "processing",
+        Active = "active",
+        NeedsReview = "needs_review",
+        Broken = "broken",
+        Archived = "archived",
+    }
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Processing => "processing",
-            Self::Active => "active",
-            Self::NeedsReview => "needs_review",
-            Self::Broken => "broken",
-            Self::Archived => "archived",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        [
-            Self::Draft,
-            Self::Processing,
-            Self::Active,
-            Self::NeedsReview,
-            Self::Broken,
-            Self::Archived,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == raw)
-    }
-
     /// The lifecycle: an archived workflow must be restored to draft before anything else,
     /// and nothing goes back to `processing` (that is the recorder's state on upload).
     pub fn can_become(self, next: Self) -> bool {
@@ -82,7 +60,7 @@ pub struct Workflow {
     pub created_by: Option<String>,
     pub name: String,
     pub description: Option<String>,
-    pub status: String,
+    pub status: Status,
     pub success_rate: f64,
     pub total_uses: i32,
     pub consecutive_failures: i32,
@@ -102,11 +80,15 @@ pub fn search_key(name: &str) -> String {
     name.to_lowercase()
 }
 
-impl Workflow {
-    pub fn status(&self) -> AppResult<Status> {
-        super::stored("workflow", &self.id, "status", &self.status, Status::parse)
-    }
+impl TenantRow for Workflow {
+    type Table = workflows::table;
 
+    fn set_company_id(&mut self, company_id: &str) {
+        company_id.clone_into(&mut self.company_id);
+    }
+}
+
+impl Workflow {
     pub fn tags(&self) -> AppResult<Vec<String>> {
         serde_json::from_str(&self.tags).map_err(|e| {
             AppError::internal(anyhow::anyhow!(
@@ -125,6 +107,57 @@ pub struct WorkflowFilter {
     pub search: Option<String>,
     pub created_by: Option<String>,
     pub updated_since: Option<NaiveDateTime>,
+}
+
+/// The condition of a [`WorkflowFilter`].
+type Matching = dsl::And<
+    dsl::And<
+        dsl::And<
+            dsl::And<
+                Maybe<dsl::EqAny<workflows::status, Vec<Status>>>,
+                Maybe<dsl::Escape<dsl::Like<workflows::tags, String>>>,
+            >,
+            Maybe<dsl::Escape<dsl::Like<workflows::search_name, String>>>,
+        >,
+        Maybe<dsl::Eq<workflows::created_by, String>>,
+    >,
+    Maybe<dsl::GtEq<workflows::updated_at, NaiveDateTime>>,
+>;
+
+impl WorkflowFilter {
+    fn condition(&self) -> Matching {
+        let statuses = Maybe::when(!self.statuses.is_empty(), || {
+            workflows::status.eq_any(self.statuses.clone())
+        });
+        // Tags are stored as a JSON array of validated strings, so `"tag"` matches one
+        // element exactly.
+        let tag = Maybe::from_option(self.tag.as_deref().map(|tag| {
+            let pattern = format!("%\"{}\"%", like_literal(&tag.trim().to_lowercase()));
+            workflows::tags.like(pattern).escape('\\')
+        }));
+        let search = Maybe::from_option(
+            self.search
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|search| {
+                    let pattern = format!("%{}%", like_literal(&search_key(search)));
+                    workflows::search_name.like(pattern).escape('\\')
+                }),
+        );
+        let created_by = Maybe::from_option(
+            self.created_by
+                .clone()
+                .map(|user| workflows::created_by.eq(user)),
+        );
+        let updated_since =
+            Maybe::from_option(self.updated_since.map(|at| workflows::updated_at.ge(at)));
+        statuses
+            .and(tag)
+            .and(search)
+            .and(created_by)
+            .and(updated_since)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +229,7 @@ struct WorkflowPatch {
     search_name: Option<String>,
     description: Option<Option<String>>,
     tags: Option<String>,
-    status: Option<String>,
+    status: Option<Status>,
     updated_at: NaiveDateTime,
 }
 
@@ -280,43 +313,6 @@ fn like_literal(text: &str) -> String {
     escaped
 }
 
-/// The tenant's workflows matching `filter`, with `select` as the boxed select clause.
-macro_rules! filtered {
-    ($tenant:expr, $filter:expr, $select:expr) => {{
-        let filter: &WorkflowFilter = $filter;
-        let mut query = workflows::table
-            .filter(workflows::company_id.eq($tenant.id().to_owned()))
-            .select($select)
-            .into_boxed();
-        if !filter.statuses.is_empty() {
-            query =
-                query.filter(workflows::status.eq_any(filter.statuses.iter().map(|s| s.as_str())));
-        }
-        if let Some(tag) = &filter.tag {
-            // Tags are stored as a JSON array of validated strings, so `"tag"` matches one
-            // element exactly.
-            let pattern = format!("%\"{}\"%", like_literal(&tag.trim().to_lowercase()));
-            query = query.filter(workflows::tags.like(pattern).escape('\\'));
-        }
-        if let Some(search) = filter
-            .search
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            let pattern = format!("%{}%", like_literal(&search_key(search)));
-            query = query.filter(workflows::search_name.like(pattern).escape('\\'));
-        }
-        if let Some(created_by) = &filter.created_by {
-            query = query.filter(workflows::created_by.eq(created_by.clone()));
-        }
-        if let Some(since) = filter.updated_since {
-            query = query.filter(workflows::updated_at.ge(since));
-        }
-        query
-    }};
-}
-
 /// One page of the tenant's workflows.
 pub async fn list(
     db: &Db,
@@ -325,56 +321,42 @@ pub async fn list(
     order: WorkflowOrder,
     page: &PageRequest,
 ) -> AppResult<Page<Workflow>> {
-    let rows = crate::with_conn!(db, |conn| {
-        let query = filtered!(tenant, filter, Workflow::as_select());
-        let desc = order.descending;
-        let query = match order.field {
-            OrderField::CreatedAt => {
-                crate::keyset!(
-                    query,
-                    page,
-                    desc,
-                    workflows::created_at,
-                    workflows::id,
-                    time_key
-                )
-            }
-            OrderField::UpdatedAt => {
-                crate::keyset!(
-                    query,
-                    page,
-                    desc,
-                    workflows::updated_at,
-                    workflows::id,
-                    time_key
-                )
-            }
-            OrderField::Name => {
-                crate::keyset!(query, page, desc, workflows::name, workflows::id, text_key)
-            }
-            OrderField::SuccessRate => {
-                crate::keyset!(
-                    query,
-                    page,
-                    desc,
-                    workflows::success_rate,
-                    workflows::id,
-                    float_key
-                )
-            }
-        };
-        query.load::<Workflow>(conn).await?
-    });
+    let desc = order.descending;
+    let mut tx = db.read(tenant).await?;
+    let matching = tx
+        .workflows()
+        .filter(filter.condition())
+        .select(Workflow::columns());
+    let rows: Vec<Workflow> = match order.field {
+        OrderField::CreatedAt => {
+            let keyset = page.keyset(desc, time_key)?;
+            tx.load(matching.keyset(workflows::created_at, workflows::id, keyset))
+                .await?
+        }
+        OrderField::UpdatedAt => {
+            let keyset = page.keyset(desc, time_key)?;
+            tx.load(matching.keyset(workflows::updated_at, workflows::id, keyset))
+                .await?
+        }
+        OrderField::Name => {
+            let keyset = page.keyset(desc, text_key)?;
+            tx.load(matching.keyset(workflows::name, workflows::id, keyset))
+                .await?
+        }
+        OrderField::SuccessRate => {
+            let keyset = page.keyset(desc, float_key)?;
+            tx.load(matching.keyset(workflows::success_rate, workflows::id, keyset))
+                .await?
+        }
+    };
     Ok(Page::from_scan(rows, page))
 }
 
 /// How many of the tenant's workflows match `filter`.
 pub async fn count(db: &Db, tenant: &Tenant, filter: &WorkflowFilter) -> AppResult<i64> {
-    Ok(crate::with_conn!(db, |conn| {
-        filtered!(tenant, filter, diesel::dsl::count_star())
-            .first::<i64>(conn)
-            .await?
-    }))
+    let mut tx = db.read(tenant).await?;
+    tx.one(tx.workflows().filter(filter.condition()).count())
+        .await
 }
 
 pub async fn find(db: &Db, tenant: &Tenant, id: &str) -> AppResult<Workflow> {
@@ -386,14 +368,13 @@ pub async fn find(db: &Db, tenant: &Tenant, id: &str) -> AppResult<Workflow> {
 
 /// The tenant's workflows among `ids`; ids of other companies are silently absent.
 pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Vec<Workflow>> {
-    Ok(crate::with_conn!(db, |conn| {
-        workflows::table
-            .filter(workflows::company_id.eq(tenant.id()))
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.workflows()
             .filter(workflows::id.eq_any(ids))
-            .select(Workflow::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(Workflow::columns()),
+    )
+    .await
 }
 
 /// Creates a workflow and its steps, all or nothing.
@@ -431,7 +412,7 @@ pub async fn create(
         search_name: search_key(&name),
         name,
         description,
-        status: status.as_str().to_owned(),
+        status,
         success_rate: 0.0,
         total_uses: 0,
         consecutive_failures: 0,
@@ -451,17 +432,36 @@ pub async fn create(
         .iter()
         .filter_map(|s| s.screenshot_id.clone())
         .collect();
-    let backend = db.backend();
-    crate::transaction!(db, |conn| {
-        step::check_screenshots!(conn, backend, tenant, &screenshot_ids);
-        diesel::insert_into(workflows::table)
-            .values(&workflow)
-            .execute(conn)
-            .await?;
-        step::insert_all!(conn, &rows);
-        Ok(())
-    })?;
+    let (workflow_ref, rows, screenshot_ids) = (&workflow, &rows, &screenshot_ids);
+    db.write(tenant, |tx| {
+        created(tx, workflow_ref, rows, screenshot_ids).into_work()
+    })
+    .await?;
     Ok(workflow)
+}
+
+/// Inserts a new workflow with its steps, once the screenshots they show are known to be
+/// the tenant's (and share-locked).
+async fn created(
+    tx: &mut Tx<NoEvents>,
+    workflow: &Workflow,
+    rows: &[Step],
+    screenshot_ids: &[String],
+) -> AppResult<()> {
+    step::check_screenshots(tx, screenshot_ids).await?;
+    // Copies: the unit of work may run again, and each attempt inserts the rows afresh.
+    let mut workflow = workflow.clone();
+    tx.insert(&mut workflow).await?;
+    let mut rows = rows.to_vec();
+    tx.insert_all(&mut rows).await
+}
+
+/// An edit of a workflow, validated.
+struct Edit {
+    name: Option<String>,
+    description: Option<Option<String>>,
+    tags: Option<String>,
+    status: Option<Status>,
 }
 
 /// Applies an edit; status changes must follow [`Status::can_become`]. A status change is
@@ -473,74 +473,68 @@ pub async fn update(
     id: &str,
     changes: WorkflowChanges,
 ) -> AppResult<Workflow> {
-    let name = changes
-        .name
-        .map(|n| required_name("name", &n, MAX_NAME_CHARS))
-        .transpose()?;
-    let description = changes.description.map(validate_description).transpose()?;
-    let tags = changes
-        .tags
-        .map(|t| normalize_tags(t).and_then(|t| tags_text(&t)))
-        .transpose()?;
-    let (previous, updated) = crate::transaction!(db, |conn| {
-        let current: Workflow = workflows::table
-            .filter(workflows::company_id.eq(tenant.id()))
-            .filter(workflows::id.eq(id))
-            .select(Workflow::as_select())
-            .first(conn)
-            .await
-            .optional()?
-            .ok_or(AppError::NotFound("workflow"))?;
-        if let Some(next) = changes.status {
-            let from = current.status()?;
-            if !from.can_become(next) {
-                return Err(AppError::bad_input(
-                    "status",
-                    format!(
-                        "cannot change status from {} to {}",
-                        from.as_str(),
-                        next.as_str()
-                    ),
-                ));
-            }
-        }
-        let patch = WorkflowPatch {
-            search_name: name.as_deref().map(search_key),
-            name: name.clone(),
-            description: description.clone(),
-            tags: tags.clone(),
-            status: changes.status.map(|s| s.as_str().to_owned()),
-            updated_at: now(),
-        };
-        let updated: Workflow = diesel::update(workflows::table.find(&current.id))
-            .set(&patch)
-            .returning(Workflow::as_returning())
-            .get_result(conn)
-            .await?;
-        Ok((current.status, updated))
-    })?;
-    if previous != updated.status {
-        events.publish([Event::new(
-            tenant,
-            EventKind::WorkflowStatusChanged {
-                workflow: Box::new(updated.clone()),
-                previous,
-            },
-        )]);
+    let edit = Edit {
+        name: changes
+            .name
+            .map(|n| required_name("name", &n, MAX_NAME_CHARS))
+            .transpose()?,
+        description: changes.description.map(validate_description).transpose()?,
+        tags: changes
+            .tags
+            .map(|t| normalize_tags(t).and_then(|t| tags_text(&t)))
+            .transpose()?,
+        status: changes.status,
+    };
+    let edit = &edit;
+    db.write_with_events(tenant, events, |tx| edited(tx, id, edit).into_work())
+        .await
+}
+
+async fn edited(tx: &mut Tx<EventKind>, id: &str, edit: &Edit) -> AppResult<Workflow> {
+    let current: Workflow = tx
+        .optional(
+            tx.workflows()
+                .filter(workflows::id.eq(id))
+                .select(Workflow::columns()),
+        )
+        .await?
+        .ok_or(AppError::NotFound("workflow"))?;
+    if let Some(next) = edit.status
+        && !current.status.can_become(next)
+    {
+        return Err(AppError::bad_input(
+            "status",
+            format!(
+                "cannot change status from {} to {}",
+                current.status.as_str(),
+                next.as_str()
+            ),
+        ));
+    }
+    let patch = WorkflowPatch {
+        search_name: edit.name.as_deref().map(search_key),
+        name: edit.name.clone(),
+        description: edit.description.clone(),
+        tags: edit.tags.clone(),
+        status: edit.status,
+        updated_at: now(),
+    };
+    let updated: Workflow = tx
+        .one(
+            tx.workflows()
+                .filter(workflows::id.eq(&current.id))
+                .set(&patch)
+                .returning(Workflow::columns()),
+        )
+        .await?;
+    if current.status != updated.status {
+        tx.publish(EventKind::WorkflowStatusChanged {
+            workflow: Box::new(updated.clone()),
+            previous: current.status,
+        });
     }
     Ok(updated)
 }
-
-/// PostgreSQL row locks of the workflow write paths (SQLite's single writer needs none);
-/// the order they are taken in is in the `domain` module docs.
-const LOCK_COMPANY: &str = "SELECT id FROM companies WHERE id = $1 FOR NO KEY UPDATE";
-const LOCK_RUNS_OF_WORKFLOW: &str =
-    "SELECT id FROM runs WHERE company_id = $1 AND workflow_id = $2 ORDER BY id FOR UPDATE";
-const LOCK_WORKFLOW_FOR_DELETE: &str =
-    "SELECT id FROM workflows WHERE company_id = $1 AND id = $2 FOR UPDATE";
-const LOCK_SCREENSHOTS_OF_WORKFLOW: &str =
-    "SELECT id FROM screenshots WHERE company_id = $1 AND workflow_id = $2 ORDER BY id FOR UPDATE";
-const SHARE_WORKFLOW: &str = "SELECT id FROM workflows WHERE company_id = $1 AND id = $2 FOR SHARE";
 
 /// Deletes a workflow with its steps, screenshots, runs, health logs and notifications.
 ///
@@ -551,71 +545,67 @@ const SHARE_WORKFLOW: &str = "SELECT id FROM workflows WHERE company_id = $1 AND
 /// Answers the blob keys of the screenshot rows that went, for
 /// [`screenshot::release_blobs`](super::screenshot::release_blobs) after the commit.
 pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<Vec<String>> {
-    let backend = db.backend();
-    crate::transaction!(db, |conn| {
-        // In the lock order of the module docs: the company (uploads decide about its
-        // screenshots under it), the workflow's runs (reports lock their run first), the
-        // workflow, then its screenshots, which other steps may be referencing right now:
-        // such a reference share-locks them, so this waits for it and then sees it below.
-        crate::lock_rows!(conn, backend, LOCK_COMPANY, tenant.id());
-        crate::lock_rows!(conn, backend, LOCK_RUNS_OF_WORKFLOW, tenant.id(), id);
-        crate::lock_rows!(conn, backend, LOCK_WORKFLOW_FOR_DELETE, tenant.id(), id);
-        crate::lock_rows!(conn, backend, LOCK_SCREENSHOTS_OF_WORKFLOW, tenant.id(), id);
-        let own: Vec<(String, String)> = screenshots::table
-            .filter(screenshots::company_id.eq(tenant.id()))
-            .filter(screenshots::workflow_id.eq(id))
-            .select((screenshots::id, screenshots::storage_key))
-            .load(conn)
-            .await?;
-        let own_ids: Vec<&String> = own.iter().map(|(sid, _)| sid).collect();
-        let borrowers: Vec<(Option<String>, String)> = if own_ids.is_empty() {
-            Vec::new()
-        } else {
-            steps::table
-                .filter(steps::company_id.eq(tenant.id()))
+    db.write(tenant, |tx| deleted(tx, id).into_work()).await
+}
+
+async fn deleted(tx: &mut Tx<NoEvents>, id: &str) -> AppResult<Vec<String>> {
+    // In the lock order of the module docs: the company (uploads decide about its
+    // screenshots under it), the workflow's runs (reports lock their run first), the
+    // workflow, then its screenshots, which other steps may be referencing right now:
+    // such a reference share-locks them, so this waits for it and then sees it below.
+    tx.lock_company(Lock::NoKeyUpdate).await?;
+    tx.lock(Lock::Update, runs::workflow_id, id).await?;
+    tx.lock(Lock::Update, workflows::id, id).await?;
+    tx.lock(Lock::Update, screenshots::workflow_id, id).await?;
+    let own: Vec<(String, String)> = tx
+        .load(
+            tx.screenshots()
+                .filter(screenshots::workflow_id.eq(id))
+                .select((screenshots::id, screenshots::storage_key)),
+        )
+        .await?;
+    let own_ids: Vec<&String> = own.iter().map(|(sid, _)| sid).collect();
+    let borrowers: Vec<(Option<String>, String)> = if own_ids.is_empty() {
+        Vec::new()
+    } else {
+        tx.load(
+            tx.steps()
                 .filter(steps::workflow_id.ne(id))
                 .filter(steps::screenshot_id.eq_any(&own_ids))
                 .order(steps::id.asc())
-                .select((steps::screenshot_id, steps::workflow_id))
-                .load(conn)
-                .await?
-        };
-        let mut kept: HashSet<String> = HashSet::new();
-        for (screenshot_id, new_owner) in borrowers {
-            let Some(screenshot_id) = screenshot_id else {
-                continue;
-            };
-            if kept.contains(&screenshot_id) {
-                continue;
-            }
-            diesel::update(
-                screenshots::table
-                    .filter(screenshots::company_id.eq(tenant.id()))
-                    .filter(screenshots::id.eq(&screenshot_id)),
-            )
-            .set(screenshots::workflow_id.eq(&new_owner))
-            .execute(conn)
-            .await?;
-            kept.insert(screenshot_id);
-        }
-        let released: Vec<String> = own
-            .iter()
-            .filter(|(sid, _)| !kept.contains(sid))
-            .map(|(_, key)| key.clone())
-            .collect();
-        let deleted = diesel::delete(
-            workflows::table
-                .filter(workflows::company_id.eq(tenant.id()))
-                .filter(workflows::id.eq(id)),
+                .select((steps::screenshot_id, steps::workflow_id)),
         )
-        .execute(conn)
-        .await?;
-        if deleted == 0 {
-            Err(AppError::NotFound("workflow"))
-        } else {
-            Ok(released)
+        .await?
+    };
+    let mut kept: HashSet<String> = HashSet::new();
+    for (screenshot_id, new_owner) in borrowers {
+        let Some(screenshot_id) = screenshot_id else {
+            continue;
+        };
+        if kept.contains(&screenshot_id) {
+            continue;
         }
-    })
+        tx.execute(
+            tx.screenshots()
+                .filter(screenshots::id.eq(&screenshot_id))
+                .set(screenshots::workflow_id.eq(&new_owner)),
+        )
+        .await?;
+        kept.insert(screenshot_id);
+    }
+    let released: Vec<String> = own
+        .iter()
+        .filter(|(sid, _)| !kept.contains(sid))
+        .map(|(_, key)| key.clone())
+        .collect();
+    let deleted = tx
+        .execute(tx.workflows().filter(workflows::id.eq(id)).delete())
+        .await?;
+    if deleted == 0 {
+        Err(AppError::NotFound("workflow"))
+    } else {
+        Ok(released)
+    }
 }
 
 /// Copies a workflow and its steps into a new draft with fresh statistics.
@@ -629,70 +619,81 @@ pub async fn duplicate(
     let name = name
         .map(|n| required_name("name", &n, MAX_NAME_CHARS))
         .transpose()?;
-    let backend = db.backend();
-    crate::transaction!(db, |conn| {
-        // Share-locked, so a deletion cannot remove the source's screenshots from under
-        // the copy's steps (it waits for this copy, then keeps what the copy shows).
-        crate::lock_rows!(conn, backend, SHARE_WORKFLOW, tenant.id(), id);
-        let source: Workflow = workflows::table
-            .filter(workflows::company_id.eq(tenant.id()))
-            .filter(workflows::id.eq(id))
-            .select(Workflow::as_select())
-            .first(conn)
-            .await
-            .optional()?
-            .ok_or(AppError::NotFound("workflow"))?;
-        let source_steps: Vec<Step> = steps::table
-            .filter(steps::company_id.eq(tenant.id()))
-            .filter(steps::workflow_id.eq(&source.id))
-            .order(steps::step_number.asc())
-            .select(Step::as_select())
-            .load(conn)
-            .await?;
-        let at = now();
-        let copy_name = name.clone().unwrap_or_else(|| {
+    let name = name.as_deref();
+    db.write(tenant, |tx| {
+        duplicated(tx, id, created_by, name).into_work()
+    })
+    .await
+}
+
+async fn duplicated(
+    tx: &mut Tx<NoEvents>,
+    id: &str,
+    created_by: &str,
+    name: Option<&str>,
+) -> AppResult<Workflow> {
+    // Share-locked, so a deletion cannot remove the source's screenshots from under
+    // the copy's steps (it waits for this copy, then keeps what the copy shows).
+    tx.lock(Lock::Share, workflows::id, id).await?;
+    let source: Workflow = tx
+        .optional(
+            tx.workflows()
+                .filter(workflows::id.eq(id))
+                .select(Workflow::columns()),
+        )
+        .await?
+        .ok_or(AppError::NotFound("workflow"))?;
+    let source_steps: Vec<Step> = tx
+        .load(
+            tx.steps()
+                .filter(steps::workflow_id.eq(&source.id))
+                .order(steps::step_number.asc())
+                .select(Step::columns()),
+        )
+        .await?;
+    let at = now();
+    let copy_name = name.map_or_else(
+        || {
             let suffix = " (copy)";
             let keep = MAX_NAME_CHARS - suffix.chars().count();
             format!(
                 "{}{suffix}",
                 source.name.chars().take(keep).collect::<String>()
             )
-        });
-        let copy = Workflow {
-            id: new_id(),
-            created_by: Some(created_by.to_owned()),
-            search_name: search_key(&copy_name),
-            name: copy_name,
-            status: Status::Draft.as_str().to_owned(),
-            success_rate: 0.0,
-            total_uses: 0,
-            consecutive_failures: 0,
-            last_success_at: None,
-            last_failure_at: None,
-            created_at: at,
-            updated_at: at,
-            ..source
-        };
-        let copied_steps: Vec<Step> = source_steps
-            .into_iter()
-            .map(|s| Step {
-                head: StepHead {
-                    id: new_id(),
-                    workflow_id: copy.id.clone(),
-                    created_at: at,
-                    updated_at: at,
-                    ..s.head
-                },
-                documents: s.documents,
-            })
-            .collect();
-        diesel::insert_into(workflows::table)
-            .values(&copy)
-            .execute(conn)
-            .await?;
-        step::insert_all!(conn, &copied_steps);
-        Ok(copy)
-    })
+        },
+        str::to_owned,
+    );
+    let mut copy = Workflow {
+        id: new_id(),
+        created_by: Some(created_by.to_owned()),
+        search_name: search_key(&copy_name),
+        name: copy_name,
+        status: Status::Draft,
+        success_rate: 0.0,
+        total_uses: 0,
+        consecutive_failures: 0,
+        last_success_at: None,
+        last_failure_at: None,
+        created_at: at,
+        updated_at: at,
+        ..source
+    };
+    let mut copied_steps: Vec<Step> = source_steps
+        .into_iter()
+        .map(|s| Step {
+            head: StepHead {
+                id: new_id(),
+                workflow_id: copy.id.clone(),
+                created_at: at,
+                updated_at: at,
+                ..s.head
+            },
+            documents: s.documents,
+        })
+        .collect();
+    tx.insert(&mut copy).await?;
+    tx.insert_all(&mut copied_steps).await?;
+    Ok(copy)
 }
 
 /// Folds the names of workflows whose `search_name` predates the server's folding (the
@@ -703,15 +704,18 @@ pub async fn refold_search_names(db: &Db) -> AppResult<usize> {
     let mut after = String::new();
     let mut changed = 0;
     loop {
-        let rows: Vec<(String, String, String)> = crate::with_conn!(db, |conn| {
-            workflows::table
-                .filter(workflows::id.gt(&after))
-                .order(workflows::id.asc())
-                .limit(BATCH)
-                .select((workflows::id, workflows::name, workflows::search_name))
-                .load(conn)
-                .await?
-        });
+        let rows: Vec<(String, String, String)> = {
+            let mut tx = db.read_unscoped().await?;
+            let mut all = tx.unscoped();
+            all.load(
+                all.workflows()
+                    .filter(workflows::id.gt(&after))
+                    .order(workflows::id.asc())
+                    .limit(BATCH)
+                    .select((workflows::id, workflows::name, workflows::search_name)),
+            )
+            .await?
+        };
         let Some((last, _, _)) = rows.last() else {
             return Ok(changed);
         };
@@ -722,28 +726,37 @@ pub async fn refold_search_names(db: &Db) -> AppResult<usize> {
             .map(|(id, name, _)| (id, search_key(&name)))
             .collect();
         changed += stale.len();
-        crate::transaction!(db, |conn| {
-            for (id, folded) in &stale {
-                diesel::update(workflows::table.find(id))
-                    .set(workflows::search_name.eq(folded))
-                    .execute(conn)
-                    .await?;
-            }
-            Ok(())
-        })?;
+        let stale = &stale;
+        db.write_unscoped(|tx| refolded(tx, stale).into_work())
+            .await?;
     }
+}
+
+/// Writes the folded names of one batch, across companies (see [`refold_search_names`]).
+async fn refolded(tx: &mut Tx<NoEvents>, stale: &[(String, String)]) -> AppResult<()> {
+    let mut all = tx.unscoped();
+    for (id, folded) in stale {
+        all.execute(
+            all.workflows()
+                .filter(workflows::id.eq(id))
+                .set(workflows::search_name.eq(folded)),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Workflow rows by id in *any* company, for events arriving from another instance: the event
 /// names its company, and the caller drops rows of any other. Unscoped on purpose.
 pub(crate) async fn for_events(db: &Db, ids: &[String]) -> AppResult<Vec<Workflow>> {
-    Ok(crate::with_conn!(db, |conn| {
-        workflows::table
+    let mut tx = db.read_unscoped().await?;
+    let mut all = tx.unscoped();
+    all.load(
+        all.workflows()
             .filter(workflows::id.eq_any(ids))
-            .select(Workflow::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(Workflow::columns()),
+    )
+    .await
 }
 
 #[cfg(test)]

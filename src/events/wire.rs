@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{Event, EventKind};
 use crate::auth::mac::MacKey;
 use crate::auth::signed_url::hex;
+use crate::domain::workflow::Status as WorkflowStatus;
 
 /// The envelope format this build writes and reads.
 pub const VERSION: u8 = 1;
@@ -52,7 +53,10 @@ pub enum WireEvent {
     WorkflowStatus {
         c: String,
         workflow: String,
-        previous: String,
+        /// The status before, as its stored text; an envelope naming a status this build
+        /// does not know does not parse (malformed).
+        #[serde(with = "status_text")]
+        previous: WorkflowStatus,
     },
     Resync {
         c: String,
@@ -84,9 +88,27 @@ impl WireEvent {
             EventKind::WorkflowStatusChanged { workflow, previous } => Self::WorkflowStatus {
                 c,
                 workflow: workflow.id.clone(),
-                previous: previous.clone(),
+                previous: *previous,
             },
             EventKind::Resync => Self::Resync { c },
+        })
+    }
+}
+
+/// A workflow status on the wire: the text it is stored as (`needs_review`, ...).
+mod status_text {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use super::WorkflowStatus;
+
+    pub fn serialize<S: Serializer>(status: &WorkflowStatus, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(status.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<WorkflowStatus, D::Error> {
+        let text = String::deserialize(input)?;
+        WorkflowStatus::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format_args!("unknown workflow status {text:?}"))
         })
     }
 }
@@ -196,5 +218,32 @@ mod tests {
         assert_eq!(sealer.open(&tampered).err(), Some(Rejection::BadSignature));
         let garbage = sealer.seal("not json");
         assert_eq!(sealer.open(&garbage).err(), Some(Rejection::Malformed));
+    }
+
+    fn status_envelope(previous: &str) -> String {
+        serde_json::json!({
+            "v": 1, "o": "me",
+            "e": [{ "t": "workflow_status", "c": "acme", "workflow": "w1", "previous": previous }]
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn workflow_statuses_travel_as_their_text() {
+        let sealer = Sealer::new(b"secret of every instance");
+        let opened = sealer.open(&sealer.seal(&status_envelope("needs_review")));
+        let expected = WireEvent::WorkflowStatus {
+            c: "acme".into(),
+            workflow: "w1".into(),
+            previous: WorkflowStatus::NeedsReview,
+        };
+        assert_eq!(opened.map(|e| e.e), Ok(vec![expected.clone()]));
+        let json = serde_json::to_value(&expected).ok();
+        assert_eq!(
+            json.as_ref().and_then(|j| j["previous"].as_str()),
+            Some("needs_review")
+        );
+        let unknown = sealer.seal(&status_envelope("on_fire"));
+        assert_eq!(sealer.open(&unknown).err(), Some(Rejection::Malformed));
     }
 }

@@ -331,19 +331,14 @@ impl Subscription {
                         if workflow_id.as_ref().is_some_and(|w| *w != workflow.id) {
                             continue;
                         }
-                        let previous = domain::workflow::Status::parse(previous).map(WorkflowStatus::from);
                         last_heard = last_heard.max(workflow.updated_at);
-                        if let Some(change) = status_change((**workflow).clone(), previous, &viewer) {
-                            yield change;
-                        }
+                        yield status_change((**workflow).clone(), Some((*previous).into()), &viewer);
                     }
                     Heard::CatchUp => {
                         let changed = recently_changed_workflows(&services, &viewer, workflow_id.clone(), last_heard).await;
                         for row in changed.unwrap_or_default() {
                             last_heard = last_heard.max(row.updated_at);
-                            if let Some(change) = status_change(row, None, &viewer) {
-                                yield change;
-                            }
+                            yield status_change(row, None, &viewer);
                         }
                     }
                     Heard::Closed => break,
@@ -357,16 +352,15 @@ fn status_change(
     row: domain::workflow::Workflow,
     previous_status: Option<WorkflowStatus>,
     viewer: &Viewer,
-) -> Option<WorkflowStatusChange> {
-    let status = row.status().ok()?.into();
-    Some(WorkflowStatusChange {
+) -> WorkflowStatusChange {
+    WorkflowStatusChange {
+        status: row.status.into(),
         workflow: Workflow {
             row,
             viewer: viewer.clone(),
         },
-        status,
         previous_status,
-    })
+    }
 }
 
 /// The company's runs that are still going (the snapshot after catching up).

@@ -201,8 +201,8 @@ impl Workflow {
     }
 
     /// Where the workflow is in its life.
-    async fn status(&self) -> async_graphql::Result<WorkflowStatus> {
-        Ok(self.row.status()?.into())
+    async fn status(&self) -> WorkflowStatus {
+        self.row.status.into()
     }
 
     /// Lower-cased tags for grouping and filtering.

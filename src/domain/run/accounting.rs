@@ -13,14 +13,14 @@ use crate::domain::event::EventKind;
 use crate::domain::health::{Figures, HealthRules, Verdict};
 use crate::domain::notification;
 use crate::domain::now;
-use crate::domain::workflow::Workflow;
+use crate::domain::workflow::{Status as WorkflowStatus, Workflow};
 use crate::error::AppResult;
 
 /// The figures a counted run writes back to its workflow.
 #[derive(AsChangeset)]
 #[diesel(table_name = workflows)]
 struct HealthPatch {
-    status: Option<String>,
+    status: Option<WorkflowStatus>,
     success_rate: f64,
     total_uses: i32,
     consecutive_failures: i32,
@@ -47,12 +47,12 @@ pub(super) async fn count_run(
                 .select(Workflow::columns()),
         )
         .await?;
-    let before = Figures::of(&workflow)?;
+    let before = Figures::of(&workflow);
     let update = rules.count_run(&before, verdict);
     let at = now();
     let succeeded = update.verdict == Verdict::Success;
     let patch = HealthPatch {
-        status: update.transition.map(|t| t.status().as_str().to_owned()),
+        status: update.transition.map(|t| t.status()),
         success_rate: update.figures.success_rate,
         total_uses: update.figures.total_uses,
         consecutive_failures: update.figures.consecutive_failures,
@@ -78,7 +78,7 @@ pub(super) async fn count_run(
         tx.insert(&mut row).await?;
         tx.publish(EventKind::WorkflowStatusChanged {
             workflow: Box::new(updated),
-            previous: workflow.status.clone(),
+            previous: workflow.status,
         });
         tx.publish(EventKind::NotificationCreated {
             notification: Box::new(row),

@@ -130,7 +130,7 @@ async fn started(tx: &mut Tx<EventKind>, started_by: &str, workflow_id: &str) ->
         )
         .await?
         .ok_or(AppError::NotFound("workflow"))?;
-    let status = workflow.status()?;
+    let status = workflow.status;
     if !matches!(
         status,
         workflow::Status::Active | workflow::Status::NeedsReview

@@ -206,9 +206,9 @@ async fn send_to_review(
         .optional(
             tx.workflows()
                 .filter(workflows::id.eq(&run.workflow_id))
-                .filter(workflows::status.eq(workflow::Status::Active.as_str()))
+                .filter(workflows::status.eq(workflow::Status::Active))
                 .set((
-                    workflows::status.eq(workflow::Status::NeedsReview.as_str()),
+                    workflows::status.eq(workflow::Status::NeedsReview),
                     workflows::updated_at.eq(now()),
                 ))
                 .returning(Workflow::columns()),
@@ -230,7 +230,7 @@ async fn send_to_review(
     Ok(vec![
         EventKind::WorkflowStatusChanged {
             workflow: Box::new(workflow),
-            previous: workflow::Status::Active.as_str().to_owned(),
+            previous: workflow::Status::Active,
         },
         EventKind::NotificationCreated {
             notification: Box::new(row),
