@@ -165,6 +165,27 @@ impl From<DieselError> for AppError {
             {
                 Self::Contention(error.into())
             }
+            // The connection broke under the query (the database restarted, the network
+            // dropped): nothing the client did, and nothing was written. Retryable.
+            DieselError::DatabaseError(
+                DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection,
+                ref info,
+            ) => {
+                tracing::warn!(error = info.message(), "the database connection broke");
+                Self::Unavailable {
+                    message: "the database is busy or unreachable; try again shortly",
+                    retry_after: std::time::Duration::from_secs(1),
+                }
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, ref info)
+                if info.message().starts_with("terminating connection") =>
+            {
+                tracing::warn!(error = info.message(), "the database ended the connection");
+                Self::Unavailable {
+                    message: "the database is busy or unreachable; try again shortly",
+                    retry_after: std::time::Duration::from_secs(1),
+                }
+            }
             other => Self::Internal(other.into()),
         }
     }

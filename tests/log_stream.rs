@@ -168,3 +168,74 @@ async fn replays_stream_with_back_pressure(backend: Backend) {
     }
     sub.disconnect().await;
 }
+
+/// A replay that cannot be read (the database went away mid-replay) ends the subscription
+/// with an error, instead of carrying on live and silently skipping what it could not
+/// read: the client learns it must resume from the last cursor it received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_the_database_cannot_serve_ends_with_an_error() {
+    use common::faults::PrivateCluster;
+    const LOGS: usize = 3_000;
+    if !PrivateCluster::available() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "PostgreSQL 15 binaries are missing (CI=true)"
+        );
+        eprintln!("SKIPPED: no PostgreSQL binaries for a private cluster");
+        return;
+    }
+    let mut cluster = PrivateCluster::start().await;
+    let options = ServerOptions {
+        database_url: Some(cluster.url()),
+        env: vec![("DATABASE_ACQUIRE_TIMEOUT_MS".into(), "500".into())],
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_on(cluster.test_db(), options).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.member_token.as_str();
+    let (cursor, workflow, run) = cursor_of_a_report(&server, token).await;
+    seed_logs(&server, &acme.company_id, &workflow, &run, LOGS).await;
+
+    let mut socket = RawSocket::open(&server).await;
+    socket.send(json!({ "type": "connection_init", "payload": { "token": token } }));
+    socket.expect_type("connection_ack").await;
+    // The client stops reading, so the replay waits on it with most pages still unread.
+    socket.pause_reading();
+    socket.send(json!({
+        "id": "logs",
+        "type": "subscribe",
+        "payload": { "query": health_log_recorded_query(), "variables": { "after": cursor } },
+    }));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.stop().await;
+    socket.resume_reading();
+
+    // The logs read before the outage, then the subscription's own error, then its end.
+    let mut delivered = 0;
+    let mut ended_with = None;
+    loop {
+        let message = socket.expect_message_skipping_ka().await;
+        match message["type"].as_str() {
+            Some("next") => {
+                let errors = message["payload"]["errors"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(error) = errors
+                    .iter()
+                    .find(|e| e["path"] == json!(["healthLogRecorded"]))
+                {
+                    ended_with = Some(error.clone());
+                } else {
+                    delivered += 1;
+                }
+            }
+            Some("complete") if message["id"] == "logs" => break,
+            other => panic!("expected the replay's logs, then its error; got {other:?}: {message}"),
+        }
+    }
+    assert!(delivered < LOGS, "the whole replay arrived: {delivered}");
+    let error = ended_with.expect("the subscription ended without saying why");
+    assert_eq!(error["extensions"]["code"], "UNAVAILABLE", "{error}");
+}

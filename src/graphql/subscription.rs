@@ -208,13 +208,15 @@ impl Subscription {
     /// Step reports in the order they were committed. With `after` (the cursor of the
     /// last event a client saw) it first replays everything recorded since, so a client
     /// that reconnects misses nothing and sees nothing twice. A cursor older than the
-    /// replay window is refused (BAD_USER_INPUT on `after`): subscribe without it.
+    /// replay window is refused (BAD_USER_INPUT on `after`): subscribe without it. A
+    /// replay the database cannot serve ends the subscription with that error (e.g.
+    /// UNAVAILABLE): subscribe again with the last cursor received.
     async fn health_log_recorded(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Only reports for this workflow.")] workflow_id: Option<ID>,
         #[graphql(desc = "Resume after this `HealthLogEvent.cursor`.")] after: Option<String>,
-    ) -> async_graphql::Result<impl Stream<Item = HealthLogEvent>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<HealthLogEvent>>> {
         let viewer = ctx.viewer()?.clone();
         let services = ctx.services().clone();
         let resume = after
@@ -242,12 +244,17 @@ impl Subscription {
                             &services.db, scope, position.as_ref(), REPLAY_PAGE,
                         ).await {
                             Ok(page) => page,
-                            Err(_) => break,
+                            // Going on live would skip what this page held: the client is
+                            // told, and resumes from the last cursor it received.
+                            Err(error) => {
+                                yield Err(error.into());
+                                return;
+                            }
                         };
                         let complete = page.len() < REPLAY_PAGE_LEN;
                         for log in page {
                             position = Some(log.position.clone());
-                            yield log_event(&services, Arc::new(log), &viewer);
+                            yield Ok(log_event(&services, Arc::new(log), &viewer));
                         }
                         if complete {
                             break;
@@ -262,7 +269,7 @@ impl Subscription {
                         if wanted {
                             METRICS.events_delivered.inc();
                             position = Some(log.position.clone());
-                            yield log_event(&services, log, &viewer);
+                            yield Ok(log_event(&services, log, &viewer));
                         }
                     }
                     // Fell behind the instance's tail: catch up from the database.

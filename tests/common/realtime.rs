@@ -640,6 +640,11 @@ impl RawSocket {
         self.process.command(json!({ "pauseReading": true }));
     }
 
+    /// Reads from the socket again after [`RawSocket::pause_reading`].
+    pub fn resume_reading(&mut self) {
+        self.process.command(json!({ "pauseReading": false }));
+    }
+
     /// Sends `frame` serialised as one JSON text frame.
     pub fn send(&mut self, frame: Value) {
         self.process.command(json!({ "send": frame }));

@@ -11,6 +11,7 @@
 //   {"sendBinary": "aGk="}     a binary frame (base64)
 //   {"close": {"code": 1000, "reason": "bye"}}
 //   {"pauseReading": true}     stop reading from the TCP socket (a client that cannot keep up)
+//   {"pauseReading": false}    read again
 //   {"exit": true}             (stdin EOF does the same: close with 1000 if open, then exit)
 // Everything observed is printed to stdout as one JSON line:
 //   {"event":"upgrade","status":101,"protocol":"graphql-transport-ws"|null}
@@ -123,7 +124,8 @@ function run(command) {
   } else if ('pauseReading' in command) {
     // ws keeps the net.Socket private; pausing it stops reading, so the server's writes
     // back up exactly as with a client on a congested link.
-    socket._socket.pause();
+    if (command.pauseReading) socket._socket.pause();
+    else socket._socket.resume();
   } else if ('close' in command) {
     const { code = 1000, reason = '' } = command.close ?? {};
     socket.close(code, reason);
