@@ -11,7 +11,7 @@ use super::company::{self, Company};
 use super::user::{self, User, normalize_email};
 use super::{new_id, now, required_name};
 use crate::auth::Role;
-use crate::auth::password::{self, Passwords};
+use crate::crypto::password::{self, Passwords};
 use crate::db::Db;
 use crate::db::schema::{companies, users};
 use crate::error::{AppError, AppResult};

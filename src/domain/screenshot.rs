@@ -22,8 +22,8 @@ use diesel_async::RunQueryDsl;
 use sha2::{Digest as _, Sha256};
 
 use super::{Tenant, new_id, now};
-use crate::auth::signed_url::hex;
 use crate::blobs::BlobStore;
+use crate::crypto::hex;
 use crate::db::Db;
 use crate::db::schema::{companies, screenshots, steps, workflows};
 use crate::error::{AppError, AppResult};
