@@ -398,6 +398,9 @@ impl Lock {
 
 /// The connection of a unit of work, with what it holds while it has it (SQLite's
 /// writer permit, the request's share of the pool).
+// One per unit of work, never copied around; boxing the larger variant would allocate per
+// unit of work (as for `Conn`).
+#[allow(clippy::large_enum_variant)]
 pub(super) enum TxConn {
     Sqlite(Object<SqliteConn>),
     Postgres(Object<AsyncPgConnection>),
