@@ -3,7 +3,8 @@
 //! A token is signed once and then trusted until it expires, but a member can be removed or
 //! have their role changed long before that. Every authenticated request (and every open
 //! WebSocket, periodically) confirms that the token's user still belongs to the token's
-//! company with the token's role. Answers are cached for [`MEMBERSHIP_TTL`] so a busy
+//! company with the token's role (asked of the domain, [`user::current_role`], within the
+//! token's company). Answers are cached for [`MEMBERSHIP_TTL`] so a busy
 //! client costs one lookup every few seconds, not one per request; the instance that makes
 //! a change forgets its cached answer at once, other instances within the TTL.
 //!
