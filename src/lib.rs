@@ -4,6 +4,7 @@ pub mod auth;
 pub mod backup;
 pub mod blobs;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod error;

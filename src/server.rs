@@ -12,11 +12,11 @@ use tokio::net::TcpListener;
 
 use crate::auth::jwt::{self, TokenKeys};
 use crate::auth::membership::Memberships;
-use crate::auth::password::Passwords;
 use crate::auth::rate_limit::SignInLimits;
 use crate::auth::signed_url::UrlSigner;
 use crate::blobs::BlobStore;
 use crate::config::{DatabaseUrl, ServeArgs};
+use crate::crypto::password::Passwords;
 use crate::db::{Db, migrations};
 use crate::domain;
 use crate::domain::health::HealthRules;

@@ -14,9 +14,10 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Role, Viewer};
+use crate::auth::Viewer;
 use crate::config::{DatabaseUrl, JwtArgs};
 use crate::domain::Tenant;
+use crate::domain::user::Role;
 
 /// Secrets shorter than this are refused: HS256 is only as strong as its key.
 const MIN_SECRET_BYTES: usize = 32;

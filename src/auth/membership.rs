@@ -3,7 +3,8 @@
 //! A token is signed once and then trusted until it expires, but a member can be removed or
 //! have their role changed long before that. Every authenticated request (and every open
 //! WebSocket, periodically) confirms that the token's user still belongs to the token's
-//! company with the token's role. Answers are cached for [`MEMBERSHIP_TTL`] so a busy
+//! company with the token's role (asked of the domain, [`user::current_role`], within the
+//! token's company). Answers are cached for [`MEMBERSHIP_TTL`] so a busy
 //! client costs one lookup every few seconds, not one per request; the instance that makes
 //! a change forgets its cached answer at once, other instances within the TTL.
 //!
@@ -17,12 +18,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
-
 use crate::auth::Viewer;
 use crate::db::Db;
-use crate::db::schema::users;
+use crate::domain::Tenant;
+use crate::domain::user::{self, Role};
 use crate::error::AppResult;
 
 /// How long a confirmed (or refused) membership is believed without asking the database.
@@ -32,8 +31,12 @@ pub const MEMBERSHIP_TTL: Duration = Duration::from_secs(2);
 /// number of recently active users.
 const SWEEP_ABOVE: usize = 10_000;
 
-/// A user's company and role as the database last said, or `None` if they are gone.
-type Membership = Option<(String, String)>;
+/// A user's role in a company as the database last said, or `None` if they are not (or no
+/// longer) a member of it.
+type Membership = Option<Role>;
+
+/// A cached answer: when it was had, and the company it is about.
+type Entry = (Instant, Tenant, Membership);
 
 /// Changes buffered for a connection that has not looked yet. One that falls further
 /// behind re-checks anyway (it cannot know whose change it missed).
@@ -41,7 +44,7 @@ const CHANGES_BUFFERED: usize = 256;
 
 pub struct Memberships {
     db: Db,
-    cache: Mutex<HashMap<String, (Instant, Membership)>>,
+    cache: Mutex<HashMap<String, Entry>>,
     changed: broadcast::Sender<Arc<str>>,
 }
 
@@ -62,17 +65,16 @@ impl Memberships {
     /// Whether `viewer` (built from a verified token) is still a member of their company
     /// with the role the token claims.
     pub async fn confirm(&self, viewer: &Viewer) -> AppResult<bool> {
-        let membership = match self.cached(&viewer.user_id) {
+        let membership = match self.cached(viewer) {
             Some(membership) => membership,
             None => {
-                let membership = self.lookup(&viewer.user_id).await?;
-                self.remember(&viewer.user_id, membership.clone());
+                let membership =
+                    user::current_role(&self.db, &viewer.tenant, &viewer.user_id).await?;
+                self.remember(viewer, membership);
                 membership
             }
         };
-        Ok(membership.is_some_and(|(company, role)| {
-            company == viewer.tenant.id() && role == viewer.role.as_str()
-        }))
+        Ok(membership == Some(viewer.role))
     }
 
     /// Drops what is known about `user_id`, after this instance removed them or changed
@@ -84,35 +86,28 @@ impl Memberships {
         let _ = self.changed.send(Arc::from(user_id));
     }
 
-    fn cached(&self, user_id: &str) -> Option<Membership> {
+    /// The answer cached for the viewer's user in the viewer's company, if still fresh.
+    fn cached(&self, viewer: &Viewer) -> Option<Membership> {
         let cache = self.lock();
-        let (at, membership) = cache.get(user_id)?;
-        (at.elapsed() < MEMBERSHIP_TTL).then(|| membership.clone())
+        let (at, tenant, membership) = cache.get(&viewer.user_id)?;
+        (at.elapsed() < MEMBERSHIP_TTL && *tenant == viewer.tenant).then_some(*membership)
     }
 
-    fn remember(&self, user_id: &str, membership: Membership) {
+    fn remember(&self, viewer: &Viewer, membership: Membership) {
         let mut cache = self.lock();
         if cache.len() >= SWEEP_ABOVE {
-            cache.retain(|_, (at, _)| at.elapsed() < MEMBERSHIP_TTL);
+            cache.retain(|_, (at, _, _)| at.elapsed() < MEMBERSHIP_TTL);
         }
-        cache.insert(user_id.to_owned(), (Instant::now(), membership));
+        cache.insert(
+            viewer.user_id.clone(),
+            (Instant::now(), viewer.tenant.clone(), membership),
+        );
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Membership)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         // The map holds no invariant a panicking holder could break half-way.
         self.cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    async fn lookup(&self, user_id: &str) -> AppResult<Membership> {
-        Ok(crate::with_conn!(self.db, |conn| {
-            users::table
-                .filter(users::id.eq(user_id))
-                .select((users::company_id, users::role))
-                .first::<(String, String)>(conn)
-                .await
-                .optional()?
-        }))
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::crypto::hex;
+
 /// Keys shorter than this are refused: the signature is only as strong as its key.
 const MIN_SECRET_BYTES: usize = 32;
 /// Domain separation: a key derived from the JWT secret signs nothing a token could be.
@@ -101,16 +103,6 @@ impl UrlSigner {
         mac.update(expires.to_string().as_bytes());
         mac
     }
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

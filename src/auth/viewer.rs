@@ -1,31 +1,6 @@
 use crate::domain::Tenant;
+use crate::domain::user::{Role, User};
 use crate::error::{AppError, AppResult};
-
-/// A member's role inside their company.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
-pub enum Role {
-    /// Manages the company: members, invite token, settings, destructive actions.
-    Admin,
-    /// Reads everything in the company and records and edits workflows.
-    Regular,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Regular => "regular",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "admin" => Some(Self::Admin),
-            "regular" => Some(Self::Regular),
-            _ => None,
-        }
-    }
-}
 
 /// The signed-in user of a request, built only from a verified token.
 #[derive(Debug, Clone)]
@@ -37,12 +12,12 @@ pub struct Viewer {
 
 impl Viewer {
     /// The viewer a freshly authenticated member acts as (sign-up, join, login).
-    pub fn of_member(user: &crate::domain::user::User) -> AppResult<Self> {
-        Ok(Self {
+    pub fn of_member(user: &User) -> Self {
+        Self {
             user_id: user.id.clone(),
             tenant: Tenant::new(user.company_id.clone()),
-            role: user.role()?,
-        })
+            role: user.role,
+        }
     }
 
     pub fn is_admin(&self) -> bool {

@@ -4,16 +4,15 @@
 //! take a [`Tenant`]: they produce one.
 
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::RunQueryDsl;
+
+use crate::db::Columns as _;
 
 use super::company::{self, Company};
-use super::user::{self, User, normalize_email};
-use super::{new_id, now, required_name};
-use crate::auth::Role;
-use crate::auth::password::{self, Passwords};
-use crate::db::Db;
-use crate::db::schema::{companies, users};
+use super::user::{self, Role, User, normalize_email};
+use super::{Tenant, new_id, now, required_name};
+use crate::crypto::password::{self, Passwords};
+use crate::db::schema::companies;
+use crate::db::{Db, IntoWork as _, NoEvents, Tx};
 use crate::error::{AppError, AppResult};
 
 /// Invite tokens are 43 characters (32 random bytes, base64url); a much longer one cannot
@@ -29,7 +28,6 @@ pub struct Credentials {
 
 /// A validated new member, with the password already hashed (hashing happens before any
 /// transaction opens, so a slow hash never holds a database connection).
-#[derive(Clone)]
 struct NewMember {
     name: String,
     email: String,
@@ -49,15 +47,16 @@ impl NewMember {
         })
     }
 
-    fn into_user(self, company_id: &str, role: Role) -> User {
+    /// The member's row in the unit of work's company.
+    fn to_user(&self, tenant: &Tenant, role: Role) -> User {
         let at = now();
         User {
             id: new_id(),
-            company_id: company_id.to_owned(),
-            email: self.email,
-            password_hash: self.password_hash,
-            name: self.name,
-            role: role.as_str().to_owned(),
+            company_id: tenant.id().to_owned(),
+            email: self.email.clone(),
+            password_hash: self.password_hash.clone(),
+            name: self.name.clone(),
+            role,
             created_at: at,
             updated_at: at,
         }
@@ -82,20 +81,23 @@ pub async fn signup(
         created_at: at,
         updated_at: at,
     };
-    let user = member.into_user(&company.id, Role::Admin);
-    crate::transaction!(db, |conn| {
-        diesel::insert_into(companies::table)
-            .values(&company)
-            .execute(conn)
-            .await?;
-        diesel::insert_into(users::table)
-            .values(&user)
-            .execute(conn)
-            .await
-            .map_err(email_conflict)?;
-        Ok(())
-    })?;
-    Ok((company, user))
+    // The unit of work acts for the company it creates.
+    let tenant = Tenant::new(company.id.clone());
+    let (company, member) = (&company, &member);
+    db.write(&tenant, |tx| signed_up(tx, company, member).into_work())
+        .await
+}
+
+async fn signed_up(
+    tx: &mut Tx<NoEvents>,
+    company: &Company,
+    member: &NewMember,
+) -> AppResult<(Company, User)> {
+    // A company row belongs to no tenant yet: it is the tenant.
+    tx.unscoped().insert(companies::table, company).await?;
+    let mut user = member.to_user(tx.tenant(), Role::Admin);
+    tx.insert(&mut user).await.map_err(email_conflict)?;
+    Ok((company.clone(), user))
 }
 
 /// Adds a regular member to the company whose invite token was given.
@@ -118,32 +120,42 @@ pub async fn join(
     if invite_token.len() > MAX_INVITE_TOKEN_BYTES {
         return Err(invalid_invite_token());
     }
-    crate::with_conn!(db, |conn| {
-        companies::table
-            .filter(companies::invite_token.eq(invite_token))
-            .select(companies::id)
-            .first::<String>(conn)
-            .await
-            .optional()?
-            .ok_or_else(invalid_invite_token)?
-    });
+    // Unscoped on purpose: nobody is signed in yet, and the token is what names the company.
+    let company_id: String = {
+        let mut tx = db.read_unscoped().await?;
+        let mut all = tx.unscoped();
+        all.optional(
+            all.companies()
+                .filter(companies::invite_token.eq(invite_token))
+                .select(companies::id)
+                .limit(1),
+        )
+        .await?
+        .ok_or_else(invalid_invite_token)?
+    };
     let member = NewMember::from_credentials(passwords, credentials).await?;
-    crate::transaction!(db, |conn| {
-        let company: Company = companies::table
-            .filter(companies::invite_token.eq(invite_token))
-            .select(Company::as_select())
-            .first(conn)
-            .await
-            .optional()?
-            .ok_or_else(invalid_invite_token)?;
-        let user = member.clone().into_user(&company.id, Role::Regular);
-        diesel::insert_into(users::table)
-            .values(&user)
-            .execute(conn)
-            .await
-            .map_err(email_conflict)?;
-        Ok((company, user))
-    })
+    let tenant = Tenant::new(company_id);
+    let member = &member;
+    db.write(&tenant, |tx| joined(tx, invite_token, member).into_work())
+        .await
+}
+
+async fn joined(
+    tx: &mut Tx<NoEvents>,
+    invite_token: &str,
+    member: &NewMember,
+) -> AppResult<(Company, User)> {
+    let company: Company = tx
+        .optional(
+            tx.company()
+                .filter(companies::invite_token.eq(invite_token))
+                .select(Company::columns()),
+        )
+        .await?
+        .ok_or_else(invalid_invite_token)?;
+    let mut user = member.to_user(tx.tenant(), Role::Regular);
+    tx.insert(&mut user).await.map_err(email_conflict)?;
+    Ok((company, user))
 }
 
 fn invalid_invite_token() -> AppError {
@@ -172,11 +184,11 @@ pub async fn authenticate(
     }
 }
 
-fn email_conflict(error: DieselError) -> AppError {
-    match error {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-            AppError::Conflict("an account with this email already exists".to_owned())
-        }
-        other => other.into(),
+/// The only unique value of a new member is their email.
+fn email_conflict(error: AppError) -> AppError {
+    if error.is_unique_violation() {
+        AppError::Conflict("an account with this email already exists".to_owned())
+    } else {
+        error
     }
 }

@@ -5,11 +5,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+
+use crate::db::Columns as _;
 
 use super::{Tenant, json, now, required_name};
-use crate::db::Db;
 use crate::db::schema::companies;
+use crate::db::{Db, IntoWork as _, NoEvents, Tx};
 use crate::error::{AppError, AppResult};
 
 pub const MAX_NAME_CHARS: usize = 200;
@@ -44,52 +45,30 @@ pub fn new_invite_token() -> String {
 
 /// The tenant's own company.
 pub async fn find(db: &Db, tenant: &Tenant) -> AppResult<Company> {
-    let found = crate::with_conn!(db, |conn| {
-        companies::table
-            .find(tenant.id())
-            .select(Company::as_select())
-            .first(conn)
-            .await
-            .optional()?
-    });
-    found.ok_or(AppError::NotFound("company"))
+    let mut tx = db.read(tenant).await?;
+    tx.optional(tx.company().select(Company::columns()))
+        .await?
+        .ok_or(AppError::NotFound("company"))
 }
 
 /// Replaces the invite token; the old one stops working at once.
 pub async fn rotate_invite_token(db: &Db, tenant: &Tenant) -> AppResult<Company> {
     let token = new_invite_token();
-    let updated = crate::transaction!(db, |conn| {
-        let rows = diesel::update(companies::table.find(tenant.id()))
-            .set((
-                companies::invite_token.eq(&token),
-                companies::updated_at.eq(now()),
-            ))
-            .execute(conn)
-            .await?;
-        if rows == 0 {
-            return Err(AppError::NotFound("company"));
-        }
-        Ok(companies::table
-            .find(tenant.id())
-            .select(Company::as_select())
-            .first(conn)
-            .await?)
-    })?;
-    Ok(updated)
+    let patch = &Patch {
+        invite_token: Some(&token),
+        ..Patch::default()
+    };
+    db.write(tenant, |tx| changed(tx, patch).into_work()).await
 }
 
 /// Renames the company.
 pub async fn rename(db: &Db, tenant: &Tenant, name: &str) -> AppResult<Company> {
     let name = required_name("name", name, MAX_NAME_CHARS)?;
-    let updated = crate::transaction!(db, |conn| {
-        Ok(diesel::update(companies::table.find(tenant.id()))
-            .set((companies::name.eq(&name), companies::updated_at.eq(now())))
-            .returning(Company::as_returning())
-            .get_result(conn)
-            .await
-            .optional()?)
-    })?;
-    updated.ok_or(AppError::NotFound("company"))
+    let patch = &Patch {
+        name: Some(&name),
+        ..Patch::default()
+    };
+    db.write(tenant, |tx| changed(tx, patch).into_work()).await
 }
 
 /// Replaces the settings document, which must be a JSON object of at most 16 KiB.
@@ -99,16 +78,29 @@ pub async fn update_settings(
     settings: &serde_json::Value,
 ) -> AppResult<Company> {
     let text = json::object_text("settings", settings, MAX_SETTINGS_BYTES)?;
-    let updated = crate::transaction!(db, |conn| {
-        Ok(diesel::update(companies::table.find(tenant.id()))
-            .set((
-                companies::settings.eq(&text),
-                companies::updated_at.eq(now()),
-            ))
-            .returning(Company::as_returning())
-            .get_result(conn)
-            .await
-            .optional()?)
-    })?;
-    updated.ok_or(AppError::NotFound("company"))
+    let patch = &Patch {
+        settings: Some(&text),
+        ..Patch::default()
+    };
+    db.write(tenant, |tx| changed(tx, patch).into_work()).await
+}
+
+/// What a change writes on the company (absent fields stay), besides a new `updated_at`.
+#[derive(Default, AsChangeset)]
+#[diesel(table_name = companies)]
+struct Patch<'a> {
+    name: Option<&'a str>,
+    invite_token: Option<&'a str>,
+    settings: Option<&'a str>,
+}
+
+/// The company after `patch`; NOT_FOUND when it no longer exists.
+async fn changed(tx: &mut Tx<NoEvents>, patch: &Patch<'_>) -> AppResult<Company> {
+    tx.optional(
+        tx.company()
+            .set((patch, companies::updated_at.eq(now())))
+            .returning(Company::columns()),
+    )
+    .await?
+    .ok_or(AppError::NotFound("company"))
 }

@@ -5,13 +5,16 @@
 //! same transaction; this file holds the rows, the reported outcome and the read side.
 
 use chrono::NaiveDateTime;
+use diesel::dsl;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+
+use crate::db::Columns as _;
 
 use super::page::{Page, PageRequest, Position, SortValue, time_key};
 use super::{Tenant, new_id};
+use crate::db::expr::Maybe;
 use crate::db::schema::health_logs;
-use crate::db::{Backend, Db, STREAM_FENCE_POSTGRES};
+use crate::db::{Db, Keyset, TenantRow};
 use crate::error::{AppError, AppResult};
 
 pub const MAX_ERROR_TYPE_CHARS: usize = 200;
@@ -19,38 +22,19 @@ pub const MAX_ERROR_MESSAGE_CHARS: usize = 2_000;
 pub const MAX_PAGE_URL_CHARS: usize = 2_048;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 
-/// How a step went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    Success,
-    Failed,
-    /// The recorded selectors failed, and a deterministic fallback found the element.
-    HealedDeterministic,
-    /// The recorded selectors failed, and the AI found the element.
-    HealedAi,
+crate::text_enum! {
+    /// How a step went.
+    pub enum Status {
+        Success = "success",
+        Failed = "failed",
+        /// The recorded selectors failed, and a deterministic fallback found the element.
+        HealedDeterministic = "healed_deterministic",
+        /// The recorded selectors failed, and the AI found the element.
+        HealedAi = "healed_ai",
+    }
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failed => "failed",
-            Self::HealedDeterministic => "healed_deterministic",
-            Self::HealedAi => "healed_ai",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        [
-            Self::Success,
-            Self::Failed,
-            Self::HealedDeterministic,
-            Self::HealedAi,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == raw)
-    }
-
     /// How the element was found again, for a healed step (`Step.healingMethod`).
     pub fn healing_method(self) -> Option<&'static str> {
         match self {
@@ -61,17 +45,7 @@ impl Status {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Queryable,
-    QueryableByName,
-    Selectable,
-    Insertable,
-    Identifiable,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable, Identifiable)]
 #[diesel(table_name = health_logs, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct HealthLog {
     pub id: String,
@@ -81,7 +55,7 @@ pub struct HealthLog {
     pub step_id: Option<String>,
     /// Set by the executor so a retried report is recorded once.
     pub idempotency_key: Option<String>,
-    pub status: String,
+    pub status: Status,
     pub error_type: Option<String>,
     pub error_message: Option<String>,
     pub healing_confidence: Option<f64>,
@@ -92,7 +66,7 @@ pub struct HealthLog {
     pub created_at: NaiveDateTime,
 }
 
-impl crate::db::TenantRow for HealthLog {
+impl TenantRow for HealthLog {
     type Table = health_logs::table;
 
     fn set_company_id(&mut self, company_id: &str) {
@@ -101,16 +75,6 @@ impl crate::db::TenantRow for HealthLog {
 }
 
 impl HealthLog {
-    pub fn status(&self) -> AppResult<Status> {
-        super::stored(
-            "health log",
-            &self.id,
-            "status",
-            &self.status,
-            Status::parse,
-        )
-    }
-
     pub fn position(&self) -> Position {
         Position {
             key: SortValue::time(self.created_at),
@@ -194,7 +158,7 @@ impl StepOutcome {
             run_id: run_id.to_owned(),
             step_id: Some(step_id.to_owned()),
             idempotency_key: self.idempotency_key,
-            status: self.status.as_str().to_owned(),
+            status: self.status,
             error_type: self.error_type,
             error_message: self.error_message,
             healing_confidence: self.healing_confidence,
@@ -292,32 +256,40 @@ impl LogOrder {
     }
 }
 
-/// The tenant's health logs matching `filter`, with `select` as the boxed select clause.
-macro_rules! filtered {
-    ($tenant:expr, $filter:expr, $select:expr) => {{
-        let filter: &HealthLogFilter = $filter;
-        let mut query = health_logs::table
-            .filter(health_logs::company_id.eq($tenant.id().to_owned()))
-            .select($select)
-            .into_boxed();
-        if let Some(workflow_id) = &filter.workflow_id {
-            query = query.filter(health_logs::workflow_id.eq(workflow_id.clone()));
-        }
-        if let Some(run_id) = &filter.run_id {
-            query = query.filter(health_logs::run_id.eq(run_id.clone()));
-        }
-        if !filter.statuses.is_empty() {
-            query = query
-                .filter(health_logs::status.eq_any(filter.statuses.iter().map(|s| s.as_str())));
-        }
-        if let Some(since) = filter.since {
-            query = query.filter(health_logs::created_at.ge(since));
-        }
-        if let Some(until) = filter.until {
-            query = query.filter(health_logs::created_at.lt(until));
-        }
-        query
-    }};
+/// The condition of a [`HealthLogFilter`].
+type Matching = dsl::And<
+    dsl::And<
+        dsl::And<
+            dsl::And<
+                Maybe<dsl::Eq<health_logs::workflow_id, String>>,
+                Maybe<dsl::Eq<health_logs::run_id, String>>,
+            >,
+            Maybe<dsl::EqAny<health_logs::status, Vec<Status>>>,
+        >,
+        Maybe<dsl::GtEq<health_logs::created_at, NaiveDateTime>>,
+    >,
+    Maybe<dsl::Lt<health_logs::created_at, NaiveDateTime>>,
+>;
+
+impl HealthLogFilter {
+    fn condition(&self) -> Matching {
+        let workflow = self
+            .workflow_id
+            .clone()
+            .map(|id| health_logs::workflow_id.eq(id));
+        let run = self.run_id.clone().map(|id| health_logs::run_id.eq(id));
+        Maybe::from_option(workflow)
+            .and(Maybe::from_option(run))
+            .and(Maybe::when(!self.statuses.is_empty(), || {
+                health_logs::status.eq_any(self.statuses.clone())
+            }))
+            .and(Maybe::from_option(
+                self.since.map(|since| health_logs::created_at.ge(since)),
+            ))
+            .and(Maybe::from_option(
+                self.until.map(|until| health_logs::created_at.lt(until)),
+            ))
+    }
 }
 
 /// One page of the tenant's health logs in `order`.
@@ -328,19 +300,16 @@ pub async fn list(
     order: LogOrder,
     page: &PageRequest,
 ) -> AppResult<Page<HealthLog>> {
-    let rows = crate::with_conn!(db, |conn| {
-        let query = filtered!(tenant, filter, HealthLog::as_select());
-        crate::keyset!(
-            query,
-            page,
-            order.descending(),
-            health_logs::created_at,
-            health_logs::id,
-            time_key
+    let keyset = page.keyset(order.descending(), time_key)?;
+    let mut tx = db.read(tenant).await?;
+    let rows = tx
+        .load(
+            tx.health_logs()
+                .filter(filter.condition())
+                .select(HealthLog::columns())
+                .keyset(health_logs::created_at, health_logs::id, keyset),
         )
-        .load::<HealthLog>(conn)
-        .await?
-    });
+        .await?;
     Ok(Page::from_scan(rows, page))
 }
 
@@ -454,51 +423,39 @@ pub async fn counts_by_parent(
         LogParent::Workflow => filter.workflow_id = None,
         LogParent::Run => filter.run_id = None,
     }
-    // Grouped before boxing (a boxed select cannot be grouped); the filter is applied to
-    // each grouping the same way.
-    macro_rules! grouped {
-        ($conn:ident, $column:expr) => {{
-            let mut query = health_logs::table
-                .filter(health_logs::company_id.eq(tenant.id().to_owned()))
-                .filter($column.eq_any(parents.to_vec()))
-                .group_by($column)
-                .select(($column, diesel::dsl::count_star()))
-                .into_boxed();
-            if let Some(workflow_id) = &filter.workflow_id {
-                query = query.filter(health_logs::workflow_id.eq(workflow_id.clone()));
-            }
-            if let Some(run_id) = &filter.run_id {
-                query = query.filter(health_logs::run_id.eq(run_id.clone()));
-            }
-            if !filter.statuses.is_empty() {
-                query = query
-                    .filter(health_logs::status.eq_any(filter.statuses.iter().map(|s| s.as_str())));
-            }
-            if let Some(since) = filter.since {
-                query = query.filter(health_logs::created_at.ge(since));
-            }
-            if let Some(until) = filter.until {
-                query = query.filter(health_logs::created_at.lt(until));
-            }
-            query.load::<(String, i64)>($conn).await?
-        }};
-    }
-    let rows: Vec<(String, i64)> = crate::with_conn!(db, |conn| {
-        match parent {
-            LogParent::Workflow => grouped!(conn, health_logs::workflow_id),
-            LogParent::Run => grouped!(conn, health_logs::run_id),
+    let mut tx = db.read(tenant).await?;
+    let matching = tx.health_logs().filter(filter.condition());
+    // One grouping per parent column: the same query, grouped by another column.
+    let rows: Vec<(String, i64)> = match parent {
+        LogParent::Workflow => {
+            let parent = health_logs::workflow_id;
+            tx.load(
+                matching
+                    .filter(parent.eq_any(parents))
+                    .group_by(parent)
+                    .select((parent, dsl::count_star())),
+            )
+            .await?
         }
-    });
+        LogParent::Run => {
+            let parent = health_logs::run_id;
+            tx.load(
+                matching
+                    .filter(parent.eq_any(parents))
+                    .group_by(parent)
+                    .select((parent, dsl::count_star())),
+            )
+            .await?
+        }
+    };
     Ok(rows.into_iter().collect())
 }
 
 /// How many of the tenant's health logs match `filter`.
 pub async fn count(db: &Db, tenant: &Tenant, filter: &HealthLogFilter) -> AppResult<i64> {
-    Ok(crate::with_conn!(db, |conn| {
-        filtered!(tenant, filter, diesel::dsl::count_star())
-            .first::<i64>(conn)
-            .await?
-    }))
+    let mut tx = db.read(tenant).await?;
+    tx.one(tx.health_logs().filter(filter.condition()).count())
+        .await
 }
 
 /// A log's place in the commit-ordered stream that `healthLogRecorded` follows: the
@@ -540,41 +497,40 @@ pub async fn stream_after(
     after: Option<&StreamPosition>,
     limit: i64,
 ) -> AppResult<Vec<StreamedLog>> {
-    let fenced = db.backend() == Backend::Postgres;
-    let rows: Vec<(HealthLog, i64)> = crate::with_conn!(db, |conn| {
-        let mut query = health_logs::table
-            .select((HealthLog::as_select(), health_logs::commit_seq))
-            .into_boxed();
-        if let StreamScope::Company {
+    let page = Keyset {
+        backward: false,
+        after: after.map(|position| (position.seq, position.id.clone())),
+        limit,
+    };
+    let rows: Vec<(HealthLog, i64)> = match scope {
+        StreamScope::Company {
             tenant,
             workflow_id,
-        } = scope
-        {
-            query = query.filter(health_logs::company_id.eq(tenant.id().to_owned()));
-            if let Some(workflow_id) = workflow_id {
-                query = query.filter(health_logs::workflow_id.eq(workflow_id.to_owned()));
-            }
-        }
-        if let Some(after) = after {
-            query = query.filter(
-                health_logs::commit_seq
-                    .gt(after.seq)
-                    .or(health_logs::commit_seq
-                        .eq(after.seq)
-                        .and(health_logs::id.gt(after.id.clone()))),
-            );
-        }
-        if fenced {
-            query = query.filter(health_logs::commit_seq.lt(diesel::dsl::sql::<
-                diesel::sql_types::BigInt,
-            >(STREAM_FENCE_POSTGRES)));
-        }
-        query
-            .order((health_logs::commit_seq.asc(), health_logs::id.asc()))
-            .limit(limit)
-            .load(conn)
+        } => {
+            let mut tx = db.read(tenant).await?;
+            let of_workflow = workflow_id.map(|id| health_logs::workflow_id.eq(id.to_owned()));
+            tx.load(
+                tx.health_logs()
+                    .filter_maybe(of_workflow)
+                    .filter(tx.commit_fence(health_logs::commit_seq))
+                    .select((HealthLog::columns(), health_logs::commit_seq))
+                    .keyset(health_logs::commit_seq, health_logs::id, page),
+            )
             .await?
-    });
+        }
+        // The instance's tail hands each log to its own company's subscribers only.
+        StreamScope::AllCompanies => {
+            let mut tx = db.read_unscoped().await?;
+            let mut all = tx.unscoped();
+            all.load(
+                all.health_logs()
+                    .filter(all.commit_fence(health_logs::commit_seq))
+                    .select((HealthLog::columns(), health_logs::commit_seq))
+                    .keyset(health_logs::commit_seq, health_logs::id, page),
+            )
+            .await?
+        }
+    };
     Ok(rows
         .into_iter()
         .map(|(log, seq)| StreamedLog {
@@ -588,37 +544,33 @@ pub async fn stream_after(
 }
 
 /// The newest position below the commit fence: where a tail that starts now begins.
-/// `None` while no log was ever recorded.
+/// `None` while no log was ever recorded. Across companies: the instance's tail is.
 pub async fn stream_head(db: &Db) -> AppResult<Option<StreamPosition>> {
-    let fenced = db.backend() == Backend::Postgres;
-    let head: Option<(i64, String)> = crate::with_conn!(db, |conn| {
-        let mut query = health_logs::table
-            .select((health_logs::commit_seq, health_logs::id))
-            .into_boxed();
-        if fenced {
-            query = query.filter(health_logs::commit_seq.lt(diesel::dsl::sql::<
-                diesel::sql_types::BigInt,
-            >(STREAM_FENCE_POSTGRES)));
-        }
-        query
-            .order((health_logs::commit_seq.desc(), health_logs::id.desc()))
-            .first(conn)
-            .await
-            .optional()?
-    });
+    let mut tx = db.read_unscoped().await?;
+    let mut all = tx.unscoped();
+    let head: Option<(i64, String)> = all
+        .optional(
+            all.health_logs()
+                .filter(all.commit_fence(health_logs::commit_seq))
+                .order((health_logs::commit_seq.desc(), health_logs::id.desc()))
+                .limit(1)
+                .select((health_logs::commit_seq, health_logs::id)),
+        )
+        .await?;
     Ok(head.map(|(seq, id)| StreamPosition { seq, id }))
 }
 
-/// HealthLog rows by id in *any* company, for events arriving from another instance: the event
-/// names its company, and the caller drops rows of any other. Unscoped on purpose.
+/// HealthLog rows by id in *any* company, for events arriving from another instance: the
+/// event names its company, and the caller drops rows of any other. Unscoped on purpose.
 pub(crate) async fn for_events(db: &Db, ids: &[String]) -> AppResult<Vec<HealthLog>> {
-    Ok(crate::with_conn!(db, |conn| {
-        health_logs::table
+    let mut tx = db.read_unscoped().await?;
+    let mut all = tx.unscoped();
+    all.load(
+        all.health_logs()
             .filter(health_logs::id.eq_any(ids))
-            .select(HealthLog::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(HealthLog::columns()),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -131,23 +131,6 @@ pub fn refuse_nul(field: &str, value: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// An enum column read back from the database (`status`, `role`, ...). A value the code does
-/// not know means the data is corrupt, not that the client erred: INTERNAL, with the row
-/// named in the log.
-pub(crate) fn stored<T>(
-    entity: &str,
-    id: &str,
-    column: &str,
-    raw: &str,
-    parse: impl FnOnce(&str) -> Option<T>,
-) -> AppResult<T> {
-    parse(raw).ok_or_else(|| {
-        AppError::internal(anyhow::anyhow!(
-            "{entity} {id} has unknown {column} {raw:?}"
-        ))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,60 +3,38 @@
 //! it read for everybody, remembering who read it first.
 
 use chrono::NaiveDateTime;
+use diesel::dsl;
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::RunQueryDsl;
+
+use crate::db::Columns as _;
 
 use super::page::{Page, PageRequest, Position, SortValue, time_key};
 use super::{Tenant, new_id, now};
-use crate::db::Db;
+use crate::db::expr::Maybe;
 use crate::db::schema::notifications;
+use crate::db::{Db, IntoWork as _, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
 
 /// Names the one ordering of notification lists inside cursors.
 pub const ORDERING: &str = "notifications:created_at:desc";
 
-/// How urgent a notification is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Severity {
-    Info,
-    Warning,
-    Error,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Warning => "warning",
-            Self::Error => "error",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Info, Self::Warning, Self::Error]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+crate::text_enum! {
+    /// How urgent a notification is.
+    pub enum Severity {
+        Info = "info",
+        Warning = "warning",
+        Error = "error",
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Queryable,
-    Selectable,
-    Insertable,
-    Identifiable,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Identifiable)]
 #[diesel(table_name = notifications, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct Notification {
     pub id: String,
     pub company_id: String,
     pub workflow_id: Option<String>,
     pub kind: String,
-    pub severity: String,
+    pub severity: Severity,
     pub title: String,
     pub message: String,
     pub read: bool,
@@ -65,7 +43,7 @@ pub struct Notification {
     pub created_at: NaiveDateTime,
 }
 
-impl crate::db::TenantRow for Notification {
+impl TenantRow for Notification {
     type Table = notifications::table;
 
     fn set_company_id(&mut self, company_id: &str) {
@@ -74,16 +52,6 @@ impl crate::db::TenantRow for Notification {
 }
 
 impl Notification {
-    pub fn severity(&self) -> AppResult<Severity> {
-        super::stored(
-            "notification",
-            &self.id,
-            "severity",
-            &self.severity,
-            Severity::parse,
-        )
-    }
-
     pub fn position(&self) -> Position {
         Position {
             key: SortValue::time(self.created_at),
@@ -104,16 +72,16 @@ pub struct NewNotification {
     pub message: String,
 }
 
-/// The row for a new, unread notification. Callers insert it inside the transaction that
-/// caused it (`diesel::insert_into(notifications::table).values(&row)`), so the alert and
-/// its cause are committed together or not at all.
+/// The row for a new, unread notification. Callers insert it inside the unit of work that
+/// caused it (`tx.insert(&mut row)`), so the alert and its cause are committed together or
+/// not at all.
 pub fn new_row(tenant: &Tenant, new: NewNotification) -> Notification {
     Notification {
         id: new_id(),
         company_id: tenant.id().to_owned(),
         workflow_id: new.workflow_id,
         kind: new.kind,
-        severity: new.severity.as_str().to_owned(),
+        severity: new.severity,
         title: new.title,
         message: new.message,
         read: false,
@@ -130,22 +98,19 @@ pub struct NotificationFilter {
     pub severity: Option<Severity>,
 }
 
-/// The tenant's notifications matching `filter`, with `select` as the boxed select clause.
-macro_rules! filtered {
-    ($tenant:expr, $filter:expr, $select:expr) => {{
-        let filter: &NotificationFilter = $filter;
-        let mut query = notifications::table
-            .filter(notifications::company_id.eq($tenant.id().to_owned()))
-            .select($select)
-            .into_boxed();
-        if filter.unread_only {
-            query = query.filter(notifications::read.eq(false));
-        }
-        if let Some(severity) = filter.severity {
-            query = query.filter(notifications::severity.eq(severity.as_str()));
-        }
-        query
-    }};
+/// The condition of a [`NotificationFilter`].
+type Matching = dsl::And<
+    Maybe<dsl::Eq<notifications::read, bool>>,
+    Maybe<dsl::Eq<notifications::severity, Severity>>,
+>;
+
+impl NotificationFilter {
+    fn condition(&self) -> Matching {
+        Maybe::when(self.unread_only, || notifications::read.eq(false)).and(Maybe::from_option(
+            self.severity
+                .map(|severity| notifications::severity.eq(severity)),
+        ))
+    }
 }
 
 /// One page of the tenant's notifications, newest first.
@@ -155,29 +120,24 @@ pub async fn list(
     filter: &NotificationFilter,
     page: &PageRequest,
 ) -> AppResult<Page<Notification>> {
-    let rows = crate::with_conn!(db, |conn| {
-        let query = filtered!(tenant, filter, Notification::as_select());
-        crate::keyset!(
-            query,
-            page,
-            true,
-            notifications::created_at,
-            notifications::id,
-            time_key
+    let keyset = page.keyset(true, time_key)?;
+    let mut tx = db.read(tenant).await?;
+    let rows = tx
+        .load(
+            tx.notifications()
+                .filter(filter.condition())
+                .select(Notification::columns())
+                .keyset(notifications::created_at, notifications::id, keyset),
         )
-        .load::<Notification>(conn)
-        .await?
-    });
+        .await?;
     Ok(Page::from_scan(rows, page))
 }
 
 /// How many of the tenant's notifications match `filter`.
 pub async fn count(db: &Db, tenant: &Tenant, filter: &NotificationFilter) -> AppResult<i64> {
-    Ok(crate::with_conn!(db, |conn| {
-        filtered!(tenant, filter, diesel::dsl::count_star())
-            .first::<i64>(conn)
-            .await?
-    }))
+    let mut tx = db.read(tenant).await?;
+    tx.one(tx.notifications().filter(filter.condition()).count())
+        .await
 }
 
 /// Marks one notification read by `reader`. Marking it again changes nothing: the first
@@ -188,87 +148,95 @@ pub async fn mark_read(
     id: &str,
     reader: &str,
 ) -> AppResult<Notification> {
-    crate::transaction!(db, |conn| {
-        diesel::update(
-            notifications::table
-                .filter(notifications::company_id.eq(tenant.id()))
-                .filter(notifications::id.eq(id))
-                .filter(notifications::read.eq(false)),
-        )
-        .set((
-            notifications::read.eq(true),
-            notifications::read_at.eq(now()),
-            notifications::read_by.eq(reader),
-        ))
-        .execute(conn)
+    db.write(tenant, |tx| marked_read(tx, id, reader).into_work())
         .await
-        .map_err(reader_gone)?;
-        notifications::table
-            .filter(notifications::company_id.eq(tenant.id()))
+}
+
+async fn marked_read(tx: &mut Tx<NoEvents>, id: &str, reader: &str) -> AppResult<Notification> {
+    tx.execute(
+        tx.notifications()
             .filter(notifications::id.eq(id))
-            .select(Notification::as_select())
-            .first(conn)
-            .await
-            .optional()?
-            .ok_or(AppError::NotFound("notification"))
-    })
+            .filter(notifications::read.eq(false))
+            .set(read_by(reader)),
+    )
+    .await
+    .map_err(reader_gone)?;
+    tx.optional(
+        tx.notifications()
+            .filter(notifications::id.eq(id))
+            .select(Notification::columns()),
+    )
+    .await?
+    .ok_or(AppError::NotFound("notification"))
 }
 
 /// Marks every unread notification of the company read by `reader`; answers how many
 /// changed.
 pub async fn mark_all_read(db: &Db, tenant: &Tenant, reader: &str) -> AppResult<usize> {
-    crate::transaction!(db, |conn| {
-        diesel::update(
-            notifications::table
-                .filter(notifications::company_id.eq(tenant.id()))
-                .filter(notifications::read.eq(false)),
-        )
-        .set((
-            notifications::read.eq(true),
-            notifications::read_at.eq(now()),
-            notifications::read_by.eq(reader),
-        ))
-        .execute(conn)
+    db.write(tenant, |tx| marked_all_read(tx, reader).into_work())
         .await
-        .map_err(reader_gone)
-    })
+}
+
+async fn marked_all_read(tx: &mut Tx<NoEvents>, reader: &str) -> AppResult<usize> {
+    tx.execute(
+        tx.notifications()
+            .filter(notifications::read.eq(false))
+            .set(read_by(reader)),
+    )
+    .await
+    .map_err(reader_gone)
+}
+
+/// What reading a notification writes.
+type Reading<'a> = (
+    dsl::Eq<notifications::read, bool>,
+    dsl::Eq<notifications::read_at, NaiveDateTime>,
+    dsl::Eq<notifications::read_by, &'a str>,
+);
+
+/// Read now, by `reader`.
+fn read_by(reader: &str) -> Reading<'_> {
+    (
+        notifications::read.eq(true),
+        notifications::read_at.eq(now()),
+        notifications::read_by.eq(reader),
+    )
 }
 
 /// `read_by` references the reader's account; a token outliving its removed account is
 /// answered like `me` answers it, not as a server error.
-fn reader_gone(error: DieselError) -> AppError {
-    match error {
-        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
-            AppError::Unauthenticated("this account no longer exists")
-        }
-        other => other.into(),
+fn reader_gone(error: AppError) -> AppError {
+    if error.is_foreign_key_violation() {
+        AppError::Unauthenticated("this account no longer exists")
+    } else {
+        error
     }
 }
 
 pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<()> {
-    crate::transaction!(db, |conn| {
-        let deleted = diesel::delete(
-            notifications::table
-                .filter(notifications::company_id.eq(tenant.id()))
-                .filter(notifications::id.eq(id)),
-        )
-        .execute(conn)
-        .await?;
-        if deleted == 0 {
-            Err(AppError::NotFound("notification"))
-        } else {
-            Ok(())
-        }
-    })
+    db.write(tenant, |tx| deleted(tx, id).into_work()).await
 }
-/// Notification rows by id in *any* company, for events arriving from another instance: the event
-/// names its company, and the caller drops rows of any other. Unscoped on purpose.
+
+async fn deleted(tx: &mut Tx<NoEvents>, id: &str) -> AppResult<()> {
+    let deleted = tx
+        .execute(tx.notifications().filter(notifications::id.eq(id)).delete())
+        .await?;
+    if deleted == 0 {
+        Err(AppError::NotFound("notification"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Notification rows by id in *any* company, for events arriving from another instance: the
+/// event names its company, and the caller drops rows of any other. Unscoped on purpose.
 pub(crate) async fn for_events(db: &Db, ids: &[String]) -> AppResult<Vec<Notification>> {
-    Ok(crate::with_conn!(db, |conn| {
-        notifications::table
+    let mut tx = db.read_unscoped().await?;
+    let mut all = tx.unscoped();
+    all.load(
+        all.notifications()
             .filter(notifications::id.eq_any(ids))
-            .select(Notification::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(Notification::columns()),
+    )
+    .await
 }

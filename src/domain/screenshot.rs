@@ -21,8 +21,8 @@ use diesel::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::{Tenant, new_id, now};
-use crate::auth::signed_url::hex;
 use crate::blobs::BlobStore;
+use crate::crypto::hex;
 use crate::db::schema::{companies, screenshots, steps, workflows};
 use crate::db::{Columns as _, Db, IntoWork as _, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};

@@ -2,17 +2,27 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+
+use crate::db::Columns as _;
 
 use super::{Tenant, now};
-use crate::auth::Role;
 use crate::db::schema::users;
-use crate::db::{Backend, Db};
+use crate::db::{Db, IntoWork as _, Lock, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
 
 pub const MAX_NAME_CHARS: usize = 200;
 /// RFC 5321's limit on a forward path.
 const MAX_EMAIL_CHARS: usize = 254;
+
+crate::text_enum! {
+    /// A member's role inside their company.
+    pub enum Role {
+        /// Manages the company: members, invite token, settings, destructive actions.
+        Admin = "admin",
+        /// Reads everything in the company and records and edits workflows.
+        Regular = "regular",
+    }
+}
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
@@ -22,14 +32,16 @@ pub struct User {
     pub email: String,
     pub password_hash: String,
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
 
-impl User {
-    pub fn role(&self) -> AppResult<Role> {
-        super::stored("user", &self.id, "role", &self.role, Role::parse)
+impl TenantRow for User {
+    type Table = users::table;
+
+    fn set_company_id(&mut self, company_id: &str) {
+        company_id.clone_into(&mut self.company_id);
     }
 }
 
@@ -63,16 +75,10 @@ pub fn normalize_email(raw: &str) -> AppResult<String> {
 
 /// A member of the tenant's company. Another company's user is simply not found.
 pub async fn find(db: &Db, tenant: &Tenant, id: &str) -> AppResult<User> {
-    let found = crate::with_conn!(db, |conn| {
-        users::table
-            .filter(users::company_id.eq(tenant.id()))
-            .filter(users::id.eq(id))
-            .select(User::as_select())
-            .first(conn)
-            .await
-            .optional()?
-    });
-    found.ok_or(AppError::NotFound("user"))
+    let mut tx = db.read(tenant).await?;
+    tx.optional(tx.users().filter(users::id.eq(id)).select(User::columns()))
+        .await?
+        .ok_or(AppError::NotFound("user"))
 }
 
 /// Several members at once (batch loading); ids of other companies are silently absent.
@@ -80,117 +86,114 @@ pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Ve
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(crate::with_conn!(db, |conn| {
-        users::table
-            .filter(users::company_id.eq(tenant.id()))
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.users()
             .filter(users::id.eq_any(ids))
-            .select(User::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(User::columns()),
+    )
+    .await
 }
 
 /// The company's members, longest-standing first.
 pub async fn list(db: &Db, tenant: &Tenant) -> AppResult<Vec<User>> {
-    Ok(crate::with_conn!(db, |conn| {
-        users::table
-            .filter(users::company_id.eq(tenant.id()))
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.users()
             .order((users::created_at.asc(), users::id.asc()))
-            .select(User::as_select())
-            .load(conn)
-            .await?
-    }))
+            .select(User::columns()),
+    )
+    .await
 }
 
-/// Inside a write transaction: the member `$user_id` of `$tenant` (or NOT_FOUND) and how
-/// many admins the company has. Two admins demoting or removing each other at once must not
-/// both succeed, so on PostgreSQL the admin rows stay locked until the transaction ends
-/// (SQLite already runs one writer at a time). A macro because the body is compiled once
-/// per backend connection type.
-macro_rules! member_and_admin_count {
-    ($conn:ident, $backend:expr, $tenant:expr, $user_id:expr) => {{
-        if $backend == Backend::Postgres {
-            diesel::sql_query(LOCK_ADMINS)
-                .bind::<diesel::sql_types::Text, _>($tenant.id())
-                .execute($conn)
-                .await?;
-        }
-        let user: User = users::table
-            .filter(users::company_id.eq($tenant.id()))
-            .filter(users::id.eq($user_id))
-            .select(User::as_select())
-            .first($conn)
-            .await
-            .optional()?
-            .ok_or(AppError::NotFound("user"))?;
-        let admins: i64 = users::table
-            .filter(users::company_id.eq($tenant.id()))
-            .filter(users::role.eq(Role::Admin.as_str()))
-            .count()
-            .get_result($conn)
-            .await?;
-        (user, admins)
-    }};
+/// The role `user_id` has in the tenant's company, or `None` when they are not (or no
+/// longer) one of its members: whether a verified token still speaks for a member.
+pub async fn current_role(db: &Db, tenant: &Tenant, user_id: &str) -> AppResult<Option<Role>> {
+    let mut tx = db.read(tenant).await?;
+    tx.optional(tx.users().filter(users::id.eq(user_id)).select(users::role))
+        .await
 }
 
-/// Locks the company's admin rows (PostgreSQL only: diesel's `for_update` does not compile
-/// for SQLite). Locking in id order keeps two such transactions from deadlocking.
-const LOCK_ADMINS: &str =
-    "SELECT id FROM users WHERE company_id = $1 AND role = 'admin' ORDER BY id FOR UPDATE";
+/// Inside a write unit of work: the member `user_id` (or NOT_FOUND) and how many admins the
+/// company has. Two admins demoting or removing each other at once must not both succeed,
+/// so the company's admin rows are locked first, in id order, until the unit of work ends
+/// (PostgreSQL; SQLite already runs one writer at a time).
+async fn member_and_admin_count(tx: &mut Tx<NoEvents>, user_id: &str) -> AppResult<(User, i64)> {
+    tx.lock_rows(Lock::Update, users::role, &[Role::Admin.as_str()])
+        .await?;
+    let user: User = tx
+        .optional(
+            tx.users()
+                .filter(users::id.eq(user_id))
+                .select(User::columns()),
+        )
+        .await?
+        .ok_or(AppError::NotFound("user"))?;
+    let admins: i64 = tx
+        .one(tx.users().filter(users::role.eq(Role::Admin)).count())
+        .await?;
+    Ok((user, admins))
+}
 
 /// Gives a member another role. A company always keeps at least one admin, so demoting
 /// the last one is refused.
 pub async fn change_role(db: &Db, tenant: &Tenant, user_id: &str, role: Role) -> AppResult<User> {
-    let backend = db.backend();
-    crate::transaction!(db, |conn| {
-        let (user, admins) = member_and_admin_count!(conn, backend, tenant, user_id);
-        let current = user.role()?;
-        if current == role {
-            return Ok(user);
-        }
-        if current == Role::Admin && admins <= 1 {
-            return Err(AppError::bad_input(
-                "role",
-                "the company's last admin cannot be demoted; make another member admin first",
-            ));
-        }
-        Ok(diesel::update(users::table.find(&user.id))
-            .set((users::role.eq(role.as_str()), users::updated_at.eq(now())))
-            .returning(User::as_returning())
-            .get_result(conn)
-            .await?)
-    })
+    db.write(tenant, |tx| role_changed(tx, user_id, role).into_work())
+        .await
+}
+
+async fn role_changed(tx: &mut Tx<NoEvents>, user_id: &str, role: Role) -> AppResult<User> {
+    let (user, admins) = member_and_admin_count(tx, user_id).await?;
+    if user.role == role {
+        return Ok(user);
+    }
+    if user.role == Role::Admin && admins <= 1 {
+        return Err(AppError::bad_input(
+            "role",
+            "the company's last admin cannot be demoted; make another member admin first",
+        ));
+    }
+    tx.one(
+        tx.users()
+            .filter(users::id.eq(&user.id))
+            .set((users::role.eq(role), users::updated_at.eq(now())))
+            .returning(User::columns()),
+    )
+    .await
 }
 
 /// Removes a member from the company. What they recorded stays, with the author cleared
 /// (the foreign keys set it to NULL). The last admin cannot be removed.
 pub async fn remove(db: &Db, tenant: &Tenant, user_id: &str) -> AppResult<()> {
-    let backend = db.backend();
-    crate::transaction!(db, |conn| {
-        let (user, admins) = member_and_admin_count!(conn, backend, tenant, user_id);
-        if user.role()? == Role::Admin && admins <= 1 {
-            return Err(AppError::bad_input(
-                "userId",
-                "the company's last admin cannot be removed; make another member admin first",
-            ));
-        }
-        diesel::delete(users::table.find(&user.id))
-            .execute(conn)
-            .await?;
-        Ok(())
-    })
+    db.write(tenant, |tx| removed(tx, user_id).into_work())
+        .await
 }
 
-/// Looks up an account by normalised email, before anyone is signed in (login).
+async fn removed(tx: &mut Tx<NoEvents>, user_id: &str) -> AppResult<()> {
+    let (user, admins) = member_and_admin_count(tx, user_id).await?;
+    if user.role == Role::Admin && admins <= 1 {
+        return Err(AppError::bad_input(
+            "userId",
+            "the company's last admin cannot be removed; make another member admin first",
+        ));
+    }
+    tx.execute(tx.users().filter(users::id.eq(&user.id)).delete())
+        .await?;
+    Ok(())
+}
+
+/// Looks up an account by normalised email, before anyone is signed in (login). Unscoped
+/// on purpose: the email is what tells which company the person belongs to.
 pub(crate) async fn find_by_email(db: &Db, email: &str) -> AppResult<Option<User>> {
-    Ok(crate::with_conn!(db, |conn| {
-        users::table
+    let mut tx = db.read_unscoped().await?;
+    let mut all = tx.unscoped();
+    all.optional(
+        all.users()
             .filter(users::email.eq(email))
-            .select(User::as_select())
-            .first(conn)
-            .await
-            .optional()?
-    }))
+            .select(User::columns())
+            .limit(1),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Event, EventKind};
-use crate::auth::mac::MacKey;
-use crate::auth::signed_url::hex;
+use crate::crypto::hex;
+use crate::crypto::mac::MacKey;
 use crate::domain::workflow::Status as WorkflowStatus;
 
 /// The envelope format this build writes and reads.

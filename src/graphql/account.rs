@@ -33,7 +33,7 @@ fn session(
     company: domain::company::Company,
     user: domain::user::User,
 ) -> async_graphql::Result<AuthPayload> {
-    let viewer = Viewer::of_member(&user)?;
+    let viewer = Viewer::of_member(&user);
     let issued = ctx
         .services()
         .tokens
@@ -127,7 +127,7 @@ impl AccountMutation {
             .check(ctx.client_address(), &email)?;
         let db = ctx.db();
         let user = domain::account::authenticate(db, &services.passwords, &email, password).await?;
-        let viewer = Viewer::of_member(&user)?;
+        let viewer = Viewer::of_member(&user);
         let company = domain::company::find(db, &viewer.tenant).await?;
         session(ctx, company, user)
     }

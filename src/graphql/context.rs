@@ -8,11 +8,11 @@ use async_graphql::dataloader::DataLoader;
 
 use crate::auth::jwt::TokenKeys;
 use crate::auth::membership::Memberships;
-use crate::auth::password::Passwords;
 use crate::auth::rate_limit::SignInLimits;
 use crate::auth::signed_url::UrlSigner;
 use crate::auth::{Authentication, Viewer};
 use crate::blobs::BlobStore;
+use crate::crypto::password::Passwords;
 use crate::db::Db;
 use crate::domain::health::HealthRules;
 use crate::error::{AppError, AppResult};

@@ -58,8 +58,8 @@ impl Notification {
     }
 
     /// How urgent it is.
-    async fn severity(&self) -> async_graphql::Result<NotificationSeverity> {
-        Ok(self.row.severity()?.into())
+    async fn severity(&self) -> NotificationSeverity {
+        self.row.severity.into()
     }
 
     /// A one-line summary.

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::mac::MacKey;
+use crate::crypto::mac::MacKey;
 use crate::domain::health_log::StreamPosition;
 use crate::error::{AppError, AppResult};
 

@@ -3,16 +3,26 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use async_graphql::{Context, ID, Object};
+use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
 
 use super::company::{Company, TenantCompany};
 use super::context::ContextExt as _;
 use super::guards::AdminOnly;
 use super::loaders::{LoadError, TenantLoader, load_error};
-use crate::auth::{Role, Viewer};
+use crate::auth::Viewer;
 use crate::domain;
 use crate::error::AppError;
+
+/// A member's role inside their company.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(name = "Role", remote = "domain::user::Role")]
+pub enum MemberRole {
+    /// Manages the company: members, invite token, settings, destructive actions.
+    Admin,
+    /// Reads everything in the company and records and edits workflows.
+    Regular,
+}
 
 /// A member of a company.
 pub struct User {
@@ -39,8 +49,8 @@ impl User {
     }
 
     /// What this member may do in their company.
-    async fn role(&self) -> async_graphql::Result<Role> {
-        Ok(self.row.role()?)
+    async fn role(&self) -> MemberRole {
+        self.row.role.into()
     }
 
     /// When the account was created.
@@ -152,10 +162,11 @@ impl UserMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The member whose role changes.")] user_id: ID,
-        #[graphql(desc = "The role they get.")] role: Role,
+        #[graphql(desc = "The role they get.")] role: MemberRole,
     ) -> async_graphql::Result<User> {
         let viewer = ctx.viewer()?;
-        let row = domain::user::change_role(ctx.db(), &viewer.tenant, &user_id, role).await?;
+        let row =
+            domain::user::change_role(ctx.db(), &viewer.tenant, &user_id, role.into()).await?;
         // Their old tokens stop working on this instance now, elsewhere within seconds.
         ctx.services().memberships.forget(&user_id);
         Ok(User {
