@@ -5,6 +5,7 @@ mod graphiql;
 mod graphql;
 mod health;
 mod metrics;
+mod operation;
 mod screenshots;
 mod websocket;
 
