@@ -19,6 +19,9 @@
 //!   `data` entry, and is a 400 under `application/graphql-response+json` (200 under
 //!   `application/json`, as the spec asks for legacy clients).
 //! - Batches are refused: one request, one operation, one set of limits.
+//!
+//! Once read, a request runs through the pipeline WebSockets share
+//! ([`operation`](super::operation)); this file adds only what HTTP says around it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;

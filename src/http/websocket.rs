@@ -8,6 +8,8 @@
 //! runs the timers (init timeout, keep-alive, token expiry). Each operation runs in its
 //! own task and sends its results back over a bounded channel, so a slow client slows its
 //! own subscriptions (which then resynchronise from a snapshot) rather than the server.
+//! What an operation runs through, from its document to its answers, is the pipeline HTTP
+//! shares ([`operation`](super::operation)); this file adds only the protocol around it.
 
 use std::collections::HashMap;
 use std::hash::Hash;
