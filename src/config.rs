@@ -10,6 +10,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The public CDN GraphiQL's page loads its assets from unless configured otherwise. Its
+/// URL layout (`/<package>@<version>/<file in the package>`) is the one a mirror must
+/// reproduce. Kept here, with the other defaults, so configuration depends on nothing it
+/// configures.
+pub const DEFAULT_GRAPHIQL_ASSETS_URL: &str = "https://unpkg.com";
+
 /// The `stepwise` command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -215,7 +221,7 @@ pub struct GraphiQLArgs {
     #[arg(
         long,
         env = "STEPWISE_GRAPHIQL_ASSETS_URL",
-        default_value = crate::http::DEFAULT_GRAPHIQL_ASSETS_URL
+        default_value = DEFAULT_GRAPHIQL_ASSETS_URL
     )]
     pub graphiql_assets_url: String,
 }

@@ -3,7 +3,10 @@
 //! One process-wide registry: everything that counts (the GraphQL transports, the event bus,
 //! the database connections) reaches it without threading a handle through every layer.
 //! Label values come from closed sets only (transport, operation type, the root fields of
-//! *our* schema, outcome), so no client can grow the number of series.
+//! *our* schema, outcome), so no client can grow the number of series. Only the registry
+//! and the metrics' definitions live here, so every layer can count without depending on
+//! the layers above it; which operation a request ran is worked out by the transports'
+//! shared pipeline (`http/operation.rs`).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -229,56 +232,6 @@ impl Metrics {
         let mut body = String::new();
         prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
         Ok(body)
-    }
-}
-
-/// What a GraphQL request was, for its metric labels: the operation type and first root
-/// field of the operation that ran. Read from the request's parsed document, which
-/// async-graphql keeps, so nothing is parsed twice.
-pub fn describe(request: &mut async_graphql::Request) -> (&'static str, String) {
-    use async_graphql::parser::types::{OperationType, Selection};
-    let Some(operation) = crate::graphql::selected_operation(request) else {
-        return ("unknown", "unknown".to_owned());
-    };
-    let kind = match operation.node.ty {
-        OperationType::Query => "query",
-        OperationType::Mutation => "mutation",
-        OperationType::Subscription => "subscription",
-    };
-    let field = operation
-        .node
-        .selection_set
-        .node
-        .items
-        .iter()
-        .find_map(|item| match &item.node {
-            Selection::Field(field) => Some(field.node.name.node.to_string()),
-            _ => None,
-        })
-        .unwrap_or_else(|| "unknown".to_owned());
-    (kind, field)
-}
-
-/// Labels for a finished operation; the root field only counts when the request was
-/// valid, because only then is it known to be one of the schema's fields.
-pub fn labels(
-    transport: Transport,
-    (operation, field): (&'static str, String),
-    response: &async_graphql::Response,
-) -> OperationLabels {
-    let refused = crate::graphql::is_request_error(response);
-    let outcome = if refused {
-        Outcome::RequestError
-    } else if response.errors.is_empty() {
-        Outcome::Ok
-    } else {
-        Outcome::FieldError
-    };
-    OperationLabels {
-        transport,
-        operation,
-        field: if refused { "unknown".to_owned() } else { field },
-        outcome,
     }
 }
 

@@ -128,6 +128,43 @@ async fn metrics_count_operations_websockets_and_events(backend: Backend) {
     assert!(series(&server, "stepwise_db_pool_connections").await >= 1.0);
 }
 
+// Both transports run one pipeline (src/http/operation.rs), so a refusal is counted alike
+// whichever way it came. Over WebSocket, an operation over the alias limit used to go
+// uncounted while the same operation over HTTP was counted.
+both_backends!(refusals_are_counted_alike_over_both_transports);
+async fn refusals_are_counted_alike_over_both_transports(backend: Backend) {
+    const WS_UNPARSED: &str = r#"stepwise_graphql_requests_total{transport="websocket",operation="unknown",field="unknown",outcome="request_error"}"#;
+    const WS_OVER_A_LIMIT: &str = r#"stepwise_graphql_requests_total{transport="websocket",operation="query",field="unknown",outcome="request_error"}"#;
+    const WS_QUERY_OK: &str = r#"stepwise_graphql_requests_total{transport="websocket",operation="query",field="me",outcome="ok"}"#;
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.admin_token.as_str();
+    let aliases: Vec<String> = (0..51).map(|i| format!("a{i}: __typename")).collect();
+    let too_many_aliases = format!("{{ {} }}", aliases.join(" "));
+
+    let refused = server.gql(&too_many_aliases, json!({}), Some(token)).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["limit"], "aliases",
+        "{refused:#}"
+    );
+    assert_eq!(series(&server, HTTP_REFUSED).await, 1.0);
+
+    let mut socket = RawSocket::open(&server).await;
+    socket.init(Some(token)).await;
+    for (id, query) in [("aliases", too_many_aliases.as_str()), ("syntax", "{ me {")] {
+        socket.subscribe(id, query, json!({}));
+        let error = socket.expect_type("error").await;
+        assert_eq!(error["id"], id, "{error}");
+    }
+    socket.subscribe("me", "{ me { email } }", json!({}));
+    socket.expect_type("next").await;
+    socket.expect_type("complete").await;
+    assert_eq!(series(&server, WS_OVER_A_LIMIT).await, 1.0);
+    assert_eq!(series(&server, WS_UNPARSED).await, 1.0);
+    assert_eq!(series(&server, WS_QUERY_OK).await, 1.0);
+    socket.shutdown().await;
+}
+
 both_backends!(request_ids_are_echoed_and_logged_as_json);
 async fn request_ids_are_echoed_and_logged_as_json(backend: Backend) {
     let options = ServerOptions {

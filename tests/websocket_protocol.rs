@@ -453,6 +453,47 @@ async fn duplicate_operation_id_closes_4409(backend: Backend) {
     assert_eq!(reason, "Subscriber for dup already exists");
 }
 
+// Issue 12, item 7: an operation over the per-connection limit was answered with an error
+// that had no `extensions.code`, unlike every other refusal a client can branch on. It is
+// RATE_LIMITED with a `retryAfter`, as the anonymous limit and the HTTP side answer, and
+// the connection stays usable.
+both_backends!(operations_over_the_connection_limit_are_rate_limited);
+async fn operations_over_the_connection_limit_are_rate_limited(backend: Backend) {
+    let server = server_with(backend, &[("STEPWISE_WS_MAX_OPERATIONS", "2")]).await;
+    let acme = team(&server, "Acme").await;
+    let mut socket = ready_socket(&server, &acme.admin_token).await;
+    // Subscriptions stay running, so they hold their places.
+    socket.subscribe("a", &runs_updated_query(), json!({}));
+    socket.subscribe("b", &runs_updated_query(), json!({}));
+    socket.subscribe("c", "{ me { email } }", json!({}));
+    let error = socket.expect_type("error").await;
+    assert_eq!(error["id"], "c", "{error}");
+    let refusal = &error["payload"][0];
+    assert_eq!(refusal["extensions"]["code"], "RATE_LIMITED", "{error}");
+    assert!(
+        refusal["extensions"]["retryAfter"].as_u64() >= Some(1),
+        "{error}"
+    );
+    assert!(
+        refusal["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 2 operations")),
+        "{error}"
+    );
+
+    // Stopping one makes room again.
+    socket.send(json!({ "type": "complete", "id": "a" }));
+    socket.subscribe("d", "{ me { email } }", json!({}));
+    let next = socket.expect_type("next").await;
+    assert_eq!(next["id"], "d", "{next}");
+    assert_eq!(
+        next["payload"]["data"]["me"]["email"], "admin@acme.test",
+        "{next}"
+    );
+    assert_eq!(socket.expect_type("complete").await["id"], "d");
+    socket.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // Invalid messages
 // ---------------------------------------------------------------------------

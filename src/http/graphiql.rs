@@ -31,10 +31,6 @@ use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-/// The public CDN the page loads its assets from unless configured otherwise. Its URL layout
-/// (`/<package>@<version>/<file in the package>`) is the one a mirror must reproduce.
-pub const DEFAULT_ASSETS_URL: &str = "https://unpkg.com";
-
 /// A file the page loads, as published in an npm package.
 #[derive(Debug, Clone, Copy)]
 pub struct Asset {
@@ -326,8 +322,12 @@ mod tests {
 
     #[test]
     fn each_response_has_its_own_nonce_in_page_and_policy() {
-        let graphiql = GraphiQL::new(DEFAULT_ASSETS_URL, "/graphql", "/graphql/ws")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let graphiql = GraphiQL::new(
+            crate::config::DEFAULT_GRAPHIQL_ASSETS_URL,
+            "/graphql",
+            "/graphql/ws",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("api.example.com"));
         let policy = |r: &Response| {

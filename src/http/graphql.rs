@@ -19,6 +19,9 @@
 //!   `data` entry, and is a 400 under `application/graphql-response+json` (200 under
 //!   `application/json`, as the spec asks for legacy clients).
 //! - Batches are refused: one request, one operation, one set of limits.
+//!
+//! Once read, a request runs through the pipeline WebSockets share
+//! ([`operation`](super::operation)); this file adds only what HTTP says around it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
@@ -26,7 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_graphql::parser::types::OperationType;
 use async_graphql::{UploadValue, Value as ConstValue, Variables};
 use axum::body::{BodyDataStream, Bytes};
 use axum::extract::{FromRequest, Query, Request, State};
@@ -37,17 +39,14 @@ use multer::{Constraints, Multipart, SizeLimit};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use super::AppState;
 use super::client_address::client_address;
+use super::operation::{Answer, Operation};
 use crate::auth::Authentication;
 use crate::error::{AppResult, ErrorCode};
-use crate::graphql::{
-    RequestData, Services, check_aliases, code_request_errors, is_request_error,
-    null_failed_fields, selected_operation,
-};
-use crate::metrics::{self, METRICS, Transport};
+use crate::graphql::{RequestData, Services};
+use crate::metrics::Transport;
 
 /// Transport settings, from configuration.
 #[derive(Debug, Clone)]
@@ -196,21 +195,15 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
     );
     let is_get = request.method() == Method::GET;
     let max_file_bytes = state.services.screenshots.max_bytes;
-    let mut graphql_request = match read_request(request, &state.http, max_file_bytes).await {
+    let graphql_request = match read_request(request, &state.http, max_file_bytes).await {
         Ok(parsed) => parsed,
         Err(rejection) => return rejection.into_response(media),
     };
-    // Before anything reads the document: this is where it is checked and parsed.
-    let unkept = match state.documents.prepare(&mut graphql_request) {
-        Ok(unkept) => unkept,
-        Err(error) => {
-            let response = async_graphql::Response::from_errors(vec![error]);
-            let unparsed = ("unknown", "unknown".to_owned());
-            METRICS.record(metrics::labels(Transport::Http, unparsed, &response), None);
-            return graphql_response(response, media);
-        }
+    let operation = match Operation::prepare(state, graphql_request, Transport::Http) {
+        Ok(operation) => operation,
+        Err(refused) => return graphql_response(refused.into(), media),
     };
-    if is_get && selects_mutation(&mut graphql_request) {
+    if is_get && operation.is_mutation() {
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             media,
@@ -222,33 +215,8 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let mut graphql_request = RequestData::new(&state.services, authentication)
-        .from_address(address)
-        .attach(graphql_request);
-    let described = metrics::describe(&mut graphql_request);
-    if let Err(error) = check_aliases(&mut graphql_request, state.limits.max_aliases) {
-        let response = async_graphql::Response::from_errors(vec![error]);
-        METRICS.record(metrics::labels(Transport::Http, described, &response), None);
-        return graphql_response(response, media);
-    }
-    // Nested in the request span, so every log line of the operation has its request id.
-    let span = tracing::info_span!("graphql", operation = described.0, field = %described.1);
-    let started = std::time::Instant::now();
-    let response = state.schema.execute(graphql_request).instrument(span).await;
-    if !is_request_error(&response) {
-        state.documents.keep(unkept);
-    }
-    METRICS.record(
-        metrics::labels(Transport::Http, described, &response),
-        Some(started.elapsed()),
-    );
-    graphql_response(response, media)
-}
-
-/// Whether the operation the request would run is a mutation. A document that does not
-/// parse, or names no operation it has, is left for execution to report.
-fn selects_mutation(request: &mut async_graphql::Request) -> bool {
-    selected_operation(request).is_some_and(|op| op.node.ty == OperationType::Mutation)
+    let data = RequestData::new(&state.services, authentication).from_address(address);
+    graphql_response(operation.execute(state, data).await, media)
 }
 
 // ---------------------------------------------------------------------------
@@ -742,13 +710,11 @@ struct RequestErrorBody<'a> {
     extensions: &'a BTreeMap<String, ConstValue>,
 }
 
-fn graphql_response(mut response: async_graphql::Response, media: MediaType) -> Response {
-    let request_error = is_request_error(&response);
-    if request_error {
-        code_request_errors(&mut response.errors);
-    } else {
-        null_failed_fields(&mut response);
-    }
+fn graphql_response(answer: Answer, media: MediaType) -> Response {
+    let (response, request_error) = match answer {
+        Answer::Refused(refused) => (refused.into_response(), true),
+        Answer::Executed(response) => (response, false),
+    };
     // Serialised straight to bytes: a page of workflows with their steps is ~100 KB, and
     // an intermediate serde_json::Value tree would double the work.
     let serialised = if request_error {

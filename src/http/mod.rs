@@ -5,6 +5,7 @@ mod graphiql;
 mod graphql;
 mod health;
 mod metrics;
+mod operation;
 mod screenshots;
 mod websocket;
 
@@ -21,7 +22,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::graphql::{ParsedDocuments, QueryLimits, Services, StepwiseSchema};
-pub use graphiql::{DEFAULT_ASSETS_URL as DEFAULT_GRAPHIQL_ASSETS_URL, GraphiQL};
+pub use graphiql::GraphiQL;
 pub use graphql::{CorsOrigins, HttpConfig};
 pub use websocket::{AnonymousConnections, UserConnections, WebSocketConfig};
 

@@ -8,6 +8,8 @@
 //! runs the timers (init timeout, keep-alive, token expiry). Each operation runs in its
 //! own task and sends its results back over a bounded channel, so a slow client slows its
 //! own subscriptions (which then resynchronise from a snapshot) rather than the server.
+//! What an operation runs through, from its document to its answers, is the pipeline HTTP
+//! shares ([`operation`](super::operation)); this file adds only the protocol around it.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -30,14 +32,13 @@ use tokio::time::{Instant, sleep_until};
 use super::AppState;
 use super::client_address::client_address;
 use super::graphql::authenticate_token;
+use super::operation::{Answer, Operation, Refused};
 use crate::auth::membership::MEMBERSHIP_TTL;
 use crate::auth::rate_limit::address_group;
 use crate::auth::{Authentication, Viewer};
 use crate::error::{AppError, AppResult};
-use crate::graphql::{
-    RequestData, check_aliases, code_request_errors, is_request_error, null_failed_fields,
-};
-use crate::metrics::{self, GaugeGuard, METRICS, Transport};
+use crate::graphql::RequestData;
+use crate::metrics::{GaugeGuard, METRICS, Transport};
 
 /// The modern protocol (graphql-ws library).
 const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -234,6 +235,12 @@ enum Outgoing {
     Next(String, Response),
     Error(String, Vec<ServerError>),
     Complete(String),
+}
+
+impl Outgoing {
+    fn refused(id: String, refused: Refused) -> Self {
+        Self::Error(id, refused.into_response().errors)
+    }
 }
 
 /// A client message of either protocol.
@@ -616,60 +623,27 @@ impl Connection {
         if let Some(variables) = payload.variables {
             request = request.variables(async_graphql::Variables::from_json(variables));
         }
-        // Before anything reads the document: this is where it is checked and parsed.
-        let unkept = match self.state.documents.prepare(&mut request) {
-            Ok(unkept) => unkept,
-            Err(error) => {
-                let response = Response::from_errors(vec![error]);
-                let unparsed = ("unknown", "unknown".to_owned());
-                METRICS.record(
-                    metrics::labels(Transport::Websocket, unparsed, &response),
-                    None,
-                );
-                let mut errors = response.errors;
-                code_request_errors(&mut errors);
-                return self.on_outgoing(Outgoing::Error(id, errors)).await;
-            }
+        let operation = match Operation::prepare(&self.state, request, Transport::Websocket) {
+            Ok(operation) => operation,
+            Err(refused) => return self.on_outgoing(Outgoing::refused(id, refused)).await,
         };
-        let described = metrics::describe(&mut request);
-        if let Err(error) = check_aliases(&mut request, self.state.limits.max_aliases) {
-            return self.on_outgoing(Outgoing::Error(id, vec![error])).await;
-        }
-        let stream = self
-            .state
-            .schema
-            .execute_stream_with_session_data(request, data.clone());
+        let mut answers = match operation.stream(&self.state, Arc::clone(data)) {
+            Ok(answers) => answers,
+            Err(refused) => return self.on_outgoing(Outgoing::refused(id, refused)).await,
+        };
         let tx = self.outgoing_tx.clone();
         let operation_id = id.clone();
-        let documents = Arc::clone(&self.state.documents);
-        let mut unkept = Some(unkept);
         let task = tokio::spawn(async move {
             let _running = GaugeGuard::hold(&METRICS.subscriptions);
-            let mut stream = stream;
-            let mut first = true;
-            while let Some(response) = stream.next().await {
-                if first {
-                    let labels =
-                        metrics::labels(Transport::Websocket, described.clone(), &response);
-                    METRICS.record(labels, None);
-                    if let Some(unkept) = unkept.take()
-                        && !is_request_error(&response)
-                    {
-                        documents.keep(unkept);
-                    }
-                }
-                let outgoing = if first && is_request_error(&response) {
+            while let Some(answer) = answers.next().await {
+                let outgoing = match answer {
                     // Parse and validation failures get an `error` message and no `complete`.
-                    let mut errors = response.errors;
-                    code_request_errors(&mut errors);
-                    let _ = tx.send(Outgoing::Error(operation_id, errors)).await;
-                    return;
-                } else {
-                    let mut response = response;
-                    null_failed_fields(&mut response);
-                    Outgoing::Next(operation_id.clone(), response)
+                    Answer::Refused(refused) => {
+                        let _ = tx.send(Outgoing::refused(operation_id, refused)).await;
+                        return;
+                    }
+                    Answer::Executed(response) => Outgoing::Next(operation_id.clone(), response),
                 };
-                first = false;
                 if tx.send(outgoing).await.is_err() {
                     return;
                 }
