@@ -516,32 +516,38 @@ async fn health_rules_leave_a_draft_alone(backend: Backend) {
     let acme = team(&server, "Acme").await;
     let token = acme.member_token.as_str();
     for person_status in ["DRAFT", "PROCESSING"] {
-        let (workflow, _) = active_workflow(&server, token, person_status, 1).await;
+        let (workflow, steps) = active_workflow(&server, token, person_status, 1).await;
         let mut runs = Vec::new();
         for _ in 0..4 {
             runs.push(str_field(&start_run(&server, token, &workflow).await, "id"));
         }
-        let resp = update_workflow_try(&server, token, &workflow, person_status).await;
-        if resp["errors"].is_null() {
-            for run in &runs[..3] {
-                finish_run(&server, token, run, "FAILED", Some("boom")).await;
-            }
-            let status = workflow_status(&server, token, &workflow).await;
-            assert_eq!(
-                status, person_status,
-                "three failures overrode {person_status}"
-            );
-            finish_run(&server, token, &runs[3], "SUCCEEDED", None).await;
-            let status = workflow_status(&server, token, &workflow).await;
-            assert_eq!(status, person_status, "a success overrode {person_status}");
-        } else {
-            // ACTIVE cannot go back to PROCESSING: nothing to test for it.
-            assert_eq!(
-                error_code(&resp).as_deref(),
-                Some("BAD_USER_INPUT"),
-                "{resp:#}"
-            );
+        // ACTIVE cannot become PROCESSING directly; a person takes it back to DRAFT first.
+        if person_status == "PROCESSING" {
+            let resp = update_workflow_try(&server, token, &workflow, "DRAFT").await;
+            assert!(resp["errors"].is_null(), "{resp:#}");
         }
+        let resp = update_workflow_try(&server, token, &workflow, person_status).await;
+        assert!(resp["errors"].is_null(), "{resp:#}");
+        // A low-confidence healing of a run already going does not put it up for review...
+        let low = json!({ "status": "HEALED_AI", "healingConfidence": 0.2 });
+        report_step(&server, token, &runs[0], &steps[0], low).await;
+        let status = workflow_status(&server, token, &workflow).await;
+        assert_eq!(
+            status, person_status,
+            "a low-confidence healing overrode {person_status}"
+        );
+        // ...three failures do not break it, and a straggler's success does not activate it.
+        for run in &runs[..3] {
+            finish_run(&server, token, run, "FAILED", Some("boom")).await;
+        }
+        let status = workflow_status(&server, token, &workflow).await;
+        assert_eq!(
+            status, person_status,
+            "three failures overrode {person_status}"
+        );
+        finish_run(&server, token, &runs[3], "SUCCEEDED", None).await;
+        let status = workflow_status(&server, token, &workflow).await;
+        assert_eq!(status, person_status, "a success overrode {person_status}");
     }
 }
 
