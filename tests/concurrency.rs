@@ -741,3 +741,75 @@ async fn reports_racing_a_workflow_deletion_are_not_found(backend: Backend) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Finding 8: a deadlock is retried, never answered INTERNAL
+// ---------------------------------------------------------------------------
+
+// The lock order keeps the server's own write paths from deadlocking each other, so the
+// tests above never reach the retry. Here a session outside the server takes the locks of
+// `finishRun` (run, then workflow) in the opposite order: PostgreSQL detects the deadlock
+// after `deadlock_timeout` (1 s) in the server's transaction, which waited first, and
+// aborts it. The server runs it again once the other session is gone and answers success.
+// (SQLite has a single writer: no deadlocks.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_transaction_is_retried() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    if !Backend::Postgres.available().await {
+        return;
+    }
+    let server = Arc::new(TestServer::start(Backend::Postgres).await);
+    let acme = team(&server, "Acme").await;
+    let token: Arc<str> = acme.member_token.as_str().into();
+    let (workflow, _) = active_workflow(&server, &token, "Contended", 1).await;
+    let run = str_field(&start_run(&server, &token, &workflow).await, "id");
+
+    let mut other = AsyncPgConnection::establish(&server.database_url())
+        .await
+        .expect("connect to the server's database");
+    other
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM workflows WHERE id = {} FOR UPDATE;",
+            lit(&workflow)
+        ))
+        .await
+        .unwrap();
+    // The server locks the run, then waits for the workflow...
+    let finish = {
+        let (server, token, run) = (server.clone(), token.clone(), run.clone());
+        tokio::spawn(async move {
+            common::runs::try_finish_run(&server, &token, &run, "SUCCEEDED", None).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // ...and this session now waits for the run: a cycle. PostgreSQL aborts the server's
+    // transaction (it waited first), which releases the run to this session.
+    let started = std::time::Instant::now();
+    other
+        .batch_execute(&format!(
+            "SELECT 1 FROM runs WHERE id = {} FOR UPDATE;",
+            lit(&run)
+        ))
+        .await
+        .expect("this session gets the run once the server's transaction is aborted");
+    let waited = started.elapsed();
+    other.batch_execute("ROLLBACK").await.unwrap();
+    let resp = finish.await.unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(500),
+        "no deadlock happened (the run was free after {waited:?})"
+    );
+    assert!(
+        resp["errors"].is_null(),
+        "a deadlocked finishRun was not retried: {resp:#}"
+    );
+    let data = ok(
+        &server,
+        &token,
+        "query($id: ID!, $w: ID!) { run(id: $id) { status } workflow(id: $w) { totalUses } }",
+        json!({ "id": run, "w": workflow }),
+    )
+    .await;
+    assert_eq!(data["run"]["status"], "SUCCEEDED", "{data:#}");
+    assert_eq!(data["workflow"]["totalUses"], 1, "counted once: {data:#}");
+}
