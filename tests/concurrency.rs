@@ -516,32 +516,38 @@ async fn health_rules_leave_a_draft_alone(backend: Backend) {
     let acme = team(&server, "Acme").await;
     let token = acme.member_token.as_str();
     for person_status in ["DRAFT", "PROCESSING"] {
-        let (workflow, _) = active_workflow(&server, token, person_status, 1).await;
+        let (workflow, steps) = active_workflow(&server, token, person_status, 1).await;
         let mut runs = Vec::new();
         for _ in 0..4 {
             runs.push(str_field(&start_run(&server, token, &workflow).await, "id"));
         }
-        let resp = update_workflow_try(&server, token, &workflow, person_status).await;
-        if resp["errors"].is_null() {
-            for run in &runs[..3] {
-                finish_run(&server, token, run, "FAILED", Some("boom")).await;
-            }
-            let status = workflow_status(&server, token, &workflow).await;
-            assert_eq!(
-                status, person_status,
-                "three failures overrode {person_status}"
-            );
-            finish_run(&server, token, &runs[3], "SUCCEEDED", None).await;
-            let status = workflow_status(&server, token, &workflow).await;
-            assert_eq!(status, person_status, "a success overrode {person_status}");
-        } else {
-            // ACTIVE cannot go back to PROCESSING: nothing to test for it.
-            assert_eq!(
-                error_code(&resp).as_deref(),
-                Some("BAD_USER_INPUT"),
-                "{resp:#}"
-            );
+        // ACTIVE cannot become PROCESSING directly; a person takes it back to DRAFT first.
+        if person_status == "PROCESSING" {
+            let resp = update_workflow_try(&server, token, &workflow, "DRAFT").await;
+            assert!(resp["errors"].is_null(), "{resp:#}");
         }
+        let resp = update_workflow_try(&server, token, &workflow, person_status).await;
+        assert!(resp["errors"].is_null(), "{resp:#}");
+        // A low-confidence healing of a run already going does not put it up for review...
+        let low = json!({ "status": "HEALED_AI", "healingConfidence": 0.2 });
+        report_step(&server, token, &runs[0], &steps[0], low).await;
+        let status = workflow_status(&server, token, &workflow).await;
+        assert_eq!(
+            status, person_status,
+            "a low-confidence healing overrode {person_status}"
+        );
+        // ...three failures do not break it, and a straggler's success does not activate it.
+        for run in &runs[..3] {
+            finish_run(&server, token, run, "FAILED", Some("boom")).await;
+        }
+        let status = workflow_status(&server, token, &workflow).await;
+        assert_eq!(
+            status, person_status,
+            "three failures overrode {person_status}"
+        );
+        finish_run(&server, token, &runs[3], "SUCCEEDED", None).await;
+        let status = workflow_status(&server, token, &workflow).await;
+        assert_eq!(status, person_status, "a success overrode {person_status}");
     }
 }
 
@@ -734,4 +740,76 @@ async fn reports_racing_a_workflow_deletion_are_not_found(backend: Backend) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Finding 8: a deadlock is retried, never answered INTERNAL
+// ---------------------------------------------------------------------------
+
+// The lock order keeps the server's own write paths from deadlocking each other, so the
+// tests above never reach the retry. Here a session outside the server takes the locks of
+// `finishRun` (run, then workflow) in the opposite order: PostgreSQL detects the deadlock
+// after `deadlock_timeout` (1 s) in the server's transaction, which waited first, and
+// aborts it. The server runs it again once the other session is gone and answers success.
+// (SQLite has a single writer: no deadlocks.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_transaction_is_retried() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    if !Backend::Postgres.available().await {
+        return;
+    }
+    let server = Arc::new(TestServer::start(Backend::Postgres).await);
+    let acme = team(&server, "Acme").await;
+    let token: Arc<str> = acme.member_token.as_str().into();
+    let (workflow, _) = active_workflow(&server, &token, "Contended", 1).await;
+    let run = str_field(&start_run(&server, &token, &workflow).await, "id");
+
+    let mut other = AsyncPgConnection::establish(&server.database_url())
+        .await
+        .expect("connect to the server's database");
+    other
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM workflows WHERE id = {} FOR UPDATE;",
+            lit(&workflow)
+        ))
+        .await
+        .unwrap();
+    // The server locks the run, then waits for the workflow...
+    let finish = {
+        let (server, token, run) = (server.clone(), token.clone(), run.clone());
+        tokio::spawn(async move {
+            common::runs::try_finish_run(&server, &token, &run, "SUCCEEDED", None).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // ...and this session now waits for the run: a cycle. PostgreSQL aborts the server's
+    // transaction (it waited first), which releases the run to this session.
+    let started = std::time::Instant::now();
+    other
+        .batch_execute(&format!(
+            "SELECT 1 FROM runs WHERE id = {} FOR UPDATE;",
+            lit(&run)
+        ))
+        .await
+        .expect("this session gets the run once the server's transaction is aborted");
+    let waited = started.elapsed();
+    other.batch_execute("ROLLBACK").await.unwrap();
+    let resp = finish.await.unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(500),
+        "no deadlock happened (the run was free after {waited:?})"
+    );
+    assert!(
+        resp["errors"].is_null(),
+        "a deadlocked finishRun was not retried: {resp:#}"
+    );
+    let data = ok(
+        &server,
+        &token,
+        "query($id: ID!, $w: ID!) { run(id: $id) { status } workflow(id: $w) { totalUses } }",
+        json!({ "id": run, "w": workflow }),
+    )
+    .await;
+    assert_eq!(data["run"]["status"], "SUCCEEDED", "{data:#}");
+    assert_eq!(data["workflow"]["totalUses"], 1, "counted once: {data:#}");
 }

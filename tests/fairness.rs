@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::fixtures::*;
+use common::realtime::RawSocket;
 use common::{Backend, ServerOptions, TestServer, error_code};
 use serde_json::{Value, json};
 
@@ -67,6 +68,8 @@ async fn an_exhausted_pool_answers_unavailable_with_retry_after(backend: Backend
     let acme = team(&server, "Acme").await;
     let wf = simple_workflow(&server, &acme.admin_token, "Flow", 1).await;
     let id = wf["id"].as_str().unwrap().to_owned();
+    // Opened now, initialised once the pool is exhausted (see below).
+    let mut socket = RawSocket::open(&server).await;
     // Something outside the server holds a lock the server's next write waits for, so that
     // write keeps the pool's only connection (and, on SQLite, the writer) busy.
     let blocker = Blocker::hold(&server).await;
@@ -105,8 +108,52 @@ async fn an_exhausted_pool_answers_unavailable_with_retry_after(backend: Backend
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_owned());
     let body: Value = response.json().await.unwrap();
+    // A token whose membership is not cached (the cache keeps an answer for 2 s) is
+    // confirmed against the database before the request runs: that check finds the pool
+    // exhausted too, and must answer the same coded, retryable error, not INTERNAL.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let check = server
+        .client
+        .post(server.url("/graphql"))
+        .bearer_auth(&acme.member_token)
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    let check_status = check.status();
+    let check_retry_after = check
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let check_body: Value = check.json().await.unwrap();
+    // The same check for a WebSocket's `connection_init`: "try again later", not an
+    // internal error.
+    socket.send(json!({ "type": "connection_init", "payload": { "token": acme.member_token } }));
+    let (close_code, close_reason) = socket.expect_close().await;
     blocker.release().await;
     let _ = stuck.await;
+    assert_eq!(
+        error_code(&check_body).as_deref(),
+        Some("UNAVAILABLE"),
+        "the token check on an exhausted pool: {check_body:#}"
+    );
+    assert_eq!(
+        check_status,
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "{check_body:#}"
+    );
+    assert!(
+        check_retry_after.is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)),
+        "no Retry-After on the token check: {check_body:#}"
+    );
+    assert!(
+        check_body["errors"][0]["extensions"]["retryAfter"].as_u64() >= Some(1),
+        "{check_body:#}"
+    );
+    assert_eq!(
+        close_code, 1013,
+        "connection_init on an exhausted pool closed with {close_code} {close_reason:?}"
+    );
     assert_eq!(
         error_code(&body).as_deref(),
         Some("UNAVAILABLE"),

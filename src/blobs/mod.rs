@@ -188,10 +188,19 @@ impl BlobStore {
         #[cfg(unix)]
         if let Some(file) = &file {
             use std::os::unix::fs::PermissionsExt as _;
-            tokio::fs::set_permissions(file, std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))
-                .await
-                .with_context(|| format!("making blob {key} private"))
-                .map_err(AppError::internal)?;
+            let private = std::fs::Permissions::from_mode(PRIVATE_FILE_MODE);
+            match tokio::fs::set_permissions(file, private).await {
+                Ok(()) => {}
+                // Collected between the write and here (no row referenced it yet, e.g. the
+                // workflow holding it was just deleted): nothing is left to make private.
+                // An upload writes the blob again once its committed row protects it.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(AppError::internal(
+                        anyhow::Error::new(error).context(format!("making blob {key} private")),
+                    ));
+                }
+            }
         }
         Ok(())
     }

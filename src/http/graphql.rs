@@ -178,14 +178,26 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
     let authentication = match authenticate_header(request.headers(), &state.services).await {
         Ok(authentication) => authentication,
         Err(error) => {
-            // The member list could not be read (database down): not the client's fault.
-            let error = async_graphql::Error::from(error);
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                media,
-                ErrorCode::Internal.as_str(),
-                error.message,
-            );
+            // The member list could not be read (pool exhausted, database down): not the
+            // client's fault. Answered with the error's own code (UNAVAILABLE, retryable)
+            // and its `Retry-After`, like the same failure inside a resolver.
+            let code = error.code();
+            let retry_after = error
+                .retry_after()
+                .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1));
+            let message = async_graphql::Error::from(error).message;
+            let mut extensions = json!({ "code": code.as_str() });
+            if let Some(seconds) = retry_after {
+                extensions["retryAfter"] = json!(seconds);
+            }
+            let body = json!({ "errors": [{ "message": message, "extensions": extensions }] });
+            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, media, &body);
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            return response;
         }
     };
     let address = client_address(

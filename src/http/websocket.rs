@@ -537,7 +537,15 @@ impl Connection {
             .await
             .map_err(|error| {
             tracing::error!(error = ?error, "cannot check the WebSocket's membership");
-            Closing(close::INTERNAL_ERROR, "Internal error".into())
+            // Pool exhausted or database unreachable: retryable, like UNAVAILABLE.
+            if error.code() == crate::error::ErrorCode::Unavailable {
+                Closing(
+                    close::TRY_AGAIN_LATER,
+                    "Try again later: the database is busy".into(),
+                )
+            } else {
+                Closing(close::INTERNAL_ERROR, "Internal error".into())
+            }
         })?;
         if let Authentication::Invalid = authentication {
             if self.protocol == Protocol::Legacy {
