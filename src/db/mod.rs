@@ -1,8 +1,11 @@
-//! Database access for both backends.
+//! Database access for both backends: the pools, and the unit of work every query runs in.
 //!
-//! diesel-async has no `MultiConnection`, so [`Db`] is an enum over two pools and the
-//! [`with_conn!`](crate::with_conn) / [`transaction!`](crate::transaction) macros expand a
-//! query body once per backend: every query is written once and type-checked twice.
+//! diesel-async has no `MultiConnection`, so [`Db`] is an enum over two pools and a unit of
+//! work ([`Tx`], module `uow`) holds a connection of either; it runs each query on the one it
+//! holds, so every query is written once and type-checked for both. Domain code never sees
+//! a connection: it reads with [`Db::read`] and writes with [`Db::write`] /
+//! [`Db::write_with_events`] (see the module docs of `uow` for the rules: tenant-scoped
+//! tables, inserts that take the company from the tenant, events after commit, row locks).
 //!
 //! One request may hold only a few connections at a time ([`Db::for_request`]): nested
 //! lists resolve concurrently, and without a share one deep query could take every pooled
@@ -40,7 +43,7 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -55,12 +58,6 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 /// and NORMAL sync, which is durable in WAL mode except across power loss.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
      PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
-
-/// PostgreSQL: the oldest transaction id still running. A commit-ordered stream stamped
-/// with its writers' transaction ids (health logs' `commit_seq`) is read only below it:
-/// every transaction with a smaller id has finished, so nothing can appear there later.
-/// SQLite needs no fence: its single writer commits in stamping order.
-pub const STREAM_FENCE_POSTGRES: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
 /// Per-connection settings for PostgreSQL, visible in `pg_stat_activity`.
 const POSTGRES_SETUP: &str = "SET application_name = 'stepwise'; SET TIME ZONE 'UTC';";
@@ -91,7 +88,7 @@ enum Pools {
     },
 }
 
-/// A pooled connection; obtained through [`with_conn!`](crate::with_conn).
+/// A pooled connection, for a unit of work that reads.
 // Lives on the stack for one query; boxing the larger variant would allocate per query.
 #[allow(clippy::large_enum_variant)]
 pub enum Conn {
@@ -366,10 +363,7 @@ impl Db {
 
     /// Whether the database answers a trivial query (`/readyz`).
     pub async fn ping(&self) -> AppResult<()> {
-        crate::with_conn!(self, |conn| {
-            diesel::sql_query("SELECT 1").execute(conn).await?;
-        });
-        Ok(())
+        self.read_unscoped().await?.ping().await
     }
 }
 
@@ -453,98 +447,8 @@ async fn establish_postgres(url: &str) -> diesel::ConnectionResult<AsyncPgConnec
     Ok(conn)
 }
 
-/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend is in use.
-/// The body is compiled once per backend, so it must only use portable diesel DSL.
-#[macro_export]
-macro_rules! with_conn {
-    ($db:expr, |$conn:ident| $body:expr) => {{
-        match $db.conn().await? {
-            $crate::db::Conn::Sqlite(mut pooled, _share) => {
-                let $conn = &mut *pooled;
-                $body
-            }
-            $crate::db::Conn::Postgres(mut pooled, _share) => {
-                let $conn = &mut *pooled;
-                $body
-            }
-        }
-    }};
-}
-
-/// Runs `$body` (which evaluates to `AppResult<T>`) in one database transaction: committed
-/// when it returns `Ok`, rolled back on `Err`. On SQLite it runs as the single writer.
-#[macro_export]
-macro_rules! transaction {
-    ($db:expr, |$conn:ident| $body:expr) => {{
-        use diesel_async::AsyncConnection as _;
-        match $db.write_conn().await? {
-            // BEGIN IMMEDIATE takes the write lock up front. A deferred transaction that
-            // reads first and then writes must upgrade its lock, and SQLite does not wait
-            // (busy_timeout) for that upgrade: another process holding the lock (a second
-            // server, the CLI, a backup) would fail the write at once with "database is
-            // locked". Within this process the semaphore already serialises writers.
-            $crate::db::WriteConn::Sqlite(_permit, mut pooled, _share) => {
-                let result: $crate::error::AppResult<_> = (&mut *pooled)
-                    .immediate_transaction(async |$conn| $body)
-                    .await;
-                result
-            }
-            // PostgreSQL may abort a transaction to resolve a deadlock or a serialization
-            // conflict; nothing was written, so it runs again, a few times, after a short
-            // randomised pause. Past that the caller gets the retryable UNAVAILABLE.
-            $crate::db::WriteConn::Postgres(mut pooled, _share) => {
-                let mut attempt = 0u32;
-                loop {
-                    let result: $crate::error::AppResult<_> =
-                        (&mut *pooled).transaction(async |$conn| $body).await;
-                    match result {
-                        Err($crate::error::AppError::Contention(_))
-                            if attempt < $crate::db::CONTENTION_RETRIES =>
-                        {
-                            attempt += 1;
-                            tokio::time::sleep($crate::db::contention_pause(attempt)).await;
-                        }
-                        other => break other,
-                    }
-                }
-            }
-        }
-    }};
-}
-
-/// Inside a write transaction on PostgreSQL: runs the row-locking statement `$sql`
-/// (`SELECT ... FOR [NO KEY] UPDATE | SHARE`) with its text binds; on SQLite, whose single
-/// writer already excludes every other writer, nothing. Evaluates to how many rows it
-/// locked (SQLite: `None`). The lock order every write path follows is in `domain`'s docs.
-#[macro_export]
-macro_rules! lock_rows {
-    // A statement with one text bind per element of `$binds` (a list of ids).
-    ($conn:ident, $backend:expr, $sql:expr; $binds:expr) => {{
-        if $backend == $crate::db::Backend::Postgres {
-            let mut query = diesel::sql_query($sql).into_boxed();
-            for bind in $binds {
-                query = query.bind::<diesel::sql_types::Text, _>(bind.clone());
-            }
-            Some(query.execute($conn).await?)
-        } else {
-            None
-        }
-    }};
-    ($conn:ident, $backend:expr, $sql:expr $(, $bind:expr)* $(,)?) => {{
-        if $backend == $crate::db::Backend::Postgres {
-            let locked = diesel::sql_query($sql)
-                $(.bind::<diesel::sql_types::Text, _>($bind))*
-                .execute($conn)
-                .await?;
-            Some(locked)
-        } else {
-            None
-        }
-    }};
-}
-
 /// `$1, $2, ...` for `count` PostgreSQL placeholders starting at `first`.
-pub fn placeholders(first: usize, count: usize) -> String {
+fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
         .map(|n| format!("${n}"))
         .collect::<Vec<_>>()

@@ -694,6 +694,14 @@ impl<E: Send> Tx<E> {
         Ok(rows.into_iter().next())
     }
 
+    /// Whether the database answers a trivial statement (`/readyz`).
+    pub async fn ping(&mut self) -> AppResult<()> {
+        on_conn!(&mut self.conn, |c| {
+            diesel::sql_query("SELECT 1").execute(c).await?
+        });
+        Ok(())
+    }
+
     /// One page per parent in one statement (see [`PartitionedPage`]), within the tenant.
     pub async fn partitioned_pages<R>(&mut self, page: &PartitionedPage) -> AppResult<Vec<R>>
     where
@@ -734,6 +742,8 @@ impl<E: Send> Tx<E> {
     {
         Maybe::when(self.backend() == Backend::Postgres, || {
             position.lt(dsl::sql::<BigInt>(
+                // The oldest transaction id still running: a stream stamped with its writers'
+                // transaction ids is read only below it, where nothing can appear later.
                 "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
             ))
         })

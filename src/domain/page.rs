@@ -164,49 +164,12 @@ pub fn pages_by_parent<T>(
         .collect()
 }
 
-/// Adds the keyset condition and ordering for `$column` (sort key) and `$id` (tie-break)
-/// to a boxed diesel query, for the given page request and sort direction.
-///
-/// `$value` is the cursor's key converted to the column's Rust type.
-#[macro_export]
-macro_rules! keyset {
-    ($query:expr, $request:expr, $descending:expr, $column:expr, $id:expr, $value:expr) => {{
-        use diesel::prelude::*;
-        let request: &$crate::domain::page::PageRequest = $request;
-        let backward = request.scans_backward($descending);
-        let mut query = $query;
-        if let Some(position) = &request.cursor {
-            let value = $value(&position.key)?;
-            let id = position.id.clone();
-            query = if backward {
-                query.filter(
-                    $column
-                        .lt(value.clone())
-                        .or($column.eq(value).and($id.lt(id))),
-                )
-            } else {
-                query.filter(
-                    $column
-                        .gt(value.clone())
-                        .or($column.eq(value).and($id.gt(id))),
-                )
-            };
-        }
-        if backward {
-            query.order(($column.desc(), $id.desc()))
-        } else {
-            query.order(($column.asc(), $id.asc()))
-        }
-        .limit(request.fetch_limit())
-    }};
-}
-
-/// The cursor key as a timestamp (for the `keyset!` macro).
+/// The cursor key as a timestamp (for [`PageRequest::keyset`]).
 pub fn time_key(key: &SortValue) -> crate::error::AppResult<NaiveDateTime> {
     key.as_time().ok_or_else(cursor_mismatch)
 }
 
-/// The cursor key as text (for the `keyset!` macro).
+/// The cursor key as text (for [`PageRequest::keyset`]).
 pub fn text_key(key: &SortValue) -> crate::error::AppResult<String> {
     match key {
         SortValue::Text(text) => Ok(text.clone()),
@@ -214,7 +177,7 @@ pub fn text_key(key: &SortValue) -> crate::error::AppResult<String> {
     }
 }
 
-/// The cursor key as a number (for the `keyset!` macro).
+/// The cursor key as a number (for [`PageRequest::keyset`]).
 pub fn float_key(key: &SortValue) -> crate::error::AppResult<f64> {
     match key {
         SortValue::Float(value) if value.is_finite() => Ok(*value),
