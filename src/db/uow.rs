@@ -33,24 +33,27 @@
 //!   `domain` docs. Their SQL is written here, the only backend-specific SQL outside the
 //!   migrations and the event bridge.
 //!
-//! A query on a tenant table that does not come from the tenant does not compile:
+//! A query on a tenant table that does not come from the tenant does not compile (the
+//! unit of work only runs a `Scoped` query; a bare table is a mismatched type, E0308):
 //!
 //! ```compile_fail,E0308
 //! # use diesel::prelude::*;
 //! # use stepwise::db::schema::runs;
-//! # async fn reads_every_company(tx: &mut stepwise::db::Tx<'_>) -> stepwise::error::AppResult<()> {
-//! let everyone: Vec<String> = tx.load(runs::table.select(runs::id)).await?;
-//! # Ok(()) }
+//! # async fn runs_of(tx: &mut stepwise::db::Tx) -> stepwise::error::AppResult<Vec<String>> {
+//! tx.load(runs::table.select(runs::id)).await
+//! # }
 //! ```
 //!
-//! while the same query through the tenant does:
+//! while the same query through the tenant does. The two examples differ only in where
+//! the query starts, so the first fails for that reason alone (stable rustdoc does not
+//! check the error code; this twin is what proves the reason):
 //!
 //! ```no_run
 //! # use diesel::prelude::*;
 //! # use stepwise::db::schema::runs;
-//! # async fn reads_its_company(tx: &mut stepwise::db::Tx<'_>) -> stepwise::error::AppResult<()> {
-//! let ours: Vec<String> = tx.load(tx.runs().select(runs::id)).await?;
-//! # Ok(()) }
+//! # async fn runs_of(tx: &mut stepwise::db::Tx) -> stepwise::error::AppResult<Vec<String>> {
+//! tx.load(tx.runs().select(runs::id)).await
+//! # }
 //! ```
 
 use diesel::associations::HasTable;
