@@ -10,6 +10,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The default cap on an image's area (`--screenshot-max-pixels`). The server never decodes
+/// screenshots, but every browser that shows one does: a few kilobytes of well-compressed
+/// pixels can claim gigabytes once decoded. 50 megapixels covers an 8K screen and a
+/// full-page capture of a long page at 1920 pixels wide.
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+
 /// The public CDN GraphiQL's page loads its assets from unless configured otherwise. Its
 /// URL layout (`/<package>@<version>/<file in the package>`) is the one a mirror must
 /// reproduce. Kept here, with the other defaults, so configuration depends on nothing it
@@ -479,7 +485,7 @@ pub struct ScreenshotArgs {
     #[arg(
         long,
         env = "STEPWISE_SCREENSHOT_MAX_PIXELS",
-        default_value_t = crate::domain::screenshot::DEFAULT_MAX_PIXELS
+        default_value_t = DEFAULT_MAX_PIXELS
     )]
     pub screenshot_max_pixels: u64,
 

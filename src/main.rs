@@ -79,7 +79,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let states = migrations::perform(&url, action).await?;
             if matches!(action, Action::RunPending) {
                 let db = stepwise::db::Db::connect(&database)?;
-                migrations::complete(&db, &states).await?;
+                stepwise::domain::upkeep::complete(&db, &states).await?;
             }
             for state in &states {
                 let word = match action {

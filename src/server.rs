@@ -39,7 +39,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         for migration in &applied {
             tracing::info!(migration = %migration.name, "applied migration");
         }
-        migrations::complete(&db, &applied)
+        crate::domain::upkeep::complete(&db, &applied)
             .await
             .context("completing the applied migrations")?;
     }

@@ -4,7 +4,7 @@
 //!
 //! Keys are content-addressed *per company* (`<company_id>/<sha256>`), never global, so one
 //! company's blobs can neither collide with nor reveal another's. What may be deleted and
-//! when is decided in [`crate::domain::screenshot`]; this module only moves bytes.
+//! when is decided by the screenshot domain code; this module only moves bytes.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -32,22 +32,6 @@ pub struct MigrationState {
     pub applied: bool,
 }
 
-/// The migration that added `workflows.search_name`, which only the server can fill in
-/// properly (Unicode case folding).
-const WORKFLOW_NAME_SEARCH: &str = "2026-12-01-000003_workflow_name_search_and_order";
-
-/// Data work that SQL migrations cannot do, after `applied` were applied (by `serve` or by
-/// `migrate run`).
-pub async fn complete(db: &super::Db, applied: &[MigrationState]) -> anyhow::Result<()> {
-    if applied.iter().any(|m| m.name == WORKFLOW_NAME_SEARCH) {
-        let folded = crate::domain::workflow::refold_search_names(db)
-            .await
-            .map_err(|e| anyhow!("folding workflow names for search: {e:?}"))?;
-        tracing::info!(folded, "folded workflow names for search");
-    }
-    Ok(())
-}
-
 /// Performs `action` on the database at `url` over a dedicated (unpooled) connection.
 ///
 /// Runs diesel's synchronous migration harness through `block_in_place`, so it needs the

@@ -9,6 +9,10 @@ use super::notification::Notification;
 use super::run::Run;
 use super::workflow::{Status as WorkflowStatus, Workflow};
 
+/// Where a unit of work's committed events go: the instance's event bus, which domain
+/// code knows only as this outbox (it sits above the domain).
+pub type Events = dyn crate::db::Outbox<EventKind>;
+
 /// Something that happened to one company's data.
 #[derive(Debug, Clone)]
 pub struct Event {

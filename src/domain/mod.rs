@@ -40,6 +40,7 @@ pub mod page;
 pub mod run;
 pub mod screenshot;
 pub mod step;
+pub mod upkeep;
 pub mod user;
 pub mod workflow;
 

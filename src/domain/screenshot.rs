@@ -33,11 +33,7 @@ pub const ACCEPTED_TYPES: [&str; 3] = ["image/png", "image/jpeg", "image/webp"];
 /// Larger images than this (per side) are refused: no real screen is this big, and the
 /// limit keeps `i32` columns and browsers safe.
 const MAX_SIDE_PIXELS: usize = 65_535;
-/// The default cap on an image's area (`--screenshot-max-pixels`). The server never decodes
-/// screenshots, but every browser that shows one does: a few kilobytes of well-compressed
-/// pixels can claim gigabytes once decoded. 50 megapixels covers an 8K screen and a
-/// full-page capture of a long page at 1920 pixels wide.
-pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+pub use crate::config::DEFAULT_MAX_PIXELS;
 /// How much the hasher takes at a time.
 const HASH_CHUNK_BYTES: usize = 64 * 1024;
 /// At most this many blobs are examined per sweep; the next sweep takes the rest.

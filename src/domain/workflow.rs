@@ -6,6 +6,7 @@ use chrono::NaiveDateTime;
 use diesel::dsl;
 use diesel::prelude::*;
 
+use super::event::{EventKind, Events};
 use super::page::{Page, PageRequest, Position, SortValue, float_key, text_key, time_key};
 use super::step::{self, NewStep, Step, StepHead};
 use super::{Tenant, new_id, now, required_name};
@@ -13,7 +14,6 @@ use crate::db::expr::Maybe;
 use crate::db::schema::{runs, screenshots, steps, workflows};
 use crate::db::{Columns as _, Db, IntoWork as _, Lock, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
-use crate::events::{EventBus, EventKind};
 
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 5_000;
@@ -468,7 +468,7 @@ struct Edit {
 /// announced to `workflowStatusChanged` subscribers once committed.
 pub async fn update(
     db: &Db,
-    events: &EventBus,
+    events: &Events,
     tenant: &Tenant,
     id: &str,
     changes: WorkflowChanges,

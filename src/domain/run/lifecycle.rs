@@ -13,12 +13,12 @@ use super::{Action, MAX_ERROR_CHARS, Outcome, Run, Status};
 use crate::db::schema::{runs, workflows};
 use crate::db::{Db, IntoWork as _, Lock, Tx};
 use crate::domain::event::EventKind;
+use crate::domain::event::Events;
 use crate::domain::health::HealthRules;
 use crate::domain::health_log::bounded_text;
 use crate::domain::workflow::{self, Workflow};
 use crate::domain::{Tenant, new_id, now};
 use crate::error::{AppError, AppResult};
-use crate::events::EventBus;
 
 /// What a status change writes on the run, besides one more version.
 #[derive(AsChangeset)]
@@ -110,7 +110,7 @@ fn starter_gone(error: AppError) -> AppError {
 /// start, with as many steps to do as the workflow has now.
 pub async fn start(
     db: &Db,
-    events: &EventBus,
+    events: &Events,
     tenant: &Tenant,
     started_by: &str,
     workflow_id: &str,
@@ -172,7 +172,7 @@ async fn started(tx: &mut Tx<EventKind>, started_by: &str, workflow_id: &str) ->
 /// (which may mark the workflow broken, or recovered).
 pub async fn finish(
     db: &Db,
-    events: &EventBus,
+    events: &Events,
     rules: &HealthRules,
     tenant: &Tenant,
     run_id: &str,
@@ -204,7 +204,7 @@ async fn finished(
 }
 
 /// Pauses a running run; the sweeper leaves paused runs alone.
-pub async fn pause(db: &Db, events: &EventBus, tenant: &Tenant, run_id: &str) -> AppResult<Run> {
+pub async fn pause(db: &Db, events: &Events, tenant: &Tenant, run_id: &str) -> AppResult<Run> {
     db.write_with_events(tenant, events, |tx| {
         changed(tx, run_id, Action::Pause, Status::Paused).into_work()
     })
@@ -212,7 +212,7 @@ pub async fn pause(db: &Db, events: &EventBus, tenant: &Tenant, run_id: &str) ->
 }
 
 /// Resumes a paused run; its timeout counts from now.
-pub async fn resume(db: &Db, events: &EventBus, tenant: &Tenant, run_id: &str) -> AppResult<Run> {
+pub async fn resume(db: &Db, events: &Events, tenant: &Tenant, run_id: &str) -> AppResult<Run> {
     db.write_with_events(tenant, events, |tx| {
         changed(tx, run_id, Action::Resume, Status::Running).into_work()
     })
@@ -236,7 +236,7 @@ async fn changed(
 /// not count for the workflow's health.
 pub async fn cancel(
     db: &Db,
-    events: &EventBus,
+    events: &Events,
     tenant: &Tenant,
     run_id: &str,
     reason: Option<String>,

@@ -12,6 +12,7 @@ use super::{Action, Run, Status};
 use crate::db::schema::{health_logs, runs, steps, workflows};
 use crate::db::{Db, IntoWork as _, Lock, Tx};
 use crate::domain::event::EventKind;
+use crate::domain::event::Events;
 use crate::domain::health::{HealthRules, review_notification};
 use crate::domain::health_log::{self, HealthLog, StepOutcome};
 use crate::domain::notification;
@@ -19,7 +20,6 @@ use crate::domain::step::StepHead;
 use crate::domain::workflow::{self, Workflow};
 use crate::domain::{Tenant, now};
 use crate::error::{AppError, AppResult};
-use crate::events::EventBus;
 
 /// What `reportStep` answers.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ fn step_gone(error: AppError) -> AppError {
 /// and the current run, and changes nothing.
 pub async fn report_step(
     db: &Db,
-    events: &EventBus,
+    events: &Events,
     rules: &HealthRules,
     tenant: &Tenant,
     run_id: &str,

@@ -10,10 +10,10 @@ use super::lifecycle::{run_changed, time_out};
 use crate::db::schema::runs;
 use crate::db::{Db, IntoWork as _, Tx};
 use crate::domain::event::EventKind;
+use crate::domain::event::Events;
 use crate::domain::health::{HealthRules, Verdict};
 use crate::domain::{Tenant, now};
 use crate::error::{AppError, AppResult};
-use crate::events::EventBus;
 
 /// How many stale runs one sweep times out at most; the next sweep takes the rest.
 const SWEEP_BATCH: i64 = 500;
@@ -26,7 +26,7 @@ const SWEEP_BATCH: i64 = 500;
 /// counts it and publishes events. A run that got a report meanwhile is left alone.
 pub async fn time_out_stale_runs(
     db: &Db,
-    events: &EventBus,
+    events: &Events,
     rules: &HealthRules,
 ) -> AppResult<usize> {
     let timeout = TimeDelta::from_std(rules.run_timeout).map_err(AppError::internal)?;

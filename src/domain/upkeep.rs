@@ -1,0 +1,21 @@
+//! Data work that SQL migrations cannot do, run right after them (by `serve` and by
+//! `migrate run`): what needs the server's own rules, such as Unicode case folding.
+
+use crate::db::Db;
+use crate::db::migrations::MigrationState;
+
+/// The migration that added `workflows.search_name`, which only the server can fill in
+/// properly (Unicode case folding).
+const WORKFLOW_NAME_SEARCH: &str = "2026-12-01-000003_workflow_name_search_and_order";
+
+/// Data work that SQL migrations cannot do, after `applied` were applied (by `serve` or by
+/// `migrate run`).
+pub async fn complete(db: &Db, applied: &[MigrationState]) -> anyhow::Result<()> {
+    if applied.iter().any(|m| m.name == WORKFLOW_NAME_SEARCH) {
+        let folded = super::workflow::refold_search_names(db)
+            .await
+            .map_err(|e| anyhow::anyhow!("folding workflow names for search: {e:?}"))?;
+        tracing::info!(folded, "folded workflow names for search");
+    }
+    Ok(())
+}
