@@ -2,8 +2,13 @@
 //! read and write them. Nothing here knows about GraphQL or HTTP.
 //!
 //! Every function touching tenant-owned data takes a [`Tenant`] first. A `Tenant` can only
-//! come from a verified token or from the company a sign-up just created, so a query that
-//! forgets the tenant does not compile, and no client input can choose one.
+//! come from a verified token or from the company a sign-up just created, and no client
+//! input can choose one. Queries run in a unit of work for that tenant
+//! ([`Db::read`](crate::db::Db::read), [`Db::write`](crate::db::Db::write)), where a tenant
+//! table is reachable only already filtered by its company: a query that forgets the
+//! tenant does not compile. Writes are plain `async fn`s over the unit of work
+//! (`fn body(tx: &mut Tx<EventKind>, ..)`), composed inside one transaction; their events
+//! ([`event`]) leave after commit. The rules are in `src/db/uow.rs`.
 //!
 //! # Writing under concurrency
 //! SQLite runs one write transaction at a time; PostgreSQL runs them side by side under
