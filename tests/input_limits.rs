@@ -289,3 +289,58 @@ async fn deeply_nested_json_is_refused_on_write(backend: Backend) {
     let read = get_workflow(&server, token, &str_field(&workflow, "id")).await;
     assert_eq!(read["steps"][0]["selectors"], deepest);
 }
+
+both_backends!(nul_characters_are_bad_input_in_every_argument);
+/// Text with NUL is refused alike on both backends, wherever it appears: PostgreSQL cannot
+/// compare it (a search, a tag filter or an id holding NUL answered INTERNAL there and an
+/// empty result on SQLite).
+async fn nul_characters_are_bad_input_in_every_argument(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.member_token.as_str();
+    simple_workflow(&server, token, "Flow", 1).await;
+    let cases = [
+        (
+            "search as a variable",
+            "query($q: String) { workflows(filter: { search: $q }) { totalCount } }",
+            json!({ "q": "Fl\u{0}ow" }),
+            "q",
+        ),
+        (
+            "tag as a variable, inside an input object",
+            "query($f: WorkflowFilter) { workflows(filter: $f) { totalCount } }",
+            json!({ "f": { "tag": "\u{0}" } }),
+            "f",
+        ),
+        (
+            "an id written in the document",
+            r#"{ workflow(id: "abc\u0000") { id } }"#,
+            json!({}),
+            "query",
+        ),
+        (
+            "an id written with a braced escape",
+            r#"{ run(id: "\u{0}") { id } }"#,
+            json!({}),
+            "query",
+        ),
+    ];
+    for (what, query, variables, field) in cases {
+        let resp = server.gql(query, variables, Some(token)).await;
+        assert_error_code(&resp, "BAD_USER_INPUT", what);
+        assert_eq!(
+            resp["errors"][0]["extensions"]["field"], field,
+            "{what}: {resp:#}"
+        );
+        assert!(resp["data"].is_null(), "{what}: nothing ran: {resp:#}");
+    }
+    // The same requests without NUL are fine.
+    let fine = server
+        .gql(
+            "query($q: String) { workflows(filter: { search: $q }) { totalCount } }",
+            json!({ "q": "Flow" }),
+            Some(token),
+        )
+        .await;
+    assert_eq!(fine["data"]["workflows"]["totalCount"], 1, "{fine:#}");
+}

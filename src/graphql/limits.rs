@@ -128,3 +128,84 @@ fn count_aliases(document: &ExecutableDocument) -> usize {
         .sum();
     operations + fragments
 }
+
+/// Refuses text containing NUL anywhere in a request: in a variable (values and object
+/// keys, at any depth) or as an escape (`\u0000`, `\u{0}`) in the document. PostgreSQL
+/// cannot store or compare text with NUL (it answered INTERNAL) while SQLite took it, so
+/// both backends refuse it here, once, before anything runs: no argument of this API has
+/// a use for it. A raw NUL byte in the document is already a syntax error.
+pub fn refuse_nul(request: &async_graphql::Request) -> Result<(), ServerError> {
+    fn holds_nul(value: &async_graphql::Value) -> bool {
+        use async_graphql::Value;
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Enum(name) => name.contains('\0'),
+            Value::List(items) => items.iter().any(holds_nul),
+            Value::Object(fields) => fields
+                .iter()
+                .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+            Value::Null | Value::Number(_) | Value::Boolean(_) | Value::Binary(_) => false,
+        }
+    }
+    let field = request
+        .variables
+        .iter()
+        .find(|(_, value)| holds_nul(value))
+        .map(|(name, _)| name.to_string())
+        .or_else(|| has_nul_escape(&request.query).then(|| "query".to_owned()));
+    let Some(field) = field else {
+        return Ok(());
+    };
+    let mut error = ServerError::new(format!("{field} must not contain NUL characters"), None);
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", ErrorCode::BadUserInput.as_str());
+    extensions.set("field", field);
+    error.extensions = Some(extensions);
+    Err(error)
+}
+
+/// Whether `document` has a `\u` escape naming U+0000 (`\u0000` or `\u{0}`, any number of
+/// zeros). Outside strings such text is a syntax error or a comment either way.
+fn has_nul_escape(document: &str) -> bool {
+    document.match_indices("\\u").any(|(at, _)| {
+        let rest = &document[at + 2..];
+        let digits = match rest.strip_prefix('{') {
+            Some(braced) => match braced.find('}') {
+                Some(end) => &braced[..end],
+                None => return false,
+            },
+            None => rest.get(..4).unwrap_or_default(),
+        };
+        !digits.is_empty() && digits.bytes().all(|b| b == b'0')
+    })
+}
+
+#[cfg(test)]
+mod nul_tests {
+    use super::*;
+
+    #[test]
+    fn nul_escapes_are_found_in_both_spellings() {
+        assert!(has_nul_escape(r#"{ a(x: "\u0000") }"#));
+        assert!(has_nul_escape(r#"{ a(x: "ab\u{0}") }"#));
+        assert!(has_nul_escape(r#"{ a(x: "\u{000}") }"#));
+        assert!(!has_nul_escape(r#"{ a(x: "\u0041\u00e9\u{1F600}") }"#));
+        assert!(!has_nul_escape(r#"{ a(x: "\u00") }"#));
+    }
+
+    #[test]
+    fn nul_in_any_variable_is_refused_naming_it() {
+        let request = async_graphql::Request::new("query($f: F) { a(f: $f) }").variables(
+            async_graphql::Variables::from_json(
+                serde_json::json!({ "f": { "tags": ["ok", "bad\u{0}"] } }),
+            ),
+        );
+        let refused = refuse_nul(&request).err();
+        assert_eq!(
+            refused.map(|e| e.message),
+            Some("f must not contain NUL characters".to_owned())
+        );
+        let clean = async_graphql::Request::new("{ a }");
+        assert!(refuse_nul(&clean).is_ok());
+    }
+}

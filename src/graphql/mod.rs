@@ -27,7 +27,7 @@ use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 pub use context::{RequestData, ScreenshotSettings, Services};
 pub use documents::{ParsedDocuments, Unkept};
-pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name};
+pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name, refuse_nul};
 pub use prescan::DocumentLimits;
 pub use stream_cursor::StreamCursors;
 

@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 use super::AppState;
 use crate::graphql::{
     ParsedDocuments, RequestData, Unkept, check_aliases, code_request_errors, is_request_error,
-    null_failed_fields, selected_operation,
+    null_failed_fields, refuse_nul, selected_operation,
 };
 use crate::metrics::{METRICS, OperationLabels, Outcome, Transport};
 
@@ -94,6 +94,9 @@ impl Operation {
         mut request: async_graphql::Request,
         transport: Transport,
     ) -> Result<Self, Refused> {
+        if let Err(error) = refuse_nul(&request) {
+            return Err(refuse(transport, &Description::unknown(), error));
+        }
         // Before anything reads the document: this is where it is checked and parsed.
         let unkept = match state.documents.prepare(&mut request) {
             Ok(unkept) => unkept,
