@@ -106,11 +106,7 @@ impl TokenKeys {
         if claims.sub.is_empty() || claims.company_id.is_empty() {
             return None;
         }
-        let viewer = Viewer {
-            user_id: claims.sub,
-            tenant: Tenant::new(claims.company_id),
-            role: Role::parse(&claims.role)?,
-        };
+        let viewer = Viewer::member(claims.sub, claims.company_id, Role::parse(&claims.role)?);
         Some((viewer, claims.exp))
     }
 }

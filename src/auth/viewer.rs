@@ -11,13 +11,21 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    /// A member of `company_id` with `role`. Admins see the whole company; a regular
+    /// member's tenant sees RESTRICTED workflows only where they are the creator or the
+    /// workflow is shared with them (see `db::visibility`).
+    pub fn member(user_id: String, company_id: String, role: Role) -> Self {
+        let tenant = Tenant::member(company_id, user_id.clone(), role != Role::Admin);
+        Self {
+            user_id,
+            tenant,
+            role,
+        }
+    }
+
     /// The viewer a freshly authenticated member acts as (sign-up, join, login).
     pub fn of_member(user: &User) -> Self {
-        Self {
-            user_id: user.id.clone(),
-            tenant: Tenant::new(user.company_id.clone()),
-            role: user.role,
-        }
+        Self::member(user.id.clone(), user.company_id.clone(), user.role)
     }
 
     pub fn is_admin(&self) -> bool {

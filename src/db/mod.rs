@@ -21,12 +21,13 @@ pub mod partition;
 pub mod schema;
 pub mod text_enum;
 mod uow;
+pub mod visibility;
 
 use uow::TxConn;
 
 pub use uow::{
-    Columns, IntoWork, Keyset, Lock, NoEvents, Outbox, Scoped, Tenant, TenantRow, TenantTable, Tx,
-    Unscoped, Work,
+    BeforeCommit, Columns, CompanyWide, IntoWork, Keyset, Lock, NoEvents, Outbox, Scoped, Tenant,
+    TenantRow, TenantTable, Tx, Unscoped, Work,
 };
 
 use std::path::Path;
@@ -347,7 +348,17 @@ impl Db {
         let mut attempt = 0u32;
         loop {
             begin(tx.conn()).await?;
-            let result = work(&mut tx).run().await;
+            tx.start_attempt();
+            let mut result = work(&mut tx).run().await;
+            // What the body registered to do before the commit, in the same transaction.
+            while result.is_ok() {
+                let Some(before_commit) = tx.next_before_commit() else {
+                    break;
+                };
+                if let Err(error) = before_commit(&mut tx).run().await {
+                    result = Err(error);
+                }
+            }
             let events = tx.take_events();
             match finish(tx.conn(), tenant, result, events, outbox).await {
                 // Only PostgreSQL aborts a transaction for contention; SQLite's single

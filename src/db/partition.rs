@@ -118,21 +118,27 @@ impl PartitionedPage {
                 limit = self.limit.max(0),
             ));
         }
-        let mut sql = String::with_capacity(template.len() + 4 * binds.len());
-        let mut pieces = template.split("{}").peekable();
-        let mut n = 0;
-        while let Some(piece) = pieces.next() {
-            sql.push_str(piece);
-            if pieces.peek().is_some() {
-                n += 1;
-                match backend {
-                    Backend::Postgres => sql.push_str(&format!("${n}")),
-                    Backend::Sqlite => sql.push('?'),
-                }
+        (with_placeholders(&template, backend), binds)
+    }
+}
+
+/// `template` with each `{}` replaced by the backend's next bind placeholder (`$1, $2, ...`
+/// on PostgreSQL, `?` on SQLite).
+pub fn with_placeholders(template: &str, backend: Backend) -> String {
+    let mut sql = String::with_capacity(template.len() + 16);
+    let mut pieces = template.split("{}").peekable();
+    let mut n = 0;
+    while let Some(piece) = pieces.next() {
+        sql.push_str(piece);
+        if pieces.peek().is_some() {
+            n += 1;
+            match backend {
+                Backend::Postgres => sql.push_str(&format!("${n}")),
+                Backend::Sqlite => sql.push('?'),
             }
         }
-        (sql, binds)
     }
+    sql
 }
 
 /// Binds `binds` to a boxed raw query.

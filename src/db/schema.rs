@@ -45,6 +45,9 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         search_name -> Text,
+        current_version -> Integer,
+        project_id -> Nullable<Text>,
+        visibility -> Text,
     }
 }
 
@@ -111,6 +114,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         version -> BigInt,
+        workflow_version -> Nullable<Integer>,
     }
 }
 
@@ -151,6 +155,133 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    workflow_step_snapshots (company_id, workflow_id, hash) {
+        company_id -> Text,
+        workflow_id -> Text,
+        hash -> Text,
+        action_type -> Text,
+        selectors -> Text,
+        element_meta -> Text,
+        page_context -> Text,
+        action_data -> Text,
+        dom_context -> Text,
+        screenshot_id -> Nullable<Text>,
+        field_label -> Nullable<Text>,
+        instruction -> Nullable<Text>,
+        ai_confidence -> Nullable<Double>,
+        ai_model -> Nullable<Text>,
+        label_edited -> Bool,
+        instruction_edited -> Bool,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    workflow_versions (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        number -> Integer,
+        name -> Text,
+        description -> Nullable<Text>,
+        tags -> Text,
+        steps -> Text,
+        summary -> Text,
+        restored_from -> Nullable<Integer>,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    projects (id) {
+        id -> Text,
+        company_id -> Text,
+        name -> Text,
+        description -> Nullable<Text>,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    workflow_shares (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        user_id -> Text,
+        permission -> Text,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    workflow_share_links (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        token_hash -> Text,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+        access_count -> BigInt,
+        last_accessed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    workflow_templates (id) {
+        id -> Text,
+        company_id -> Text,
+        name -> Text,
+        search_name -> Text,
+        description -> Nullable<Text>,
+        tags -> Text,
+        visibility -> Text,
+        published -> Bool,
+        parameters -> Text,
+        steps -> Text,
+        includes_screenshots -> Bool,
+        source_workflow_id -> Nullable<Text>,
+        source_version -> Nullable<Integer>,
+        created_by -> Nullable<Text>,
+        usage_count -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    template_screenshots (id) {
+        id -> Text,
+        company_id -> Text,
+        template_id -> Text,
+        hash -> Text,
+        storage_key -> Text,
+        content_type -> Text,
+        size_bytes -> BigInt,
+        width -> Integer,
+        height -> Integer,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    template_ratings (template_id, user_id) {
+        company_id -> Text,
+        template_id -> Text,
+        user_id -> Text,
+        stars -> Integer,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> companies (company_id));
 diesel::joinable!(workflows -> companies (company_id));
 diesel::joinable!(workflows -> users (created_by));
@@ -160,6 +291,11 @@ diesel::joinable!(screenshots -> workflows (workflow_id));
 diesel::joinable!(runs -> workflows (workflow_id));
 diesel::joinable!(health_logs -> runs (run_id));
 diesel::joinable!(notifications -> companies (company_id));
+diesel::joinable!(workflow_versions -> workflows (workflow_id));
+diesel::joinable!(workflow_shares -> workflows (workflow_id));
+diesel::joinable!(workflow_share_links -> workflows (workflow_id));
+diesel::joinable!(template_ratings -> workflow_templates (template_id));
+diesel::joinable!(template_screenshots -> workflow_templates (template_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     companies,
@@ -170,4 +306,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     runs,
     health_logs,
     notifications,
+    workflow_step_snapshots,
+    workflow_versions,
+    projects,
+    workflow_shares,
+    workflow_share_links,
+    workflow_templates,
+    template_screenshots,
+    template_ratings,
 );

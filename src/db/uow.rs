@@ -32,6 +32,17 @@
 //!   none) are taken with [`Tx::lock`] and [`Tx::lock_rows`], in the order written in the
 //!   `domain` docs. Their SQL is written here, the only backend-specific SQL outside the
 //!   migrations and the event bridge.
+//! - **A member's view.** A [`Tenant`] is the company as a whole (admins, executors, the
+//!   server itself) or as a regular member sees it: then the scoped sources of the tables
+//!   whose rows reach a workflow also leave out RESTRICTED workflows the member may not
+//!   see, and everything hanging off them ([`visibility`](super::visibility)). Written
+//!   once into the source, so no query can forget it. The few decisions the company makes
+//!   as a whole on a member's behalf go through [`Tx::company_wide`] (grep for it).
+//! - **Work before commit.** A rule that must act once per unit of work, however many
+//!   edits the body made, gathers what it needs in a typed [`Tx::extension`] and registers
+//!   [`Tx::before_commit`] work, which runs after the body succeeded and before the commit,
+//!   in the same transaction (workflow versions: every changed workflow gets one version).
+//!   Both belong to the attempt: a retried attempt starts without them.
 //!
 //! A query on a tenant table that does not come from the tenant does not compile (the
 //! unit of work only runs a `Scoped` query; a bare table is a mismatched type, E0308):
@@ -75,31 +86,69 @@ use futures_util::future::BoxFuture;
 use super::expr::{After, KeysetOrder, Maybe};
 use super::partition::{Bind, PartitionedPage, bind_all};
 use super::schema::{
-    companies, health_logs, notifications, runs, screenshots, steps, users, workflows,
+    companies, health_logs, notifications, projects, runs, screenshots, steps, template_ratings,
+    template_screenshots, users, workflow_share_links, workflow_shares, workflow_step_snapshots,
+    workflow_templates, workflow_versions, workflows,
 };
+use super::visibility::{self, InCompany, Reach};
 use super::{Backend, Held, SqliteConn};
 use crate::error::{AppError, AppResult};
 use diesel_async::pooled_connection::deadpool::Object;
 
-/// The company whose data a unit of work may see and change.
+/// The company whose data a unit of work may see and change, and whose view of it: the
+/// company's own (every row; admins, executors, the server's sweepers) or a regular
+/// member's, who sees RESTRICTED workflows only where they are the creator or shared with
+/// (see [`visibility`](super::visibility)).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Tenant(String);
+pub struct Tenant {
+    company: String,
+    /// The member acting, if a member is.
+    user: Option<String>,
+    /// Whether the member sees only the workflows shared with them.
+    restricted: bool,
+}
 
 impl Tenant {
     /// Only for a company id the server vouches for: the `company_id` claim of a token
     /// whose signature was verified, a row read from the database, a company being created.
+    /// The unit of work sees the whole company.
     pub(crate) fn new(company_id: String) -> Self {
-        Self(company_id)
+        Self {
+            company: company_id,
+            user: None,
+            restricted: false,
+        }
+    }
+
+    /// A member of the company acting (from a verified token): `restricted` when they see
+    /// only the workflows they may (regular members), not when they see the whole company
+    /// (admins).
+    pub(crate) fn member(company_id: String, user_id: String, restricted: bool) -> Self {
+        Self {
+            company: company_id,
+            user: Some(user_id),
+            restricted,
+        }
     }
 
     /// No company: the tenant of an unscoped unit of work. No company's id is empty, so
     /// every scoped table of such a unit of work is empty.
     pub(super) fn nobody() -> Self {
-        Self(String::new())
+        Self::new(String::new())
     }
 
     pub fn id(&self) -> &str {
-        &self.0
+        &self.company
+    }
+
+    /// The member acting, when one is (the author of what they change).
+    pub fn user_id(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The member whose view limits what this tenant sees, when it is limited.
+    pub fn restricted_to(&self) -> Option<&str> {
+        self.user.as_deref().filter(|_| self.restricted)
     }
 }
 
@@ -375,6 +424,8 @@ where
 pub trait TenantTable: Table {
     /// The table's name in SQL.
     const NAME: &'static str;
+    /// How its rows reach a workflow, if they do (what a restricted member sees of it).
+    const REACH: Option<Reach>;
 }
 
 /// The row lock a statement takes on PostgreSQL (see the lock order in `domain`).
@@ -418,7 +469,15 @@ pub struct Tx<E = NoEvents> {
     _held: Held,
     tenant: Tenant,
     events: Vec<E>,
+    /// What the attempt's rules keep while it runs (see [`Tx::extension`]).
+    extensions: Vec<Box<dyn std::any::Any + Send>>,
+    /// Work to do once the attempt's own work succeeded, before it commits (see
+    /// [`Tx::before_commit`]).
+    before_commit: Vec<BeforeCommit<E>>,
 }
+
+/// Work a unit of work runs just before it commits, in the same transaction.
+pub type BeforeCommit<E> = Box<dyn for<'t> FnOnce(&'t mut Tx<E>) -> Work<'static, 't, ()> + Send>;
 
 /// Runs `$run` with `$c` bound to the unit of work's connection, whichever backend it is:
 /// the one place where a query is compiled once per backend.
@@ -444,7 +503,51 @@ impl<E: Send> Tx<E> {
             _held: held,
             tenant,
             events: Vec::new(),
+            extensions: Vec::new(),
+            before_commit: Vec::new(),
         }
+    }
+
+    /// Forgets what an earlier attempt of the same unit of work left (it was rolled back).
+    pub(super) fn start_attempt(&mut self) {
+        self.events.clear();
+        self.extensions.clear();
+        self.before_commit.clear();
+    }
+
+    /// The next piece of work registered with [`Tx::before_commit`], if any is left.
+    pub(super) fn next_before_commit(&mut self) -> Option<BeforeCommit<E>> {
+        (!self.before_commit.is_empty()).then(|| self.before_commit.remove(0))
+    }
+
+    /// The attempt's value of type `T` (its default the first time it is asked for):
+    /// state a domain rule gathers while the unit of work runs and acts on before the
+    /// commit (e.g. which workflows' definitions changed, so each gets one new version
+    /// however many edits the unit of work made). Gone with the attempt; a retried
+    /// attempt starts without it.
+    pub fn extension<T: Default + Send + 'static>(&mut self) -> &mut T {
+        let index = match self.extensions.iter().position(|e| e.is::<T>()) {
+            Some(index) => index,
+            None => {
+                self.extensions.push(Box::new(T::default()));
+                self.extensions.len() - 1
+            }
+        };
+        match self.extensions[index].downcast_mut::<T>() {
+            Some(value) => value,
+            None => unreachable!("the extension at this index was found by its type"),
+        }
+    }
+
+    /// Runs `work` after the unit of work's own body succeeded and before it commits, in
+    /// the same transaction, in the order registered (work may register more). An error
+    /// rolls everything back like an error of the body. Registered work belongs to the
+    /// attempt: a retried attempt registers its own.
+    pub fn before_commit(
+        &mut self,
+        work: impl for<'t> FnOnce(&'t mut Tx<E>) -> Work<'static, 't, ()> + Send + 'static,
+    ) {
+        self.before_commit.push(Box::new(work));
     }
 
     pub(super) fn conn(&mut self) -> &mut TxConn {
@@ -476,7 +579,7 @@ impl<E: Send> Tx<E> {
     pub fn company(&self) -> Scoped<dsl::Filter<companies::table, dsl::Eq<companies::id, String>>> {
         Scoped(FilterDsl::filter(
             companies::table,
-            companies::id.eq(self.tenant.0.clone()),
+            companies::id.eq(self.tenant.company.clone()),
         ))
     }
 
@@ -557,7 +660,7 @@ impl<E: Send> Tx<E> {
         R::Insert: ExecuteDsl<AsyncPgConnection> + ExecuteDsl<SqliteConn>,
     {
         for row in rows.iter_mut() {
-            row.set_company_id(&self.tenant.0);
+            row.set_company_id(&self.tenant.company);
         }
         let rows: &'a [R] = rows;
         Box::pin(async move {
@@ -581,7 +684,7 @@ impl<E: Send> Tx<E> {
         R: InsertRow<'a>,
         S: ExecuteDsl<AsyncPgConnection> + ExecuteDsl<SqliteConn> + Send + 'a,
     {
-        row.set_company_id(&self.tenant.0);
+        row.set_company_id(&self.tenant.company);
         let row: &'a R = row;
         let statement = finish(row.insert());
         Box::pin(async move { Ok(on_conn!(&mut self.conn, |c| statement.execute(c).await?)) })
@@ -619,7 +722,7 @@ impl<E: Send> Tx<E> {
         );
         let mut query = diesel::sql_query(sql)
             .into_boxed()
-            .bind::<Text, _>(self.tenant.0.clone());
+            .bind::<Text, _>(self.tenant.company.clone());
         for value in values {
             query = query.bind::<Text, _>(value.as_ref().to_owned());
         }
@@ -639,7 +742,7 @@ impl<E: Send> Tx<E> {
     /// first lock of the lock order in the `domain` docs, taken by write paths that decide
     /// about the company's screenshots and blobs.
     pub async fn lock_company(&mut self, lock: Lock) -> AppResult<Option<usize>> {
-        let company = self.tenant.0.clone();
+        let company = self.tenant.company.clone();
         let TxConn::Postgres(conn) = &mut self.conn else {
             return Ok(None);
         };
@@ -670,31 +773,48 @@ impl<E: Send> Tx<E> {
             + Send
             + 'static,
     {
-        let (company, value) = (self.tenant.0.clone(), value.to_owned());
         let table = <C::Table as TenantTable>::NAME;
         let column = C::NAME;
-        let rows: Vec<R> = match &mut self.conn {
-            TxConn::Postgres(conn) => {
-                diesel::sql_query(format!(
-                    "SELECT * FROM {table} WHERE company_id = $1 AND {column} = $2 {}",
-                    lock.clause()
-                ))
-                .bind::<Text, _>(company)
-                .bind::<Text, _>(value)
-                .load(&mut **conn)
-                .await?
-            }
-            TxConn::Sqlite(conn) => {
-                diesel::sql_query(format!(
-                    "SELECT * FROM {table} WHERE company_id = ? AND {column} = ?"
-                ))
-                .bind::<Text, _>(company)
-                .bind::<Text, _>(value)
-                .load(&mut **conn)
-                .await?
-            }
-        };
+        let mut binds = vec![
+            Bind::Text(self.tenant.company.clone()),
+            Bind::Text(value.to_owned()),
+        ];
+        let mut template =
+            format!("SELECT * FROM {table} WHERE company_id = {{}} AND {column} = {{}}");
+        // A member who may not see every workflow reads only what they may see.
+        if let Some(condition) = self.visibility_condition(table, <C::Table as TenantTable>::REACH)
+        {
+            template.push_str(" AND ");
+            template.push_str(&condition.sql);
+            binds.extend(condition.binds);
+        }
+        if self.backend() == Backend::Postgres {
+            template.push(' ');
+            template.push_str(lock.clause());
+        }
+        let sql = super::partition::with_placeholders(&template, self.backend());
+        let rows: Vec<R> = self.raw_load(sql, binds).await?;
         Ok(rows.into_iter().next())
+    }
+
+    /// The visibility condition of `table` for this unit of work's viewer, as SQL text with
+    /// `{}` marks: `None` when the viewer sees the whole company or the table reaches no
+    /// workflow.
+    fn visibility_condition(
+        &self,
+        table: &str,
+        reach: Option<Reach>,
+    ) -> Option<super::partition::Condition> {
+        let member = self.tenant.restricted_to()?;
+        let (sql, bounds) = visibility::condition(table, reach?);
+        let binds = bounds
+            .into_iter()
+            .map(|bound| match bound {
+                visibility::Bound::Company => Bind::Text(self.tenant.company.clone()),
+                visibility::Bound::Member => Bind::Text(member.to_owned()),
+            })
+            .collect();
+        Some(super::partition::Condition { sql, binds })
     }
 
     /// Whether the database answers a trivial statement (`/readyz`).
@@ -713,7 +833,24 @@ impl<E: Send> Tx<E> {
             + Send
             + 'static,
     {
-        let (sql, binds) = page.sql(&self.tenant.0, self.backend());
+        // The children of a workflow the viewer may not see are not there for them.
+        let reach = match page.table {
+            "workflows" => Some(Reach::Workflow),
+            "notifications" => Some(Reach::OptionalChild),
+            "screenshots" => Some(Reach::Screenshot),
+            "companies"
+            | "users"
+            | "projects"
+            | "workflow_templates"
+            | "template_screenshots"
+            | "template_ratings" => None,
+            _ => Some(Reach::Child),
+        };
+        let mut page = page.clone();
+        if let Some(condition) = self.visibility_condition(page.table, reach) {
+            page.conditions.push(condition);
+        }
+        let (sql, binds) = page.sql(&self.tenant.company, self.backend());
         self.raw_load(sql, binds).await
     }
 
@@ -754,18 +891,34 @@ impl<E: Send> Tx<E> {
 }
 
 /// Tenant tables through the tenant: each is the table filtered by the unit of work's
-/// company.
+/// company and, for a member who may not see every workflow, by what they may see (for
+/// tables whose rows reach a workflow: `=> Reach`).
 macro_rules! tenant_tables {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($($(#[$doc:meta])* $name:ident $(=> $reach:ident)?),* $(,)?) => {
         impl<E: Send> Tx<E> {
             $(
                 $(#[$doc])*
-                pub fn $name(
-                    &self,
-                ) -> Scoped<dsl::Filter<$name::table, dsl::Eq<$name::company_id, String>>> {
+                pub fn $name(&self) -> Scoped<dsl::Filter<$name::table, InCompany>> {
                     Scoped(FilterDsl::filter(
                         $name::table,
-                        $name::company_id.eq(self.tenant.0.clone()),
+                        InCompany::new(
+                            stringify!($name),
+                            self.tenant.company.clone(),
+                            <$name::table as TenantTable>::REACH,
+                            self.tenant.restricted_to(),
+                        ),
+                    ))
+                }
+            )*
+        }
+
+        impl<E: Send> CompanyWide<'_, E> {
+            $(
+                /// The whole company's rows, whatever the viewer may see.
+                pub fn $name(&self) -> Scoped<dsl::Filter<$name::table, InCompany>> {
+                    Scoped(FilterDsl::filter(
+                        $name::table,
+                        InCompany::new(stringify!($name), self.tx.tenant.company.clone(), None, None),
                     ))
                 }
             )*
@@ -783,34 +936,51 @@ macro_rules! tenant_tables {
         $(
             impl TenantTable for $name::table {
                 const NAME: &'static str = stringify!($name);
+                const REACH: Option<Reach> = tenant_tables!(@reach $($reach)?);
             }
         )*
     };
+    (@reach) => { None };
+    (@reach $reach:ident) => { Some(Reach::$reach) };
 }
 
 tenant_tables!(
     /// The company's members.
     users,
     /// The company's workflows.
-    workflows,
+    workflows => Workflow,
     /// The steps of the company's workflows.
-    steps,
+    steps => Child,
     /// The company's screenshots.
-    screenshots,
+    screenshots => Screenshot,
     /// The company's runs.
-    runs,
+    runs => Child,
     /// The company's health logs.
-    health_logs,
+    health_logs => Child,
     /// The company's notifications.
-    notifications,
+    notifications => OptionalChild,
+    /// The step definitions the company's workflow versions name.
+    workflow_step_snapshots => Child,
+    /// The versions of the company's workflows.
+    workflow_versions => Child,
+    /// The company's projects.
+    projects,
+    /// Who the company's restricted workflows are shared with.
+    workflow_shares => Child,
+    /// The public links to the company's workflows.
+    workflow_share_links => Child,
+    /// The templates the company published.
+    workflow_templates,
+    /// The screenshots the company's templates include.
+    template_screenshots,
+    /// The template ratings the company's members gave.
+    template_ratings,
 );
 
 /// `steps LEFT JOIN screenshots`, the join matching the company too (see
 /// [`Tx::steps_with_screenshots`]).
-type StepsWithScreenshots = dsl::Filter<
-    dsl::LeftJoinOn<steps::table, screenshots::table, StepScreenshot>,
-    dsl::Eq<steps::company_id, String>,
->;
+type StepsWithScreenshots =
+    dsl::Filter<dsl::LeftJoinOn<steps::table, screenshots::table, StepScreenshot>, InCompany>;
 
 /// The `ON` clause of [`StepsWithScreenshots`].
 type StepScreenshot = dsl::And<
@@ -831,8 +1001,52 @@ impl<E: Send> Tx<E> {
             .and(screenshots::company_id.eq(steps::company_id));
         Scoped(FilterDsl::filter(
             diesel::QueryDsl::left_join(steps::table, screenshots::table.on(on)),
-            steps::company_id.eq(self.tenant.0.clone()),
+            InCompany::new(
+                "steps",
+                self.tenant.company.clone(),
+                Some(Reach::Child),
+                self.tenant.restricted_to(),
+            ),
         ))
+    }
+
+    /// The whole company, whatever this unit of work's viewer may see: for the few
+    /// decisions the company makes as a whole on a member's behalf (a screenshot's bytes
+    /// are stored once per company, whichever workflow holds them). Explicit so that it
+    /// can be found: grep for `company_wide`.
+    pub fn company_wide(&mut self) -> CompanyWide<'_, E> {
+        CompanyWide { tx: self }
+    }
+}
+
+/// A unit of work's view of its whole company; see [`Tx::company_wide`].
+pub struct CompanyWide<'t, E> {
+    tx: &'t mut Tx<E>,
+}
+
+impl<E: Send> CompanyWide<'_, E> {
+    pub fn optional<'a, Q, U>(&'a mut self, query: Scoped<Q>) -> BoxFuture<'a, AppResult<Option<U>>>
+    where
+        Q: LoadQuery<'a, AsyncPgConnection, U> + LoadQuery<'a, SqliteConn, U> + Send + 'a,
+        U: Send + 'a,
+    {
+        self.tx.optional(query)
+    }
+
+    pub fn load<'a, Q, U>(&'a mut self, query: Scoped<Q>) -> BoxFuture<'a, AppResult<Vec<U>>>
+    where
+        Q: LoadQuery<'a, AsyncPgConnection, U> + LoadQuery<'a, SqliteConn, U> + Send + 'a,
+        U: Send + 'a,
+    {
+        self.tx.load(query)
+    }
+
+    pub fn one<'a, Q, U>(&'a mut self, query: Scoped<Q>) -> BoxFuture<'a, AppResult<U>>
+    where
+        Q: LoadQuery<'a, AsyncPgConnection, U> + LoadQuery<'a, SqliteConn, U> + Send + 'a,
+        U: Send + 'a,
+    {
+        self.tx.one(query)
     }
 }
 

@@ -47,6 +47,8 @@ pub mod screenshot;
 pub mod step;
 pub mod upkeep;
 pub mod user;
+pub mod version;
+pub mod visibility;
 pub mod workflow;
 
 use std::collections::HashSet;

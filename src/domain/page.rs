@@ -26,6 +26,8 @@ pub enum SortValue {
     Time(i64),
     Text(String),
     Float(f64),
+    /// A whole number (a version number).
+    Int(i64),
 }
 
 impl SortValue {
@@ -181,6 +183,14 @@ pub fn text_key(key: &SortValue) -> crate::error::AppResult<String> {
 pub fn float_key(key: &SortValue) -> crate::error::AppResult<f64> {
     match key {
         SortValue::Float(value) if value.is_finite() => Ok(*value),
+        _ => Err(cursor_mismatch()),
+    }
+}
+
+/// The cursor key as a 32-bit whole number (for [`PageRequest::keyset`]).
+pub fn int_key(key: &SortValue) -> crate::error::AppResult<i32> {
+    match key {
+        SortValue::Int(value) => i32::try_from(*value).map_err(|_| cursor_mismatch()),
         _ => Err(cursor_mismatch()),
     }
 }

@@ -20,10 +20,11 @@ use chrono::{NaiveDateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use super::{Tenant, new_id, now};
+use super::visibility::{self, Need};
+use super::{Tenant, new_id, now, version};
 use crate::blobs::BlobStore;
 use crate::crypto::hex;
-use crate::db::schema::{companies, screenshots, steps, workflows};
+use crate::db::schema::{companies, screenshots, steps, template_screenshots, workflows};
 use crate::db::{Columns as _, Db, IntoWork as _, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
 
@@ -97,19 +98,69 @@ pub async fn of_workflows(
     .await
 }
 
-/// One screenshot by id in *any* company, for the signed-URL endpoint: the caller must then
+/// What the signed-URL endpoint serves: a screenshot, or a screenshot a template includes
+/// (with an id of its own, so a template shows none of its publisher's ids).
+#[derive(Debug, Clone)]
+pub struct SignedImage {
+    pub id: String,
+    /// The company the URL's signature binds.
+    pub company_id: String,
+    pub hash: String,
+    pub storage_key: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+}
+
+/// One image by id in *any* company, for the signed-URL endpoint: the caller must then
 /// check the URL's signature, which binds the row's company. Unscoped on purpose: the
 /// request carries no token, only the signed URL.
-pub async fn find_for_signed_url(db: &Db, id: &str) -> AppResult<Option<Screenshot>> {
+pub async fn find_for_signed_url(db: &Db, id: &str) -> AppResult<Option<SignedImage>> {
     let mut tx = db.read_unscoped().await?;
     let mut all = tx.unscoped();
-    all.optional(
-        all.screenshots()
-            .filter(screenshots::id.eq(id))
-            .select(Screenshot::columns())
-            .limit(1),
-    )
-    .await
+    let row: Option<(String, String, String, String, String, i64)> = all
+        .optional(
+            all.screenshots()
+                .filter(screenshots::id.eq(id))
+                .select((
+                    screenshots::id,
+                    screenshots::company_id,
+                    screenshots::hash,
+                    screenshots::storage_key,
+                    screenshots::content_type,
+                    screenshots::size_bytes,
+                ))
+                .limit(1),
+        )
+        .await?;
+    let row = match row {
+        Some(row) => Some(row),
+        None => {
+            all.optional(
+                all.template_screenshots()
+                    .filter(template_screenshots::id.eq(id))
+                    .select((
+                        template_screenshots::id,
+                        template_screenshots::company_id,
+                        template_screenshots::hash,
+                        template_screenshots::storage_key,
+                        template_screenshots::content_type,
+                        template_screenshots::size_bytes,
+                    ))
+                    .limit(1),
+            )
+            .await?
+        }
+    };
+    Ok(row.map(
+        |(id, company_id, hash, storage_key, content_type, size_bytes)| SignedImage {
+            id,
+            company_id,
+            hash,
+            storage_key,
+            content_type,
+            size_bytes,
+        },
+    ))
 }
 
 /// How large an upload may be.
@@ -329,6 +380,7 @@ pub async fn upload(
         if known.is_none() {
             return Err(AppError::NotFound("workflow"));
         }
+        visibility::require(&mut tx, workflow_id, Need::Edit).await?;
         if let Some(step_id) = step_id {
             let step: Option<String> = tx
                 .optional(
@@ -387,6 +439,7 @@ async fn recorded(
     new_row: &Screenshot,
 ) -> AppResult<Screenshot> {
     lock_company(tx).await?;
+    visibility::require(tx, workflow_id, Need::Edit).await?;
     // Re-read under the lock: a concurrent upload of the same bytes may have won.
     let row = match find_by_hash(tx, &new_row.hash).await? {
         Some(row) => row,
@@ -411,18 +464,36 @@ async fn recorded(
         if attached == 0 {
             return Err(AppError::NotFound("step"));
         }
+        let number: i32 = tx
+            .one(
+                tx.steps()
+                    .filter(steps::id.eq(step_id))
+                    .select(steps::step_number),
+            )
+            .await?;
+        version::changed(
+            tx,
+            workflow_id,
+            format!("changed the screenshot of step {number}"),
+        );
     }
     Ok(row)
 }
 
+/// The company's screenshot of these bytes, whichever workflow holds it: bytes are
+/// stored once per company, also when a member uploading them may not see that workflow
+/// (they hold the bytes already; the row's workflow stays hidden from them).
 async fn find_by_hash<E: Send>(tx: &mut Tx<E>, hash: &str) -> AppResult<Option<Screenshot>> {
-    tx.optional(
-        tx.screenshots()
-            .filter(screenshots::hash.eq(hash))
-            .select(Screenshot::columns())
-            .limit(1),
-    )
-    .await
+    let mut company = tx.company_wide();
+    company
+        .optional(
+            company
+                .screenshots()
+                .filter(screenshots::hash.eq(hash))
+                .select(Screenshot::columns())
+                .limit(1),
+        )
+        .await
 }
 
 /// Deletes the company's blob at `key` unless a screenshot row references it, deciding
@@ -443,14 +514,27 @@ pub async fn collect_blob(
 /// gone does nothing, so a repeat is harmless.
 async fn collected(tx: &mut Tx<NoEvents>, blobs: &BlobStore, key: &str) -> AppResult<bool> {
     lock_company(tx).await?;
-    let references: i64 = tx
+    // Whoever asked, every row of the company counts: a member's view must not decide
+    // that bytes another workflow shows are unreferenced.
+    let mut company = tx.company_wide();
+    let references: i64 = company
         .one(
-            tx.screenshots()
+            company
+                .screenshots()
                 .filter(screenshots::storage_key.eq(key))
                 .count(),
         )
         .await?;
-    if references > 0 {
+    // Templates that include the image keep it too.
+    let template_references: i64 = company
+        .one(
+            company
+                .template_screenshots()
+                .filter(template_screenshots::storage_key.eq(key))
+                .count(),
+        )
+        .await?;
+    if references > 0 || template_references > 0 {
         return Ok(false);
     }
     blobs.delete(key).await?;
@@ -488,12 +572,22 @@ pub async fn sweep_blobs(
     let referenced: Vec<String> = {
         let mut tx = db.read_unscoped().await?;
         let mut all = tx.unscoped();
-        all.load(
-            all.screenshots()
-                .filter(screenshots::storage_key.eq_any(&keys))
-                .select(screenshots::storage_key),
-        )
-        .await?
+        let mut referenced: Vec<String> = all
+            .load(
+                all.screenshots()
+                    .filter(screenshots::storage_key.eq_any(&keys))
+                    .select(screenshots::storage_key),
+            )
+            .await?;
+        referenced.extend(
+            all.load::<_, String>(
+                all.template_screenshots()
+                    .filter(template_screenshots::storage_key.eq_any(&keys))
+                    .select(template_screenshots::storage_key),
+            )
+            .await?,
+        );
+        referenced
     };
     let mut removed = 0;
     for key in keys.iter().filter(|k| !referenced.contains(k)) {

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use super::json::{MAX_STEP_JSON_BYTES, object_text};
 use super::screenshot::Screenshot;
-use super::{Tenant, new_id, now, required_name};
+use super::visibility::{self, Need};
+use super::{Tenant, new_id, now, required_name, version};
 use crate::db::schema::{screenshots, steps, workflows};
 use crate::db::{Columns as _, Db, IntoWork as _, Lock, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
@@ -19,7 +20,7 @@ use crate::error::{AppError, AppResult};
 pub const MAX_ACTION_TYPE_CHARS: usize = 50;
 pub const MAX_TEXT_CHARS: usize = 2_000;
 /// Larger than any step count, so lifted numbers never collide with real ones.
-const RENUMBER_OFFSET: i32 = 1_000_000;
+pub(crate) const RENUMBER_OFFSET: i32 = 1_000_000;
 
 /// A step row. Split in two so that lists can load a step without its JSON documents, which
 /// are most of its bytes and which a list rarely shows; field access goes through to the
@@ -443,6 +444,7 @@ async fn added(
     position: Option<i32>,
 ) -> AppResult<Step> {
     touch_workflow(tx, workflow_id, now()).await?;
+    visibility::require(tx, workflow_id, Need::Edit).await?;
     let count = count_of_workflow(tx, workflow_id).await?;
     let count = i32::try_from(count).map_err(AppError::internal)?;
     if usize::try_from(count).unwrap_or(usize::MAX) >= super::workflow::MAX_STEPS {
@@ -466,6 +468,7 @@ async fn added(
     let mut row = row.clone();
     row.head.step_number = number;
     tx.insert(&mut row).await?;
+    version::changed(tx, workflow_id, format!("added step {number}"));
     Ok(row)
 }
 
@@ -556,6 +559,7 @@ pub async fn update(
 async fn edited(tx: &mut Tx<NoEvents>, editor_id: &str, id: &str, edit: &Edit) -> AppResult<Step> {
     touch_workflow_of_step(tx, id).await?;
     let current = load_step(tx, id).await?;
+    visibility::require(tx, &current.workflow_id, Need::Edit).await?;
     if let Some(Some(screenshot)) = &edit.screenshot_id {
         check_screenshots(tx, std::slice::from_ref(screenshot)).await?;
     }
@@ -588,13 +592,20 @@ async fn edited(tx: &mut Tx<NoEvents>, editor_id: &str, id: &str, edit: &Edit) -
         edited_at: edited.then_some(Some(at)),
         updated_at: at,
     };
-    tx.one(
-        tx.steps()
-            .filter(steps::id.eq(&current.id))
-            .set(&patch)
-            .returning(Step::columns()),
-    )
-    .await
+    let step: Step = tx
+        .one(
+            tx.steps()
+                .filter(steps::id.eq(&current.id))
+                .set(&patch)
+                .returning(Step::columns()),
+        )
+        .await?;
+    version::changed(
+        tx,
+        &step.workflow_id,
+        format!("edited step {}", step.step_number),
+    );
+    Ok(step)
 }
 
 /// Deletes a step; the steps after it move up so numbering stays 1..n.
@@ -606,9 +617,16 @@ async fn deleted(tx: &mut Tx<NoEvents>, id: &str) -> AppResult<()> {
     // The workflow first: the number read next cannot change until commit.
     touch_workflow_of_step(tx, id).await?;
     let current = load_step(tx, id).await?;
+    visibility::require(tx, &current.workflow_id, Need::Edit).await?;
     tx.execute(tx.steps().filter(steps::id.eq(&current.id)).delete())
         .await?;
-    shift_steps(tx, &current.workflow_id, current.step_number + 1, -1).await
+    shift_steps(tx, &current.workflow_id, current.step_number + 1, -1).await?;
+    version::changed(
+        tx,
+        &current.workflow_id,
+        format!("deleted step {}", current.step_number),
+    );
+    Ok(())
 }
 
 /// Renumbers a workflow's steps in the order of `step_ids`, which must name each of its
@@ -646,6 +664,7 @@ pub async fn reorder(
 
 async fn reordered(tx: &mut Tx<NoEvents>, workflow_id: &str, step_ids: &[String]) -> AppResult<()> {
     touch_workflow(tx, workflow_id, now()).await?;
+    visibility::require(tx, workflow_id, Need::Edit).await?;
     let mut current: Vec<String> = tx
         .load(
             tx.steps()
@@ -676,5 +695,6 @@ async fn reordered(tx: &mut Tx<NoEvents>, workflow_id: &str, step_ids: &[String]
         )
         .await?;
     }
+    version::changed(tx, workflow_id, "reordered steps");
     Ok(())
 }

@@ -9,9 +9,10 @@ use diesel::prelude::*;
 use super::event::{EventKind, Events};
 use super::page::{Page, PageRequest, Position, SortValue, float_key, text_key, time_key};
 use super::step::{self, NewStep, Step, StepHead};
-use super::{Tenant, new_id, now, required_name};
+use super::visibility::{self, Need, Visibility};
+use super::{Tenant, new_id, now, required_name, version};
 use crate::db::expr::Maybe;
-use crate::db::schema::{runs, screenshots, steps, workflows};
+use crate::db::schema::{projects, runs, screenshots, steps, workflow_step_snapshots, workflows};
 use crate::db::{Columns as _, Db, IntoWork as _, Lock, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
 
@@ -72,6 +73,12 @@ pub struct Workflow {
     pub updated_at: NaiveDateTime,
     /// The name case-folded by [`search_key`], what name search compares against.
     pub search_name: String,
+    /// The number of its newest version (0 before the first one is written).
+    pub current_version: i32,
+    /// The project it belongs to, if any.
+    pub project_id: Option<String>,
+    /// Who sees it.
+    pub visibility: Visibility,
 }
 
 /// The case-folded form of a name that search compares: Unicode lower-casing, done here
@@ -107,6 +114,8 @@ pub struct WorkflowFilter {
     pub search: Option<String>,
     pub created_by: Option<String>,
     pub updated_since: Option<NaiveDateTime>,
+    /// In this project.
+    pub project_id: Option<String>,
 }
 
 /// The condition of a [`WorkflowFilter`].
@@ -114,14 +123,17 @@ type Matching = dsl::And<
     dsl::And<
         dsl::And<
             dsl::And<
-                Maybe<dsl::EqAny<workflows::status, Vec<Status>>>,
-                Maybe<dsl::Escape<dsl::Like<workflows::tags, String>>>,
+                dsl::And<
+                    Maybe<dsl::EqAny<workflows::status, Vec<Status>>>,
+                    Maybe<dsl::Escape<dsl::Like<workflows::tags, String>>>,
+                >,
+                Maybe<dsl::Escape<dsl::Like<workflows::search_name, String>>>,
             >,
-            Maybe<dsl::Escape<dsl::Like<workflows::search_name, String>>>,
+            Maybe<dsl::Eq<workflows::created_by, String>>,
         >,
-        Maybe<dsl::Eq<workflows::created_by, String>>,
+        Maybe<dsl::GtEq<workflows::updated_at, NaiveDateTime>>,
     >,
-    Maybe<dsl::GtEq<workflows::updated_at, NaiveDateTime>>,
+    Maybe<dsl::Eq<workflows::project_id, String>>,
 >;
 
 impl WorkflowFilter {
@@ -152,11 +164,17 @@ impl WorkflowFilter {
         );
         let updated_since =
             Maybe::from_option(self.updated_since.map(|at| workflows::updated_at.ge(at)));
+        let project = Maybe::from_option(
+            self.project_id
+                .clone()
+                .map(|project| workflows::project_id.eq(project)),
+        );
         statuses
             .and(tag)
             .and(search)
             .and(created_by)
             .and(updated_since)
+            .and(project)
     }
 }
 
@@ -211,6 +229,8 @@ pub struct NewWorkflow {
     pub tags: Vec<String>,
     pub status: Option<Status>,
     pub steps: Vec<NewStep>,
+    /// The project it starts in.
+    pub project_id: Option<String>,
 }
 
 /// An edit of a workflow; `None` leaves a field as it is, `Some(None)` clears a nullable one.
@@ -421,6 +441,9 @@ pub async fn create(
         tags,
         created_at: at,
         updated_at: at,
+        current_version: 0,
+        project_id: new.project_id,
+        visibility: Visibility::Company,
     };
     let rows = new
         .steps
@@ -434,26 +457,50 @@ pub async fn create(
         .collect();
     let (workflow_ref, rows, screenshot_ids) = (&workflow, &rows, &screenshot_ids);
     db.write(tenant, |tx| {
-        created(tx, workflow_ref, rows, screenshot_ids).into_work()
+        created(tx, workflow_ref, rows, screenshot_ids, "created").into_work()
     })
     .await?;
-    Ok(workflow)
+    Ok(Workflow {
+        current_version: 1,
+        ..workflow
+    })
 }
 
 /// Inserts a new workflow with its steps, once the screenshots they show are known to be
-/// the tenant's (and share-locked).
-async fn created(
+/// the tenant's (and share-locked) and its project too; `what` is its first version's
+/// summary.
+pub(crate) async fn created(
     tx: &mut Tx<NoEvents>,
     workflow: &Workflow,
     rows: &[Step],
     screenshot_ids: &[String],
+    what: &str,
 ) -> AppResult<()> {
     step::check_screenshots(tx, screenshot_ids).await?;
+    if let Some(project) = &workflow.project_id {
+        check_project(tx, project).await?;
+    }
     // Copies: the unit of work may run again, and each attempt inserts the rows afresh.
     let mut workflow = workflow.clone();
     tx.insert(&mut workflow).await?;
     let mut rows = rows.to_vec();
-    tx.insert_all(&mut rows).await
+    tx.insert_all(&mut rows).await?;
+    version::changed(tx, &workflow.id, what);
+    Ok(())
+}
+
+/// Fails with NOT_FOUND unless `project_id` is a project of the tenant (share-locked on
+/// PostgreSQL until commit, so a concurrent deletion of the project waits for this).
+pub(crate) async fn check_project<E: Send>(tx: &mut Tx<E>, project_id: &str) -> AppResult<()> {
+    tx.lock(Lock::Share, projects::id, project_id).await?;
+    let found: Option<String> = tx
+        .optional(
+            tx.projects()
+                .filter(projects::id.eq(project_id))
+                .select(projects::id),
+        )
+        .await?;
+    found.map(|_| ()).ok_or(AppError::NotFound("project"))
 }
 
 /// An edit of a workflow, validated.
@@ -499,6 +546,7 @@ async fn edited(tx: &mut Tx<EventKind>, id: &str, edit: &Edit) -> AppResult<Work
         )
         .await?
         .ok_or(AppError::NotFound("workflow"))?;
+    visibility::check(tx, &current, Need::Edit).await?;
     if let Some(next) = edit.status
         && !current.status.can_become(next)
     {
@@ -532,6 +580,21 @@ async fn edited(tx: &mut Tx<EventKind>, id: &str, edit: &Edit) -> AppResult<Work
             workflow: Box::new(updated.clone()),
             previous: current.status,
         });
+    }
+    let definition_changes: Vec<&str> = [
+        (edit.name.is_some(), "name"),
+        (edit.description.is_some(), "description"),
+        (edit.tags.is_some(), "tags"),
+    ]
+    .into_iter()
+    .filter_map(|(changed, field)| changed.then_some(field))
+    .collect();
+    if !definition_changes.is_empty() {
+        version::changed(
+            tx,
+            &updated.id,
+            format!("changed {}", definition_changes.join(", ")),
+        );
     }
     Ok(updated)
 }
@@ -577,8 +640,27 @@ async fn deleted(tx: &mut Tx<NoEvents>, id: &str) -> AppResult<Vec<String>> {
         )
         .await?
     };
+    // Then the versions of other workflows that show them (a restore shows them again).
+    let version_borrowers: Vec<(Option<String>, String)> = if own_ids.is_empty() {
+        Vec::new()
+    } else {
+        tx.load(
+            tx.workflow_step_snapshots()
+                .filter(workflow_step_snapshots::workflow_id.ne(id))
+                .filter(workflow_step_snapshots::screenshot_id.eq_any(&own_ids))
+                .order((
+                    workflow_step_snapshots::workflow_id.asc(),
+                    workflow_step_snapshots::hash.asc(),
+                ))
+                .select((
+                    workflow_step_snapshots::screenshot_id,
+                    workflow_step_snapshots::workflow_id,
+                )),
+        )
+        .await?
+    };
     let mut kept: HashSet<String> = HashSet::new();
-    for (screenshot_id, new_owner) in borrowers {
+    for (screenshot_id, new_owner) in borrowers.into_iter().chain(version_borrowers) {
         let Some(screenshot_id) = screenshot_id else {
             continue;
         };
@@ -643,6 +725,7 @@ async fn duplicated(
         )
         .await?
         .ok_or(AppError::NotFound("workflow"))?;
+    visibility::check(tx, &source, Need::View).await?;
     let source_steps: Vec<Step> = tx
         .load(
             tx.steps()
@@ -652,6 +735,10 @@ async fn duplicated(
         )
         .await?;
     let at = now();
+    let what = format!(
+        "copied from version {} of \"{}\"",
+        source.current_version, source.name
+    );
     let copy_name = name.map_or_else(
         || {
             let suffix = " (copy)";
@@ -676,6 +763,9 @@ async fn duplicated(
         last_failure_at: None,
         created_at: at,
         updated_at: at,
+        current_version: 0,
+        // A copy of a restricted workflow stays restricted (to admins and the copier,
+        // whose copy it is); its shares are not copied.
         ..source
     };
     let mut copied_steps: Vec<Step> = source_steps
@@ -693,6 +783,8 @@ async fn duplicated(
         .collect();
     tx.insert(&mut copy).await?;
     tx.insert_all(&mut copied_steps).await?;
+    version::changed(tx, &copy.id, what);
+    copy.current_version = 1;
     Ok(copy)
 }
 

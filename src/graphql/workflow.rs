@@ -92,6 +92,8 @@ pub struct WorkflowFilter {
     pub created_by: Option<ID>,
     /// Changed at or after this time.
     pub updated_since: Option<DateTime<Utc>>,
+    /// In this project.
+    pub project_id: Option<ID>,
 }
 
 impl WorkflowFilter {
@@ -104,6 +106,7 @@ impl WorkflowFilter {
             created_by: self.created_by.map(|id| id.0),
             // Rounded up to the stored microseconds, so both backends compare the same value.
             updated_since: self.updated_since.map(super::health_log::stored_precision),
+            project_id: self.project_id.map(|id| id.0),
         })
     }
 }
@@ -121,6 +124,8 @@ pub struct CreateWorkflowInput {
     pub status: Option<WorkflowStatus>,
     /// The steps in order (up to 500); numbered 1..n.
     pub steps: Option<Vec<StepInput>>,
+    /// A project of the company to put it in.
+    pub project_id: Option<ID>,
 }
 
 /// An edit of a workflow; omitted fields stay as they are.
@@ -421,6 +426,7 @@ impl WorkflowMutation {
             tags: input.tags.unwrap_or_default(),
             status: input.status.map(Into::into),
             steps,
+            project_id: input.project_id.map(|id| id.0),
         };
         let row = domain::workflow::create(ctx.db(), &viewer.tenant, &viewer.user_id, new).await?;
         Ok(Workflow {

@@ -16,6 +16,7 @@ use crate::domain::event::EventKind;
 use crate::domain::event::Events;
 use crate::domain::health::HealthRules;
 use crate::domain::health_log::bounded_text;
+use crate::domain::visibility::{self, Need};
 use crate::domain::workflow::{self, Workflow};
 use crate::domain::{Tenant, new_id, now};
 use crate::error::{AppError, AppResult};
@@ -64,6 +65,7 @@ async fn transition(
     change: impl FnOnce(NaiveDateTime) -> StatusChange,
 ) -> AppResult<Run> {
     tx.lock(Lock::NoKeyUpdate, runs::id, run_id).await?;
+    require_run_permission(tx, run_id).await?;
     let change = change(now());
     let updated: Option<Run> = tx
         .optional(
@@ -84,6 +86,26 @@ async fn transition(
         None => AppError::NotFound("run"),
         Some(current) => AppError::bad_input("runId", action.refusal(current)),
     })
+}
+
+/// For a member who sees only some workflows: fails unless they may run the workflow of
+/// the run (FORBIDDEN when they only view it). A run they do not see is left to the
+/// caller's own query, which does not find it.
+pub(super) async fn require_run_permission(tx: &mut Tx<EventKind>, run_id: &str) -> AppResult<()> {
+    if tx.tenant().restricted_to().is_none() {
+        return Ok(());
+    }
+    let workflow_id: Option<String> = tx
+        .optional(
+            tx.runs()
+                .filter(runs::id.eq(run_id))
+                .select(runs::workflow_id),
+        )
+        .await?;
+    match workflow_id {
+        Some(workflow_id) => visibility::require(tx, &workflow_id, Need::Run).await,
+        None => Ok(()),
+    }
 }
 
 pub(super) fn run_changed(
@@ -130,6 +152,7 @@ async fn started(tx: &mut Tx<EventKind>, started_by: &str, workflow_id: &str) ->
         )
         .await?
         .ok_or(AppError::NotFound("workflow"))?;
+    visibility::check(tx, &workflow, Need::Run).await?;
     let status = workflow.status;
     if !matches!(
         status,
@@ -162,6 +185,7 @@ async fn started(tx: &mut Tx<EventKind>, started_by: &str, workflow_id: &str) ->
         created_at: at,
         updated_at: at,
         version: 1,
+        workflow_version: (workflow.current_version > 0).then_some(workflow.current_version),
     };
     tx.insert(&mut run).await.map_err(starter_gone)?;
     tx.publish(run_changed(&run, None));

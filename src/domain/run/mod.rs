@@ -158,6 +158,9 @@ pub struct Run {
     pub updated_at: NaiveDateTime,
     /// One more with every committed change (see the `run_versions` migration).
     pub version: i64,
+    /// The number of the workflow version the run ran (none for runs started before
+    /// workflows had versions).
+    pub workflow_version: Option<i32>,
 }
 
 impl TenantRow for Run {

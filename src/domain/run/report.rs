@@ -89,6 +89,8 @@ async fn reported(
         .lock_and_read(Lock::NoKeyUpdate, runs::id, run_id)
         .await?
         .ok_or(AppError::NotFound("run"))?;
+    crate::domain::visibility::require(tx, &run.workflow_id, crate::domain::visibility::Need::Run)
+        .await?;
     if let Some(key) = &outcome.idempotency_key
         && let Some(original) = log_with_key(tx, &run.id, key).await?
     {
