@@ -246,6 +246,7 @@ diesel::table! {
         published -> Bool,
         parameters -> Text,
         steps -> Text,
+        step_count -> Integer,
         includes_screenshots -> Bool,
         source_workflow_id -> Nullable<Text>,
         source_version -> Nullable<Integer>,

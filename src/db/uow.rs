@@ -1025,6 +1025,13 @@ pub struct CompanyWide<'t, E> {
 }
 
 impl<E: Send> CompanyWide<'_, E> {
+    pub fn execute<'a, Q>(&'a mut self, statement: Scoped<Q>) -> BoxFuture<'a, AppResult<usize>>
+    where
+        Q: ExecuteDsl<AsyncPgConnection> + ExecuteDsl<SqliteConn> + Send + 'a,
+    {
+        self.tx.execute(statement)
+    }
+
     pub fn optional<'a, Q, U>(&'a mut self, query: Scoped<Q>) -> BoxFuture<'a, AppResult<Option<U>>>
     where
         Q: LoadQuery<'a, AsyncPgConnection, U> + LoadQuery<'a, SqliteConn, U> + Send + 'a,

@@ -12,6 +12,7 @@ CREATE TABLE workflow_templates (
     published             BOOLEAN NOT NULL,
     parameters            TEXT NOT NULL,
     steps                 TEXT NOT NULL,
+    step_count            INTEGER NOT NULL,
     includes_screenshots  BOOLEAN NOT NULL,
     source_workflow_id    TEXT,
     source_version        INTEGER,
