@@ -215,6 +215,23 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub graphiql: GraphiQLArgs,
+
+    #[command(flatten)]
+    pub share_links: ShareLinkArgs,
+}
+
+/// Public share links, read without signing in.
+#[derive(Debug, Clone, Args)]
+pub struct ShareLinkArgs {
+    /// `sharedWorkflow` reads one client address may make per minute, in a burst or spread
+    /// out (each is also a write: the link's access count); beyond: RATE_LIMITED. 0 turns
+    /// the limit off.
+    #[arg(
+        long,
+        env = "STEPWISE_SHARE_LINK_READS_PER_ADDRESS",
+        default_value_t = 60
+    )]
+    pub share_link_reads_per_address: u32,
 }
 
 /// GraphiQL, the in-browser IDE on `GET /graphql` (turned off by `--disable-graphiql`).

@@ -80,6 +80,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(|u| u.trim_end_matches('/').to_owned()),
     };
+    let readers = Arc::new(crate::graphql::WorkflowReaders::new(db.clone()));
     let services = Services {
         memberships: Arc::new(Memberships::new(db.clone())),
         passwords: Arc::new(Passwords::new(
@@ -104,6 +105,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         screenshots,
         batch_window: Duration::from_micros(args.batch_window_us),
         request_connections: args.database.max_request_connections,
+        readers,
+        share_link_limits: Arc::new(crate::auth::share_link_limits::ShareLinkLimits::new(
+            args.share_links.share_link_reads_per_address,
+        )),
     };
     spawn_blob_sweep(
         services.clone(),

@@ -6,6 +6,7 @@
 pub mod jwt;
 pub mod membership;
 pub mod rate_limit;
+pub mod share_link_limits;
 pub mod signed_url;
 mod viewer;
 

@@ -48,6 +48,10 @@ pub struct Services {
     pub batch_window: std::time::Duration,
     /// Database connections one request (or one WebSocket) may hold at once.
     pub request_connections: usize,
+    /// Who sees which workflow, for subscriptions (restricted workflows).
+    pub readers: Arc<super::readers::WorkflowReaders>,
+    /// `sharedWorkflow` reads per client address.
+    pub share_link_limits: Arc<crate::auth::share_link_limits::ShareLinkLimits>,
 }
 
 /// Limits and URL shape for screenshots.

@@ -15,12 +15,17 @@ mod loaders;
 mod notification;
 mod pagination;
 mod prescan;
+mod project;
+mod readers;
 mod run;
 mod screenshot;
+mod share;
 mod step;
 mod stream_cursor;
 mod subscription;
+mod template;
 mod user;
+mod version;
 mod workflow;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
@@ -29,6 +34,7 @@ pub use context::{RequestData, ScreenshotSettings, Services};
 pub use documents::{ParsedDocuments, Unkept};
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name, refuse_nul};
 pub use prescan::DocumentLimits;
+pub use readers::WorkflowReaders;
 pub use stream_cursor::StreamCursors;
 
 /// Everything a client can read.
@@ -42,6 +48,10 @@ pub struct Query(
     workflow::WorkflowQuery,
     step::StepQuery,
     screenshot::ScreenshotQuery,
+    version::VersionQuery,
+    project::ProjectQuery,
+    template::TemplateQuery,
+    share::ShareQuery,
 );
 
 /// Everything a client can change.
@@ -55,6 +65,10 @@ pub struct Mutation(
     step::StepMutation,
     run::RunMutation,
     screenshot::ScreenshotMutation,
+    version::VersionMutation,
+    project::ProjectMutation,
+    template::TemplateMutation,
+    share::ShareMutation,
 );
 
 pub type StepwiseSchema = Schema<Query, Mutation, subscription::Subscription>;

@@ -16,6 +16,7 @@ use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountSource, CountedConnection, PageArgs, TotalCount, connection};
 use super::step::Step;
 use super::user::User;
+use super::version::WorkflowVersion;
 use super::workflow::Workflow;
 use crate::auth::Viewer;
 use crate::domain;
@@ -145,6 +146,15 @@ impl Run {
     /// When anything about the run last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.row.updated_at.and_utc()
+    }
+
+    /// The version of the workflow the run ran; null for runs started before workflows
+    /// had versions.
+    async fn version(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<WorkflowVersion>> {
+        let Some(number) = self.row.workflow_version else {
+            return Ok(None);
+        };
+        WorkflowVersion::load(ctx, &self.row.workflow_id, number).await
     }
 
     /// The outcome of each step, oldest first: the order the steps were reported in.

@@ -129,17 +129,21 @@ impl Screenshot {
     /// which cannot send a token). It expires after a few minutes (server setting), so ask
     /// for it when showing the image rather than storing it.
     async fn url(&self, ctx: &Context<'_>) -> String {
-        let services = ctx.services();
-        let (expires, signature) =
-            services
-                .url_signer
-                .sign(&self.row.company_id, &self.row.id, Utc::now().timestamp());
-        format!(
-            "{}/screenshots/{}?expires={expires}&signature={signature}",
-            services.screenshots.public_url.as_deref().unwrap_or(""),
-            self.row.id
-        )
+        signed_url(ctx, &self.row.company_id, &self.row.id)
     }
+}
+
+/// A short-lived signed URL serving image `id` (a screenshot, or a template's copy of
+/// one) of `company_id` through `GET /screenshots/{id}`.
+pub fn signed_url(ctx: &Context<'_>, company_id: &str, id: &str) -> String {
+    let services = ctx.services();
+    let (expires, signature) = services
+        .url_signer
+        .sign(company_id, id, Utc::now().timestamp());
+    format!(
+        "{}/screenshots/{id}?expires={expires}&signature={signature}",
+        services.screenshots.public_url.as_deref().unwrap_or(""),
+    )
 }
 
 #[derive(Default)]

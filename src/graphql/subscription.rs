@@ -8,6 +8,11 @@
 //!
 //! Streams subscribe to the bus *before* reading their first snapshot, so nothing that
 //! commits in between is lost.
+//!
+//! A regular member sees restricted workflows only where they may: snapshots and catch-ups
+//! are read through their unit of work, which leaves the others out, and every live event
+//! about a workflow is let through only when [`WorkflowReaders`](super::readers) says the
+//! viewer sees it.
 
 use crate::metrics::METRICS;
 use std::collections::{HashSet, VecDeque};
@@ -150,7 +155,13 @@ impl Subscription {
                 let update = match next_event(&mut events, &viewer).await {
                     Heard::Event(event) => match &event.kind {
                         EventKind::RunChanged { run, health_log } if run.id == run_id.as_str() => {
-                            Some(((**run).clone(), health_log.as_deref().cloned()))
+                            // Still visible to the viewer (a restricted member's share may
+                            // have gone since they subscribed).
+                            if services.readers.can_view(&viewer.tenant, &run.workflow_id).await {
+                                Some(((**run).clone(), health_log.as_deref().cloned()))
+                            } else {
+                                None
+                            }
                         }
                         _ => None,
                     },
@@ -186,6 +197,7 @@ impl Subscription {
                     Heard::Event(event) => {
                         if let EventKind::RunChanged { run, health_log } = &event.kind
                             && workflow_id.as_ref().is_none_or(|w| *w == run.workflow_id)
+                            && services.readers.can_view(&viewer.tenant, &run.workflow_id).await
                             && versions.advance(&run.id, run.version)
                         {
                             let (run, health_log) = ((**run).clone(), health_log.as_deref().cloned());
@@ -265,7 +277,8 @@ impl Subscription {
                     Ok(log) => {
                         let wanted = log.log.company_id == viewer.tenant.id()
                             && workflow_id.as_ref().is_none_or(|w| *w == log.log.workflow_id)
-                            && position.as_ref().is_none_or(|p| log.position > *p);
+                            && position.as_ref().is_none_or(|p| log.position > *p)
+                            && services.readers.can_view(&viewer.tenant, &log.log.workflow_id).await;
                         if wanted {
                             METRICS.events_delivered.inc();
                             position = Some(log.position.clone());
@@ -295,7 +308,15 @@ impl Subscription {
             loop {
                 match next_event(&mut events, &viewer).await {
                     Heard::Event(event) => {
+                        let visible = match &event.kind {
+                            EventKind::NotificationCreated { notification } => match &notification.workflow_id {
+                                Some(workflow) => services.readers.can_view(&viewer.tenant, workflow).await,
+                                None => true,
+                            },
+                            _ => false,
+                        };
                         if let EventKind::NotificationCreated { notification } = &event.kind
+                            && visible
                             && delivered.insert(notification.id.clone())
                         {
                             yield Notification { row: (**notification).clone(), viewer: viewer.clone() };
@@ -336,6 +357,11 @@ impl Subscription {
                             continue;
                         };
                         if workflow_id.as_ref().is_some_and(|w| *w != workflow.id) {
+                            continue;
+                        }
+                        if workflow.visibility == domain::visibility::Visibility::Restricted
+                            && !services.readers.can_view(&viewer.tenant, &workflow.id).await
+                        {
                             continue;
                         }
                         last_heard = last_heard.max(workflow.updated_at);

@@ -12,10 +12,15 @@ use super::guards::AdminOnly;
 use super::health_log::{HealthLog, HealthLogFilterInput, logs_of};
 use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountedConnection, PageArgs, SortDirection, TotalCount, connection};
+use super::project::Project;
 use super::run::{Run, RunStatus, runs_of_workflow, statuses as run_statuses};
 use super::screenshot::{Screenshot, ScreenshotsOfWorkflow};
+use super::share::{
+    LinksOf, ShareLink, SharesOf, WorkflowPermission, WorkflowShare, WorkflowVisibility,
+};
 use super::step::{Step, StepInput, StepsOfWorkflow};
 use super::user::{User, UserById};
+use super::version::WorkflowVersion;
 use crate::auth::Viewer;
 use crate::domain;
 use crate::domain::health_log::{LogOrder, LogParent};
@@ -341,6 +346,144 @@ impl Workflow {
         )
         .await
     }
+
+    /// Who sees it: COMPANY (every member) or RESTRICTED (admins, its creator and the
+    /// members it is shared with).
+    async fn visibility(&self) -> WorkflowVisibility {
+        self.row.visibility.into()
+    }
+
+    /// What the viewer may do with it (admins and its creator: EDIT, and manage it).
+    async fn viewer_permission(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<WorkflowPermission> {
+        Ok(super::share::access(ctx, &self.row.id)
+            .await?
+            .permission()
+            .into())
+    }
+
+    /// Whether the viewer may change who sees it (visibility, shares, public links):
+    /// admins and its creator.
+    async fn viewer_can_manage(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        Ok(super::share::access(ctx, &self.row.id).await?.can_manage())
+    }
+
+    /// The members it is shared with (what matters while it is RESTRICTED).
+    async fn shares(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<WorkflowShare>> {
+        let rows = ctx
+            .loader()?
+            .load_one(SharesOf(self.row.id.clone()))
+            .await?
+            .unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .map(|row| WorkflowShare {
+                row,
+                viewer: self.viewer.clone(),
+            })
+            .collect())
+    }
+
+    /// Its public links, newest first; only admins and its creator see them (an empty
+    /// list for everyone else).
+    async fn share_links(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ShareLink>> {
+        if !super::share::access(ctx, &self.row.id).await?.can_manage() {
+            return Ok(Vec::new());
+        }
+        let rows = ctx
+            .loader()?
+            .load_one(LinksOf(self.row.id.clone()))
+            .await?
+            .unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .map(|row| ShareLink {
+                row,
+                viewer: self.viewer.clone(),
+            })
+            .collect())
+    }
+
+    /// The project it belongs to; null when it is in none.
+    async fn project(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Project>> {
+        Project::load_opt(ctx, self.row.project_id.as_deref()).await
+    }
+
+    /// The number of its newest version (every change of its name, description, tags or
+    /// steps makes one).
+    async fn current_version(&self) -> i32 {
+        self.row.current_version
+    }
+
+    /// Its versions, newest first.
+    #[graphql(complexity = "super::pagination::page_complexity(first, last, child_complexity)")]
+    async fn versions(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<CountedConnection<WorkflowVersion>> {
+        let args = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        };
+        WorkflowVersion::of_workflow(ctx, &self.row.id, args).await
+    }
+
+    /// One of its versions; null with NOT_FOUND when it has no version of that number.
+    async fn version(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The version number.")] number: i32,
+    ) -> async_graphql::Result<Option<WorkflowVersion>> {
+        Ok(Some(
+            WorkflowVersion::load(ctx, &self.row.id, number)
+                .await?
+                .ok_or(AppError::NotFound("version"))?,
+        ))
+    }
+}
+
+/// A page of the workflows the viewer sees matching `filter` (`workflows`,
+/// `Project.workflows`).
+pub async fn workflows_connection(
+    ctx: &Context<'_>,
+    filter: WorkflowFilter,
+    order_by: Option<WorkflowOrder>,
+    args: PageArgs,
+) -> async_graphql::Result<CountedConnection<Workflow>> {
+    let viewer = ctx.viewer()?.clone();
+    let db = ctx.db().clone();
+    let order: domain::workflow::WorkflowOrder = order_by
+        .unwrap_or(WorkflowOrder {
+            field: WorkflowOrderField::CreatedAt,
+            direction: SortDirection::Desc,
+        })
+        .into();
+    let filter = filter.into_domain()?;
+    let request = args.into_request(order.tag())?;
+    let page = domain::workflow::list(&db, &viewer.tenant, &filter, order, &request).await?;
+    let tenant = viewer.tenant.clone();
+    let total = TotalCount::new(move || {
+        let (db, tenant, filter) = (db.clone(), tenant.clone(), filter.clone());
+        async move { domain::workflow::count(&db, &tenant, &filter).await }
+    });
+    Ok(connection(
+        page,
+        order.tag(),
+        |w| order.position(w),
+        |row| Workflow {
+            row,
+            viewer: viewer.clone(),
+        },
+        total,
+    ))
 }
 
 #[derive(Default)]
@@ -362,38 +505,13 @@ impl WorkflowQuery {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<CountedConnection<Workflow>> {
-        let viewer = ctx.viewer()?.clone();
-        let db = ctx.db().clone();
-        let order: domain::workflow::WorkflowOrder = order_by
-            .unwrap_or(WorkflowOrder {
-                field: WorkflowOrderField::CreatedAt,
-                direction: SortDirection::Desc,
-            })
-            .into();
-        let filter = filter.unwrap_or_default().into_domain()?;
-        let request = PageArgs {
+        let args = PageArgs {
             first,
             after,
             last,
             before,
-        }
-        .into_request(order.tag())?;
-        let page = domain::workflow::list(&db, &viewer.tenant, &filter, order, &request).await?;
-        let tenant = viewer.tenant.clone();
-        let total = TotalCount::new(move || {
-            let (db, tenant, filter) = (db.clone(), tenant.clone(), filter.clone());
-            async move { domain::workflow::count(&db, &tenant, &filter).await }
-        });
-        Ok(connection(
-            page,
-            order.tag(),
-            |w| order.position(w),
-            |row| Workflow {
-                row,
-                viewer: viewer.clone(),
-            },
-            total,
-        ))
+        };
+        workflows_connection(ctx, filter.unwrap_or_default(), order_by, args).await
     }
 
     /// One workflow of the company; null with NOT_FOUND if there is none with this id.
