@@ -656,7 +656,9 @@ pub async fn restore(
     let steps = steps.remove(&version.id).unwrap_or_default();
     let (version, steps) = (&version, &steps);
     db.write(tenant, |tx| restored_to(tx, version, steps).into_work())
-        .await
+        .await?;
+    // Read after the commit: the restore's version is written just before it.
+    super::workflow::find(db, tenant, workflow_id).await
 }
 
 async fn restored_to(

@@ -533,8 +533,15 @@ pub async fn update(
         status: changes.status,
     };
     let edit = &edit;
-    db.write_with_events(tenant, events, |tx| edited(tx, id, edit).into_work())
-        .await
+    let updated = db
+        .write_with_events(tenant, events, |tx| edited(tx, id, edit).into_work())
+        .await?;
+    if edit.name.is_none() && edit.description.is_none() && edit.tags.is_none() {
+        return Ok(updated);
+    }
+    // Read again: the version the edit made is written just before the commit, after the
+    // row above was read.
+    find(db, tenant, &updated.id).await
 }
 
 async fn edited(tx: &mut Tx<EventKind>, id: &str, edit: &Edit) -> AppResult<Workflow> {

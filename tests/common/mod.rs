@@ -956,3 +956,6 @@ macro_rules! both_backends {
 // Run helpers over HTTP, and WebSocket clients (Node scripts in tests/realtime/).
 pub mod realtime;
 pub mod runs;
+
+// Versions, projects, templates, shares and public links (issue 14).
+pub mod lifecycle;
