@@ -559,10 +559,9 @@ impl TemplateMutation {
         #[graphql(desc = "The workflow version to publish; its newest when absent.")]
         version: Option<i32>,
         #[graphql(
-            desc = "Include the steps' screenshots (copies, served through their own signed URLs).",
-            default = false
+            desc = "Include the steps' screenshots (copies, served through their own signed URLs); false by default."
         )]
-        include_screenshots: bool,
+        include_screenshots: Option<bool>,
     ) -> async_graphql::Result<WorkflowTemplate> {
         let viewer = ctx.viewer()?;
         let parameters = parameters.unwrap_or_default();
@@ -594,7 +593,7 @@ impl TemplateMutation {
                 })
                 .collect(),
             visibility: visibility.into(),
-            include_screenshots,
+            include_screenshots: include_screenshots.unwrap_or(false),
         };
         let row = domain::template::publish(ctx.db(), &viewer.tenant, publication).await?;
         Ok(WorkflowTemplate { row: Arc::new(row) })
