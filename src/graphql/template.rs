@@ -347,12 +347,16 @@ impl WorkflowTemplate {
         }))
     }
 
-    /// The version of that workflow it snapshots; null for another company's template.
+    /// The version of that workflow it snapshots; null whenever `sourceWorkflow` is.
     async fn source_version(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<i32>> {
-        Ok(self
-            .row
-            .source_version
-            .filter(|_| self.own(ctx).unwrap_or(false)))
+        if !self.own(ctx)? {
+            return Ok(None);
+        }
+        let Some(id) = &self.row.source_workflow_id else {
+            return Ok(None);
+        };
+        let visible = ctx.loader()?.load_one(WorkflowById(id.clone())).await?;
+        Ok(self.row.source_version.filter(|_| visible.is_some()))
     }
 }
 

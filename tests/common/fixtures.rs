@@ -540,6 +540,35 @@ const TABLES: &[(&str, &str)] = &[
         "id, company_id, workflow_id, kind, severity, title, message, read, read_at, read_by, \
          created_at",
     ),
+    (
+        "workflow_versions",
+        "id, company_id, workflow_id, number, name, description, tags, steps, summary, \
+         restored_from, created_by, created_at",
+    ),
+    (
+        "projects",
+        "id, company_id, name, description, created_by, created_at, updated_at",
+    ),
+    (
+        "workflow_shares",
+        "id, company_id, workflow_id, user_id, permission, created_by, created_at, updated_at",
+    ),
+    (
+        "workflow_share_links",
+        "id, company_id, workflow_id, token_hash, created_by, created_at, expires_at, \
+         revoked_at, access_count, last_accessed_at",
+    ),
+    (
+        "workflow_templates",
+        "id, company_id, name, search_name, description, tags, visibility, published, \
+         parameters, steps, step_count, includes_screenshots, source_workflow_id, \
+         source_version, created_by, usage_count, created_at, updated_at",
+    ),
+    (
+        "template_screenshots",
+        "id, company_id, template_id, hash, storage_key, content_type, size_bytes, width, \
+         height, created_at",
+    ),
 ];
 
 /// Every stored row of one company, each rendered as text column by column.
