@@ -193,6 +193,111 @@ const NESTED_CASES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The root fields of the workflow lifecycle (issue 14), run by
+/// `company_b_cannot_see_or_touch_company_a_lifecycle`.
+const LIFECYCLE_ROOT_CASES: &[(&str, &str)] = &[
+    (
+        "Query.workflowVersionDiff",
+        "A's workflow: NOT_FOUND like a missing one",
+    ),
+    ("Query.projects", "B's projects only"),
+    ("Query.project", "A's project: NOT_FOUND like a missing one"),
+    (
+        "Query.templates",
+        "B's own and the PUBLIC catalogue; never A's COMPANY template",
+    ),
+    (
+        "Query.template",
+        "A's COMPANY template: NOT_FOUND; A's PUBLIC one: no A id in it",
+    ),
+    (
+        "Query.sharedWorkflow",
+        "a token is a capability; the view names no A id",
+    ),
+    (
+        "Mutation.restoreWorkflowVersion",
+        "A's workflow: NOT_FOUND, nothing restored",
+    ),
+    ("Mutation.createProject", "a project of B"),
+    ("Mutation.updateProject", "A's project: NOT_FOUND"),
+    ("Mutation.deleteProject", "A's project: NOT_FOUND"),
+    (
+        "Mutation.moveWorkflow",
+        "A's workflow, or B's into A's project: NOT_FOUND",
+    ),
+    ("Mutation.publishTemplate", "A's workflow: NOT_FOUND"),
+    (
+        "Mutation.instantiateTemplate",
+        "A's COMPANY template: NOT_FOUND; A's PUBLIC one makes a workflow of B",
+    ),
+    ("Mutation.rateTemplate", "A's COMPANY template: NOT_FOUND"),
+    (
+        "Mutation.unpublishTemplate",
+        "A's templates, even PUBLIC: NOT_FOUND",
+    ),
+    (
+        "Mutation.deleteTemplate",
+        "A's templates, even PUBLIC: NOT_FOUND",
+    ),
+    ("Mutation.setWorkflowVisibility", "A's workflow: NOT_FOUND"),
+    (
+        "Mutation.shareWorkflow",
+        "A's workflow, or A's member on B's workflow: NOT_FOUND",
+    ),
+    ("Mutation.unshareWorkflow", "A's workflow: NOT_FOUND"),
+    ("Mutation.createShareLink", "A's workflow: NOT_FOUND"),
+    ("Mutation.revokeShareLink", "A's link: NOT_FOUND"),
+];
+
+/// The nested fields of the workflow lifecycle (issue 14), read from B's own data.
+const LIFECYCLE_NESTED_CASES: &[(&str, &str)] = &[
+    ("Workflow.project", "B's project"),
+    ("Workflow.versions", "B's versions only"),
+    ("Workflow.version", "B's version"),
+    ("Workflow.shares", "B's share with B's member"),
+    ("Workflow.shareLinks", "B's link"),
+    ("Run.version", "B's version"),
+    ("WorkflowVersion.workflow", "B's workflow"),
+    ("WorkflowVersion.createdBy", "B's member"),
+    ("WorkflowVersion.steps", "B's steps"),
+    ("VersionStep.screenshot", "B's screenshot; naming A's: null"),
+    ("WorkflowVersionDiff.from", "B's version"),
+    ("WorkflowVersionDiff.to", "B's version"),
+    ("WorkflowVersionDiff.added", "B's step"),
+    ("WorkflowVersionDiff.removed", "B's step"),
+    ("WorkflowVersionDiff.changed", "B's step"),
+    ("StepDiff.from", "B's step"),
+    ("StepDiff.to", "B's step"),
+    ("Project.createdBy", "B's admin"),
+    ("Project.workflows", "B's workflows only"),
+    ("Project.workflowCountsByStatus", "B's workflows only"),
+    (
+        "WorkflowTemplate.createdBy",
+        "B's admin for B's template; null for A's PUBLIC one",
+    ),
+    (
+        "WorkflowTemplate.sourceWorkflow",
+        "B's workflow; null for A's PUBLIC one",
+    ),
+    ("WorkflowTemplate.steps", "the template's own steps"),
+    (
+        "WorkflowTemplate.parameters",
+        "the template's own parameters",
+    ),
+    (
+        "TemplateStep.screenshot",
+        "a copy with its own id, never A's screenshot id",
+    ),
+    ("WorkflowShare.workflow", "B's workflow"),
+    ("WorkflowShare.user", "B's member"),
+    ("WorkflowShare.sharedBy", "B's admin"),
+    ("ShareLink.workflow", "B's workflow"),
+    ("ShareLink.createdBy", "B's admin"),
+    ("CreatedShareLink.link", "B's link"),
+    ("SharedWorkflow.steps", "B's steps through B's link"),
+    ("SharedStep.screenshot", "B's screenshot through B's link"),
+];
+
 /// Entity-valued nested fields that need no case of their own, and why.
 const NESTED_EXEMPT: &[(&str, &str, &str)] = &[];
 
@@ -253,9 +358,14 @@ async fn every_schema_field_has_an_isolation_case() {
         ("Mutation", str_field(&schema["mutationType"], "name")),
     ];
 
-    let root_cases: BTreeSet<&str> = ROOT_CASES.iter().map(|(k, _)| *k).collect();
+    let root_cases: BTreeSet<&str> = ROOT_CASES
+        .iter()
+        .chain(LIFECYCLE_ROOT_CASES)
+        .map(|(k, _)| *k)
+        .collect();
     let nested_cases: BTreeSet<(&str, &str)> = NESTED_CASES
         .iter()
+        .chain(LIFECYCLE_NESTED_CASES)
         .map(|(k, _)| k.split_once('.').unwrap())
         .chain(NESTED_EXEMPT.iter().map(|(t, f, _)| (*t, *f)))
         .collect();
@@ -306,11 +416,12 @@ async fn every_schema_field_has_an_isolation_case() {
     }
     // The tables must not promise cases for fields the schema does not have (the contract
     // names them all, so a missing one is also a missing feature).
-    for key in root_cases
-        .iter()
-        .map(|k| (*k).to_owned())
-        .chain(NESTED_CASES.iter().map(|(k, _)| (*k).to_owned()))
-    {
+    for key in root_cases.iter().map(|k| (*k).to_owned()).chain(
+        NESTED_CASES
+            .iter()
+            .chain(LIFECYCLE_NESTED_CASES)
+            .map(|(k, _)| (*k).to_owned()),
+    ) {
         if !schema_fields.contains(&key) {
             missing.push(format!(
                 "{key} is in the isolation tables but not reachable in the schema"
@@ -728,10 +839,16 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
             ("companies", 1),
             ("health_logs", 2),
             ("notifications", 3),
+            ("projects", 0),
             ("runs", 2),
             ("screenshots", 2),
             ("steps", 5),
+            ("template_screenshots", 0),
             ("users", 2),
+            ("workflow_share_links", 0),
+            ("workflow_shares", 0),
+            ("workflow_templates", 0),
+            ("workflow_versions", 3),
             ("workflows", 2)
         ],
         "precondition: the snapshot holds all of A's stored rows"
@@ -1764,4 +1881,536 @@ async fn references_into_another_company_resolve_to_nothing(backend: Backend) {
 
     let after = company_snapshot(&server, &w.a.company_id, &w.a.admin_token).await;
     assert_unchanged(&before, &after, "after B's dangling references were read");
+}
+
+both_backends!(company_b_cannot_see_or_touch_company_a_lifecycle);
+/// The workflow lifecycle (issue 14) across companies: B tries every new field with A's
+/// versions, projects, templates, shares and links, and reads its own next to A's.
+async fn company_b_cannot_see_or_touch_company_a_lifecycle(backend: Backend) {
+    use common::lifecycle::*;
+    let server = start_for_snapshots(backend).await;
+    let w = world(&server).await;
+    let (ta, tb) = (w.a.admin_token.clone(), w.b.admin_token.clone());
+    let (ta, tb) = (ta.as_str(), tb.as_str());
+    let a1 = w.a_workflows[0].clone();
+    let a2 = w.a_workflows[1].clone();
+    let mut covered: BTreeSet<&str> = BTreeSet::new();
+
+    // A's lifecycle data.
+    let a_project = create_project(&server, ta, "A-SECRET project").await;
+    try_move_workflow(&server, ta, &a1, Some(&a_project)).await;
+    let recipe = create_workflow(
+        &server,
+        ta,
+        json!({ "name": "Recipe", "steps": [step_input("click", "Go")] }),
+    )
+    .await;
+    let recipe_id = str_field(&recipe, "id");
+    let recipe_step = step_ids(&recipe)[0].clone();
+    let recipe_shot = insert_screenshot(
+        &server,
+        &ScreenshotRow {
+            company_id: &w.a.company_id,
+            workflow_id: &recipe_id,
+            hash: "recipe-hash",
+        },
+    )
+    .await;
+    update_step(
+        &server,
+        ta,
+        &recipe_step,
+        json!({ "screenshotId": recipe_shot }),
+    )
+    .await;
+    let public = publish(
+        &server,
+        ta,
+        json!({ "w": recipe_id, "name": "Recipe template", "v": "PUBLIC", "shots": true }),
+    )
+    .await;
+    let public_id = str_field(&public, "id");
+    let company_template = str_field(
+        &publish(
+            &server,
+            ta,
+            json!({ "w": a1, "name": "A-SECRET template", "v": "COMPANY" }),
+        )
+        .await,
+        "id",
+    );
+    set_visibility(&server, ta, &a2, "RESTRICTED").await;
+    let a_share = try_share(&server, ta, &a2, &w.a.admin_id, "EDIT").await;
+    let a_share = str_field(&a_share["data"]["shareWorkflow"], "id");
+    let (a_link, a_token) = create_link(&server, ta, &a1).await;
+    let (_, a1_versions) = versions(&server, ta, &a1).await;
+    let a_extra: Vec<String> = [
+        a_project.clone(),
+        recipe_id.clone(),
+        recipe_step.clone(),
+        recipe_shot.clone(),
+        company_template.clone(),
+        a_share,
+        a_link.clone(),
+    ]
+    .into_iter()
+    .chain(a1_versions.iter().map(|v| str_field(v, "id")))
+    .collect();
+    let no_leak = |resp: &Value, sent: &[&str], context: &str| {
+        w.assert_no_leak(resp, sent, context);
+        let text = resp.to_string();
+        for id in &a_extra {
+            if !sent.contains(&id.as_str()) {
+                assert!(
+                    !text.contains(id.as_str()),
+                    "{context}: leaks A's {id}: {resp:#}"
+                );
+            }
+        }
+    };
+
+    // B's own lifecycle data.
+    set_status(&server, tb, &w.b_workflow, "ACTIVE").await;
+    // B's screenshot was attached in SQL after version 2: clearing it changes nothing of
+    // version 2's definition, showing it again makes version 3.
+    update_step(&server, tb, &w.b_steps[0], json!({ "screenshotId": null })).await;
+    update_step(
+        &server,
+        tb,
+        &w.b_steps[0],
+        json!({ "screenshotId": w.b_screenshot }),
+    )
+    .await;
+    let b_run = str_field(
+        &common::runs::start_run(&server, tb, &w.b_workflow).await,
+        "id",
+    );
+    let resp = try_create_project(&server, tb, "Bison project", None).await;
+    let b_project = str_field(&resp["data"]["createProject"], "id");
+    no_leak(&resp, &[], "createProject");
+    covered.insert("Mutation.createProject");
+    try_move_workflow(&server, tb, &w.b_workflow, Some(&b_project)).await;
+    share(&server, tb, &w.b_workflow, &w.b.member_id, "VIEW").await;
+    let resp = try_create_link(&server, tb, &w.b_workflow, None).await;
+    no_leak(&resp, &[], "createShareLink");
+    assert_eq!(
+        resp["data"]["createShareLink"]["link"]["workflow"]["id"],
+        w.b_workflow.as_str()
+    );
+    let b_token = str_field(&resp["data"]["createShareLink"], "token");
+    covered.insert("CreatedShareLink.link");
+    let b_template = publish(
+        &server,
+        tb,
+        json!({ "w": w.b_workflow, "name": "Bison template", "v": "COMPANY", "shots": true }),
+    )
+    .await;
+    let b_template_id = str_field(&b_template, "id");
+    // One of B's version steps names A's screenshot: it must resolve to nothing.
+    server.sql(&format!(
+        "UPDATE workflow_step_snapshots SET screenshot_id = {} WHERE workflow_id = {} AND screenshot_id IS NULL",
+        lit(&w.a_screenshots[0]), lit(&w.b_workflow)
+    )).await;
+
+    let before = company_snapshot(&server, &w.a.company_id, ta).await;
+
+    // ----- Queries -----
+    let diff = "query($w: ID!, $f: Int!, $t: Int!) { workflowVersionDiff(workflowId: $w, from: $f, to: $t) { \
+        from { number workflow { id } } to { number } changedFields added { stepId } removed { stepId } \
+        changed { stepId changedFields from { stepId screenshot { id } } to { stepId screenshot { id } } } } }";
+    like_missing(
+        &server,
+        &w,
+        tb,
+        diff,
+        "workflowVersionDiff",
+        |id| json!({ "w": id, "f": 1, "t": 2 }),
+        &a1,
+    )
+    .await;
+    let resp = b_list(
+        &server,
+        &w,
+        diff,
+        json!({ "w": w.b_workflow, "f": 2, "t": 3 }),
+        "diff of B's workflow",
+        &[],
+    )
+    .await;
+    no_leak(&resp, &[], "diff of B's workflow");
+    let changed = &resp["data"]["workflowVersionDiff"]["changed"][0];
+    assert_eq!(changed["changedFields"], json!(["screenshot"]), "{resp:#}");
+    assert_eq!(changed["to"]["screenshot"]["id"], w.b_screenshot.as_str());
+    assert!(
+        changed["from"]["screenshot"].is_null(),
+        "B's version naming A's screenshot: {resp:#}"
+    );
+    covered.extend([
+        "Query.workflowVersionDiff",
+        "WorkflowVersionDiff.from",
+        "WorkflowVersionDiff.to",
+        "WorkflowVersionDiff.added",
+        "WorkflowVersionDiff.removed",
+        "WorkflowVersionDiff.changed",
+        "StepDiff.from",
+        "StepDiff.to",
+        "VersionStep.screenshot",
+    ]);
+
+    let projects = format!(
+        "{{ projects {{ totalCount nodes {{ {PROJECT_FIELDS} workflows {{ totalCount nodes {{ id }} }} }} }} }}"
+    );
+    let resp = b_list(&server, &w, &projects, json!({}), "projects", &[]).await;
+    no_leak(&resp, &[], "projects");
+    let node = &resp["data"]["projects"]["nodes"][0];
+    assert_eq!(resp["data"]["projects"]["totalCount"], 1);
+    assert_eq!(node["id"], b_project.as_str());
+    assert_eq!(node["createdBy"]["id"], w.b.admin_id.as_str());
+    assert_eq!(node_ids(&node["workflows"]), [w.b_workflow.clone()]);
+    assert_eq!(
+        node["workflowCountsByStatus"],
+        json!([{ "status": "ACTIVE", "count": 1 }])
+    );
+    let project_q = format!("query($id: ID!) {{ project(id: $id) {{ {PROJECT_FIELDS} }} }}");
+    like_missing(
+        &server,
+        &w,
+        tb,
+        &project_q,
+        "project",
+        |id| json!({ "id": id }),
+        &a_project,
+    )
+    .await;
+    covered.extend([
+        "Query.projects",
+        "Query.project",
+        "Project.createdBy",
+        "Project.workflows",
+        "Project.workflowCountsByStatus",
+    ]);
+
+    let templates = format!("{{ templates {{ totalCount nodes {{ {TEMPLATE_FIELDS} }} }} }}");
+    let resp = b_list(&server, &w, &templates, json!({}), "templates", &[]).await;
+    no_leak(&resp, &[], "templates");
+    let listed: BTreeSet<String> = node_ids(&resp["data"]["templates"]).into_iter().collect();
+    assert_eq!(
+        listed,
+        [public_id.clone(), b_template_id.clone()]
+            .into_iter()
+            .collect()
+    );
+    let template_q = format!("query($id: ID!) {{ template(id: $id) {{ {TEMPLATE_FIELDS} }} }}");
+    let resp = b_list(
+        &server,
+        &w,
+        &template_q,
+        json!({ "id": public_id }),
+        "A's PUBLIC template",
+        &[],
+    )
+    .await;
+    no_leak(&resp, &[], "A's PUBLIC template");
+    let seen = &resp["data"]["template"];
+    assert!(
+        seen["createdBy"].is_null() && seen["sourceWorkflow"].is_null(),
+        "{seen:#}"
+    );
+    let copy = &seen["steps"][0]["screenshot"];
+    assert!(
+        !copy["id"].is_null() && copy["id"] != recipe_shot.as_str(),
+        "{seen:#}"
+    );
+    like_missing(
+        &server,
+        &w,
+        tb,
+        &template_q,
+        "template",
+        |id| json!({ "id": id }),
+        &company_template,
+    )
+    .await;
+    let resp = b_list(
+        &server,
+        &w,
+        &template_q,
+        json!({ "id": b_template_id }),
+        "B's template",
+        &[],
+    )
+    .await;
+    let own = &resp["data"]["template"];
+    assert_eq!(own["createdBy"]["id"], w.b.admin_id.as_str());
+    assert_eq!(own["sourceWorkflow"]["id"], w.b_workflow.as_str());
+    assert_eq!(own["parameters"], json!([]));
+    assert!(!own["steps"][0]["screenshot"]["id"].is_null());
+    covered.extend([
+        "Query.templates",
+        "Query.template",
+        "WorkflowTemplate.createdBy",
+        "WorkflowTemplate.sourceWorkflow",
+        "WorkflowTemplate.steps",
+        "WorkflowTemplate.parameters",
+        "TemplateStep.screenshot",
+    ]);
+
+    // B's workflow with everything new under it.
+    let nested = format!(
+        "query($id: ID!, $run: ID!) {{ workflow(id: $id) {{ id project {{ id }} currentVersion \
+           versions {{ totalCount nodes {{ {VERSION_FIELDS} }} }} version(number: 1) {{ number workflow {{ id }} }} \
+           shares {{ {SHARE_FIELDS} }} shareLinks {{ {LINK_FIELDS} }} }} \
+           run(id: $run) {{ version {{ number workflow {{ id }} }} }} }}"
+    );
+    let resp = b_list(
+        &server,
+        &w,
+        &nested,
+        json!({ "id": w.b_workflow, "run": b_run }),
+        "B's workflow, lifecycle fields",
+        &[],
+    )
+    .await;
+    no_leak(&resp, &[], "B's workflow, lifecycle fields");
+    let wf = &resp["data"]["workflow"];
+    assert_eq!(wf["project"]["id"], b_project.as_str());
+    assert_eq!(wf["versions"]["totalCount"], wf["currentVersion"]);
+    for v in wf["versions"]["nodes"].as_array().unwrap() {
+        assert_eq!(v["workflow"]["id"], w.b_workflow.as_str());
+        assert!(
+            v["createdBy"]["id"] == w.b.admin_id.as_str()
+                || v["createdBy"]["id"] == w.b.member_id.as_str(),
+            "{v:#}"
+        );
+        for step in v["steps"].as_array().unwrap() {
+            assert!(w.b_steps.contains(&str_field(step, "stepId")), "{v:#}");
+        }
+    }
+    assert_eq!(wf["shares"][0]["user"]["id"], w.b.member_id.as_str());
+    assert_eq!(wf["shares"][0]["sharedBy"]["id"], w.b.admin_id.as_str());
+    assert_eq!(wf["shares"][0]["workflow"]["id"], w.b_workflow.as_str());
+    assert_eq!(wf["shareLinks"][0]["workflow"]["id"], w.b_workflow.as_str());
+    assert_eq!(
+        wf["shareLinks"][0]["createdBy"]["id"],
+        w.b.admin_id.as_str()
+    );
+    assert_eq!(
+        resp["data"]["run"]["version"]["workflow"]["id"],
+        w.b_workflow.as_str()
+    );
+    covered.extend([
+        "Workflow.project",
+        "Workflow.versions",
+        "Workflow.version",
+        "Workflow.shares",
+        "Workflow.shareLinks",
+        "Run.version",
+        "WorkflowVersion.workflow",
+        "WorkflowVersion.createdBy",
+        "WorkflowVersion.steps",
+        "WorkflowShare.workflow",
+        "WorkflowShare.user",
+        "WorkflowShare.sharedBy",
+        "ShareLink.workflow",
+        "ShareLink.createdBy",
+    ]);
+
+    // ----- Mutations with A's ids -----
+    for (query, vars_for, key) in [
+        (
+            "mutation($id: ID!) { restoreWorkflowVersion(workflowId: $id, number: 1) { id } }",
+            &(|id: &str| json!({ "id": id })) as &dyn Fn(&str) -> Value,
+            "Mutation.restoreWorkflowVersion",
+        ),
+        (
+            "mutation($id: ID!) { publishTemplate(workflowId: $id, name: \"x\", visibility: PUBLIC) { id } }",
+            &|id: &str| json!({ "id": id }),
+            "Mutation.publishTemplate",
+        ),
+        (
+            "mutation($id: ID!) { setWorkflowVisibility(workflowId: $id, visibility: RESTRICTED) { id } }",
+            &|id: &str| json!({ "id": id }),
+            "Mutation.setWorkflowVisibility",
+        ),
+        (
+            "mutation($id: ID!, $u: ID!) { shareWorkflow(workflowId: $id, userId: $u, permission: EDIT) { id } }",
+            &|id: &str| json!({ "id": id, "u": w.b.member_id }),
+            "Mutation.shareWorkflow",
+        ),
+        (
+            "mutation($id: ID!, $u: ID!) { unshareWorkflow(workflowId: $id, userId: $u) { id } }",
+            &|id: &str| json!({ "id": id, "u": w.a.admin_id }),
+            "Mutation.unshareWorkflow",
+        ),
+        (
+            "mutation($id: ID!) { createShareLink(workflowId: $id) { token } }",
+            &|id: &str| json!({ "id": id }),
+            "Mutation.createShareLink",
+        ),
+        (
+            "mutation($id: ID!, $p: ID) { moveWorkflow(workflowId: $id, projectId: $p) { id } }",
+            &|id: &str| json!({ "id": id, "p": b_project }),
+            "Mutation.moveWorkflow",
+        ),
+    ] {
+        let field = query
+            .split_once('{')
+            .unwrap()
+            .1
+            .trim()
+            .split('(')
+            .next()
+            .unwrap();
+        for target in [&a1, &a2] {
+            like_missing(&server, &w, tb, query, field, vars_for, target).await;
+        }
+        covered.insert(key);
+    }
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($w: ID!, $p: ID) { moveWorkflow(workflowId: $w, projectId: $p) { id } }",
+        "moveWorkflow",
+        |id| json!({ "w": w.b_workflow, "p": id }),
+        &a_project,
+    )
+    .await;
+    like_missing(&server, &w, tb, "mutation($w: ID!, $u: ID!) { shareWorkflow(workflowId: $w, userId: $u, permission: VIEW) { id } }", "shareWorkflow", |id| json!({ "w": w.b_workflow, "u": id }), &w.a.member_id).await;
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($id: ID!) { updateProject(id: $id, name: \"pwned\") { id } }",
+        "updateProject",
+        |id| json!({ "id": id }),
+        &a_project,
+    )
+    .await;
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($id: ID!) { deleteProject(id: $id) }",
+        "deleteProject",
+        |id| json!({ "id": id }),
+        &a_project,
+    )
+    .await;
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($id: ID!) { revokeShareLink(id: $id) { id } }",
+        "revokeShareLink",
+        |id| json!({ "id": id }),
+        &a_link,
+    )
+    .await;
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($id: ID!) { instantiateTemplate(templateId: $id) { id } }",
+        "instantiateTemplate",
+        |id| json!({ "id": id }),
+        &company_template,
+    )
+    .await;
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($id: ID!) { rateTemplate(templateId: $id, stars: 1) { id } }",
+        "rateTemplate",
+        |id| json!({ "id": id }),
+        &company_template,
+    )
+    .await;
+    for template in [&company_template, &public_id] {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            "mutation($id: ID!) { unpublishTemplate(id: $id) { id } }",
+            "unpublishTemplate",
+            |id| json!({ "id": id }),
+            template,
+        )
+        .await;
+        like_missing(
+            &server,
+            &w,
+            tb,
+            "mutation($id: ID!) { deleteTemplate(id: $id) }",
+            "deleteTemplate",
+            |id| json!({ "id": id }),
+            template,
+        )
+        .await;
+    }
+    covered.extend([
+        "Mutation.updateProject",
+        "Mutation.deleteProject",
+        "Mutation.revokeShareLink",
+        "Mutation.unpublishTemplate",
+        "Mutation.deleteTemplate",
+    ]);
+
+    let after = company_snapshot(&server, &w.a.company_id, ta).await;
+    assert_unchanged(
+        &before,
+        &after,
+        "after company B tried every lifecycle field with A's ids",
+    );
+
+    // A token is a capability of its holder, whatever their company (reading counts an
+    // access of A's link, hence after the snapshot); it names no A id.
+    let resp = shared(&server, &a_token, Some(tb)).await;
+    assert!(!resp["data"]["sharedWorkflow"].is_null(), "{resp:#}");
+    let text = resp.to_string();
+    for id in w
+        .a_ids()
+        .iter()
+        .chain(&a_extra)
+        .filter(|id| **id != w.a_screenshots[0])
+    {
+        assert!(
+            !text.contains(id.as_str()),
+            "the shared view names A's {id}: {resp:#}"
+        );
+    }
+    let resp = shared(&server, &b_token, None).await;
+    assert_eq!(
+        resp["data"]["sharedWorkflow"]["steps"][0]["screenshot"]["contentType"], "image/png",
+        "{resp:#}"
+    );
+    covered.extend([
+        "Query.sharedWorkflow",
+        "SharedWorkflow.steps",
+        "SharedStep.screenshot",
+    ]);
+
+    // Using and rating A's PUBLIC template makes B's own rows, with nothing of A in them.
+    let resp = try_instantiate(&server, tb, &public_id, json!({})).await;
+    no_leak(&resp, &[], "instantiating A's PUBLIC template");
+    let made = &resp["data"]["instantiateTemplate"];
+    assert_eq!(made["createdBy"]["id"], w.b.admin_id.as_str());
+    assert!(made["steps"][0]["screenshot"].is_null());
+    covered.insert("Mutation.instantiateTemplate");
+    let resp = b_list(&server, &w, "mutation($id: ID!) { rateTemplate(templateId: $id, stars: 4) { viewerRating ratingCount } }", json!({ "id": public_id }), "rating A's PUBLIC template", &[]).await;
+    assert_eq!(resp["data"]["rateTemplate"]["viewerRating"], 4);
+    covered.insert("Mutation.rateTemplate");
+
+    let expected: BTreeSet<&str> = LIFECYCLE_ROOT_CASES
+        .iter()
+        .chain(LIFECYCLE_NESTED_CASES)
+        .map(|(k, _)| *k)
+        .collect();
+    let not_run: Vec<&&str> = expected.difference(&covered).collect();
+    let unlisted: Vec<&&str> = covered.difference(&expected).collect();
+    assert!(
+        not_run.is_empty() && unlisted.is_empty(),
+        "lifecycle isolation cases not run: {not_run:?}; run but not listed: {unlisted:?}"
+    );
 }
