@@ -791,14 +791,14 @@ async fn deleting_workflows_releases_unreferenced_blobs(backend: Backend, blobs:
     assert_eq!(store.keys().await.len(), 3);
 
     delete_workflow(&server, &acme.admin_token, &id).await;
-    // The screenshot still shown by the copy moved to it; the other one is gone, blob too.
+    // The screenshot still shown by the copy moved to it; so did the one the copy no
+    // longer shows, which its first version still names (a restore shows it again).
     let keys = store.keys().await;
     assert!(
-        keys.contains(&shared_key) && keys.contains(&their_key),
+        keys.contains(&shared_key) && keys.contains(&their_key) && keys.contains(&private_key),
         "{keys:?}"
     );
-    assert!(!keys.contains(&private_key), "{keys:?}");
-    assert_eq!(screenshot_count(&server).await, 2);
+    assert_eq!(screenshot_count(&server).await, 3);
     let copy = get_workflow(&server, &acme.member_token, &copy_id).await;
     assert_eq!(copy["steps"][0]["screenshot"]["id"], shared_shot["id"]);
     let moved = server
@@ -817,6 +817,20 @@ async fn deleting_workflows_releases_unreferenced_blobs(backend: Backend, blobs:
         StatusCode::OK
     );
 
+    let restored = server
+        .gql_ok(
+            "mutation($id: ID!) { restoreWorkflowVersion(workflowId: $id, number: 1) { steps { screenshot { id workflow { id } } } } }",
+            json!({ "id": copy_id }),
+            Some(&acme.member_token),
+        )
+        .await;
+    assert_eq!(
+        restored["restoreWorkflowVersion"]["steps"][1]["screenshot"]["workflow"]["id"],
+        json!(copy_id),
+        "the copy's first version shows the moved screenshot again: {restored:#}"
+    );
+
+    // Once no workflow is left to show or name them, screenshots and bytes go.
     delete_workflow(&server, &acme.admin_token, &copy_id).await;
     assert_eq!(store.keys().await, vec![their_key]);
     assert_eq!(screenshot_count(&server).await, 1);
