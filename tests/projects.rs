@@ -208,3 +208,48 @@ async fn project_input_is_checked(backend: Backend) {
         "creating into another company's project",
     );
 }
+
+both_backends!(deleting_a_project_while_workflows_move_into_it_leaves_none_pointing_at_it);
+/// Moves into a project racing its deletion (side by side on PostgreSQL) either land
+/// before it and are unassigned with it, or come after and find it gone (NOT_FOUND);
+/// never a workflow pointing at a deleted project, never a server error.
+async fn deleting_a_project_while_workflows_move_into_it_leaves_none_pointing_at_it(
+    backend: Backend,
+) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let admin = acme.admin_token.as_str();
+    let mut workflows = Vec::new();
+    for i in 0..6 {
+        workflows.push(str_field(
+            &simple_workflow(&server, admin, &format!("W{i}"), 1).await,
+            "id",
+        ));
+    }
+    for round in 0..3 {
+        let project = create_project(&server, admin, &format!("Doomed {round}")).await;
+        let moves = workflows.iter().map(|id| {
+            let (server, project) = (&server, project.as_str());
+            async move { try_move_workflow(server, admin, id, Some(project)).await }
+        });
+        let delete = server.gql(
+            "mutation($id: ID!) { deleteProject(id: $id) }",
+            json!({ "id": project }),
+            Some(admin),
+        );
+        let (moved, deleted) = futures_util::join!(futures_util::future::join_all(moves), delete);
+        assert!(deleted["errors"].is_null(), "{deleted:#}");
+        for resp in moved {
+            if let Some(code) = common::error_code(&resp) {
+                assert_eq!(code, "NOT_FOUND", "{resp:#}");
+            }
+        }
+        let dangling = server
+            .sql_count(&format!("workflows WHERE project_id = {}", lit(&project)))
+            .await;
+        assert_eq!(
+            dangling, 0,
+            "round {round}: workflows point at a deleted project"
+        );
+    }
+}

@@ -487,3 +487,45 @@ async fn versions_page_newest_first(backend: Backend) {
         json!({ "number": 3, "name": "Paged 3" })
     );
 }
+
+both_backends!(concurrent_edits_each_make_one_numbered_version);
+/// Edits of one workflow racing each other (PostgreSQL runs them side by side) each make
+/// one version, numbered without gaps or repeats, each holding its own edit.
+async fn concurrent_edits_each_make_one_numbered_version(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.admin_token.clone();
+    let workflow = simple_workflow(&server, &token, "Raced", 8).await;
+    let id = str_field(&workflow, "id");
+    let steps = step_ids(&workflow);
+    let edits = steps.iter().enumerate().map(|(i, step)| {
+        let (server, token) = (&server, token.as_str());
+        async move {
+            let resp = try_update_step(
+                server,
+                token,
+                step,
+                json!({ "fieldLabel": format!("raced {i}") }),
+            )
+            .await;
+            assert!(resp["errors"].is_null(), "{resp:#}");
+        }
+    });
+    futures_util::future::join_all(edits).await;
+    let (current, list) = versions(&server, &token, &id).await;
+    assert_eq!(current, 9);
+    let numbers: Vec<i64> = list.iter().map(|v| v["number"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, (1..=9).rev().collect::<Vec<i64>>());
+    // Each version adds exactly one edited label to the one before.
+    for pair in list.windows(2) {
+        let (newer, older) = (labels(&pair[0]), labels(&pair[1]));
+        let changed = newer.iter().zip(&older).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            changed, 1,
+            "version {} vs {}",
+            pair[0]["number"], pair[1]["number"]
+        );
+    }
+    let newest = labels(&list[0]);
+    assert!(newest.iter().all(|l| l.starts_with("raced ")), "{newest:?}");
+}

@@ -15,7 +15,10 @@
 //! READ COMMITTED. So that no write path can deadlock another or decide from a read that
 //! changes under it, every write transaction locks rows in one order:
 //!
-//! **company → run → workflow → step → screenshot**
+//! **company → run → workflow → project → step → screenshot → template**
+//!
+//! (a workflow's versions, step snapshots, shares and public links are written under
+//! their workflow's lock and need none of their own.)
 //!
 //! and reads what a decision depends on only after the lock that protects it:
 //! - a report locks its run first (and reads it in the same statement), a finish, pause,
@@ -26,7 +29,13 @@
 //!   screenshots, and only then reads which other steps still show them; anything that
 //!   adds a reference to a screenshot share-locks it first (duplicating share-locks the
 //!   source workflow), so the deletion either waits for that reference and keeps the
-//!   screenshot, or has removed it and the reference is refused as NOT_FOUND.
+//!   screenshot, or has removed it and the reference is refused as NOT_FOUND;
+//! - putting a workflow in a project (moving, creating, instantiating) share-locks the
+//!   project after the workflow; deleting a project locks its workflows, then itself;
+//! - a change of a workflow's definition writes its version before the commit, under the
+//!   workflow lock the edit took first; the version number is read under it;
+//! - instantiating a template takes the company lock (when it brings screenshots), writes
+//!   the workflow, then bumps the template's usage count last.
 //!
 //! Time is taken after the locks it orders by (a run's `updated_at` and its reports'
 //! `created_at` follow commit order), and state subscribers compare carries a version that

@@ -112,7 +112,7 @@ async fn inserted(tx: &mut Tx<NoEvents>, row: &Project) -> AppResult<()> {
 }
 
 /// The project `id`, locked, after checking the tenant's viewer may change it (admins
-/// and its creator).
+/// and its creator). Callers that also lock workflows lock them first (the lock order).
 async fn managed(tx: &mut Tx<NoEvents>, id: &str) -> AppResult<Project> {
     tx.lock(Lock::Update, projects::id, id).await?;
     let project: Project = tx
@@ -185,6 +185,11 @@ pub async fn delete(db: &Db, tenant: &Tenant, id: &str) -> AppResult<()> {
 }
 
 async fn deleted(tx: &mut Tx<NoEvents>, id: &str) -> AppResult<()> {
+    // Its workflows before the project (workflow → project, as a move locks them): a
+    // workflow moved in meanwhile holds the project's share lock until it commits, and
+    // is then seen by the update below.
+    tx.lock_rows(Lock::NoKeyUpdate, workflows::project_id, &[id])
+        .await?;
     let project = managed(tx, id).await?;
     // Every workflow of the project, also those the deleting member does not see: none
     // may keep pointing at it.

@@ -25,8 +25,9 @@ use crate::domain::visibility::{Readers, readers_of};
 
 /// How long an answer is believed without reading again.
 pub const READERS_TTL: Duration = Duration::from_secs(2);
-/// Workflows remembered at once: bounded whatever subscribers ask about.
-const CAPACITY: usize = 10_000;
+/// Workflows remembered at once, bounded whatever subscribers ask about: each holds at
+/// most `MAX_SHARES_PER_WORKFLOW` member ids (tens of KB at worst, bytes usually).
+const CAPACITY: usize = 1_000;
 
 /// (company, workflow) → when read, and the answer (read once by whoever asks first).
 type Entry = (Instant, Arc<OnceCell<Option<Readers>>>);
