@@ -77,7 +77,10 @@ async fn projects_group_filter_count_and_survive_deletion(backend: Backend) {
         project["workflowCountsByStatus"],
         json!([{ "status": "DRAFT", "count": 1 }, { "status": "ACTIVE", "count": 1 }])
     );
-    assert_eq!(node_ids(&project["workflows"]), [active.clone()]);
+    assert_eq!(
+        node_ids(&project["workflows"]),
+        std::slice::from_ref(&active)
+    );
     let data = ok(
         &server,
         admin,

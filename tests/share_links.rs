@@ -123,12 +123,12 @@ async fn a_share_link_shows_the_workflow_without_signing_in_and_counts_its_uses(
         "{resp:#}"
     );
     // GET works too (a read-only query).
-    let query = format!("query($t: String!) {{ sharedWorkflow(token: $t) {{ name }} }}");
+    let query = "query($t: String!) { sharedWorkflow(token: $t) { name } }";
     let get = server
         .client
         .get(server.url("/graphql"))
         .query(&[
-            ("query", query.as_str()),
+            ("query", query),
             ("variables", &json!({ "t": token }).to_string()),
         ])
         .send()

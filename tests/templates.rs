@@ -332,7 +332,10 @@ async fn a_public_template_is_a_catalogue_entry_that_leaks_nothing_of_its_publis
         json!({}),
     )
     .await;
-    assert_eq!(node_ids(&list["templates"]), [template_id.clone()]);
+    assert_eq!(
+        node_ids(&list["templates"]),
+        std::slice::from_ref(&template_id)
+    );
     // Nothing of Acme beyond the template itself, anywhere in what Globex reads.
     let acme_ids: Vec<&str> = vec![
         &acme.company_id,
@@ -388,7 +391,10 @@ async fn a_public_template_is_a_catalogue_entry_that_leaks_nothing_of_its_publis
         json!({}),
     )
     .await;
-    assert_eq!(node_ids(&all["templates"]), [template_id.clone()]);
+    assert_eq!(
+        node_ids(&all["templates"]),
+        std::slice::from_ref(&template_id)
+    );
     let resp = try_instantiate(
         &server,
         gb,

@@ -305,10 +305,9 @@ impl WorkflowTemplate {
 
     /// The viewer's own rating; null if they did not rate it.
     async fn viewer_rating(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<i32>> {
-        Ok(ctx
-            .loader()?
+        ctx.loader()?
             .load_one(MyRatingOf(self.row.id.clone()))
-            .await?)
+            .await
     }
 
     /// When it was published.
