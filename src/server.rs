@@ -23,8 +23,8 @@ use crate::domain::health::HealthRules;
 use crate::events::EventBus;
 use crate::events::log_stream::LogStream;
 use crate::graphql::{
-    self, DocumentLimits, ParsedDocuments, QueryLimits, QueueSettings, ScreenshotSettings, Services,
-    StreamCursors,
+    self, DocumentLimits, ParsedDocuments, QueryLimits, QueueSettings, ScreenshotSettings,
+    Services, StreamCursors,
 };
 use crate::http::{self, AppState, CorsOrigins, GraphiQL, HttpConfig, WebSocketConfig};
 
@@ -184,7 +184,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.sweep_interval_seconds.max(1)),
         shutdown.clone(),
     ));
-    tokio::spawn(tend_queue(services.clone(), args.queue.tick(), shutdown.clone()));
+    tokio::spawn(tend_queue(
+        services.clone(),
+        args.queue.tick(),
+        shutdown.clone(),
+    ));
     let app = http::router(AppState {
         schema,
         services: services.clone(),

@@ -722,10 +722,7 @@ impl<E: Send> Tx<E> {
             Backend::Postgres => format!("${n}"),
             Backend::Sqlite => "?".to_owned(),
         };
-        let mut binds = vec![
-            Bind::Text(self.tenant.0.clone()),
-            Bind::Time(now),
-        ];
+        let mut binds = vec![Bind::Text(self.tenant.0.clone()), Bind::Time(now)];
         let mut sql = format!(
             "SELECT id FROM runs WHERE company_id = {} AND status = 'queued' \
              AND not_before <= {}",

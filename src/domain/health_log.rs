@@ -167,7 +167,9 @@ impl StepOutcome {
         if self.status.healing_method().is_none() {
             return Err(AppError::bad_input(
                 &name,
-                format!("{name} may only be sent for a healed step (HEALED_DETERMINISTIC or HEALED_AI)"),
+                format!(
+                    "{name} may only be sent for a healed step (HEALED_DETERMINISTIC or HEALED_AI)"
+                ),
             ));
         }
         super::json::object_text(&name, selectors, super::json::MAX_STEP_JSON_BYTES).map(Some)

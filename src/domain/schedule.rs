@@ -116,7 +116,9 @@ impl CronRules {
         let zone = chrono_tz::Tz::from_str(zone).map_err(|_| {
             AppError::bad_input(
                 "timezone",
-                format!("timezone {zone:?} is not an IANA time zone name (e.g. Europe/Berlin, UTC)"),
+                format!(
+                    "timezone {zone:?} is not an IANA time zone name (e.g. Europe/Berlin, UTC)"
+                ),
             )
         })?;
         Ok(Timing { cron: parsed, zone })

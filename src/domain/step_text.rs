@@ -134,8 +134,7 @@ async fn applied(
         .ok_or(AppError::NotFound("step"))?;
     let no_ai_yet = step.ai_model.is_none();
     let persons_label = step.label_edited || (no_ai_yet && step.field_label.is_some());
-    let persons_instruction =
-        step.instruction_edited || (no_ai_yet && step.instruction.is_some());
+    let persons_instruction = step.instruction_edited || (no_ai_yet && step.instruction.is_some());
     let mut applied = Vec::new();
     let mut skipped = Vec::new();
     let label = match &suggestion.field_label {

@@ -173,7 +173,8 @@ pub async fn create(
 
 async fn created(tx: &mut Tx<NoEvents>, row: &Webhook) -> AppResult<Webhook> {
     // The workflow first (the lock order): it stays while its hooks are counted.
-    tx.lock(Lock::Share, workflows::id, &row.workflow_id).await?;
+    tx.lock(Lock::Share, workflows::id, &row.workflow_id)
+        .await?;
     let exists: i64 = tx
         .one(
             tx.workflows()
@@ -387,9 +388,18 @@ fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
-        let (key, value) = part.trim().split_once('=').ok_or(SignatureError::Malformed)?;
+        let (key, value) = part
+            .trim()
+            .split_once('=')
+            .ok_or(SignatureError::Malformed)?;
         match key {
-            "t" => timestamp = Some(value.parse::<i64>().map_err(|_| SignatureError::Malformed)?),
+            "t" => {
+                timestamp = Some(
+                    value
+                        .parse::<i64>()
+                        .map_err(|_| SignatureError::Malformed)?,
+                )
+            }
             "v1" => {
                 if signatures.len() == MAX_SIGNATURES {
                     return Err(SignatureError::Malformed);

@@ -96,9 +96,7 @@ impl QueueMutation {
             workflow_id: input.workflow_id.0,
             input: input.input,
             priority: input.priority,
-            not_before: input
-                .not_before
-                .map(super::health_log::stored_precision),
+            not_before: input.not_before.map(super::health_log::stored_precision),
             max_attempts: input.max_attempts,
             idempotency_key: input.idempotency_key,
         };
@@ -128,8 +126,10 @@ impl QueueMutation {
             desc = "Only runs of these workflows (at most 100); empty or absent: any workflow."
         )]
         workflow_ids: Option<Vec<ID>>,
-        #[graphql(desc = "How long the lease lasts without a heartbeat: 1 to 3,600 seconds, \
-                          default 60.")]
+        #[graphql(
+            desc = "How long the lease lasts without a heartbeat: 1 to 3,600 seconds, \
+                          default 60."
+        )]
         lease_seconds: Option<i32>,
     ) -> async_graphql::Result<Option<RunLease>> {
         let viewer = ctx.viewer()?;

@@ -174,10 +174,7 @@ impl WebhookQuery {
     ) -> async_graphql::Result<Vec<Webhook>> {
         let viewer = ctx.viewer()?;
         let rows = domain::webhook::of_workflow(ctx.db(), &viewer.tenant, &workflow_id).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| Webhook { row })
-            .collect())
+        Ok(rows.into_iter().map(|row| Webhook { row }).collect())
     }
 }
 

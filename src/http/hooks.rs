@@ -35,7 +35,10 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
-    answer(status, json!({ "error": { "code": code, "message": message } }))
+    answer(
+        status,
+        json!({ "error": { "code": code, "message": message } }),
+    )
 }
 
 fn not_found() -> Response {

@@ -283,10 +283,8 @@ async fn finished(
 /// Pauses a running run; the sweepers leave paused runs alone (a claimed run's lease
 /// stops running until the executor's next heartbeat).
 pub async fn pause(db: &Db, events: &Events, tenant: &Tenant, run_id: &str) -> AppResult<Run> {
-    db.write_with_events(tenant, events, |tx| {
-        paused(tx, run_id).into_work()
-    })
-    .await
+    db.write_with_events(tenant, events, |tx| paused(tx, run_id).into_work())
+        .await
 }
 
 async fn paused(tx: &mut Tx<EventKind>, run_id: &str) -> AppResult<Run> {

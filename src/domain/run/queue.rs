@@ -410,8 +410,10 @@ pub async fn heartbeat(
     lease: Option<i32>,
 ) -> AppResult<Lease> {
     let seconds = lease_seconds(lease)?;
-    db.write(tenant, |tx| renewed(tx, run_id, lease_id, seconds).into_work())
-        .await
+    db.write(tenant, |tx| {
+        renewed(tx, run_id, lease_id, seconds).into_work()
+    })
+    .await
 }
 
 async fn renewed<E: Send>(
@@ -432,7 +434,8 @@ async fn renewed<E: Send>(
         )));
     }
     // A paused run's lease stays suspended until it runs again.
-    let expires = (run.status == Status::Running).then(|| now() + TimeDelta::seconds(seconds.into()));
+    let expires =
+        (run.status == Status::Running).then(|| now() + TimeDelta::seconds(seconds.into()));
     let run: Run = tx
         .one(
             tx.runs()
@@ -574,11 +577,7 @@ async fn retried(
     from_step: Option<&str>,
 ) -> AppResult<Run> {
     let original: Run = tx
-        .optional(
-            tx.runs()
-                .filter(runs::id.eq(run_id))
-                .select(Run::columns()),
-        )
+        .optional(tx.runs().filter(runs::id.eq(run_id)).select(Run::columns()))
         .await?
         .ok_or(AppError::NotFound("run"))?;
     if !original.status.is_finished() {
@@ -634,7 +633,11 @@ pub async fn queued(db: &Db, tenant: &Tenant, workflow_ids: &[String]) -> AppRes
         tx.runs()
             .filter(runs::status.eq(Status::Queued))
             .filter(filter)
-            .order((runs::priority.desc(), runs::not_before.asc(), runs::id.asc()))
+            .order((
+                runs::priority.desc(),
+                runs::not_before.asc(),
+                runs::id.asc(),
+            ))
             .limit(SNAPSHOT_LIMIT)
             .select(Run::columns()),
     )
