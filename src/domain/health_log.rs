@@ -621,6 +621,8 @@ mod tests {
             page_url: Some(" https://example.com/a ".to_owned()),
             execution_time_ms: Some(0),
             idempotency_key: Some("k".to_owned()),
+            healed_selectors: None,
+            healing_method: None,
         }
     }
 

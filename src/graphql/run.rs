@@ -250,6 +250,7 @@ impl Run {
     /// Where a retry starts: this step of the workflow and the ones after it. Null for
     /// other runs, for a retry from the first step, or when that step was deleted since
     /// (the executor then starts from the first).
+    #[allow(clippy::wrong_self_convention)] // `Run.fromStep`, not a conversion
     async fn from_step(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Step>> {
         Step::load_optional(ctx, self.row.from_step_id.as_deref()).await
     }
