@@ -143,6 +143,12 @@ impl Db {
         let size = args.pool_size.max(1);
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
+                if !args.read_urls().is_empty() {
+                    anyhow::bail!(
+                        "DATABASE_READ_URL: read replicas are for PostgreSQL; an SQLite \
+                         database has none"
+                    );
+                }
                 create_sqlite_file(&path)?;
                 warn_if_readable_by_others(&path);
                 let mut config = ManagerConfig::<SqliteConn>::default();

@@ -151,8 +151,16 @@ async fn publish_loop(
     link: Arc<Link>,
 ) {
     let mut batch: Vec<Outgoing> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
+    // Resyncs owed for lost events go out once the link is back, writes or not.
+    let mut flush = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            first = rx.recv() => match first {
+                Some(first) => batch.push(first),
+                None => return,
+            },
+            _ = flush.tick() => {}
+        }
         while let Ok(next) = rx.try_recv() {
             batch.push(next);
         }

@@ -67,14 +67,26 @@ async fn publish_loop(
 ) {
     let mut conn: Option<AsyncPgConnection> = None;
     let mut batch: Vec<Outgoing> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
+    // Resyncs owed for lost events go out once the database is back, writes or not.
+    let mut flush = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            first = rx.recv() => match first {
+                Some(first) => batch.push(first),
+                None => return,
+            },
+            _ = flush.tick() => {}
+        }
         // Everything already waiting goes out together: few NOTIFYs under load.
         while let Ok(next) = rx.try_recv() {
             batch.push(next);
         }
         let last = batch.last().map_or(0, |o| o.seq);
-        let resyncs = link.take_lost();
+        let resyncs = if link.is_up() {
+            link.take_lost()
+        } else {
+            Vec::new()
+        };
         let events: Vec<&Event> = resyncs
             .iter()
             .chain(batch.iter().map(|o| &*o.event))
