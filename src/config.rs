@@ -218,6 +218,54 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub graphiql: GraphiQLArgs,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}
+
+/// The run queue: leases, schedules and webhooks (issue 13).
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// How often each instance fires due schedules and re-queues runs whose lease expired,
+    /// in milliseconds. A lease is noticed at most this late; a schedule fires at most this
+    /// late.
+    #[arg(long, env = "STEPWISE_QUEUE_TICK_MS", default_value_t = 1_000)]
+    pub queue_tick_ms: u64,
+
+    /// Largest run `input` or `output` (and webhook body), in bytes of JSON.
+    #[arg(long, env = "STEPWISE_RUN_JSON_MAX_BYTES", default_value_t = 64 * 1024)]
+    pub run_json_max_bytes: usize,
+
+    /// How far a webhook request's signed timestamp may be from the server's clock, in
+    /// seconds; older (replayed) or future requests are refused with 401.
+    #[arg(
+        long,
+        env = "STEPWISE_WEBHOOK_TOLERANCE_SECONDS",
+        default_value_t = 300
+    )]
+    pub webhook_tolerance_seconds: u64,
+
+    /// Requests one webhook URL takes per minute on one instance, in a burst or spread out;
+    /// beyond: 429 with `Retry-After`. 0 turns the limit off.
+    #[arg(
+        long,
+        env = "STEPWISE_WEBHOOK_REQUESTS_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub webhook_requests_per_minute: u32,
+
+    /// FOR TESTS: cron expressions may carry a sixth, leading seconds field (`*/2 * * * *
+    /// *` fires every two seconds), so a test sees schedules fire without waiting minutes.
+    /// Never set it in production: schedules created with a seconds field stop (with
+    /// `lastError`) once it is off again.
+    #[arg(long, env = "STEPWISE_CRON_SECONDS_FOR_TESTS")]
+    pub cron_seconds_for_tests: bool,
+}
+
+impl QueueArgs {
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.queue_tick_ms.max(10))
+    }
 }
 
 /// GraphiQL, the in-browser IDE on `GET /graphql` (turned off by `--disable-graphiql`).
