@@ -358,6 +358,22 @@ pub struct HttpArgs {
         default_value_t = 30_000
     )]
     pub http_header_timeout_ms: u64,
+
+    /// Memory, in bytes, that the documents of automatic persisted queries kept by their
+    /// hash may take (their text and bookkeeping). Least recently used ones make room; a
+    /// document larger than 1/16 of this runs but is never kept.
+    #[arg(
+        long,
+        env = "STEPWISE_PERSISTED_QUERY_CACHE_BYTES",
+        default_value_t = 8 * 1024 * 1024
+    )]
+    pub persisted_query_cache_bytes: usize,
+
+    /// Accept only automatic persisted queries whose SHA-256 is listed in this file (one hex
+    /// hash per line; `#` comments), on every transport: any other operation is refused
+    /// with FORBIDDEN.
+    #[arg(long, env = "STEPWISE_PERSISTED_QUERIES_ONLY")]
+    pub persisted_queries_only: Option<PathBuf>,
 }
 
 impl HttpArgs {

@@ -14,6 +14,7 @@ mod limits;
 mod loaders;
 mod notification;
 mod pagination;
+mod persisted_queries;
 mod prescan;
 mod run;
 mod screenshot;
@@ -28,6 +29,7 @@ use async_graphql::{MergedObject, Schema, SchemaBuilder};
 pub use context::{RequestData, ScreenshotSettings, Services};
 pub use documents::{ParsedDocuments, Unkept};
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name, refuse_nul};
+pub use persisted_queries::{PersistedQueries, Unpersisted};
 pub use prescan::DocumentLimits;
 pub use stream_cursor::StreamCursors;
 
