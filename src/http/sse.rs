@@ -523,19 +523,19 @@ async fn submit(state: AppState, request: Request, token: String) -> Response {
     }
     let operation = match Operation::prepare(&state, graphql_request, Transport::Sse) {
         Ok(operation) => operation,
-        Err(refused) => return graphql_response(refused.into(), media),
+        Err(refused) => return request_error(refused.into(), media),
     };
     if is_get && operation.is_mutation() {
         return mutation_over_get();
     }
     let mut answers = match operation.stream(&state, Arc::clone(&reservation.data)) {
         Ok(answers) => answers,
-        Err(refused) => return graphql_response(refused.into(), media),
+        Err(refused) => return request_error(refused.into(), media),
     };
     // Validation runs in the executor's first step, before any resolver: a request error
     // is ready at once and is answered here, as the protocol asks (GraphQL over HTTP).
     let (first, ended) = match answers.next().now_or_never() {
-        Some(Some(Answer::Refused(refused))) => return graphql_response(refused.into(), media),
+        Some(Some(Answer::Refused(refused))) => return request_error(refused.into(), media),
         Some(Some(answer)) => (Some(answer), false),
         Some(None) => (None, true),
         None => (None, false),
@@ -797,6 +797,15 @@ fn lapsed_payload(lapsed: Lapsed) -> String {
     extensions.set("code", ErrorCode::Unauthenticated.as_str());
     error.extensions = Some(extensions);
     json!({ "errors": [error] }).to_string()
+}
+
+/// A request error of an operation submitted to a single connection: its errors as GraphQL
+/// over HTTP answers them, always with 400 (the client expects 202; a 200 would read as
+/// success to anyone but the client).
+fn request_error(answer: Answer, media: MediaType) -> Response {
+    let mut response = graphql_response(answer, media);
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response
 }
 
 fn plain_error(status: StatusCode, code: ErrorCode, message: String) -> Response {
