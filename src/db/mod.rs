@@ -16,6 +16,7 @@
 //! SQLite write connections behind a one-permit semaphore; readers are never blocked (WAL).
 
 pub mod expr;
+mod ids;
 pub mod migrations;
 pub mod partition;
 pub mod schema;
@@ -24,6 +25,7 @@ mod uow;
 
 use uow::TxConn;
 
+pub use ids::TableName;
 pub use uow::{
     Columns, IntoWork, Keyset, Lock, NoEvents, Outbox, Scoped, Tenant, TenantRow, TenantTable, Tx,
     Unscoped, Work,

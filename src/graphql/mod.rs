@@ -12,6 +12,7 @@ mod guards;
 mod health_log;
 mod limits;
 mod loaders;
+mod node;
 mod notification;
 mod pagination;
 mod persisted_queries;
@@ -44,6 +45,7 @@ pub struct Query(
     workflow::WorkflowQuery,
     step::StepQuery,
     screenshot::ScreenshotQuery,
+    node::NodeQuery,
 );
 
 /// Everything a client can change.
