@@ -61,6 +61,32 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup made by `stepwise backup` into a new database location.
     Restore(RestoreArgs),
+    /// Fill an empty database with demo data (`--demo`): a company with an admin and a
+    /// member (credentials printed), workflows with steps and screenshots, runs, health
+    /// logs and notifications.
+    Seed(SeedArgs),
+}
+
+/// `stepwise seed --demo`: which database (and blob store) to fill.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// Demo data, the only kind there is; the database must hold no company yet.
+    #[arg(long, required = true)]
+    pub demo: bool,
+
+    /// Email of the demo admin (the member gets `member@` the same domain).
+    #[arg(
+        long,
+        env = "STEPWISE_DEMO_ADMIN_EMAIL",
+        default_value = "admin@demo.example"
+    )]
+    pub admin_email: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub blobs: BlobArgs,
 }
 
 /// `stepwise backup DIR`: what to back up is the server's own database and blob settings.
