@@ -47,8 +47,16 @@ pub struct Seeded {
     pub health_logs: usize,
 }
 
-/// The demo's workflows: name, description, tags, and each step's action and label.
-const WORKFLOWS: &[(&str, &str, &[&str], &[(&str, &str)])] = &[
+/// A demo workflow: name, description, tags, and each step's action and label.
+type DemoWorkflow = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+);
+
+/// The demo's workflows.
+const WORKFLOWS: &[DemoWorkflow] = &[
     (
         "Checkout with a saved card",
         "Buys the cheapest item in the shop with the card on file.",
@@ -176,7 +184,7 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
             .await
             .map_err(domain_failure)?;
         let step_ids: Vec<String> =
-            crate::domain::step::heads_of_workflows(&db, &tenant, &[flow.id.clone()])
+            crate::domain::step::heads_of_workflows(&db, &tenant, std::slice::from_ref(&flow.id))
                 .await
                 .map_err(domain_failure)?
                 .into_iter()
@@ -224,7 +232,7 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
     seeded.health_logs += 1;
     let timeout_now = HealthRules {
         run_timeout: Duration::ZERO,
-        ..rules.clone()
+        ..rules
     };
     run::time_out_stale_runs(&db, &events, &timeout_now)
         .await

@@ -281,6 +281,8 @@ struct ReservationState {
     closed: bool,
 }
 
+// Like the WebSocket's: the answer is the common case and moves once through the channel.
+#[allow(clippy::large_enum_variant)]
 enum Outgoing {
     Next(String, Answer),
     Complete(String),
@@ -632,6 +634,8 @@ enum Slot {
 
 /// A slot for one more connection of this caller (a stream or a reservation counts like a
 /// WebSocket), or the 429 to answer. `None` when there is nothing to count (no address).
+// The error is the response the handler returns at once; boxing it would only add a step.
+#[allow(clippy::result_large_err)]
 fn take_slot(
     state: &AppState,
     authentication: &Authentication,
@@ -675,6 +679,7 @@ fn address_of(state: &AppState, request: &Request) -> Option<IpAddr> {
 }
 
 /// Reads the request's body (or query string) within the request timeout.
+#[allow(clippy::result_large_err)] // the error is the response to return at once
 async fn read_body(state: &AppState, request: Request) -> Result<async_graphql::Request, Response> {
     let max_file_bytes = state.services.screenshots.max_bytes;
     match tokio::time::timeout(
