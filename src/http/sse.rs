@@ -24,9 +24,9 @@
 //! ([`operation`](super::operation)). At shutdown streams end without `complete`, which the
 //! client takes as a network failure and reconnects (elsewhere), like WebSocket's 1001.
 //!
-//! Keep-alives are comment lines (`:`) with no blank line after them: the graphql-sse
-//! client's parser (2.x) mistakes a comment followed by a blank line for the end of a
-//! message when it shares a network chunk with the next event, and drops that event.
+//! Keep-alives are comment lines (`:`) with no blank line after them, valid SSE that no
+//! parser can take for the end of a message: earlier graphql-sse client parsers stopped
+//! reading a network chunk at a `:` + blank-line ping and garbled the event after it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -62,7 +62,7 @@ use super::websocket::ConnectionSlot;
 use crate::auth::Authentication;
 use crate::auth::rate_limit::address_group;
 use crate::error::ErrorCode;
-use crate::graphql::RequestData;
+use crate::graphql::{OperationScope, RequestData};
 use crate::metrics::{GaugeGuard, METRICS, Transport};
 
 /// The header a single-connection client sends its reservation token in.
@@ -136,14 +136,14 @@ async fn distinct(state: AppState, request: Request) -> Response {
         Err(response) => return response,
     };
     let viewer = authentication.viewer().ok().cloned();
-    let data = RequestData::new(&state.services, authentication)
+    let (data, scope) = RequestData::new(&state.services, authentication)
         .from_address(address)
-        .into_data();
+        .into_session();
     let answers: BoxStream<'static, Answer> =
         match Operation::prepare(&state, graphql_request, Transport::Sse) {
             Err(refused) => futures_util::stream::once(async { Answer::Refused(refused) }).boxed(),
             Ok(operation) if is_get && operation.is_mutation() => return mutation_over_get(),
-            Ok(operation) => match operation.stream(&state, Arc::new(data)) {
+            Ok(operation) => match operation.stream(&state, Arc::new(data), &scope) {
                 Ok(answers) => answers.boxed(),
                 Err(refused) => {
                     futures_util::stream::once(async { Answer::Refused(refused) }).boxed()
@@ -264,8 +264,10 @@ impl Owner {
 
 struct Reservation {
     owner: Owner,
-    /// The operations' session: who runs them, from where, their batch loader.
+    /// The operations' session: who runs them, from where.
     data: Arc<Data>,
+    /// Each operation's database handle and batch loader.
+    scope: OperationScope,
     /// Where operations send their results; the stream holds the receiver.
     outgoing: mpsc::Sender<Outgoing>,
     inner: Mutex<ReservationState>,
@@ -323,14 +325,15 @@ async fn reserve(state: AppState, request: Request) -> Response {
         Ok(slot) => slot,
         Err(response) => return response,
     };
-    let data = RequestData::new(&state.services, authentication)
+    let (data, scope) = RequestData::new(&state.services, authentication)
         .from_address(address)
-        .into_data();
+        .into_session();
     let (outgoing, receiver) = mpsc::channel(OUTGOING_BUFFER);
     let token = new_token();
     let reservation = Arc::new(Reservation {
         owner,
         data: Arc::new(data),
+        scope,
         outgoing,
         inner: Mutex::new(ReservationState {
             receiver: Some(receiver),
@@ -530,10 +533,11 @@ async fn submit(state: AppState, request: Request, token: String) -> Response {
     if is_get && operation.is_mutation() {
         return mutation_over_get();
     }
-    let mut answers = match operation.stream(&state, Arc::clone(&reservation.data)) {
-        Ok(answers) => answers,
-        Err(refused) => return request_error(refused.into(), media),
-    };
+    let mut answers =
+        match operation.stream(&state, Arc::clone(&reservation.data), &reservation.scope) {
+            Ok(answers) => answers,
+            Err(refused) => return request_error(refused.into(), media),
+        };
     // Validation runs in the executor's first step, before any resolver: a request error
     // is ready at once and is answered here, as the protocol asks (GraphQL over HTTP).
     let (first, ended) = match answers.next().now_or_never() {
