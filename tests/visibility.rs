@@ -236,6 +236,66 @@ const ROOT_CASES: &[(&str, &str)] = &[
         "Subscription.workflowStatusChanged",
         "never R's status changes",
     ),
+    (
+        "Query.schedule",
+        "R's schedule: NOT_FOUND like a missing one",
+    ),
+    ("Query.schedules", "of R: NOT_FOUND like a missing workflow"),
+    ("Query.webhook", "R's webhook: NOT_FOUND like a missing one"),
+    ("Query.webhooks", "of R: NOT_FOUND like a missing workflow"),
+    ("Query.node", "R's ids of every kind: like missing ids"),
+    ("Query.nodes", "R's ids of every kind: like missing ids"),
+    ("Mutation.enqueueRun", "R: NOT_FOUND; VIEW: FORBIDDEN"),
+    (
+        "Mutation.claimRun",
+        "never R's queued run, without a share or with VIEW; RUN claims it",
+    ),
+    (
+        "Mutation.heartbeatRun",
+        "R's claimed run: NOT_FOUND like missing",
+    ),
+    (
+        "Mutation.retryRun",
+        "R's finished run: NOT_FOUND; VIEW: FORBIDDEN",
+    ),
+    ("Mutation.createSchedule", "R: NOT_FOUND; VIEW: FORBIDDEN"),
+    (
+        "Mutation.updateSchedule",
+        "R's schedule: NOT_FOUND; VIEW: FORBIDDEN",
+    ),
+    (
+        "Mutation.pauseSchedule",
+        "R's schedule: NOT_FOUND; VIEW: FORBIDDEN",
+    ),
+    (
+        "Mutation.resumeSchedule",
+        "R's schedule: NOT_FOUND; VIEW: FORBIDDEN",
+    ),
+    (
+        "Mutation.deleteSchedule",
+        "R's schedule: NOT_FOUND; VIEW: FORBIDDEN",
+    ),
+    (
+        "Mutation.createWebhook",
+        "admins only: FORBIDDEN for the member as for any id",
+    ),
+    (
+        "Mutation.updateWebhook",
+        "admins only: FORBIDDEN for the member as for any id",
+    ),
+    (
+        "Mutation.rotateWebhookSecret",
+        "admins only: FORBIDDEN for the member as for any id",
+    ),
+    (
+        "Mutation.deleteWebhook",
+        "admins only: FORBIDDEN for the member as for any id",
+    ),
+    (
+        "Mutation.suggestStepText",
+        "R's step: NOT_FOUND; VIEW: FORBIDDEN",
+    ),
+    ("Subscription.runQueued", "never R's queued runs"),
 ];
 
 /// Entity-valued fields below the roots, with what the suite checks for them.
@@ -351,6 +411,20 @@ const NESTED_CASES: &[(&str, &str)] = &[
     ("RunUpdate.healthLog", "never one of R's logs"),
     ("HealthLogEvent.healthLog", "never one of R's logs"),
     ("WorkflowStatusChange.workflow", "never R"),
+    ("Run.retryOf", "a visible run naming R's run: null"),
+    ("Run.retries", "a visible run's retries leave R's out"),
+    ("Run.fromStep", "a visible run naming R's step: null"),
+    ("Run.schedule", "a visible run naming R's schedule: null"),
+    ("Run.webhook", "a visible run naming R's webhook: null"),
+    ("Schedule.workflow", "the visible schedule's workflow"),
+    (
+        "Schedule.lastRun",
+        "a visible schedule naming R's run: null",
+    ),
+    ("Webhook.workflow", "the visible webhook's workflow"),
+    ("WebhookWithSecret.webhook", "the admin's new webhook"),
+    ("StepTextSuggestion.step", "a suggestion on a visible step"),
+    ("RunLease.run", "the member's claim of a visible run"),
 ];
 
 /// Entity-valued nested fields that reach no workflow, and why.
@@ -1723,7 +1797,7 @@ async fn a_member_without_a_share_cannot_see_or_touch_a_restricted_workflow(back
         .iter()
         .chain(NESTED_CASES)
         .map(|(k, _)| *k)
-        .filter(|k| !SUBSCRIPTION_CASES.contains(k))
+        .filter(|k| !SUBSCRIPTION_CASES.contains(k) && !QUEUE_CASES.contains(k))
         .collect();
     let not_run: Vec<&&str> = expected.difference(&covered).collect();
     let unlisted: Vec<&&str> = covered.difference(&expected).collect();
@@ -1732,6 +1806,42 @@ async fn a_member_without_a_share_cannot_see_or_touch_a_restricted_workflow(back
         "visibility cases not run: {not_run:?}; run but not listed: {unlisted:?}"
     );
 }
+
+/// The cases the run-queue walk owns.
+const QUEUE_CASES: &[&str] = &[
+    "Query.schedule",
+    "Query.schedules",
+    "Query.webhook",
+    "Query.webhooks",
+    "Query.node",
+    "Query.nodes",
+    "Mutation.enqueueRun",
+    "Mutation.claimRun",
+    "Mutation.heartbeatRun",
+    "Mutation.retryRun",
+    "Mutation.createSchedule",
+    "Mutation.updateSchedule",
+    "Mutation.pauseSchedule",
+    "Mutation.resumeSchedule",
+    "Mutation.deleteSchedule",
+    "Mutation.createWebhook",
+    "Mutation.updateWebhook",
+    "Mutation.rotateWebhookSecret",
+    "Mutation.deleteWebhook",
+    "Mutation.suggestStepText",
+    "Subscription.runQueued",
+    "Run.retryOf",
+    "Run.retries",
+    "Run.fromStep",
+    "Run.schedule",
+    "Run.webhook",
+    "Schedule.workflow",
+    "Schedule.lastRun",
+    "Webhook.workflow",
+    "WebhookWithSecret.webhook",
+    "StepTextSuggestion.step",
+    "RunLease.run",
+];
 
 /// The cases the subscription walk owns.
 const SUBSCRIPTION_CASES: &[&str] = &[
@@ -2031,4 +2141,444 @@ async fn subscriptions_never_carry_a_restricted_workflow_to_a_member_without_a_s
     }
     sub.disconnect().await;
     let _ = SUBSCRIPTION_CASES;
+}
+
+both_backends!(the_run_queue_respects_restriction);
+/// The run queue, schedules, webhooks, AI step text and `node` (issues 13 and 18) with a
+/// restricted workflow: a member without a share finds none of R's queue items, claims
+/// none of its runs and hears of none; VIEW may not queue, retry, schedule or write text.
+async fn the_run_queue_respects_restriction(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let w = world(&server).await;
+    let m = w.acme.member_token.as_str();
+    let c = w.creator.token.as_str();
+    let admin = w.acme.admin_token.as_str();
+    let v = w.viewer.token.as_str();
+    let r = w.restricted.clone();
+    let mut covered: BTreeSet<&str> = BTreeSet::new();
+
+    let mut queued = Subscriber::start(
+        &server,
+        Some(m),
+        &[(
+            "queued",
+            "subscription { runQueued { id workflow { id } } }",
+            json!({}),
+        )],
+    );
+    let enqueue =
+        "mutation($w: ID!, $p: Int) { enqueueRun(input: { workflowId: $w, priority: $p }) { id } }";
+    // Warm up with the open workflow's runs, which the member hears of.
+    queued
+        .until_live(&["queued"], async || {
+            ok(&server, admin, enqueue, json!({ "w": w.open, "p": -1000 })).await;
+        })
+        .await;
+    let r_queued = str_field(
+        &ok(&server, c, enqueue, json!({ "w": r, "p": 1000 })).await["enqueueRun"],
+        "id",
+    );
+    let schedule = ok(&server, c, "mutation($w: ID!) { createSchedule(input: { workflowId: $w, cron: \"0 0 1 1 *\", enabled: false }) { id } }", json!({ "w": r })).await;
+    let r_schedule = str_field(&schedule["createSchedule"], "id");
+    let hook = ok(
+        &server,
+        admin,
+        "mutation($w: ID!) { createWebhook(workflowId: $w) { webhook { id workflow { id } } } }",
+        json!({ "w": r }),
+    )
+    .await;
+    let r_webhook = str_field(&hook["createWebhook"]["webhook"], "id");
+    let retry = ok(
+        &server,
+        c,
+        "mutation($r: ID!) { retryRun(runId: $r) { id } }",
+        json!({ "r": w.r_runs[1] }),
+    )
+    .await;
+    let r_retry = str_field(&retry["retryRun"], "id");
+    let open_queued = str_field(
+        &ok(&server, admin, enqueue, json!({ "w": w.open, "p": 0 })).await["enqueueRun"],
+        "id",
+    );
+    // The member hears the open workflow's run, never R's.
+    loop {
+        let data = queued.expect_data("queued").await;
+        assert_ne!(
+            data["runQueued"]["workflow"]["id"],
+            r.as_str(),
+            "runQueued carried R: {data:#}"
+        );
+        assert!(!data.to_string().contains(&r_queued) && !data.to_string().contains(&r_retry));
+        if data["runQueued"]["id"] == open_queued.as_str() {
+            break;
+        }
+    }
+    queued.disconnect().await;
+    covered.insert("Subscription.runQueued");
+    let hidden: Vec<String> = [
+        r_queued.clone(),
+        r_schedule.clone(),
+        r_webhook.clone(),
+        r_retry.clone(),
+    ]
+    .into_iter()
+    .collect();
+    let no_leak = |resp: &Value, sent: &[&str], context: &str| {
+        w.assert_no_leak(resp, sent, context);
+        let text = resp.to_string();
+        for id in &hidden {
+            if !sent.contains(&id.as_str()) {
+                assert!(
+                    !text.contains(id.as_str()),
+                    "{context}: leaks R's {id}: {resp:#}"
+                );
+            }
+        }
+    };
+    let like_missing_q =
+        async |query: &str, vars_for: &dyn Fn(&str) -> Value, id: &str, code: &str| {
+            let resp = server.gql(query, vars_for(id), Some(m)).await;
+            assert_error_code(&resp, code, query);
+            no_leak(&resp, &[id], query);
+            let missing = new_id();
+            let control = server.gql(query, vars_for(&missing), Some(m)).await;
+            assert_eq!(
+                resp.to_string().replace(id, "<ID>"),
+                control.to_string().replace(&missing, "<ID>"),
+                "{query}"
+            );
+        };
+    let by = |id: &str| json!({ "id": id });
+
+    // ----- Lookups -----
+    like_missing_q(
+        "query($id: ID!) { schedule(id: $id) { id cron } }",
+        &by,
+        &r_schedule,
+        "NOT_FOUND",
+    )
+    .await;
+    like_missing_q(
+        "query($id: ID!) { schedules(workflowId: $id) { id } }",
+        &by,
+        &r,
+        "NOT_FOUND",
+    )
+    .await;
+    like_missing_q(
+        "query($id: ID!) { webhook(id: $id) { id url } }",
+        &by,
+        &r_webhook,
+        "NOT_FOUND",
+    )
+    .await;
+    like_missing_q(
+        "query($id: ID!) { webhooks(workflowId: $id) { id } }",
+        &by,
+        &r,
+        "NOT_FOUND",
+    )
+    .await;
+    covered.extend([
+        "Query.schedule",
+        "Query.schedules",
+        "Query.webhook",
+        "Query.webhooks",
+    ]);
+    for id in [
+        r.as_str(),
+        &w.r_steps[0],
+        &w.r_screenshot,
+        &w.r_runs[0],
+        &w.r_logs[0],
+        &w.r_note,
+    ] {
+        like_missing_q(
+            "query($id: ID!) { node(id: $id) { id __typename } }",
+            &by,
+            id,
+            "NOT_FOUND",
+        )
+        .await;
+    }
+    let nodes = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }";
+    let resp = server
+        .gql(nodes, json!({ "ids": [r, w.open] }), Some(m))
+        .await;
+    no_leak(&resp, &[&r], "nodes");
+    assert!(resp["data"]["nodes"][0].is_null(), "{resp:#}");
+    assert_eq!(resp["data"]["nodes"][1]["id"], w.open.as_str());
+    covered.extend(["Query.node", "Query.nodes"]);
+
+    // ----- Writes without a share -----
+    like_missing_q(enqueue, &|id| json!({ "w": id }), &r, "NOT_FOUND").await;
+    like_missing_q(
+        "mutation($id: ID!) { retryRun(runId: $id) { id } }",
+        &by,
+        &w.r_runs[1],
+        "NOT_FOUND",
+    )
+    .await;
+    like_missing_q("mutation($id: ID!) { createSchedule(input: { workflowId: $id, cron: \"0 0 1 1 *\" }) { id } }", &by, &r, "NOT_FOUND").await;
+    like_missing_q(
+        "mutation($id: ID!) { updateSchedule(id: $id, input: { name: \"x\" }) { id } }",
+        &by,
+        &r_schedule,
+        "NOT_FOUND",
+    )
+    .await;
+    like_missing_q(
+        "mutation($id: ID!) { pauseSchedule(id: $id) { id } }",
+        &by,
+        &r_schedule,
+        "NOT_FOUND",
+    )
+    .await;
+    like_missing_q(
+        "mutation($id: ID!) { resumeSchedule(id: $id) { id } }",
+        &by,
+        &r_schedule,
+        "NOT_FOUND",
+    )
+    .await;
+    like_missing_q(
+        "mutation($id: ID!) { deleteSchedule(id: $id) }",
+        &by,
+        &r_schedule,
+        "NOT_FOUND",
+    )
+    .await;
+    like_missing_q("mutation($id: ID!) { suggestStepText(stepId: $id, fieldLabel: \"x\", aiModel: \"m\") { step { id } } }", &by, &w.r_steps[0], "NOT_FOUND").await;
+    like_missing_q(
+        "mutation($id: ID!) { createWebhook(workflowId: $id) { webhook { id } } }",
+        &by,
+        &r,
+        "FORBIDDEN",
+    )
+    .await;
+    like_missing_q(
+        "mutation($id: ID!) { updateWebhook(id: $id, input: { enabled: false }) { id } }",
+        &by,
+        &r_webhook,
+        "FORBIDDEN",
+    )
+    .await;
+    like_missing_q(
+        "mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret } }",
+        &by,
+        &r_webhook,
+        "FORBIDDEN",
+    )
+    .await;
+    like_missing_q(
+        "mutation($id: ID!) { deleteWebhook(id: $id) }",
+        &by,
+        &r_webhook,
+        "FORBIDDEN",
+    )
+    .await;
+    covered.extend([
+        "Mutation.enqueueRun",
+        "Mutation.retryRun",
+        "Mutation.createSchedule",
+        "Mutation.updateSchedule",
+        "Mutation.pauseSchedule",
+        "Mutation.resumeSchedule",
+        "Mutation.deleteSchedule",
+        "Mutation.suggestStepText",
+        "Mutation.createWebhook",
+        "Mutation.updateWebhook",
+        "Mutation.rotateWebhookSecret",
+        "Mutation.deleteWebhook",
+    ]);
+
+    // ----- Claims: the member never gets R's queued runs (R's outranks the open one) -----
+    let claim = "mutation { claimRun(leaseSeconds: 60) { leaseId run { id workflow { id } } } }";
+    let mut claimed_open = None;
+    for _ in 0..4 {
+        let data = ok(&server, m, claim, json!({})).await;
+        if data["claimRun"].is_null() {
+            break;
+        }
+        no_leak(&data, &[], "claimRun");
+        assert_eq!(data["claimRun"]["run"]["workflow"]["id"], w.open.as_str());
+        claimed_open = Some((
+            str_field(&data["claimRun"]["run"], "id"),
+            str_field(&data["claimRun"], "leaseId"),
+        ));
+    }
+    let (open_run, open_lease) = claimed_open.expect("the member claimed the open workflow's runs");
+    // VIEW may not run R either.
+    let data = ok(&server, v, claim, json!({})).await;
+    assert!(
+        data["claimRun"].is_null(),
+        "a VIEW share claimed a run: {data:#}"
+    );
+    covered.extend(["Mutation.claimRun", "RunLease.run"]);
+    // RUN claims R's run; a heartbeat on it by the member is like one on a missing run.
+    let data = ok(&server, &w.runner.token, claim, json!({})).await;
+    assert_eq!(
+        data["claimRun"]["run"]["workflow"]["id"],
+        r.as_str(),
+        "{data:#}"
+    );
+    let r_claimed = str_field(&data["claimRun"]["run"], "id");
+    let r_lease = str_field(&data["claimRun"], "leaseId");
+    let heartbeat =
+        "mutation($id: ID!, $l: ID!) { heartbeatRun(runId: $id, leaseId: $l) { leaseId } }";
+    like_missing_q(
+        heartbeat,
+        &|id| json!({ "id": id, "l": r_lease }),
+        &r_claimed,
+        "NOT_FOUND",
+    )
+    .await;
+    let data = ok(
+        &server,
+        m,
+        heartbeat,
+        json!({ "id": open_run, "l": open_lease }),
+    )
+    .await;
+    assert_eq!(data["heartbeatRun"]["leaseId"], open_lease.as_str());
+    covered.insert("Mutation.heartbeatRun");
+
+    // ----- VIEW: no queueing, retrying, scheduling or writing text -----
+    for (query, vars, what) in [
+        (enqueue, json!({ "w": r }), "enqueueRun"),
+        (
+            "mutation($id: ID!) { retryRun(runId: $id) { id } }",
+            json!({ "id": w.r_runs[1] }),
+            "retryRun",
+        ),
+        (
+            "mutation($id: ID!) { createSchedule(input: { workflowId: $id, cron: \"0 0 1 1 *\" }) { id } }",
+            json!({ "id": r }),
+            "createSchedule",
+        ),
+        (
+            "mutation($id: ID!) { pauseSchedule(id: $id) { id } }",
+            json!({ "id": r_schedule }),
+            "pauseSchedule",
+        ),
+        (
+            "mutation($id: ID!) { resumeSchedule(id: $id) { id } }",
+            json!({ "id": r_schedule }),
+            "resumeSchedule",
+        ),
+        (
+            "mutation($id: ID!) { updateSchedule(id: $id, input: { name: \"x\" }) { id } }",
+            json!({ "id": r_schedule }),
+            "updateSchedule",
+        ),
+        (
+            "mutation($id: ID!) { deleteSchedule(id: $id) }",
+            json!({ "id": r_schedule }),
+            "deleteSchedule",
+        ),
+        (
+            "mutation($id: ID!) { suggestStepText(stepId: $id, fieldLabel: \"x\", aiModel: \"m\") { step { id } } }",
+            json!({ "id": w.r_steps[0] }),
+            "suggestStepText",
+        ),
+    ] {
+        let resp = server.gql(query, vars, Some(v)).await;
+        assert_forbidden(&resp, &format!("{what} with only VIEW"));
+    }
+
+    // ----- Nested fields of visible rows pointing into R -----
+    let open_schedule = ok(&server, m, "mutation($w: ID!) { createSchedule(input: { workflowId: $w, cron: \"0 0 1 1 *\", enabled: false }) { id workflow { id } } }", json!({ "w": w.open })).await;
+    assert_eq!(
+        open_schedule["createSchedule"]["workflow"]["id"],
+        w.open.as_str()
+    );
+    let open_schedule = str_field(&open_schedule["createSchedule"], "id");
+    let open_hook = ok(
+        &server,
+        admin,
+        "mutation($w: ID!) { createWebhook(workflowId: $w) { webhook { id workflow { id } } } }",
+        json!({ "w": w.open }),
+    )
+    .await;
+    assert_eq!(
+        open_hook["createWebhook"]["webhook"]["workflow"]["id"],
+        w.open.as_str()
+    );
+    let text = ok(&server, m, "mutation($id: ID!) { suggestStepText(stepId: $id, instruction: \"do it\", aiModel: \"m\") { step { id instruction } } }", json!({ "id": w.open_steps[1] })).await;
+    assert_eq!(
+        text["suggestStepText"]["step"]["id"],
+        w.open_steps[1].as_str()
+    );
+    covered.extend([
+        "Schedule.workflow",
+        "Webhook.workflow",
+        "WebhookWithSecret.webhook",
+        "StepTextSuggestion.step",
+    ]);
+    server
+        .sql(&format!(
+            "UPDATE runs SET retry_of = {rr}, from_step_id = {rs}, trigger_kind = 'schedule', trigger_id = {sch} WHERE id = {run};\n\
+             UPDATE runs SET trigger_kind = 'webhook', trigger_id = {hook} WHERE id = {open_queued};\n\
+             UPDATE schedules SET last_run_id = {rr} WHERE id = {os};\n\
+             UPDATE runs SET retry_of = {run} WHERE id = {r_retry};",
+            rr = lit(&w.r_runs[1]),
+            rs = lit(&w.r_steps[0]),
+            sch = lit(&r_schedule),
+            run = lit(&open_run),
+            hook = lit(&r_webhook),
+            open_queued = lit(&w.open_run),
+            os = lit(&open_schedule),
+            r_retry = lit(&r_retry),
+        ))
+        .await;
+    let nested = "query($a: ID!, $b: ID!, $s: ID!) { \
+        a: run(id: $a) { retryOf { id } fromStep { id } schedule { id } retries { totalCount nodes { id } } } \
+        b: run(id: $b) { webhook { id } } schedule(id: $s) { lastRun { id } workflow { id } } }";
+    let resp = server
+        .gql(
+            nested,
+            json!({ "a": open_run, "b": w.open_run, "s": open_schedule }),
+            Some(m),
+        )
+        .await;
+    assert!(resp["errors"].is_null(), "{resp:#}");
+    no_leak(&resp, &[], "visible runs and schedules pointing into R");
+    assert!(
+        resp["data"]["a"]["retryOf"].is_null()
+            && resp["data"]["a"]["fromStep"].is_null()
+            && resp["data"]["a"]["schedule"].is_null(),
+        "{resp:#}"
+    );
+    assert_eq!(resp["data"]["a"]["retries"]["totalCount"], 0);
+    assert!(resp["data"]["b"]["webhook"].is_null(), "{resp:#}");
+    assert!(resp["data"]["schedule"]["lastRun"].is_null(), "{resp:#}");
+    // The admin sees what they point at.
+    let resp = server
+        .gql(
+            nested,
+            json!({ "a": open_run, "b": w.open_run, "s": open_schedule }),
+            Some(admin),
+        )
+        .await;
+    assert_eq!(resp["data"]["a"]["retries"]["totalCount"], 1, "{resp:#}");
+    assert_eq!(
+        resp["data"]["schedule"]["lastRun"]["id"],
+        w.r_runs[1].as_str()
+    );
+    covered.extend([
+        "Run.retryOf",
+        "Run.retries",
+        "Run.fromStep",
+        "Run.schedule",
+        "Run.webhook",
+        "Schedule.lastRun",
+    ]);
+
+    let expected: BTreeSet<&str> = QUEUE_CASES.iter().copied().collect();
+    let not_run: Vec<&&str> = expected.difference(&covered).collect();
+    let unlisted: Vec<&&str> = covered.difference(&expected).collect();
+    assert!(
+        not_run.is_empty() && unlisted.is_empty(),
+        "queue cases not run: {not_run:?}; run but not listed: {unlisted:?}"
+    );
 }

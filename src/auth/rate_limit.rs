@@ -76,7 +76,8 @@ pub fn address_group(address: IpAddr) -> IpAddr {
     }
 }
 
-/// Token buckets by key, at most [`MAX_TRACKED_KEYS`] of them.
+/// Token buckets by key, at most [`MAX_TRACKED_KEYS`] of them (also the per-webhook
+/// request limit).
 pub(crate) struct KeyedBuckets {
     per_minute: u32,
     keys: RandomState,

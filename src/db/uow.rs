@@ -86,9 +86,9 @@ use futures_util::future::BoxFuture;
 use super::expr::{After, KeysetOrder, Maybe};
 use super::partition::{Bind, PartitionedPage, bind_all};
 use super::schema::{
-    companies, health_logs, notifications, projects, runs, screenshots, steps, template_ratings,
-    template_screenshots, users, workflow_share_links, workflow_shares, workflow_step_snapshots,
-    workflow_templates, workflow_versions, workflows,
+    companies, health_logs, notifications, projects, runs, schedules, screenshots, steps,
+    template_ratings, template_screenshots, users, webhooks, workflow_share_links, workflow_shares,
+    workflow_step_snapshots, workflow_templates, workflow_versions, workflows,
 };
 use super::visibility::{self, InCompany, Reach};
 use super::{Backend, Held, SqliteConn};
@@ -156,6 +156,14 @@ impl Tenant {
 /// belongs to its tenant, who is handed over with them.
 pub trait Outbox<E>: Send + Sync {
     fn publish(&self, tenant: &Tenant, events: Vec<E>);
+
+    /// Resolves once the events published so far have left this instance for the others
+    /// (or cannot now); a write is answered only then, so a client that got its answer
+    /// knows every instance will hear of it even if this one dies the next moment. The
+    /// default has nothing to wait for.
+    fn handed_over(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The future of one attempt at a write unit of work, boxed: see [`IntoWork`].
@@ -817,6 +825,75 @@ impl<E: Send> Tx<E> {
         Some(super::partition::Condition { sql, binds })
     }
 
+    /// The run queue's claim: the id of the tenant's next claimable run — `queued`,
+    /// `not_before` reached, of one of `workflow_ids` (any workflow when empty), highest
+    /// priority first, then the longest waiting, then by id — locked until commit.
+    ///
+    /// On PostgreSQL `FOR UPDATE SKIP LOCKED`: a run another claimer holds is passed over,
+    /// not waited for, so concurrent claimers each take a different run and none blocks
+    /// behind another. A run claimed and committed meanwhile is re-checked against the
+    /// condition and skipped too. SQLite's single writer excludes every other claimer
+    /// already.
+    pub async fn next_queued_run(
+        &mut self,
+        workflow_ids: &[String],
+        now: chrono::NaiveDateTime,
+    ) -> AppResult<Option<String>> {
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = Text)]
+            id: String,
+        }
+        let backend = self.backend();
+        let mark = |n: usize| match backend {
+            Backend::Postgres => format!("${n}"),
+            Backend::Sqlite => "?".to_owned(),
+        };
+        let mut binds = vec![Bind::Text(self.tenant.company.clone()), Bind::Time(now)];
+        let mut sql = format!(
+            "SELECT id FROM runs WHERE company_id = {} AND status = 'queued' \
+             AND not_before <= {}",
+            mark(1),
+            mark(2)
+        );
+        if !workflow_ids.is_empty() {
+            let marks: Vec<String> = (0..workflow_ids.len()).map(|i| mark(3 + i)).collect();
+            sql.push_str(&format!(" AND workflow_id IN ({})", marks.join(", ")));
+            binds.extend(workflow_ids.iter().cloned().map(Bind::Text));
+        }
+        // A member who may not see every workflow claims only runs of those they may run.
+        if let Some(member) = self.tenant.restricted_to() {
+            let (condition_sql, bounds) = visibility::runnable_runs();
+            let condition = super::partition::Condition {
+                sql: condition_sql,
+                binds: bounds
+                    .into_iter()
+                    .map(|bound| match bound {
+                        visibility::Bound::Company => Bind::Text(self.tenant.company.clone()),
+                        visibility::Bound::Member => Bind::Text(member.to_owned()),
+                    })
+                    .collect(),
+            };
+            let mut pieces = condition.sql.split("{}").peekable();
+            let mut n = binds.len();
+            sql.push_str(" AND ");
+            while let Some(piece) = pieces.next() {
+                sql.push_str(piece);
+                if pieces.peek().is_some() {
+                    n += 1;
+                    sql.push_str(&mark(n));
+                }
+            }
+            binds.extend(condition.binds);
+        }
+        sql.push_str(" ORDER BY priority DESC, not_before, id LIMIT 1");
+        if backend == Backend::Postgres {
+            sql.push_str(" FOR UPDATE SKIP LOCKED");
+        }
+        let rows: Vec<Id> = self.raw_load(sql, binds).await?;
+        Ok(rows.into_iter().next().map(|row| row.id))
+    }
+
     /// Whether the database answers a trivial statement (`/readyz`).
     pub async fn ping(&mut self) -> AppResult<()> {
         on_conn!(&mut self.conn, |c| {
@@ -959,6 +1036,10 @@ tenant_tables!(
     health_logs => Child,
     /// The company's notifications.
     notifications => OptionalChild,
+    /// The company's run schedules.
+    schedules => Child,
+    /// The company's webhooks.
+    webhooks => Child,
     /// The step definitions the company's workflow versions name.
     workflow_step_snapshots => Child,
     /// The versions of the company's workflows.

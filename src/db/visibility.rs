@@ -43,15 +43,21 @@ pub enum Bound {
     Member,
 }
 
-/// `alias` is a workflow the member may see.
-fn visible_workflow(alias: &str) -> (String, Vec<Bound>) {
+/// `alias` is a workflow the member may see (`runnable`: and run: shared with RUN or
+/// EDIT, when restricted).
+fn visible_workflow(alias: &str, runnable: bool) -> (String, Vec<Bound>) {
+    let permission = if runnable {
+        " AND \"vis_share\".\"permission\" IN ('run', 'edit')"
+    } else {
+        ""
+    };
     (
         format!(
             "({alias}.\"visibility\" = 'company' OR {alias}.\"created_by\" = {{}} OR EXISTS \
              (SELECT 1 FROM \"workflow_shares\" \"vis_share\" \
               WHERE \"vis_share\".\"company_id\" = {alias}.\"company_id\" \
               AND \"vis_share\".\"workflow_id\" = {alias}.\"id\" \
-              AND \"vis_share\".\"user_id\" = {{}}))"
+              AND \"vis_share\".\"user_id\" = {{}}{permission}))"
         ),
         vec![Bound::Member, Bound::Member],
     )
@@ -59,7 +65,11 @@ fn visible_workflow(alias: &str) -> (String, Vec<Bound>) {
 
 /// `(SELECT id FROM workflows WHERE <visible to the member>)`.
 fn visible_ids() -> (String, Vec<Bound>) {
-    let (condition, binds) = visible_workflow("\"vis_wf\"");
+    visible_ids_with(false)
+}
+
+fn visible_ids_with(runnable: bool) -> (String, Vec<Bound>) {
+    let (condition, binds) = visible_workflow("\"vis_wf\"", runnable);
     let mut all = vec![Bound::Company];
     all.extend(binds);
     (
@@ -76,7 +86,7 @@ fn visible_ids() -> (String, Vec<Bound>) {
 pub fn condition(table: &str, reach: Reach) -> (String, Vec<Bound>) {
     let t = format!("\"{table}\"");
     match reach {
-        Reach::Workflow => visible_workflow(&t),
+        Reach::Workflow => visible_workflow(&t, false),
         Reach::Child => {
             let (ids, binds) = visible_ids();
             (format!("{t}.\"workflow_id\" IN {ids}"), binds)
@@ -104,6 +114,13 @@ pub fn condition(table: &str, reach: Reach) -> (String, Vec<Bound>) {
             )
         }
     }
+}
+
+/// The condition a run (of table `runs`) must meet for the member to claim it: its
+/// workflow is one they may run (COMPANY-visible, theirs, or shared with RUN or EDIT).
+pub fn runnable_runs() -> (String, Vec<Bound>) {
+    let (ids, binds) = visible_ids_with(true);
+    (format!("\"runs\".\"workflow_id\" IN {ids}"), binds)
 }
 
 /// The scoped source's condition: `table.company_id = <company>`, and for a member who

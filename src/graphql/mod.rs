@@ -12,8 +12,10 @@ mod guards;
 mod health_log;
 mod limits;
 mod loaders;
+mod node;
 mod notification;
 mod pagination;
+mod persisted_queries;
 mod prescan;
 mod project;
 mod readers;
@@ -27,12 +29,18 @@ mod template;
 mod user;
 mod version;
 mod workflow;
+// The run queue (issue 13).
+mod queue;
+mod schedule;
+mod step_text;
+mod webhook;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
-pub use context::{RequestData, ScreenshotSettings, Services};
+pub use context::{OperationScope, QueueSettings, RequestData, ScreenshotSettings, Services};
 pub use documents::{ParsedDocuments, Unkept};
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name, refuse_nul};
+pub use persisted_queries::{PersistedQueries, Unpersisted};
 pub use prescan::DocumentLimits;
 pub use readers::WorkflowReaders;
 pub use stream_cursor::StreamCursors;
@@ -48,6 +56,9 @@ pub struct Query(
     workflow::WorkflowQuery,
     step::StepQuery,
     screenshot::ScreenshotQuery,
+    schedule::ScheduleQuery,
+    webhook::WebhookQuery,
+    node::NodeQuery,
     version::VersionQuery,
     project::ProjectQuery,
     template::TemplateQuery,
@@ -65,6 +76,10 @@ pub struct Mutation(
     step::StepMutation,
     run::RunMutation,
     screenshot::ScreenshotMutation,
+    queue::QueueMutation,
+    schedule::ScheduleMutation,
+    webhook::WebhookMutation,
+    step_text::StepTextMutation,
     version::VersionMutation,
     project::ProjectMutation,
     template::TemplateMutation,

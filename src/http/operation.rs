@@ -2,9 +2,10 @@
 //! Every transport (HTTP, WebSocket, and any later one) runs its operations through here,
 //! so a limit, a metric or a rule about answers written here holds for all of them:
 //!
-//! 1. [`Operation::prepare`]: the document is scanned against the document limits and
-//!    parsed, or taken from the cache of parsed documents; what it asks for is noted for
-//!    the metrics.
+//! 1. [`Operation::prepare`]: an automatic persisted query gets its document by hash
+//!    (and an allow-list refuses anything else); the document is scanned against the
+//!    document limits and parsed, or taken from the cache of parsed documents; what it
+//!    asks for is noted for the metrics.
 //! 2. [`Operation::execute`] (one answer: queries and mutations) or [`Operation::stream`]
 //!    (a transport that can carry many: subscriptions too): the limits the schema does not
 //!    enforce itself (aliases) are checked, the operation runs with the per-request data
@@ -26,9 +27,11 @@ use futures_util::{Stream, StreamExt as _};
 use tracing::Instrument as _;
 
 use super::AppState;
+use crate::db::Reads;
 use crate::graphql::{
-    ParsedDocuments, RequestData, Unkept, check_aliases, code_request_errors, is_request_error,
-    null_failed_fields, refuse_nul, selected_operation,
+    OperationScope, ParsedDocuments, PersistedQueries, RequestData, Unkept, Unpersisted,
+    check_aliases, code_request_errors, is_request_error, null_failed_fields, refuse_nul,
+    selected_operation,
 };
 use crate::metrics::{METRICS, OperationLabels, Outcome, Transport};
 
@@ -94,6 +97,10 @@ impl Operation {
         mut request: async_graphql::Request,
         transport: Transport,
     ) -> Result<Self, Refused> {
+        let persisted = match state.persisted_queries.resolve(&mut request) {
+            Ok(persisted) => persisted,
+            Err(error) => return Err(refuse(transport, &Description::unknown(), error)),
+        };
         if let Err(error) = refuse_nul(&request) {
             return Err(refuse(transport, &Description::unknown(), error));
         }
@@ -109,6 +116,7 @@ impl Operation {
                 transport,
                 description,
                 unkept,
+                persisted,
             },
         })
     }
@@ -119,6 +127,16 @@ impl Operation {
         self.first.description.kind == Some(OperationType::Mutation)
     }
 
+    /// Where the operation's reads go: a query's and a subscription's snapshots may come
+    /// from a read replica; a mutation, and everything its answer reads, from the primary
+    /// (what it wrote is what it shows).
+    fn reads(&self) -> Reads {
+        match self.first.description.kind {
+            Some(OperationType::Query | OperationType::Subscription) => Reads::Replica,
+            Some(OperationType::Mutation) | None => Reads::Primary,
+        }
+    }
+
     /// Runs the operation for its one answer, with `data` (who is calling, from where)
     /// attached to it. A subscription is refused with a request error: one answer cannot
     /// carry it.
@@ -126,6 +144,7 @@ impl Operation {
         if let Err(refused) = self.check_limits(state) {
             return refused.into();
         }
+        let reads = self.reads();
         // Nested in the transport's span, so every log line of the operation has its
         // request id.
         let description = &self.first.description;
@@ -137,11 +156,11 @@ impl Operation {
         let started = Instant::now();
         let response = state
             .schema
-            .execute(data.attach(self.request))
+            .execute(data.attach(self.request, reads))
             .instrument(span)
             .await;
         self.first
-            .answer(&state.documents, response, Some(started.elapsed()))
+            .answer(&state.caches(), response, Some(started.elapsed()))
     }
 
     /// Runs the operation as a stream of answers, with the connection's `session` data:
@@ -156,15 +175,18 @@ impl Operation {
         mut self,
         state: &AppState,
         session: Arc<Data>,
+        scope: &OperationScope,
     ) -> Result<impl Stream<Item = Answer> + Send + Unpin + 'static, Refused> {
         self.check_limits(state)?;
+        let reads = self.reads();
+        let request = scope.attach(self.request, reads);
         let responses = state
             .schema
-            .execute_stream_with_session_data(self.request, session);
-        let documents = Arc::clone(&state.documents);
+            .execute_stream_with_session_data(request, session);
+        let caches = state.caches();
         let mut first = Some(self.first);
         Ok(responses.map(move |response| match first.take() {
-            Some(first) => first.answer(&documents, response, None),
+            Some(first) => first.answer(&caches, response, None),
             None => Answer::executed(response),
         }))
     }
@@ -183,19 +205,31 @@ struct FirstAnswer {
     transport: Transport,
     description: Description,
     unkept: Unkept,
+    persisted: Unpersisted,
+}
+
+/// The instance's caches of documents, which keep what an operation brought once it ran.
+pub struct Caches {
+    documents: Arc<ParsedDocuments>,
+    persisted_queries: Arc<PersistedQueries>,
+}
+
+impl AppState {
+    fn caches(&self) -> Caches {
+        Caches {
+            documents: Arc::clone(&self.documents),
+            persisted_queries: Arc::clone(&self.persisted_queries),
+        }
+    }
 }
 
 impl FirstAnswer {
-    fn answer(
-        self,
-        documents: &ParsedDocuments,
-        response: Response,
-        elapsed: Option<Duration>,
-    ) -> Answer {
-        // Only a document that ran without a request error is kept (see documents.rs):
-        // what only an attacker would send never takes up the cache.
+    fn answer(self, caches: &Caches, response: Response, elapsed: Option<Duration>) -> Answer {
+        // Only a document that ran without a request error is kept (see documents.rs and
+        // persisted_queries.rs): what only an attacker would send never takes up a cache.
         if !is_request_error(&response) {
-            documents.keep(self.unkept);
+            caches.documents.keep(self.unkept);
+            caches.persisted_queries.keep(self.persisted);
         }
         METRICS.record(self.description.labels(self.transport, &response), elapsed);
         Answer::shape(response)

@@ -541,6 +541,16 @@ const TABLES: &[(&str, &str)] = &[
          created_at",
     ),
     (
+        "schedules",
+        "id, company_id, workflow_id, name, cron, timezone, input, priority, enabled, \
+         next_fire_at, last_fired_at, last_run_id, last_error, created_at, updated_at",
+    ),
+    (
+        "webhooks",
+        "id, company_id, workflow_id, name, enabled, secret_salt, previous_secret_salt, \
+         previous_secret_expires_at, secret_rotated_at, last_used_at, created_at, updated_at",
+    ),
+    (
         "workflow_versions",
         "id, company_id, workflow_id, number, name, description, tags, steps, summary, \
          restored_from, created_by, created_at",
