@@ -13,7 +13,11 @@ pub struct Viewer {
 impl Viewer {
     /// A member of `company_id` with `role`. Admins see the whole company; a regular
     /// member's tenant sees RESTRICTED workflows only where they are the creator or the
-    /// workflow is shared with them (see `db::visibility`).
+    /// workflow is shared with them (see `db::visibility`). A principal acting for the
+    /// company rather than as a person (an executor's API key) is meant to see what the
+    /// company runs, restricted workflows included: build its tenant with
+    /// `Tenant::member(company, key_creator, false)` (or `Tenant::new`) and let its role
+    /// guard limit which mutations it may call.
     pub fn member(user_id: String, company_id: String, role: Role) -> Self {
         let tenant = Tenant::member(company_id, user_id.clone(), role != Role::Admin);
         Self {
