@@ -588,9 +588,61 @@ pub async fn diff(
             })
     };
     let (from_version, to_version) = (pick(from, "from")?, pick(to, "to")?);
-    let mut steps = steps_of(db, tenant, &[from_version.clone(), to_version.clone()]).await?;
-    let before = steps.remove(&from_version.id).unwrap_or_default();
-    let after = steps.remove(&to_version.id).unwrap_or_default();
+    // Only the steps that differ are read with their documents: a step with the same
+    // definition in the same place is in neither list of the diff.
+    let (before_refs, after_refs) = (from_version.step_refs()?, to_version.step_refs()?);
+    let same: HashSet<usize> = before_refs
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| after_refs.get(*i) == Some(*r))
+        .map(|(i, _)| i)
+        .collect();
+    let keep = |refs: &[StepRef]| -> Vec<(i32, StepRef)> {
+        refs.iter()
+            .enumerate()
+            .filter(|(i, _)| !same.contains(i))
+            .map(|(i, r)| (i32::try_from(i + 1).unwrap_or(i32::MAX), r.clone()))
+            .collect()
+    };
+    let (before, after) = (keep(&before_refs), keep(&after_refs));
+    let hashes: Vec<String> = before
+        .iter()
+        .chain(&after)
+        .map(|(_, r)| r.1.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let snapshots: HashMap<String, Snapshot> = if hashes.is_empty() {
+        HashMap::new()
+    } else {
+        let mut tx = db.read(tenant).await?;
+        tx.load(
+            tx.workflow_step_snapshots()
+                .filter(workflow_step_snapshots::workflow_id.eq(workflow_id))
+                .filter(workflow_step_snapshots::hash.eq_any(&hashes))
+                .select(Snapshot::columns()),
+        )
+        .await?
+        .into_iter()
+        .map(|s: Snapshot| (s.hash.clone(), s))
+        .collect()
+    };
+    let resolve = |steps: Vec<(i32, StepRef)>| -> AppResult<Vec<VersionStep>> {
+        steps
+            .into_iter()
+            .map(|(number, StepRef(step_id, hash))| {
+                let snapshot = snapshots.get(&hash).cloned().ok_or_else(|| {
+                    AppError::internal(anyhow::anyhow!("snapshot {hash} is not stored"))
+                })?;
+                Ok(VersionStep {
+                    step_id,
+                    number,
+                    snapshot,
+                })
+            })
+            .collect()
+    };
+    let (before, after) = (resolve(before)?, resolve(after)?);
     let mut changed_fields = Vec::new();
     if from_version.name != to_version.name {
         changed_fields.push("name");
