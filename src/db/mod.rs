@@ -17,6 +17,7 @@
 
 pub mod expr;
 pub mod migrations;
+pub mod origin;
 pub mod partition;
 pub mod schema;
 pub mod text_enum;
@@ -24,6 +25,7 @@ mod uow;
 
 use uow::TxConn;
 
+pub use origin::{Actor, Origin};
 pub use uow::{
     Columns, IntoWork, Keyset, Lock, NoEvents, Outbox, Scoped, Tenant, TenantRow, TenantTable, Tx,
     Unscoped, Work,
@@ -74,6 +76,8 @@ pub struct Db {
     pools: Pools,
     /// For a request's handle: the connections it may hold at once.
     share: Option<Arc<Semaphore>>,
+    /// For a request's handle: who acts and from where (see [`origin`]).
+    origin: Option<origin::SharedOrigin>,
 }
 
 #[derive(Clone)]
@@ -161,7 +165,11 @@ impl Db {
                 Pools::Postgres { pool }
             }
         };
-        Ok(Self { pools, share: None })
+        Ok(Self {
+            pools,
+            share: None,
+            origin: None,
+        })
     }
 
     /// A handle for one request (or one WebSocket connection) that holds at most
@@ -171,6 +179,17 @@ impl Db {
         Self {
             pools: self.pools.clone(),
             share: Some(Arc::new(Semaphore::new(max_connections.max(1)))),
+            origin: self.origin.clone(),
+        }
+    }
+
+    /// This handle, for work done on behalf of `origin`: every unit of work made through
+    /// it knows who acts and from where ([`Tx::origin`]).
+    pub fn with_origin(&self, origin: Origin) -> Self {
+        Self {
+            pools: self.pools.clone(),
+            share: self.share.clone(),
+            origin: Some(Arc::new(origin)),
         }
     }
 
@@ -265,12 +284,18 @@ impl Db {
     /// ```
     pub async fn read(&self, tenant: &Tenant) -> AppResult<Tx<NoEvents>> {
         Ok(match self.conn().await? {
-            Conn::Sqlite(pooled, share) => {
-                Tx::new(TxConn::Sqlite(pooled), Held(None, share), tenant.clone())
-            }
-            Conn::Postgres(pooled, share) => {
-                Tx::new(TxConn::Postgres(pooled), Held(None, share), tenant.clone())
-            }
+            Conn::Sqlite(pooled, share) => Tx::new(
+                TxConn::Sqlite(pooled),
+                Held(None, share),
+                tenant.clone(),
+                self.origin.clone(),
+            ),
+            Conn::Postgres(pooled, share) => Tx::new(
+                TxConn::Postgres(pooled),
+                Held(None, share),
+                tenant.clone(),
+                self.origin.clone(),
+            ),
         })
     }
 
@@ -339,10 +364,14 @@ impl Db {
                 TxConn::Sqlite(pooled),
                 Held(Some(permit), share),
                 tenant.clone(),
+                self.origin.clone(),
             ),
-            WriteConn::Postgres(pooled, share) => {
-                Tx::new(TxConn::Postgres(pooled), Held(None, share), tenant.clone())
-            }
+            WriteConn::Postgres(pooled, share) => Tx::new(
+                TxConn::Postgres(pooled),
+                Held(None, share),
+                tenant.clone(),
+                self.origin.clone(),
+            ),
         };
         let mut attempt = 0u32;
         loop {

@@ -75,7 +75,8 @@ use futures_util::future::BoxFuture;
 use super::expr::{After, KeysetOrder, Maybe};
 use super::partition::{Bind, PartitionedPage, bind_all};
 use super::schema::{
-    companies, health_logs, notifications, runs, screenshots, steps, users, workflows,
+    api_keys, audit_log, companies, health_logs, notifications, refresh_tokens, runs, screenshots,
+    sessions, steps, user_settings, users, workflows,
 };
 use super::{Backend, Held, SqliteConn};
 use crate::error::{AppError, AppResult};
@@ -418,6 +419,8 @@ pub struct Tx<E = NoEvents> {
     _held: Held,
     tenant: Tenant,
     events: Vec<E>,
+    /// Who acts and from where; `None`: the server itself.
+    origin: Option<super::origin::SharedOrigin>,
 }
 
 /// Runs `$run` with `$c` bound to the unit of work's connection, whichever backend it is:
@@ -438,13 +441,24 @@ macro_rules! on_conn {
 }
 
 impl<E: Send> Tx<E> {
-    pub(super) fn new(conn: TxConn, held: Held, tenant: Tenant) -> Self {
+    pub(super) fn new(
+        conn: TxConn,
+        held: Held,
+        tenant: Tenant,
+        origin: Option<super::origin::SharedOrigin>,
+    ) -> Self {
         Self {
             conn,
             _held: held,
             tenant,
             events: Vec::new(),
+            origin,
         }
+    }
+
+    /// Who this unit of work acts for and from where (see [`origin`](super::origin)).
+    pub fn origin(&self) -> &super::Origin {
+        self.origin.as_deref().unwrap_or(&super::origin::SYSTEM)
     }
 
     pub(super) fn conn(&mut self) -> &mut TxConn {
@@ -803,6 +817,16 @@ tenant_tables!(
     health_logs,
     /// The company's notifications.
     notifications,
+    /// The company's API keys (revoked ones too).
+    api_keys,
+    /// The sessions of the company's members.
+    sessions,
+    /// The refresh tokens of those sessions (rotated ones too, for reuse detection).
+    refresh_tokens,
+    /// Members' own settings.
+    user_settings,
+    /// The company's audit log.
+    audit_log,
 );
 
 /// `steps LEFT JOIN screenshots`, the join matching the company too (see

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
 
+use crate::auth::credential::Credentials;
 use crate::auth::jwt::TokenKeys;
-use crate::auth::membership::Memberships;
 use crate::auth::rate_limit::SignInLimits;
 use crate::auth::signed_url::UrlSigner;
 use crate::auth::{Authentication, Viewer};
 use crate::blobs::BlobStore;
 use crate::crypto::password::Passwords;
-use crate::db::Db;
+use crate::crypto::secret_token::SecretTokens;
+use crate::db::{Actor, Db, Origin};
 use crate::domain::health::HealthRules;
+use crate::domain::session::SessionRules;
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
 use crate::events::log_stream::LogStream;
@@ -25,9 +27,15 @@ use crate::graphql::stream_cursor::StreamCursors;
 #[derive(Clone)]
 pub struct Services {
     pub db: Db,
+    /// Issues and verifies access tokens.
     pub tokens: Arc<TokenKeys>,
-    /// Confirms that a token's user is still a member with the token's role.
-    pub memberships: Arc<Memberships>,
+    /// Confirms that a credential (a session's access token, an API key) still speaks for
+    /// someone with its role.
+    pub credentials: Arc<Credentials>,
+    /// Mints and recognises API keys and refresh tokens.
+    pub secrets: Arc<SecretTokens>,
+    /// How sessions are kept (refresh-token lifetime).
+    pub sessions: SessionRules,
     /// Hashes and checks passwords, a bounded number at a time.
     pub passwords: Arc<Passwords>,
     /// Attempts left for `login`, `signup` and `joinCompany`, per client and per email.
@@ -76,6 +84,7 @@ pub struct RequestData {
     db: RequestDb,
     loader: Option<DataLoader<TenantLoader>>,
     client_address: Option<IpAddr>,
+    user_agent: Option<String>,
 }
 
 /// The database handle of one request: its queries share a few connections (see
@@ -98,6 +107,7 @@ impl RequestData {
             db: RequestDb(db),
             loader,
             client_address: None,
+            user_agent: None,
         }
     }
 
@@ -107,9 +117,30 @@ impl RequestData {
         self
     }
 
+    /// The client's `User-Agent`, when it sent one.
+    pub fn from_user_agent(mut self, user_agent: Option<&str>) -> Self {
+        self.user_agent = user_agent.and_then(Origin::clean_user_agent);
+        self
+    }
+
+    /// The request's database handle, carrying who acts and from where, so that what the
+    /// request writes knows it (the audit log, a new session's client).
+    fn origin_db(&self) -> RequestDb {
+        let actor = match &self.authentication {
+            Authentication::Verified(viewer) => viewer.actor(),
+            Authentication::Anonymous | Authentication::Invalid => Actor::Anonymous,
+        };
+        RequestDb(self.db.0.with_origin(Origin {
+            actor,
+            client_address: self.client_address.map(|a| a.to_string()),
+            user_agent: self.user_agent.clone(),
+        }))
+    }
+
     /// For one HTTP request.
     pub fn attach(self, request: async_graphql::Request) -> async_graphql::Request {
-        let mut request = request.data(self.authentication).data(self.db);
+        let db = self.origin_db();
+        let mut request = request.data(self.authentication).data(db);
         if let Some(address) = self.client_address {
             request = request.data(ClientAddress(address));
         }
@@ -122,8 +153,8 @@ impl RequestData {
     /// For a WebSocket connection (`connection_init`).
     pub fn into_data(self) -> async_graphql::Data {
         let mut data = async_graphql::Data::default();
+        data.insert(self.origin_db());
         data.insert(self.authentication);
-        data.insert(self.db);
         if let Some(address) = self.client_address {
             data.insert(ClientAddress(address));
         }

@@ -5,9 +5,12 @@
 //! it was loaded for, so nested fields stay inside that viewer's company.
 
 mod account;
+mod api_key;
+mod audit;
 mod company;
 mod context;
 mod documents;
+pub mod executor_access;
 mod guards;
 mod health_log;
 mod limits;
@@ -17,10 +20,12 @@ mod pagination;
 mod prescan;
 mod run;
 mod screenshot;
+mod session;
 mod step;
 mod stream_cursor;
 mod subscription;
 mod user;
+mod user_settings;
 mod workflow;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
@@ -42,6 +47,10 @@ pub struct Query(
     workflow::WorkflowQuery,
     step::StepQuery,
     screenshot::ScreenshotQuery,
+    api_key::ApiKeyQuery,
+    session::SessionQuery,
+    user_settings::UserSettingsQuery,
+    audit::AuditQuery,
 );
 
 /// Everything a client can change.
@@ -55,6 +64,8 @@ pub struct Mutation(
     step::StepMutation,
     run::RunMutation,
     screenshot::ScreenshotMutation,
+    api_key::ApiKeyMutation,
+    user_settings::UserSettingsMutation,
 );
 
 pub type StepwiseSchema = Schema<Query, Mutation, subscription::Subscription>;
@@ -66,6 +77,8 @@ pub fn schema_builder() -> SchemaBuilder<Query, Mutation, subscription::Subscrip
         Mutation::default(),
         subscription::Subscription,
     )
+    // Part of the schema itself, so no transport can run an operation without it.
+    .extension(executor_access::ExecutorAccess)
 }
 
 /// The SDL that `schema.graphql` must equal.

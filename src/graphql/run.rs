@@ -454,7 +454,7 @@ impl RunMutation {
             &services.db,
             &services.events,
             &viewer.tenant,
-            &viewer.user_id,
+            viewer.user_id(),
             &workflow_id,
         )
         .await?;

@@ -422,7 +422,8 @@ impl WorkflowMutation {
             status: input.status.map(Into::into),
             steps,
         };
-        let row = domain::workflow::create(ctx.db(), &viewer.tenant, &viewer.user_id, new).await?;
+        let row =
+            domain::workflow::create(ctx.db(), &viewer.tenant, viewer.member_id()?, new).await?;
         Ok(Workflow {
             row,
             viewer: viewer.clone(),
@@ -503,8 +504,9 @@ impl WorkflowMutation {
         #[graphql(desc = "Name of the copy; defaults to \"<name> (copy)\".")] name: Option<String>,
     ) -> async_graphql::Result<Workflow> {
         let viewer = ctx.viewer()?;
-        let row = domain::workflow::duplicate(ctx.db(), &viewer.tenant, &id, &viewer.user_id, name)
-            .await?;
+        let row =
+            domain::workflow::duplicate(ctx.db(), &viewer.tenant, &id, viewer.member_id()?, name)
+                .await?;
         Ok(Workflow {
             row,
             viewer: viewer.clone(),

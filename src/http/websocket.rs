@@ -33,7 +33,7 @@ use super::AppState;
 use super::client_address::client_address;
 use super::graphql::authenticate_token;
 use super::operation::{Answer, Operation, Refused};
-use crate::auth::membership::MEMBERSHIP_TTL;
+use crate::auth::credential::CREDENTIAL_TTL;
 use crate::auth::rate_limit::address_group;
 use crate::auth::{Authentication, Viewer};
 use crate::error::{AppError, AppResult};
@@ -61,9 +61,9 @@ mod close {
     pub const TOO_MANY_INITS: u16 = 4429;
 }
 
-/// How often an open connection re-checks its member; just over the membership cache's
-/// lifetime, so each check sees fresh data.
-const MEMBERSHIP_RECHECK: Duration = MEMBERSHIP_TTL.saturating_add(Duration::from_millis(500));
+/// How often an open connection re-checks its credential (session or API key); just over
+/// the credential cache's lifetime, so each check sees fresh data.
+const MEMBERSHIP_RECHECK: Duration = CREDENTIAL_TTL.saturating_add(Duration::from_millis(500));
 
 /// Initial read and write buffer of a socket.
 const SOCKET_BUFFER_BYTES: usize = 2 * 1024;
@@ -166,6 +166,11 @@ pub async fn handler(State(state): State<AppState>, request: Request) -> HttpRes
         &parts.extensions,
         state.http.client_address_header.as_ref(),
     );
+    let user_agent = parts
+        .headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
@@ -202,7 +207,7 @@ pub async fn handler(State(state): State<AppState>, request: Request) -> HttpRes
     upgrade.on_upgrade(move |socket| async move {
         match protocol {
             Some(protocol) => {
-                Connection::new(state, socket, protocol, address)
+                Connection::new(state, socket, protocol, address, user_agent)
                     .run()
                     .await
             }
@@ -311,6 +316,8 @@ struct Connection {
     membership_changes: Option<broadcast::Receiver<Arc<str>>>,
     /// Where the client connects from (when known).
     address: Option<IpAddr>,
+    /// The client's `User-Agent` (when sent).
+    user_agent: Option<String>,
     /// Held while the connection is open, for the per-user connection limit.
     _slot: Option<ConnectionSlot<String>>,
     /// Held by a connection initialised without a token, for the per-address limit.
@@ -326,6 +333,7 @@ impl Connection {
         socket: WebSocket,
         protocol: Protocol,
         address: Option<IpAddr>,
+        user_agent: Option<String>,
     ) -> Self {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(64);
         let deadline = Instant::now() + state.websocket.init_timeout;
@@ -341,6 +349,7 @@ impl Connection {
             viewer: None,
             membership_changes: None,
             address,
+            user_agent,
             _slot: None,
             _anonymous_slot: None,
         }
@@ -407,11 +416,11 @@ impl Connection {
         let Some(viewer) = &self.viewer else {
             return Ok(());
         };
-        match self.state.services.memberships.confirm(viewer).await {
+        match self.state.services.credentials.confirm(viewer).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(Closing(
                 close::FORBIDDEN,
-                "Forbidden: no longer a member with this role".into(),
+                "Forbidden: the session ended, the key was revoked, or the role changed".into(),
             )),
             // The database is unreachable: keep serving and ask again at the next tick.
             Err(error) => {
@@ -428,7 +437,7 @@ impl Connection {
         changed: Result<Arc<str>, broadcast::error::RecvError>,
     ) -> Result<(), Closing> {
         let concerns_viewer = match (&changed, &self.viewer) {
-            (Ok(user_id), Some(viewer)) => **user_id == *viewer.user_id,
+            (Ok(id), Some(viewer)) => viewer.concerns(id),
             (Err(broadcast::error::RecvError::Lagged(_)), Some(_)) => true,
             (Err(broadcast::error::RecvError::Closed), _) => {
                 // The registry is gone (shutting down): stop listening, keep the timer.
@@ -532,7 +541,7 @@ impl Connection {
             return Err(invalid("connection_init payload must be an object"));
         }
         // Listening before the token is checked: a change made meanwhile is not missed.
-        self.membership_changes = Some(self.state.services.memberships.changes());
+        self.membership_changes = Some(self.state.services.credentials.changes());
         let (authentication, expires_at) = authenticate_init_payload(&payload, &self.state)
             .await
             .map_err(|error| {
@@ -557,7 +566,11 @@ impl Connection {
         self.expires_at = expires_at;
         if let Authentication::Verified(viewer) = &authentication {
             let limit = self.state.websocket.max_connections_per_user;
-            let Some(slot) = self.state.user_connections.take(&viewer.user_id, limit) else {
+            let Some(slot) = self
+                .state
+                .user_connections
+                .take(&viewer.principal_id().to_owned(), limit)
+            else {
                 return Err(Closing(
                     close::TRY_AGAIN_LATER,
                     format!("Too many connections: at most {limit} per user"),
@@ -590,6 +603,7 @@ impl Connection {
         }
         let data = RequestData::new(&self.state.services, authentication)
             .from_address(self.address)
+            .from_user_agent(self.user_agent.as_deref())
             .into_data();
         self.phase = Phase::Ready {
             data: Arc::new(data),
