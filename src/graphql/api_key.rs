@@ -102,12 +102,14 @@ impl ApiKeyQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(
-            default = false,
-            desc = "Also list revoked keys (and expired ones, which are listed anyway)."
+            default_with = "Some(false)",
+            desc = "Also list revoked keys (expired ones are listed anyway, as not `active`)."
         )]
-        include_revoked: bool,
+        include_revoked: Option<bool>,
     ) -> async_graphql::Result<Vec<ApiKey>> {
         let viewer = ctx.viewer()?;
+        // An explicit null means the same as leaving the argument out.
+        let include_revoked = include_revoked.unwrap_or(false);
         let rows = domain::api_key::list(ctx.db(), &viewer.tenant, include_revoked).await?;
         Ok(rows
             .into_iter()
