@@ -150,3 +150,32 @@ impl Authentication {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_actor_is_the_member_or_the_key() {
+        let key = Viewer {
+            tenant: Tenant::new("c".into()),
+            role: Role::Executor,
+            principal: Principal::ApiKey { key_id: "k".into() },
+        };
+        assert_eq!(key.actor(), Actor::ApiKey("k".into()));
+        assert!(key.member_id().is_err() && key.user_id().is_none());
+        assert!(key.concerns("k") && !key.concerns("u"));
+        let member = Viewer {
+            tenant: Tenant::new("c".into()),
+            role: Role::Member,
+            principal: Principal::Member {
+                user_id: "u".into(),
+                session_id: "s".into(),
+            },
+        };
+        assert_eq!(member.actor(), Actor::User("u".into()));
+        assert!(member.concerns("u") && member.concerns("s") && !member.concerns("k"));
+        assert_eq!(member.credential_id(), "s");
+        assert_eq!(member.principal_id(), "u");
+    }
+}

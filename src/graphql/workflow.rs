@@ -489,7 +489,8 @@ impl WorkflowMutation {
     async fn delete_workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
-        let released = domain::workflow::delete(&services.db, &viewer.tenant, &id).await?;
+        // Through the request's handle: the audit entry names the request's actor and client.
+        let released = domain::workflow::delete(ctx.db(), &viewer.tenant, &id).await?;
         // After the commit: the rows are gone, so their blobs may go too.
         domain::screenshot::release_blobs(&services.db, &services.blobs, &viewer.tenant, &released)
             .await;
