@@ -15,7 +15,7 @@ use crate::auth::jwt::{self, TokenKeys};
 use crate::auth::rate_limit::SignInLimits;
 use crate::auth::signed_url::UrlSigner;
 use crate::blobs::BlobStore;
-use crate::config::{DatabaseUrl, ServeArgs};
+use crate::config::{DatabaseUrl, EventBusKind, ServeArgs};
 use crate::crypto::password::Passwords;
 use crate::crypto::secret_token::SecretTokens;
 use crate::db::{Db, migrations};
@@ -47,10 +47,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let secret = jwt::load_or_create_secret(&args.jwt, &url)?;
     let tokens = Arc::new(TokenKeys::new(&secret, &args.jwt)?);
-    let events = match &url {
-        DatabaseUrl::Postgres(url) => EventBus::with_postgres(url.clone(), &secret, db.clone()),
-        DatabaseUrl::Sqlite(_) => EventBus::new(),
+    db.monitor_replicas(args.database.replica_check_interval());
+    let bus_kind = args
+        .event_bus
+        .kind(matches!(url, DatabaseUrl::Postgres(_)))?;
+    let events = match (bus_kind, db.pg_connector()) {
+        (EventBusKind::Postgres, Some(connector)) => {
+            EventBus::with_postgres(connector, &secret, db.clone())
+        }
+        (EventBusKind::Nats(servers), Some(_)) => {
+            EventBus::with_nats(&servers, &args.event_bus.nats_stream, &secret, db.clone())?
+        }
+        _ => EventBus::new(),
     };
+    tracing::info!(transport = events.status().transport, "event bus");
     let log_stream = LogStream::start(db.clone(), &events);
     if !(0.0..=1.0).contains(&args.review_below_confidence) || args.broken_after_failures < 1 {
         anyhow::bail!(

@@ -108,6 +108,14 @@ impl Tenant {
 /// belongs to its tenant, who is handed over with them.
 pub trait Outbox<E>: Send + Sync {
     fn publish(&self, tenant: &Tenant, events: Vec<E>);
+
+    /// Resolves once the events published so far have left this instance for the others
+    /// (or cannot now); a write is answered only then, so a client that got its answer
+    /// knows every instance will hear of it even if this one dies the next moment. The
+    /// default has nothing to wait for.
+    fn handed_over(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The future of one attempt at a write unit of work, boxed: see [`IntoWork`].

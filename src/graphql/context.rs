@@ -14,7 +14,7 @@ use crate::auth::{Authentication, Viewer};
 use crate::blobs::BlobStore;
 use crate::crypto::password::Passwords;
 use crate::crypto::secret_token::SecretTokens;
-use crate::db::{Actor, Db, Origin};
+use crate::db::{Actor, Db, Origin, Reads};
 use crate::domain::health::HealthRules;
 use crate::domain::session::SessionRules;
 use crate::error::{AppError, AppResult};
@@ -69,6 +69,14 @@ pub struct ScreenshotSettings {
     pub public_url: Option<String>,
 }
 
+impl Services {
+    /// The shared pool, reading from a replica when there is a usable one: for the
+    /// snapshots subscriptions send (their live events come from the bus).
+    pub fn snapshots(&self) -> Db {
+        self.db.reading_from(Reads::Replica)
+    }
+}
+
 static ANONYMOUS: Authentication = Authentication::Anonymous;
 
 /// The network address a request came from (see `http::client_address`), for per-client
@@ -81,10 +89,35 @@ struct ClientAddress(IpAddr);
 /// their company.
 pub struct RequestData {
     authentication: Authentication,
-    db: RequestDb,
-    loader: Option<DataLoader<TenantLoader>>,
+    scope: OperationScope,
     client_address: Option<IpAddr>,
     user_agent: Option<String>,
+}
+
+/// What each operation of a request (or of a WebSocket connection) gets on its own: the
+/// request's database handle, reading from where the operation's type says
+/// ([`Reads`]), and a batch loader on that handle for a verified viewer's company.
+#[derive(Clone)]
+pub struct OperationScope {
+    db: Db,
+    tenant: Option<crate::domain::Tenant>,
+    batch_window: std::time::Duration,
+}
+
+impl OperationScope {
+    /// `request` with the operation's database handle and loader attached.
+    pub fn attach(&self, request: async_graphql::Request, reads: Reads) -> async_graphql::Request {
+        let db = self.db.reading_from(reads);
+        let loader = self
+            .tenant
+            .as_ref()
+            .map(|tenant| TenantLoader::for_request(db.clone(), tenant.clone(), self.batch_window));
+        let request = request.data(RequestDb(db));
+        match loader {
+            Some(loader) => request.data(loader),
+            None => request,
+        }
+    }
 }
 
 /// The database handle of one request: its queries share a few connections (see
@@ -94,18 +127,17 @@ pub struct RequestDb(pub Db);
 impl RequestData {
     pub fn new(services: &Services, authentication: Authentication) -> Self {
         let db = services.db.for_request(services.request_connections);
-        let loader = match &authentication {
-            Authentication::Verified(viewer) => Some(TenantLoader::for_request(
-                db.clone(),
-                viewer.tenant.clone(),
-                services.batch_window,
-            )),
+        let tenant = match &authentication {
+            Authentication::Verified(viewer) => Some(viewer.tenant.clone()),
             _ => None,
         };
         Self {
             authentication,
-            db: RequestDb(db),
-            loader,
+            scope: OperationScope {
+                db,
+                tenant,
+                batch_window: services.batch_window,
+            },
             client_address: None,
             user_agent: None,
         }
@@ -123,45 +155,41 @@ impl RequestData {
         self
     }
 
-    /// The request's database handle, carrying who acts and from where, so that what the
+    /// The request's database handle carries who acts and from where, so that what the
     /// request writes knows it (the audit log, a new session's client).
-    fn origin_db(&self) -> RequestDb {
+    fn with_origin(mut self) -> Self {
         let actor = match &self.authentication {
             Authentication::Verified(viewer) => viewer.actor(),
             Authentication::Anonymous | Authentication::Invalid => Actor::Anonymous,
         };
-        RequestDb(self.db.0.with_origin(Origin {
+        self.scope.db = self.scope.db.with_origin(Origin {
             actor,
             client_address: self.client_address.map(|a| a.to_string()),
             user_agent: self.user_agent.clone(),
-        }))
+        });
+        self
     }
 
-    /// For one HTTP request.
-    pub fn attach(self, request: async_graphql::Request) -> async_graphql::Request {
-        let db = self.origin_db();
-        let mut request = request.data(self.authentication).data(db);
-        if let Some(address) = self.client_address {
+    /// For one HTTP request running one operation whose reads go to `reads`.
+    pub fn attach(self, request: async_graphql::Request, reads: Reads) -> async_graphql::Request {
+        let this = self.with_origin();
+        let mut request = this.scope.attach(request.data(this.authentication), reads);
+        if let Some(address) = this.client_address {
             request = request.data(ClientAddress(address));
         }
-        match self.loader {
-            Some(loader) => request.data(loader),
-            None => request,
-        }
+        request
     }
 
-    /// For a WebSocket connection (`connection_init`).
-    pub fn into_data(self) -> async_graphql::Data {
+    /// For a WebSocket connection (`connection_init`): the connection's data, and the
+    /// scope each of its operations is attached to ([`OperationScope::attach`]).
+    pub fn into_session(self) -> (async_graphql::Data, OperationScope) {
+        let this = self.with_origin();
         let mut data = async_graphql::Data::default();
-        data.insert(self.origin_db());
-        data.insert(self.authentication);
-        if let Some(address) = self.client_address {
+        data.insert(this.authentication);
+        if let Some(address) = this.client_address {
             data.insert(ClientAddress(address));
         }
-        if let Some(loader) = self.loader {
-            data.insert(loader);
-        }
-        data
+        (data, this.scope)
     }
 }
 

@@ -30,7 +30,7 @@ mod workflow;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
-pub use context::{RequestData, ScreenshotSettings, Services};
+pub use context::{OperationScope, RequestData, ScreenshotSettings, Services};
 pub use documents::{ParsedDocuments, Unkept};
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name, refuse_nul};
 pub use prescan::DocumentLimits;

@@ -30,7 +30,7 @@ use crate::domain;
 use crate::domain::health_log::{StreamPosition, StreamScope, StreamedLog};
 use crate::domain::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest};
 use crate::domain::run::{RunFilter, Status as RunStatus};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::events::{Event, EventKind};
 
 /// What a stream learned from the bus.
@@ -141,7 +141,7 @@ impl Subscription {
         let viewer = ctx.viewer()?.clone();
         let services = ctx.services().clone();
         let mut events = services.events.subscribe();
-        let run = domain::run::find(&services.db, &viewer.tenant, &run_id).await?;
+        let run = snapshot_run(&services, &viewer, &run_id).await?;
         Ok(async_stream::stream! {
             let mut last_version = run.version;
             let mut finished = is_finished(&run);
@@ -154,7 +154,7 @@ impl Subscription {
                         }
                         _ => None,
                     },
-                    Heard::CatchUp => domain::run::find(&services.db, &viewer.tenant, &run_id).await.ok().map(|r| (r, None)),
+                    Heard::CatchUp => snapshot_run(&services, &viewer, &run_id).await.ok().map(|r| (r, None)),
                     Heard::Closed => break,
                 };
                 // Events can arrive out of commit order (publishers race after commit, and
@@ -385,6 +385,21 @@ fn status_change(
     }
 }
 
+/// A run as it is now, for a `runUpdated` snapshot: from a read replica when there is a
+/// usable one, and from the primary when the replica does not have the run yet (a client
+/// that has just started a run subscribes to it at once, and a replica replays a moment
+/// behind).
+async fn snapshot_run(
+    services: &Services,
+    viewer: &Viewer,
+    run_id: &str,
+) -> AppResult<domain::run::Run> {
+    match domain::run::find(&services.snapshots(), &viewer.tenant, run_id).await {
+        Err(AppError::NotFound(_)) => domain::run::find(&services.db, &viewer.tenant, run_id).await,
+        found => found,
+    }
+}
+
 /// The company's runs that are still going (the snapshot after catching up).
 async fn active_runs(
     services: &Services,
@@ -396,7 +411,7 @@ async fn active_runs(
         statuses: vec![RunStatus::Queued, RunStatus::Running, RunStatus::Paused],
     };
     let page = domain::run::list(
-        &services.db,
+        &services.snapshots(),
         &viewer.tenant,
         &filter,
         &PageRequest::first(MAX_PAGE_SIZE),
@@ -416,7 +431,7 @@ async fn recent_notifications(
         severity: None,
     };
     let page = domain::notification::list(
-        &services.db,
+        &services.snapshots(),
         &viewer.tenant,
         &filter,
         &PageRequest::first(DEFAULT_PAGE_SIZE),
@@ -437,7 +452,7 @@ async fn recently_changed_workflows(
     since: NaiveDateTime,
 ) -> AppResult<Vec<domain::workflow::Workflow>> {
     if let Some(id) = workflow_id {
-        let row = domain::workflow::find(&services.db, &viewer.tenant, &id).await?;
+        let row = domain::workflow::find(&services.snapshots(), &viewer.tenant, &id).await?;
         return Ok(if row.updated_at >= since {
             vec![row]
         } else {
@@ -453,7 +468,7 @@ async fn recently_changed_workflows(
         descending: false,
     };
     let page = domain::workflow::list(
-        &services.db,
+        &services.snapshots(),
         &viewer.tenant,
         &filter,
         order,
