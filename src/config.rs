@@ -61,6 +61,32 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup made by `stepwise backup` into a new database location.
     Restore(RestoreArgs),
+    /// Fill an empty database with demo data (`--demo`): a company with an admin and a
+    /// member (credentials printed), workflows with steps and screenshots, runs, health
+    /// logs and notifications.
+    Seed(SeedArgs),
+}
+
+/// `stepwise seed --demo`: which database (and blob store) to fill.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// Demo data, the only kind there is; the database must hold no company yet.
+    #[arg(long, required = true)]
+    pub demo: bool,
+
+    /// Email of the demo admin (the member gets `member@` the same domain).
+    #[arg(
+        long,
+        env = "STEPWISE_DEMO_ADMIN_EMAIL",
+        default_value = "admin@demo.example"
+    )]
+    pub admin_email: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub blobs: BlobArgs,
 }
 
 /// `stepwise backup DIR`: what to back up is the server's own database and blob settings.
@@ -218,6 +244,54 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub graphiql: GraphiQLArgs,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}
+
+/// The run queue: leases, schedules and webhooks (issue 13).
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// How often each instance fires due schedules and re-queues runs whose lease expired,
+    /// in milliseconds. A lease is noticed at most this late; a schedule fires at most this
+    /// late.
+    #[arg(long, env = "STEPWISE_QUEUE_TICK_MS", default_value_t = 1_000)]
+    pub queue_tick_ms: u64,
+
+    /// Largest run `input` or `output` (and webhook body), in bytes of JSON.
+    #[arg(long, env = "STEPWISE_RUN_JSON_MAX_BYTES", default_value_t = 64 * 1024)]
+    pub run_json_max_bytes: usize,
+
+    /// How far a webhook request's signed timestamp may be from the server's clock, in
+    /// seconds; older (replayed) or future requests are refused with 401.
+    #[arg(
+        long,
+        env = "STEPWISE_WEBHOOK_TOLERANCE_SECONDS",
+        default_value_t = 300
+    )]
+    pub webhook_tolerance_seconds: u64,
+
+    /// Requests one webhook URL takes per minute on one instance, in a burst or spread out;
+    /// beyond: 429 with `Retry-After`. 0 turns the limit off.
+    #[arg(
+        long,
+        env = "STEPWISE_WEBHOOK_REQUESTS_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub webhook_requests_per_minute: u32,
+
+    /// FOR TESTS: cron expressions may carry a sixth, leading seconds field (`*/2 * * * *
+    /// *` fires every two seconds), so a test sees schedules fire without waiting minutes.
+    /// Never set it in production: schedules created with a seconds field stop (with
+    /// `lastError`) once it is off again.
+    #[arg(long, env = "STEPWISE_CRON_SECONDS_FOR_TESTS")]
+    pub cron_seconds_for_tests: bool,
+}
+
+impl QueueArgs {
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.queue_tick_ms.max(10))
+    }
 }
 
 /// GraphiQL, the in-browser IDE on `GET /graphql` (turned off by `--disable-graphiql`).
@@ -361,6 +435,22 @@ pub struct HttpArgs {
         default_value_t = 30_000
     )]
     pub http_header_timeout_ms: u64,
+
+    /// Memory, in bytes, that the documents of automatic persisted queries kept by their
+    /// hash may take (their text and bookkeeping). Least recently used ones make room; a
+    /// document larger than 1/16 of this runs but is never kept.
+    #[arg(
+        long,
+        env = "STEPWISE_PERSISTED_QUERY_CACHE_BYTES",
+        default_value_t = 8 * 1024 * 1024
+    )]
+    pub persisted_query_cache_bytes: usize,
+
+    /// Accept only automatic persisted queries whose SHA-256 is listed in this file (one hex
+    /// hash per line; `#` comments), on every transport: any other operation is refused
+    /// with FORBIDDEN.
+    #[arg(long, env = "STEPWISE_PERSISTED_QUERIES_ONLY")]
+    pub persisted_queries_only: Option<PathBuf>,
 }
 
 impl HttpArgs {

@@ -24,7 +24,8 @@ use crate::domain::health::HealthRules;
 use crate::events::EventBus;
 use crate::events::log_stream::LogStream;
 use crate::graphql::{
-    self, DocumentLimits, ParsedDocuments, QueryLimits, ScreenshotSettings, Services, StreamCursors,
+    self, DocumentLimits, ParsedDocuments, PersistedQueries, QueryLimits, QueueSettings,
+    ScreenshotSettings, Services, StreamCursors,
 };
 use crate::http::{self, AppState, CorsOrigins, GraphiQL, HttpConfig, WebSocketConfig};
 
@@ -126,7 +127,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         screenshots,
         batch_window: Duration::from_micros(args.batch_window_us),
         request_connections: args.database.max_request_connections,
+        queue: Arc::new(QueueSettings {
+            max_json_bytes: args.queue.run_json_max_bytes.max(2),
+            cron: domain::schedule::CronRules {
+                allow_seconds: args.queue.cron_seconds_for_tests,
+            },
+            webhook_keys: domain::webhook::WebhookKeys::new(&secret),
+            webhook_tolerance_seconds: i64::try_from(args.queue.webhook_tolerance_seconds)
+                .unwrap_or(i64::MAX),
+            webhook_limits: crate::auth::rate_limit::KeyedBuckets::new(
+                args.queue.webhook_requests_per_minute,
+            ),
+            public_url: args
+                .screenshots
+                .public_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_owned()),
+        }),
     };
+    if args.queue.cron_seconds_for_tests {
+        tracing::warn!("cron expressions may carry a seconds field (a setting for tests)");
+    }
     spawn_blob_sweep(
         services.clone(),
         Duration::from_secs(args.blobs.blob_sweep_interval_seconds.max(1)),
@@ -179,10 +200,32 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_anonymous_connections_per_address: args.ws_max_anonymous_connections_per_address,
         max_anonymous_operations: args.ws_max_anonymous_operations,
     };
+    let allowed_queries = args
+        .http
+        .persisted_queries_only
+        .as_deref()
+        .map(PersistedQueries::read_allow_list)
+        .transpose()
+        .context("--persisted-queries-only")?;
+    if let Some(allowed) = &allowed_queries {
+        tracing::info!(
+            operations = allowed.len(),
+            "accepting only the listed persisted queries"
+        );
+    }
+    let persisted_queries = Arc::new(PersistedQueries::new(
+        args.http.persisted_query_cache_bytes,
+        allowed_queries,
+    ));
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(sweep_stale_runs(
         services.clone(),
         Duration::from_secs(args.sweep_interval_seconds.max(1)),
+        shutdown.clone(),
+    ));
+    tokio::spawn(tend_queue(
+        services.clone(),
+        args.queue.tick(),
         shutdown.clone(),
     ));
     let app = http::router(AppState {
@@ -201,6 +244,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         user_connections: Default::default(),
         anonymous_connections: Default::default(),
         shutdown,
+        persisted_queries,
+        sse_streams: Default::default(),
     });
 
     let listener = TcpListener::bind(args.listen)
@@ -332,6 +377,38 @@ async fn sweep_stale_runs(
             Ok(count) => tracing::info!(count, "timed out runs with no recent step report"),
             // A database outage: the next tick tries again.
             Err(error) => tracing::warn!(error = ?error, "run timeout sweep failed"),
+        }
+    }
+}
+
+/// The run queue's upkeep, until shutdown: fires due schedules and re-queues (or fails)
+/// runs whose lease expired, every `every`. Every instance runs it; each firing and each
+/// expiry is claimed by one instance (see `domain::schedule`, `domain::run::queue`).
+async fn tend_queue(
+    services: Services,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match domain::schedule::fire_due(&services.db, &services.events, services.queue.cron).await
+        {
+            Ok(0) => {}
+            Ok(count) => tracing::debug!(count, "fired schedules"),
+            // A database outage: the next tick tries again.
+            Err(error) => tracing::warn!(error = ?error, "firing schedules failed"),
+        }
+        match domain::run::queue::expire_leases(&services.db, &services.events, &services.health)
+            .await
+        {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "re-queued or failed runs whose lease expired"),
+            Err(error) => tracing::warn!(error = ?error, "lease expiry sweep failed"),
         }
     }
 }

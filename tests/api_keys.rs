@@ -410,6 +410,15 @@ const EXPECTED_EXECUTOR_ROOTS: &[&str] = &[
     "Mutation.finishRun",
     "Mutation.uploadScreenshot",
     "Subscription.runUpdated",
+    "Query.runs",
+    "Mutation.enqueueRun",
+    "Mutation.claimRun",
+    "Mutation.heartbeatRun",
+    "Mutation.pauseRun",
+    "Mutation.resumeRun",
+    "Mutation.retryRun",
+    "Mutation.suggestStepText",
+    "Subscription.runQueued",
 ];
 
 /// Types an executor must never read a field of.
@@ -423,6 +432,9 @@ const NEVER_FOR_EXECUTORS: &[&str] = &[
     "UserSettings",
     "AuditEntry",
     "Notification",
+    "Schedule",
+    "Webhook",
+    "WebhookWithSecret",
 ];
 
 // The schema is the same on both backends; one is enough for the walk, and it runs as an

@@ -17,6 +17,7 @@
 
 pub mod connect;
 pub mod expr;
+mod ids;
 pub mod migrations;
 pub mod origin;
 pub mod partition;
@@ -28,6 +29,7 @@ mod uow;
 use uow::TxConn;
 
 pub use connect::{PgConnector, SslMode};
+pub use ids::TableName;
 pub use origin::{Actor, Origin};
 pub use replica::ReplicaStatus;
 use replica::Replicas;

@@ -111,6 +111,19 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         version -> BigInt,
+        trigger_kind -> Text,
+        priority -> Integer,
+        not_before -> Nullable<Timestamp>,
+        input -> Nullable<Text>,
+        output -> Nullable<Text>,
+        attempt -> Integer,
+        max_attempts -> Integer,
+        lease_id -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        retry_of -> Nullable<Text>,
+        from_step_id -> Nullable<Text>,
+        trigger_id -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
     }
 }
 
@@ -148,6 +161,43 @@ diesel::table! {
         read_at -> Nullable<Timestamp>,
         read_by -> Nullable<Text>,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    schedules (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        name -> Nullable<Text>,
+        cron -> Text,
+        timezone -> Text,
+        input -> Nullable<Text>,
+        priority -> Integer,
+        enabled -> Bool,
+        next_fire_at -> Nullable<Timestamp>,
+        last_fired_at -> Nullable<Timestamp>,
+        last_run_id -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        name -> Nullable<Text>,
+        enabled -> Bool,
+        secret_salt -> Text,
+        previous_secret_salt -> Nullable<Text>,
+        previous_secret_expires_at -> Nullable<Timestamp>,
+        secret_rotated_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
@@ -241,6 +291,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     runs,
     health_logs,
     notifications,
+    schedules,
+    webhooks,
     api_keys,
     sessions,
     refresh_tokens,

@@ -75,8 +75,8 @@ use futures_util::future::BoxFuture;
 use super::expr::{After, KeysetOrder, Maybe};
 use super::partition::{Bind, PartitionedPage, bind_all};
 use super::schema::{
-    api_keys, audit_log, companies, health_logs, notifications, refresh_tokens, runs, screenshots,
-    sessions, steps, user_settings, users, workflows,
+    api_keys, audit_log, companies, health_logs, notifications, refresh_tokens, runs, schedules,
+    screenshots, sessions, steps, user_settings, users, webhooks, workflows,
 };
 use super::{Backend, Held, SqliteConn};
 use crate::error::{AppError, AppResult};
@@ -719,6 +719,50 @@ impl<E: Send> Tx<E> {
         Ok(rows.into_iter().next())
     }
 
+    /// The run queue's claim: the id of the tenant's next claimable run — `queued`,
+    /// `not_before` reached, of one of `workflow_ids` (any workflow when empty), highest
+    /// priority first, then the longest waiting, then by id — locked until commit.
+    ///
+    /// On PostgreSQL `FOR UPDATE SKIP LOCKED`: a run another claimer holds is passed over,
+    /// not waited for, so concurrent claimers each take a different run and none blocks
+    /// behind another. A run claimed and committed meanwhile is re-checked against the
+    /// condition and skipped too. SQLite's single writer excludes every other claimer
+    /// already.
+    pub async fn next_queued_run(
+        &mut self,
+        workflow_ids: &[String],
+        now: chrono::NaiveDateTime,
+    ) -> AppResult<Option<String>> {
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = Text)]
+            id: String,
+        }
+        let backend = self.backend();
+        let mark = |n: usize| match backend {
+            Backend::Postgres => format!("${n}"),
+            Backend::Sqlite => "?".to_owned(),
+        };
+        let mut binds = vec![Bind::Text(self.tenant.0.clone()), Bind::Time(now)];
+        let mut sql = format!(
+            "SELECT id FROM runs WHERE company_id = {} AND status = 'queued' \
+             AND not_before <= {}",
+            mark(1),
+            mark(2)
+        );
+        if !workflow_ids.is_empty() {
+            let marks: Vec<String> = (0..workflow_ids.len()).map(|i| mark(3 + i)).collect();
+            sql.push_str(&format!(" AND workflow_id IN ({})", marks.join(", ")));
+            binds.extend(workflow_ids.iter().cloned().map(Bind::Text));
+        }
+        sql.push_str(" ORDER BY priority DESC, not_before, id LIMIT 1");
+        if backend == Backend::Postgres {
+            sql.push_str(" FOR UPDATE SKIP LOCKED");
+        }
+        let rows: Vec<Id> = self.raw_load(sql, binds).await?;
+        Ok(rows.into_iter().next().map(|row| row.id))
+    }
+
     /// Whether the database answers a trivial statement (`/readyz`).
     pub async fn ping(&mut self) -> AppResult<()> {
         on_conn!(&mut self.conn, |c| {
@@ -835,6 +879,10 @@ tenant_tables!(
     user_settings,
     /// The company's audit log.
     audit_log,
+    /// The company's run schedules.
+    schedules,
+    /// The company's webhooks.
+    webhooks,
 );
 
 /// `steps LEFT JOIN screenshots`, the join matching the company too (see

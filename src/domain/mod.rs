@@ -27,6 +27,14 @@
 //!   adds a reference to a screenshot share-locks it first (duplicating share-locks the
 //!   source workflow), so the deletion either waits for that reference and keeps the
 //!   screenshot, or has removed it and the reference is refused as NOT_FOUND.
+//! - the run queue (issue 13): a claim locks the run it takes (`SKIP LOCKED`, so
+//!   claimers never wait for each other), a heartbeat or lease expiry locks its run, and
+//!   an expired run that fails then locks its workflow to count it. Inserting a new run
+//!   (enqueue, webhook, schedule, retry) locks no existing run; its foreign key takes a
+//!   key-share lock on the workflow. Schedules and webhooks come after their workflow:
+//!   **workflow → schedule** (a firing share-locks the workflow, then claims the schedule
+//!   row), **workflow → webhook** (a delivery inserts its run, then stamps the hook);
+//!   deleting a workflow locks it before its schedules and hooks go with it.
 //!
 //! Accounts have their own order, after the company: **company → user → session → its
 //! refresh tokens**, and **company → API key**: creating a key takes the company lock (the
@@ -48,6 +56,7 @@ pub mod event;
 pub mod health;
 pub mod health_log;
 pub mod json;
+pub mod node;
 pub mod notification;
 pub mod page;
 pub mod run;
@@ -58,6 +67,10 @@ pub mod upkeep;
 pub mod user;
 pub mod user_settings;
 pub mod workflow;
+// The run queue's companions (issue 13).
+pub mod schedule;
+pub mod step_text;
+pub mod webhook;
 
 use std::collections::HashSet;
 use std::hash::Hash;

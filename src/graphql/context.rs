@@ -56,6 +56,23 @@ pub struct Services {
     pub batch_window: std::time::Duration,
     /// Database connections one request (or one WebSocket) may hold at once.
     pub request_connections: usize,
+    /// The run queue's limits, schedules' cron rules and webhooks' keys and limits.
+    pub queue: Arc<QueueSettings>,
+}
+
+/// The run queue's settings (issue 13).
+pub struct QueueSettings {
+    /// Largest run input or output (and webhook body), in bytes of JSON.
+    pub max_json_bytes: usize,
+    pub cron: crate::domain::schedule::CronRules,
+    /// Derives webhooks' signing secrets.
+    pub webhook_keys: crate::domain::webhook::WebhookKeys,
+    /// How far a signed timestamp may be from now, in seconds.
+    pub webhook_tolerance_seconds: i64,
+    /// Requests per minute per hook id on this instance.
+    pub(crate) webhook_limits: crate::auth::rate_limit::KeyedBuckets,
+    /// Put in front of `/hooks/...` in `Webhook.url`, without a trailing slash.
+    pub public_url: Option<String>,
 }
 
 /// Limits and URL shape for screenshots.

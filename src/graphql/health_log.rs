@@ -86,8 +86,17 @@ pub struct StepOutcomeInput {
     /// How long the step took, in milliseconds (0 or more).
     pub execution_time_ms: Option<i32>,
     /// 1 to 200 characters chosen by the executor. A retried report carrying the same key
-    /// for the same run is recorded and counted once.
+    /// for the same run is recorded and counted once. Include the run's `attempt` in it:
+    /// a run re-queued after an expired lease is reported afresh by its next executor.
     pub idempotency_key: Option<String>,
+    /// For a healed step (HEALED_DETERMINISTIC or HEALED_AI): the selectors that found the
+    /// element, a JSON object of at most 64 KiB. Stored on the step (`Step.healedSelectors`)
+    /// in the same transaction as the report; refused for other statuses.
+    pub healed_selectors: Option<serde_json::Value>,
+    /// For a healed step: how it was healed, e.g. `text-match` or a model's name; at most
+    /// 100 characters. Stored as `Step.healingMethod`; `deterministic` or `ai` (from the
+    /// status) when absent.
+    pub healing_method: Option<String>,
 }
 
 impl StepOutcomeInput {
@@ -102,6 +111,8 @@ impl StepOutcomeInput {
             page_url: self.page_url,
             execution_time_ms: self.execution_time_ms,
             idempotency_key: self.idempotency_key,
+            healed_selectors: self.healed_selectors,
+            healing_method: self.healing_method,
         }
     }
 }
@@ -131,7 +142,7 @@ pub struct HealthLog {
 #[Object]
 impl HealthLog {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 
@@ -449,5 +460,28 @@ impl HealthLogQuery {
             before,
         };
         health_logs_connection(ctx, filter, args).await
+    }
+}
+
+/// Batch key: a health log of the loader's company, by id (`node`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthLogById(pub String);
+
+impl Loader<HealthLogById> for TenantLoader {
+    type Value = domain::health_log::HealthLog;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[HealthLogById],
+    ) -> Result<HashMap<HealthLogById, Self::Value>, LoadError> {
+        let ids: Vec<String> = keys.iter().map(|key| key.0.clone()).collect();
+        let rows = domain::health_log::find_many(&self.db, &self.tenant, &ids)
+            .await
+            .map_err(load_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (HealthLogById(row.id.clone()), row))
+            .collect())
     }
 }

@@ -15,8 +15,10 @@ mod guards;
 mod health_log;
 mod limits;
 mod loaders;
+mod node;
 mod notification;
 mod pagination;
+mod persisted_queries;
 mod prescan;
 mod run;
 mod screenshot;
@@ -27,12 +29,18 @@ mod subscription;
 mod user;
 mod user_settings;
 mod workflow;
+// The run queue (issue 13).
+mod queue;
+mod schedule;
+mod step_text;
+mod webhook;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
-pub use context::{OperationScope, RequestData, ScreenshotSettings, Services};
+pub use context::{OperationScope, QueueSettings, RequestData, ScreenshotSettings, Services};
 pub use documents::{ParsedDocuments, Unkept};
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name, refuse_nul};
+pub use persisted_queries::{PersistedQueries, Unpersisted};
 pub use prescan::DocumentLimits;
 pub use stream_cursor::StreamCursors;
 
@@ -51,6 +59,9 @@ pub struct Query(
     session::SessionQuery,
     user_settings::UserSettingsQuery,
     audit::AuditQuery,
+    schedule::ScheduleQuery,
+    webhook::WebhookQuery,
+    node::NodeQuery,
 );
 
 /// Everything a client can change.
@@ -66,6 +77,10 @@ pub struct Mutation(
     screenshot::ScreenshotMutation,
     api_key::ApiKeyMutation,
     user_settings::UserSettingsMutation,
+    queue::QueueMutation,
+    schedule::ScheduleMutation,
+    webhook::WebhookMutation,
+    step_text::StepTextMutation,
 );
 
 pub type StepwiseSchema = Schema<Query, Mutation, subscription::Subscription>;

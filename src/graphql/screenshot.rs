@@ -86,7 +86,7 @@ impl From<domain::screenshot::Screenshot> for Screenshot {
 #[Object]
 impl Screenshot {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 
@@ -185,7 +185,7 @@ impl ScreenshotMutation {
             .value(ctx)
             .map_err(|_| AppError::bad_input("file", "file is not an uploaded file"))?;
         let row = domain::screenshot::upload(
-            &services.db,
+            ctx.db(),
             &services.blobs,
             &viewer.tenant,
             &workflow_id,

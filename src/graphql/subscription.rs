@@ -330,6 +330,87 @@ impl Subscription {
         })
     }
 
+    /// Wakes idle executors: the company's QUEUED runs (of `workflowIds`, any when empty)
+    /// as they become claimable — first those waiting now (at most 100, in claim order),
+    /// then each run queued or re-queued after an expired lease, and each delayed run when
+    /// its `notBefore` arrives. Answer with `claimRun`: another executor may have claimed
+    /// the run meanwhile. Delivery is at most once; poll `claimRun` now and then as well.
+    async fn run_queued(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only runs of these workflows (at most 100); empty or absent: any.")]
+        workflow_ids: Option<Vec<ID>>,
+    ) -> async_graphql::Result<impl Stream<Item = Run>> {
+        let viewer = ctx.viewer()?.clone();
+        let services = ctx.services().clone();
+        let workflow_ids: Vec<String> = workflow_ids
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| id.0)
+            .collect();
+        if workflow_ids.len() > domain::run::queue::MAX_CLAIM_WORKFLOWS {
+            return Err(crate::error::AppError::bad_input(
+                "workflowIds",
+                format!(
+                    "workflowIds may list at most {} workflows",
+                    domain::run::queue::MAX_CLAIM_WORKFLOWS
+                ),
+            )
+            .into());
+        }
+        let mut events = services.events.subscribe();
+        let snapshot =
+            domain::run::queue::queued(&services.db, &viewer.tenant, &workflow_ids).await?;
+        let wanted = move |run: &domain::run::Run| {
+            run.status == RunStatus::Queued
+                && (workflow_ids.is_empty() || workflow_ids.contains(&run.workflow_id))
+        };
+        Ok(async_stream::stream! {
+            let mut versions = RunVersions::default();
+            let mut delayed = DelayedRuns::default();
+            let mut pending = snapshot;
+            loop {
+                for run in std::mem::take(&mut pending) {
+                    if !wanted(&run) || !versions.advance(&run.id, run.version) {
+                        continue;
+                    }
+                    match run.not_before.filter(|at| *at > domain::now()) {
+                        Some(at) => delayed.add(run, at),
+                        None => yield Run { row: run, viewer: viewer.clone() },
+                    }
+                }
+                let next_due = delayed.next_due();
+                let wake = tokio::select! {
+                    heard = next_event(&mut events, &viewer) => QueueWake::Heard(heard),
+                    () = async {
+                        match next_due {
+                            Some(at) => tokio::time::sleep(until(at)).await,
+                            None => std::future::pending::<()>().await,
+                        }
+                    } => QueueWake::Due,
+                };
+                match wake {
+                    QueueWake::Heard(Heard::Event(event)) => {
+                        if let EventKind::RunChanged { run, .. } = &event.kind {
+                            pending.push((**run).clone());
+                        }
+                    }
+                    QueueWake::Heard(Heard::CatchUp) => {
+                        pending = domain::run::queue::queued(&services.db, &viewer.tenant, &[])
+                            .await
+                            .unwrap_or_default();
+                    }
+                    QueueWake::Heard(Heard::Closed) => break,
+                    QueueWake::Due => {
+                        for run in delayed.take_due(domain::now()) {
+                            yield Run { row: run, viewer: viewer.clone() };
+                        }
+                    }
+                }
+            }
+        })
+    }
+
     /// Workflow status changes of the company, or of one workflow.
     async fn workflow_status_changed(
         &self,
@@ -368,6 +449,52 @@ impl Subscription {
             }
         })
     }
+}
+
+/// What a `runQueued` stream does next.
+enum QueueWake {
+    Heard(Heard),
+    /// A delayed run's `notBefore` arrived.
+    Due,
+}
+
+/// Queued runs a `runQueued` stream heard of whose `notBefore` is still ahead, soonest
+/// first; bounded (the furthest are forgotten: executors poll too).
+#[derive(Default)]
+struct DelayedRuns {
+    runs: std::collections::BTreeMap<(NaiveDateTime, String), domain::run::Run>,
+}
+
+impl DelayedRuns {
+    const CAPACITY: usize = 1_024;
+
+    fn add(&mut self, run: domain::run::Run, at: NaiveDateTime) {
+        self.runs.retain(|(_, id), _| *id != run.id);
+        self.runs.insert((at, run.id.clone()), run);
+        if self.runs.len() > Self::CAPACITY {
+            self.runs.pop_last();
+        }
+    }
+
+    fn next_due(&self) -> Option<NaiveDateTime> {
+        self.runs.keys().next().map(|(at, _)| *at)
+    }
+
+    fn take_due(&mut self, now: NaiveDateTime) -> Vec<domain::run::Run> {
+        let mut due = Vec::new();
+        while let Some(entry) = self.runs.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        due
+    }
+}
+
+/// How long until `at`, from now (zero when it has passed).
+fn until(at: NaiveDateTime) -> std::time::Duration {
+    (at - domain::now()).to_std().unwrap_or_default()
 }
 
 fn status_change(
@@ -409,6 +536,7 @@ async fn active_runs(
     let filter = RunFilter {
         workflow_id,
         statuses: vec![RunStatus::Queued, RunStatus::Running, RunStatus::Paused],
+        retry_of: None,
     };
     let page = domain::run::list(
         &services.snapshots(),

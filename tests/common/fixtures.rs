@@ -565,6 +565,16 @@ const TABLES: &[(&str, &str)] = &[
         "id, company_id, created_at, actor_type, actor_id, actor_label, action, target_type, \
          target_id, client_address, user_agent, summary",
     ),
+    (
+        "schedules",
+        "id, company_id, workflow_id, name, cron, timezone, input, priority, enabled, \
+         next_fire_at, last_fired_at, last_run_id, last_error, created_at, updated_at",
+    ),
+    (
+        "webhooks",
+        "id, company_id, workflow_id, name, enabled, secret_salt, previous_secret_salt, \
+         previous_secret_expires_at, secret_rotated_at, last_used_at, created_at, updated_at",
+    ),
 ];
 
 /// Every stored row of one company, each rendered as text column by column.
