@@ -673,3 +673,169 @@ async fn a_revoked_key_is_refused_on_every_instance_and_its_sockets_close_4403()
     let resp = second.gql(probe, json!({}), Some(&other_key)).await;
     assert!(resp["errors"].is_null(), "{resp:#}");
 }
+
+both_backends!(an_executor_key_claims_reports_healed_selectors_and_finishes_queued_runs);
+/// The whole executor loop of the run queue with an EXECUTOR key: woken by `runQueued` over
+/// WebSocket, claim → heartbeat → report with healed selectors → finish with output, over
+/// WebSocket for one run and over HTTP for another; the healed selectors land on the step.
+async fn an_executor_key_claims_reports_healed_selectors_and_finishes_queued_runs(
+    backend: Backend,
+) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let (workflow, steps) = active_workflow(&server, &acme.admin_token, "Checkout", 2).await;
+    let (_, key) = create_key(&server, &acme.admin_token, "queue runner").await;
+
+    // Idle, the executor waits on `runQueued`.
+    let mut socket = RawSocket::open(&server).await;
+    socket.send(json!({ "type": "connection_init", "payload": { "token": key } }));
+    socket.expect_type("connection_ack").await;
+    socket.subscribe(
+        "wake",
+        "subscription($ids: [ID!]) { runQueued(workflowIds: $ids) { id status input } }",
+        json!({ "ids": [workflow] }),
+    );
+    // Nothing is waiting yet; the subscription is live once a queued run comes through.
+    let queued = ok(
+        &server,
+        &acme.member_token,
+        "mutation($id: ID!) { enqueueRun(input: { workflowId: $id, input: { order: 7 } }) { id } }",
+        json!({ "id": workflow }),
+    )
+    .await;
+    let queued_id = str_field(&queued["enqueueRun"], "id");
+    let woken = socket.expect_message().await;
+    assert_eq!(woken["type"], "next", "{woken}");
+    assert_eq!(woken["id"], "wake", "{woken}");
+    assert_eq!(
+        woken["payload"]["data"]["runQueued"]["id"],
+        queued_id.as_str()
+    );
+    assert_eq!(
+        woken["payload"]["data"]["runQueued"]["input"],
+        json!({ "order": 7 })
+    );
+
+    // Claim, heartbeat, report (healed), finish: all over the same socket.
+    let lease = ws_operation(
+        &mut socket,
+        "claim",
+        "mutation($ids: [ID!]) { claimRun(workflowIds: $ids, leaseSeconds: 60) { leaseId run { id status input } } }",
+        json!({ "ids": [workflow] }),
+    )
+    .await;
+    assert!(lease["errors"].is_null(), "{lease}");
+    socket.expect_type("complete").await;
+    let lease = &lease["data"]["claimRun"];
+    assert_eq!(lease["run"]["id"], queued_id.as_str(), "{lease}");
+    assert_eq!(lease["run"]["status"], "RUNNING");
+    let lease_id = str_field(lease, "leaseId");
+    let beat = ws_operation(
+        &mut socket,
+        "beat",
+        "mutation($run: ID!, $lease: ID!) { heartbeatRun(runId: $run, leaseId: $lease, leaseSeconds: 90) { expiresAt } }",
+        json!({ "run": queued_id, "lease": lease_id }),
+    )
+    .await;
+    assert!(beat["errors"].is_null(), "{beat}");
+    socket.expect_type("complete").await;
+    let healed = json!({ "css": "#pay-now", "text": "Pay now" });
+    let report = ws_operation(
+        &mut socket,
+        "report",
+        "mutation($run: ID!, $step: ID!, $lease: ID, $outcome: StepOutcomeInput!) { \
+           reportStep(runId: $run, stepId: $step, leaseId: $lease, outcome: $outcome) { run { stepsHealed } } }",
+        json!({ "run": queued_id, "step": steps[0], "lease": lease_id, "outcome": {
+            "status": "HEALED_AI", "healingConfidence": 0.91, "healedSelectors": healed,
+            "healingMethod": "vision" } }),
+    )
+    .await;
+    assert!(report["errors"].is_null(), "{report}");
+    assert_eq!(report["data"]["reportStep"]["run"]["stepsHealed"], 1);
+    socket.expect_type("complete").await;
+    let finish = ws_operation(
+        &mut socket,
+        "finish",
+        "mutation($run: ID!, $lease: ID) { finishRun(runId: $run, status: SUCCEEDED, leaseId: $lease, \
+           output: { receipt: \"R-7\" }) { status output } }",
+        json!({ "run": queued_id, "lease": lease_id }),
+    )
+    .await;
+    assert!(finish["errors"].is_null(), "{finish}");
+    assert_eq!(finish["data"]["finishRun"]["status"], "SUCCEEDED");
+    assert_eq!(
+        finish["data"]["finishRun"]["output"],
+        json!({ "receipt": "R-7" })
+    );
+    socket.expect_type("complete").await;
+
+    // The healed selectors were written back to the step; a member sees them.
+    let step = ok(
+        &server,
+        &acme.member_token,
+        "query($id: ID!) { step(id: $id) { healedSelectors healingMethod healingConfidence } }",
+        json!({ "id": steps[0] }),
+    )
+    .await;
+    assert_eq!(step["step"]["healedSelectors"], healed, "{step:#}");
+    assert_eq!(step["step"]["healingMethod"], "vision");
+
+    // The same loop over HTTP, with the key as a bearer token; the executor enqueues too.
+    let enqueued = ok(
+        &server,
+        &key,
+        "mutation($id: ID!) { enqueueRun(input: { workflowId: $id }) { id status } }",
+        json!({ "id": workflow }),
+    )
+    .await;
+    let enqueued_id = str_field(&enqueued["enqueueRun"], "id");
+    let claimed = ok(
+        &server,
+        &key,
+        "mutation { claimRun(leaseSeconds: 30) { leaseId run { id } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(claimed["claimRun"]["run"]["id"], enqueued_id.as_str());
+    let lease_id = str_field(&claimed["claimRun"], "leaseId");
+    for step in &steps {
+        ok(
+            &server,
+            &key,
+            "mutation($run: ID!, $step: ID!, $lease: ID) { reportStep(runId: $run, stepId: $step, \
+               leaseId: $lease, outcome: { status: SUCCESS }) { duplicate } }",
+            json!({ "run": enqueued_id, "step": step, "lease": lease_id }),
+        )
+        .await;
+    }
+    let done = ok(
+        &server,
+        &key,
+        "mutation($run: ID!, $lease: ID) { finishRun(runId: $run, status: SUCCEEDED, leaseId: $lease) { status stepsCompleted } }",
+        json!({ "run": enqueued_id, "lease": lease_id }),
+    )
+    .await;
+    assert_eq!(done["finishRun"]["status"], "SUCCEEDED");
+    assert_eq!(done["finishRun"]["stepsCompleted"], 2);
+
+    // And it still may not manage anything: a schedule, a webhook, a workflow edit.
+    for (what, query) in [
+        (
+            "createSchedule",
+            "mutation($id: ID!) { createSchedule(input: { workflowId: $id, cron: \"* * * * *\", timezone: \"UTC\" }) { id } }",
+        ),
+        (
+            "createWebhook",
+            "mutation($id: ID!) { createWebhook(workflowId: $id) { secret } }",
+        ),
+        (
+            "archiveWorkflow",
+            "mutation($id: ID!) { archiveWorkflow(id: $id) { id } }",
+        ),
+    ] {
+        let refused = server
+            .gql(query, json!({ "id": workflow }), Some(&key))
+            .await;
+        assert_error_code(&refused, "FORBIDDEN", what);
+    }
+}
