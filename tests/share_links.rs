@@ -267,3 +267,133 @@ async fn reads_of_share_links_are_limited_per_client_address(backend: Backend) {
         "{resp:#}"
     );
 }
+
+/// Every audit entry of the company, newest first.
+async fn audit_entries(server: &TestServer, admin: &str) -> Vec<Value> {
+    let data = ok(
+        server,
+        admin,
+        "{ auditLog(first: 100) { nodes { id action actorId targetType targetId summary } } }",
+        json!({}),
+    )
+    .await;
+    data["auditLog"]["nodes"].as_array().unwrap().clone()
+}
+
+both_backends!(restores_visibility_shares_links_and_publications_are_audited);
+/// Each change of who sees a workflow, each restore and each publication writes one audit
+/// entry naming its actor and the workflow, and never a link's token.
+async fn restores_visibility_shares_links_and_publications_are_audited(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let admin = acme.admin_token.as_str();
+    let member = acme.member_token.as_str();
+    let workflow = str_field(&simple_workflow(&server, member, "Audited", 1).await, "id");
+    update_workflow(&server, member, &workflow, json!({ "name": "Audited 2" })).await;
+    let mut tokens = Vec::new();
+    let steps: Vec<(&str, Box<dyn Fn() -> String>)> = vec![
+        (
+            "WORKFLOW_VERSION_RESTORED",
+            Box::new(|| {
+                "mutation($w: ID!) { restoreWorkflowVersion(workflowId: $w, number: 1) { id } }"
+                    .to_owned()
+            }),
+        ),
+        (
+            "WORKFLOW_VISIBILITY_CHANGED",
+            Box::new(|| {
+                "mutation($w: ID!) { setWorkflowVisibility(workflowId: $w, visibility: RESTRICTED) { id } }".to_owned()
+            }),
+        ),
+        (
+            "WORKFLOW_SHARED",
+            Box::new(|| {
+                "mutation($w: ID!, $u: ID!) { shareWorkflow(workflowId: $w, userId: $u, permission: RUN) { id } }".to_owned()
+            }),
+        ),
+        (
+            "WORKFLOW_UNSHARED",
+            Box::new(|| {
+                "mutation($w: ID!, $u: ID!) { unshareWorkflow(workflowId: $w, userId: $u) { id } }"
+                    .to_owned()
+            }),
+        ),
+        (
+            "SHARE_LINK_CREATED",
+            Box::new(|| {
+                "mutation($w: ID!) { createShareLink(workflowId: $w) { token link { id } } }"
+                    .to_owned()
+            }),
+        ),
+        (
+            "TEMPLATE_PUBLISHED",
+            Box::new(|| {
+                "mutation($w: ID!) { publishTemplate(workflowId: $w, name: \"T\", visibility: PUBLIC) { id } }".to_owned()
+            }),
+        ),
+    ];
+    for (action, query) in steps {
+        let before = audit_entries(&server, admin).await;
+        let resp = server
+            .gql(
+                &query(),
+                json!({ "w": workflow, "u": acme.admin_id }),
+                Some(member),
+            )
+            .await;
+        assert!(resp["errors"].is_null(), "{action}: {resp:#}");
+        if let Some(token) = resp["data"]["createShareLink"]["token"].as_str() {
+            tokens.push(token.to_owned());
+        }
+        let after = audit_entries(&server, admin).await;
+        let new: Vec<&Value> = after
+            .iter()
+            .filter(|e| !before.iter().any(|b| b["id"] == e["id"]))
+            .collect();
+        assert_eq!(new.len(), 1, "{action}: {new:#?}");
+        assert_eq!(new[0]["action"], action);
+        assert_eq!(new[0]["actorId"], acme.member_id.as_str(), "{action}");
+        assert_eq!(new[0]["targetType"], "WORKFLOW");
+        assert_eq!(new[0]["targetId"], workflow.as_str());
+    }
+    let links = ok(
+        &server,
+        member,
+        "query($w: ID!) { workflow(id: $w) { shareLinks { id } } }",
+        json!({ "w": workflow }),
+    )
+    .await;
+    let link = str_field(&links["workflow"]["shareLinks"][0], "id");
+    let before = audit_entries(&server, admin).await;
+    ok(
+        &server,
+        member,
+        "mutation($id: ID!) { revokeShareLink(id: $id) { id } }",
+        json!({ "id": link }),
+    )
+    .await;
+    let after = audit_entries(&server, admin).await;
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(after[0]["action"], "SHARE_LINK_REVOKED");
+    assert_eq!(after[0]["summary"]["linkId"], link.as_str());
+    // Nothing changed, nothing logged: revoking again, unsharing someone not shared with.
+    ok(
+        &server,
+        member,
+        "mutation($id: ID!) { revokeShareLink(id: $id) { id } }",
+        json!({ "id": link }),
+    )
+    .await;
+    ok(
+        &server,
+        member,
+        "mutation($w: ID!, $u: ID!) { unshareWorkflow(workflowId: $w, userId: $u) { id } }",
+        json!({ "w": workflow, "u": acme.admin_id }),
+    )
+    .await;
+    assert_eq!(audit_entries(&server, admin).await.len(), after.len());
+    let text = Value::Array(after).to_string();
+    for token in tokens {
+        assert!(!text.contains(&token), "the audit log holds a link's token");
+    }
+}

@@ -296,6 +296,30 @@ const ROOT_CASES: &[(&str, &str)] = &[
         "R's step: NOT_FOUND; VIEW: FORBIDDEN",
     ),
     ("Subscription.runQueued", "never R's queued runs"),
+    ("Query.apiKeys", "not workflow-reaching (admins only)"),
+    (
+        "Query.sessions",
+        "not workflow-reaching: the member's own sessions",
+    ),
+    (
+        "Query.userSettings",
+        "not workflow-reaching: the member's own settings",
+    ),
+    ("Query.auditLog", "admins only, who see every workflow"),
+    ("Mutation.refreshSession", "not workflow-reaching"),
+    ("Mutation.logout", "not workflow-reaching"),
+    ("Mutation.logoutEverywhere", "not workflow-reaching"),
+    ("Mutation.changePassword", "not workflow-reaching"),
+    ("Mutation.updateProfile", "not workflow-reaching"),
+    (
+        "Mutation.createApiKey",
+        "not workflow-reaching (admins only; a key sees the whole company)",
+    ),
+    (
+        "Mutation.revokeApiKey",
+        "not workflow-reaching (admins only)",
+    ),
+    ("Mutation.updateUserSettings", "not workflow-reaching"),
 ];
 
 /// Entity-valued fields below the roots, with what the suite checks for them.
@@ -440,6 +464,8 @@ const NESTED_EXEMPT: &[(&str, &str, &str)] = &[
         "company",
         "sign-in answers reach no workflow",
     ),
+    ("ApiKey", "createdBy", "API keys reach no workflow"),
+    ("CreatedApiKey", "apiKey", "API keys reach no workflow"),
 ];
 
 /// An introspected type: its kind and its fields as (name, target kind, target name).
@@ -1790,6 +1816,18 @@ async fn a_member_without_a_share_cannot_see_or_touch_a_restricted_workflow(back
         "Mutation.rateTemplate",
         "Mutation.unpublishTemplate",
         "Mutation.deleteTemplate",
+        "Query.apiKeys",
+        "Query.sessions",
+        "Query.userSettings",
+        "Query.auditLog",
+        "Mutation.refreshSession",
+        "Mutation.logout",
+        "Mutation.logoutEverywhere",
+        "Mutation.changePassword",
+        "Mutation.updateProfile",
+        "Mutation.createApiKey",
+        "Mutation.revokeApiKey",
+        "Mutation.updateUserSettings",
     ]);
 
     // Every case this walk owns ran (subscriptions have their own walk).

@@ -206,6 +206,75 @@ diesel::table! {
 }
 
 diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        company_id -> Text,
+        name -> Text,
+        role -> Text,
+        prefix -> Text,
+        secret_hash -> Text,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+        revoked_by -> Nullable<Text>,
+        last_used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        company_id -> Text,
+        user_id -> Text,
+        created_at -> Timestamp,
+        last_used_at -> Timestamp,
+        expires_at -> Timestamp,
+        user_agent -> Nullable<Text>,
+        client_address -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Text,
+        company_id -> Text,
+        session_id -> Text,
+        created_at -> Timestamp,
+        rotated_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    user_settings (user_id) {
+        user_id -> Text,
+        company_id -> Text,
+        time_zone -> Text,
+        locale -> Text,
+        notification_severities -> Text,
+        muted_notification_kinds -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Text,
+        company_id -> Text,
+        created_at -> Timestamp,
+        actor_type -> Text,
+        actor_id -> Nullable<Text>,
+        actor_label -> Nullable<Text>,
+        action -> Text,
+        target_type -> Nullable<Text>,
+        target_id -> Nullable<Text>,
+        client_address -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        summary -> Text,
+    }
+}
+
+diesel::table! {
     workflow_step_snapshots (company_id, workflow_id, hash) {
         company_id -> Text,
         workflow_id -> Text,
@@ -347,6 +416,8 @@ diesel::joinable!(workflow_shares -> workflows (workflow_id));
 diesel::joinable!(workflow_share_links -> workflows (workflow_id));
 diesel::joinable!(template_ratings -> workflow_templates (template_id));
 diesel::joinable!(template_screenshots -> workflow_templates (template_id));
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     companies,
@@ -359,6 +430,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     notifications,
     schedules,
     webhooks,
+    api_keys,
+    sessions,
+    refresh_tokens,
+    user_settings,
+    audit_log,
     workflow_step_snapshots,
     workflow_versions,
     projects,

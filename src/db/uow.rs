@@ -86,9 +86,10 @@ use futures_util::future::BoxFuture;
 use super::expr::{After, KeysetOrder, Maybe};
 use super::partition::{Bind, PartitionedPage, bind_all};
 use super::schema::{
-    companies, health_logs, notifications, projects, runs, schedules, screenshots, steps,
-    template_ratings, template_screenshots, users, webhooks, workflow_share_links, workflow_shares,
-    workflow_step_snapshots, workflow_templates, workflow_versions, workflows,
+    api_keys, audit_log, companies, health_logs, notifications, projects, refresh_tokens, runs,
+    schedules, screenshots, sessions, steps, template_ratings, template_screenshots, user_settings,
+    users, webhooks, workflow_share_links, workflow_shares, workflow_step_snapshots,
+    workflow_templates, workflow_versions, workflows,
 };
 use super::visibility::{self, InCompany, Reach};
 use super::{Backend, Held, SqliteConn};
@@ -482,6 +483,8 @@ pub struct Tx<E = NoEvents> {
     /// Work to do once the attempt's own work succeeded, before it commits (see
     /// [`Tx::before_commit`]).
     before_commit: Vec<BeforeCommit<E>>,
+    /// Who acts and from where; `None`: the server itself.
+    origin: Option<super::origin::SharedOrigin>,
 }
 
 /// Work a unit of work runs just before it commits, in the same transaction.
@@ -505,7 +508,12 @@ macro_rules! on_conn {
 }
 
 impl<E: Send> Tx<E> {
-    pub(super) fn new(conn: TxConn, held: Held, tenant: Tenant) -> Self {
+    pub(super) fn new(
+        conn: TxConn,
+        held: Held,
+        tenant: Tenant,
+        origin: Option<super::origin::SharedOrigin>,
+    ) -> Self {
         Self {
             conn,
             _held: held,
@@ -513,6 +521,7 @@ impl<E: Send> Tx<E> {
             events: Vec::new(),
             extensions: Vec::new(),
             before_commit: Vec::new(),
+            origin,
         }
     }
 
@@ -556,6 +565,11 @@ impl<E: Send> Tx<E> {
         work: impl for<'t> FnOnce(&'t mut Tx<E>) -> Work<'static, 't, ()> + Send + 'static,
     ) {
         self.before_commit.push(Box::new(work));
+    }
+
+    /// Who this unit of work acts for and from where (see [`origin`](super::origin)).
+    pub fn origin(&self) -> &super::Origin {
+        self.origin.as_deref().unwrap_or(&super::origin::SYSTEM)
     }
 
     pub(super) fn conn(&mut self) -> &mut TxConn {
@@ -1036,6 +1050,16 @@ tenant_tables!(
     health_logs => Child,
     /// The company's notifications.
     notifications => OptionalChild,
+    /// The company's API keys (revoked ones too).
+    api_keys,
+    /// The sessions of the company's members.
+    sessions,
+    /// The refresh tokens of those sessions (rotated ones too, for reuse detection).
+    refresh_tokens,
+    /// Members' own settings.
+    user_settings,
+    /// The company's audit log.
+    audit_log,
     /// The company's run schedules.
     schedules => Child,
     /// The company's webhooks.

@@ -45,6 +45,12 @@
 //! - instantiating a template takes the company lock (when it brings screenshots), writes
 //!   the workflow, then bumps the template's usage count last.
 //!
+//! Accounts have their own order, after the company: **company → user → session → its
+//! refresh tokens**, and **company → API key**: creating a key takes the company lock (the
+//! per-company cap), revoking one locks the key; a refresh locks its session before it
+//! reads or rotates the session's tokens, and logouts and password changes delete sessions
+//! (taking the same locks) after the user row they change.
+//!
 //! Time is taken after the locks it orders by (a run's `updated_at` and its reports'
 //! `created_at` follow commit order), and state subscribers compare carries a version that
 //! only grows (`runs.version`). Should PostgreSQL still abort a transaction (deadlock,
@@ -52,6 +58,8 @@
 //! the retryable UNAVAILABLE — never INTERNAL.
 
 pub mod account;
+pub mod api_key;
+pub mod audit;
 pub mod company;
 pub mod event;
 pub mod health;
@@ -63,11 +71,13 @@ pub mod page;
 pub mod project;
 pub mod run;
 pub mod screenshot;
+pub mod session;
 pub mod share_link;
 pub mod step;
 pub mod template;
 pub mod upkeep;
 pub mod user;
+pub mod user_settings;
 pub mod version;
 pub mod visibility;
 pub mod workflow;

@@ -149,7 +149,14 @@ async fn created(tx: &mut Tx<NoEvents>, link: &ShareLink) -> AppResult<()> {
         } else {
             error
         }
-    })
+    })?;
+    super::audit::record(
+        tx,
+        super::audit::Action::ShareLinkCreated,
+        super::audit::Target::workflow(&link.workflow_id),
+        serde_json::json!({ "linkId": link.id, "expiresAt": link.expires_at.and_utc().to_rfc3339() }),
+    )
+    .await
 }
 
 /// The workflow locked, after checking the viewer may manage its links.
@@ -183,13 +190,23 @@ async fn revoked(tx: &mut Tx<NoEvents>, id: &str) -> AppResult<ShareLink> {
         .await?
         .ok_or(AppError::NotFound("share link"))?;
     managed(tx, &workflow_id).await?;
-    tx.execute(
-        tx.workflow_share_links()
-            .filter(workflow_share_links::id.eq(id))
-            .filter(workflow_share_links::revoked_at.is_null())
-            .set(workflow_share_links::revoked_at.eq(now())),
-    )
-    .await?;
+    let revoked = tx
+        .execute(
+            tx.workflow_share_links()
+                .filter(workflow_share_links::id.eq(id))
+                .filter(workflow_share_links::revoked_at.is_null())
+                .set(workflow_share_links::revoked_at.eq(now())),
+        )
+        .await?;
+    if revoked > 0 {
+        super::audit::record(
+            tx,
+            super::audit::Action::ShareLinkRevoked,
+            super::audit::Target::workflow(&workflow_id),
+            serde_json::json!({ "linkId": id }),
+        )
+        .await?;
+    }
     tx.one(
         tx.workflow_share_links()
             .filter(workflow_share_links::id.eq(id))

@@ -843,6 +843,13 @@ async fn restored_to(
         )
         .await?;
     restored(tx, workflow_id, version.number);
+    super::audit::record(
+        tx,
+        super::audit::Action::WorkflowVersionRestored,
+        super::audit::Target::workflow(workflow_id),
+        serde_json::json!({ "number": version.number }),
+    )
+    .await?;
     Ok(workflow)
 }
 

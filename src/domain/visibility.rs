@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::audit::{self, Action, Target};
 use super::workflow::Workflow;
 use super::{Tenant, new_id, now};
 use crate::db::schema::{users, workflow_shares, workflows};
@@ -279,16 +280,27 @@ async fn visibility_set(
     visibility: Visibility,
 ) -> AppResult<Workflow> {
     let workflow = managed(tx, workflow_id).await?;
-    tx.one(
-        tx.workflows()
-            .filter(workflows::id.eq(&workflow.id))
-            .set((
-                workflows::visibility.eq(visibility),
-                workflows::updated_at.eq(now()),
-            ))
-            .returning(Workflow::columns()),
-    )
-    .await
+    let updated: Workflow = tx
+        .one(
+            tx.workflows()
+                .filter(workflows::id.eq(&workflow.id))
+                .set((
+                    workflows::visibility.eq(visibility),
+                    workflows::updated_at.eq(now()),
+                ))
+                .returning(Workflow::columns()),
+        )
+        .await?;
+    if workflow.visibility != visibility {
+        audit::record(
+            tx,
+            Action::WorkflowVisibilityChanged,
+            Target::workflow(&workflow.id),
+            serde_json::json!({ "before": workflow.visibility.as_str(), "after": visibility.as_str() }),
+        )
+        .await?;
+    }
+    Ok(updated)
 }
 
 /// Shares a workflow with a member of the company (or changes the permission of an
@@ -327,8 +339,9 @@ async fn shared(
                 .select(Share::columns()),
         )
         .await?;
+    let summary = serde_json::json!({ "userId": member, "permission": permission.as_str() });
     if let Some(existing) = existing {
-        return tx
+        let share: Share = tx
             .one(
                 tx.workflow_shares()
                     .filter(workflow_shares::id.eq(&existing.id))
@@ -338,7 +351,17 @@ async fn shared(
                     ))
                     .returning(Share::columns()),
             )
-            .await;
+            .await?;
+        if existing.permission != permission {
+            audit::record(
+                tx,
+                Action::WorkflowShared,
+                Target::workflow(&workflow.id),
+                summary,
+            )
+            .await?;
+        }
+        return Ok(share);
     }
     let count: i64 = tx
         .one(
@@ -364,6 +387,13 @@ async fn shared(
         updated_at: at,
     };
     tx.insert(&mut row).await.map_err(account_gone)?;
+    audit::record(
+        tx,
+        Action::WorkflowShared,
+        Target::workflow(&workflow.id),
+        summary,
+    )
+    .await?;
     Ok(row)
 }
 
@@ -390,13 +420,23 @@ pub async fn unshare(
 
 async fn unshared(tx: &mut Tx<NoEvents>, workflow_id: &str, user_id: &str) -> AppResult<Workflow> {
     let workflow = managed(tx, workflow_id).await?;
-    tx.execute(
-        tx.workflow_shares()
-            .filter(workflow_shares::workflow_id.eq(&workflow.id))
-            .filter(workflow_shares::user_id.eq(user_id))
-            .delete(),
-    )
-    .await?;
+    let removed = tx
+        .execute(
+            tx.workflow_shares()
+                .filter(workflow_shares::workflow_id.eq(&workflow.id))
+                .filter(workflow_shares::user_id.eq(user_id))
+                .delete(),
+        )
+        .await?;
+    if removed > 0 {
+        audit::record(
+            tx,
+            Action::WorkflowUnshared,
+            Target::workflow(&workflow.id),
+            serde_json::json!({ "userId": user_id }),
+        )
+        .await?;
+    }
     Ok(workflow)
 }
 

@@ -5,9 +5,12 @@
 //! it was loaded for, so nested fields stay inside that viewer's company.
 
 mod account;
+mod api_key;
+mod audit;
 mod company;
 mod context;
 mod documents;
+pub mod executor_access;
 mod guards;
 mod health_log;
 mod limits;
@@ -21,12 +24,14 @@ mod project;
 mod readers;
 mod run;
 mod screenshot;
+mod session;
 mod share;
 mod step;
 mod stream_cursor;
 mod subscription;
 mod template;
 mod user;
+mod user_settings;
 mod version;
 mod workflow;
 // The run queue (issue 13).
@@ -56,6 +61,10 @@ pub struct Query(
     workflow::WorkflowQuery,
     step::StepQuery,
     screenshot::ScreenshotQuery,
+    api_key::ApiKeyQuery,
+    session::SessionQuery,
+    user_settings::UserSettingsQuery,
+    audit::AuditQuery,
     schedule::ScheduleQuery,
     webhook::WebhookQuery,
     node::NodeQuery,
@@ -76,6 +85,8 @@ pub struct Mutation(
     step::StepMutation,
     run::RunMutation,
     screenshot::ScreenshotMutation,
+    api_key::ApiKeyMutation,
+    user_settings::UserSettingsMutation,
     queue::QueueMutation,
     schedule::ScheduleMutation,
     webhook::WebhookMutation,
@@ -95,6 +106,8 @@ pub fn schema_builder() -> SchemaBuilder<Query, Mutation, subscription::Subscrip
         Mutation::default(),
         subscription::Subscription,
     )
+    // Part of the schema itself, so no transport can run an operation without it.
+    .extension(executor_access::ExecutorAccess)
 }
 
 /// The SDL that `schema.graphql` must equal.

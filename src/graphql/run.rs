@@ -574,10 +574,10 @@ impl RunMutation {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
         let row = domain::run::start(
-            &services.db,
+            ctx.db(),
             &services.events,
             &viewer.tenant,
-            &viewer.user_id,
+            viewer.user_id(),
             &workflow_id,
         )
         .await?;
@@ -606,7 +606,7 @@ impl RunMutation {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
         let report = domain::run::report_step(
-            &services.db,
+            ctx.db(),
             &services.events,
             &services.health,
             &viewer.tenant,
@@ -658,7 +658,7 @@ impl RunMutation {
             lease_id: lease_id.map(|id| id.0),
         };
         let row = domain::run::finish(
-            &services.db,
+            ctx.db(),
             &services.events,
             &services.health,
             &viewer.tenant,
@@ -682,8 +682,7 @@ impl RunMutation {
     ) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
-        let row =
-            domain::run::pause(&services.db, &services.events, &viewer.tenant, &run_id).await?;
+        let row = domain::run::pause(ctx.db(), &services.events, &viewer.tenant, &run_id).await?;
         Ok(Run {
             row,
             viewer: viewer.clone(),
@@ -698,8 +697,7 @@ impl RunMutation {
     ) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
-        let row =
-            domain::run::resume(&services.db, &services.events, &viewer.tenant, &run_id).await?;
+        let row = domain::run::resume(ctx.db(), &services.events, &viewer.tenant, &run_id).await?;
         Ok(Run {
             row,
             viewer: viewer.clone(),
@@ -719,14 +717,8 @@ impl RunMutation {
     ) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
-        let row = domain::run::cancel(
-            &services.db,
-            &services.events,
-            &viewer.tenant,
-            &run_id,
-            reason,
-        )
-        .await?;
+        let row = domain::run::cancel(ctx.db(), &services.events, &viewer.tenant, &run_id, reason)
+            .await?;
         Ok(Run {
             row,
             viewer: viewer.clone(),

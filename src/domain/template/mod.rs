@@ -391,7 +391,19 @@ async fn published(
     let mut row = row.clone();
     tx.insert(&mut row).await.map_err(account_gone)?;
     let mut copies = copies.to_vec();
-    tx.insert_all(&mut copies).await
+    tx.insert_all(&mut copies).await?;
+    super::audit::record(
+        tx,
+        super::audit::Action::TemplatePublished,
+        super::audit::Target::workflow(source_id),
+        serde_json::json!({
+            "templateId": row.id,
+            "name": row.name,
+            "visibility": row.visibility.as_str(),
+            "version": row.source_version,
+        }),
+    )
+    .await
 }
 
 fn account_gone(error: AppError) -> AppError {
