@@ -291,52 +291,37 @@ async fn restores_visibility_shares_links_and_publications_are_audited(backend: 
     let workflow = str_field(&simple_workflow(&server, member, "Audited", 1).await, "id");
     update_workflow(&server, member, &workflow, json!({ "name": "Audited 2" })).await;
     let mut tokens = Vec::new();
-    let steps: Vec<(&str, Box<dyn Fn() -> String>)> = vec![
+    let steps: Vec<(&str, &str)> = vec![
         (
             "WORKFLOW_VERSION_RESTORED",
-            Box::new(|| {
-                "mutation($w: ID!) { restoreWorkflowVersion(workflowId: $w, number: 1) { id } }"
-                    .to_owned()
-            }),
+            "mutation($w: ID!) { restoreWorkflowVersion(workflowId: $w, number: 1) { id } }",
         ),
         (
             "WORKFLOW_VISIBILITY_CHANGED",
-            Box::new(|| {
-                "mutation($w: ID!) { setWorkflowVisibility(workflowId: $w, visibility: RESTRICTED) { id } }".to_owned()
-            }),
+            "mutation($w: ID!) { setWorkflowVisibility(workflowId: $w, visibility: RESTRICTED) { id } }",
         ),
         (
             "WORKFLOW_SHARED",
-            Box::new(|| {
-                "mutation($w: ID!, $u: ID!) { shareWorkflow(workflowId: $w, userId: $u, permission: RUN) { id } }".to_owned()
-            }),
+            "mutation($w: ID!, $u: ID!) { shareWorkflow(workflowId: $w, userId: $u, permission: RUN) { id } }",
         ),
         (
             "WORKFLOW_UNSHARED",
-            Box::new(|| {
-                "mutation($w: ID!, $u: ID!) { unshareWorkflow(workflowId: $w, userId: $u) { id } }"
-                    .to_owned()
-            }),
+            "mutation($w: ID!, $u: ID!) { unshareWorkflow(workflowId: $w, userId: $u) { id } }",
         ),
         (
             "SHARE_LINK_CREATED",
-            Box::new(|| {
-                "mutation($w: ID!) { createShareLink(workflowId: $w) { token link { id } } }"
-                    .to_owned()
-            }),
+            "mutation($w: ID!) { createShareLink(workflowId: $w) { token link { id } } }",
         ),
         (
             "TEMPLATE_PUBLISHED",
-            Box::new(|| {
-                "mutation($w: ID!) { publishTemplate(workflowId: $w, name: \"T\", visibility: PUBLIC) { id } }".to_owned()
-            }),
+            "mutation($w: ID!) { publishTemplate(workflowId: $w, name: \"T\", visibility: PUBLIC) { id } }",
         ),
     ];
     for (action, query) in steps {
         let before = audit_entries(&server, admin).await;
         let resp = server
             .gql(
-                &query(),
+                query,
                 json!({ "w": workflow, "u": acme.admin_id }),
                 Some(member),
             )
