@@ -77,6 +77,12 @@ pub struct RejectedEventLabels {
     pub reason: &'static str,
 }
 
+/// What the retention sweep removed (`runs`, `health_logs`, `notifications`): a closed set.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetentionLabels {
+    pub kind: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LatencyLabels {
     pub operation: &'static str,
@@ -98,6 +104,8 @@ pub struct Metrics {
     pub db_pool_idle: Gauge,
     pub parsed_documents: Gauge,
     pub parsed_documents_bytes: Gauge,
+    pub retention_removed_rows: Family<RetentionLabels, Counter>,
+    pub retention_batches: Counter,
 }
 
 impl Metrics {
@@ -189,6 +197,22 @@ impl Metrics {
             "Estimated memory held by the parsed documents kept for reuse",
             parsed_documents_bytes.clone(),
         );
+        let retention_removed_rows = Family::<RetentionLabels, Counter>::default();
+        // Every kind shows from the start, at 0.
+        for kind in ["runs", "health_logs", "notifications"] {
+            drop(retention_removed_rows.get_or_create(&RetentionLabels { kind }));
+        }
+        registry.register(
+            "retention_removed",
+            "Rows the retention sweep of this instance removed, by kind",
+            retention_removed_rows.clone(),
+        );
+        let retention_batches = Counter::default();
+        registry.register(
+            "retention_batches",
+            "Retention sweep batches (one transaction each) this instance committed",
+            retention_batches.clone(),
+        );
         Self {
             registry,
             requests,
@@ -204,7 +228,16 @@ impl Metrics {
             db_pool_idle,
             parsed_documents,
             parsed_documents_bytes,
+            retention_removed_rows,
+            retention_batches,
         }
+    }
+
+    /// Counts `removed` rows of `kind` removed by the retention sweep.
+    pub fn retention_removed(&self, kind: &'static str, removed: usize) {
+        self.retention_removed_rows
+            .get_or_create(&RetentionLabels { kind })
+            .inc_by(u64::try_from(removed).unwrap_or(u64::MAX));
     }
 
     /// Counts one GraphQL operation (and, over HTTP, how long it took).

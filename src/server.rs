@@ -104,6 +104,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         screenshots,
         batch_window: Duration::from_micros(args.batch_window_us),
         request_connections: args.database.max_request_connections,
+        statistics: domain::statistics::StatisticsGate::new(
+            args.governance.statistics_concurrency,
+            Duration::from_secs(5),
+        ),
     };
     spawn_blob_sweep(
         services.clone(),
@@ -161,6 +165,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(sweep_stale_runs(
         services.clone(),
         Duration::from_secs(args.sweep_interval_seconds.max(1)),
+        shutdown.clone(),
+    ));
+    tokio::spawn(sweep_retention(
+        services.clone(),
+        domain::retention::SweepSettings {
+            batch_size: args.governance.retention_batch_size,
+            interval: Duration::from_secs(args.governance.retention_sweep_interval_seconds.max(1)),
+            instance: domain::new_id(),
+        },
         shutdown.clone(),
     ));
     let app = http::router(AppState {
@@ -310,6 +323,40 @@ async fn sweep_stale_runs(
             Ok(count) => tracing::info!(count, "timed out runs with no recent step report"),
             // A database outage: the next tick tries again.
             Err(error) => tracing::warn!(error = ?error, "run timeout sweep failed"),
+        }
+    }
+}
+
+/// The retention sweeper, until shutdown. Every instance runs one; each company is claimed
+/// by one instance at a time (see `domain::retention`). The first sweep runs one interval
+/// after start, not during start-up.
+async fn sweep_retention(
+    services: Services,
+    settings: domain::retention::SweepSettings,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = settings.interval;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let stopping = shutdown.clone();
+        let stop = move || *stopping.borrow();
+        match domain::retention::sweep(&services.db, &settings, &stop).await {
+            Ok(swept) if swept.batches == 0 => {}
+            Ok(swept) => tracing::info!(
+                companies = swept.companies,
+                batches = swept.batches,
+                runs = swept.runs,
+                health_logs = swept.health_logs,
+                notifications = swept.notifications,
+                "retention sweep removed expired rows"
+            ),
+            // A database outage: the next tick tries again.
+            Err(error) => tracing::warn!(error = ?error, "retention sweep failed"),
         }
     }
 }

@@ -18,12 +18,16 @@
 pub mod expr;
 pub mod migrations;
 pub mod partition;
+pub mod retention;
 pub mod schema;
+pub mod sql;
+pub mod statistics;
 pub mod text_enum;
 mod uow;
 
 use uow::TxConn;
 
+pub use sql::TenantStatement;
 pub use uow::{
     Columns, IntoWork, Keyset, Lock, NoEvents, Outbox, Scoped, Tenant, TenantRow, TenantTable, Tx,
     Unscoped, Work,

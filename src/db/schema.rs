@@ -25,6 +25,7 @@ diesel::table! {
         role -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        search_name -> Text,
     }
 }
 
@@ -151,6 +152,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    retention_policies (company_id) {
+        company_id -> Text,
+        run_max_age_days -> Nullable<Integer>,
+        runs_kept_per_workflow -> Nullable<Integer>,
+        notification_max_age_days -> Nullable<Integer>,
+        version -> BigInt,
+        updated_at -> Timestamp,
+        next_sweep_at -> Timestamp,
+        claimed_by -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(users -> companies (company_id));
 diesel::joinable!(workflows -> companies (company_id));
 diesel::joinable!(workflows -> users (created_by));
@@ -170,4 +185,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     runs,
     health_logs,
     notifications,
+    retention_policies,
 );

@@ -75,8 +75,10 @@ use futures_util::future::BoxFuture;
 use super::expr::{After, KeysetOrder, Maybe};
 use super::partition::{Bind, PartitionedPage, bind_all};
 use super::schema::{
-    companies, health_logs, notifications, runs, screenshots, steps, users, workflows,
+    companies, health_logs, notifications, retention_policies, runs, screenshots, steps, users,
+    workflows,
 };
+use super::sql::TenantStatement;
 use super::{Backend, Held, SqliteConn};
 use crate::error::{AppError, AppResult};
 use diesel_async::pooled_connection::deadpool::Object;
@@ -717,6 +719,20 @@ impl<E: Send> Tx<E> {
         self.raw_load(sql, binds).await
     }
 
+    /// The rows of a statement written in SQL (see [`super::sql`]), within the tenant.
+    pub async fn load_statement<R>(&mut self, statement: &impl TenantStatement) -> AppResult<Vec<R>>
+    where
+        R: QueryableByName<diesel::pg::Pg>
+            + QueryableByName<diesel::sqlite::Sqlite>
+            + Send
+            + 'static,
+    {
+        let (sql, binds) = statement
+            .statement(&self.tenant.0, self.backend())
+            .into_parts();
+        self.raw_load(sql, binds).await
+    }
+
     async fn raw_load<R>(&mut self, sql: String, binds: Vec<Bind>) -> AppResult<Vec<R>>
     where
         R: QueryableByName<diesel::pg::Pg>
@@ -803,6 +819,8 @@ tenant_tables!(
     health_logs,
     /// The company's notifications.
     notifications,
+    /// The company's retention policy (one row at most).
+    retention_policies,
 );
 
 /// `steps LEFT JOIN screenshots`, the join matching the company too (see

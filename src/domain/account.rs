@@ -59,6 +59,7 @@ impl NewMember {
             role,
             created_at: at,
             updated_at: at,
+            search_name: user::search_key(&self.name),
         }
     }
 }

@@ -15,7 +15,7 @@
 //! READ COMMITTED. So that no write path can deadlock another or decide from a read that
 //! changes under it, every write transaction locks rows in one order:
 //!
-//! **company → run → workflow → step → screenshot**
+//! **company → retention policy → run → workflow → step → screenshot**
 //!
 //! and reads what a decision depends on only after the lock that protects it:
 //! - a report locks its run first (and reads it in the same statement), a finish, pause,
@@ -26,7 +26,9 @@
 //!   screenshots, and only then reads which other steps still show them; anything that
 //!   adds a reference to a screenshot share-locks it first (duplicating share-locks the
 //!   source workflow), so the deletion either waits for that reference and keeps the
-//!   screenshot, or has removed it and the reference is refused as NOT_FOUND.
+//!   screenshot, or has removed it and the reference is refused as NOT_FOUND;
+//! - a retention batch takes its company's policy row (renewing its claim), then the runs
+//!   it removes in id order, then their health logs (see [`retention`]).
 //!
 //! Time is taken after the locks it orders by (a run's `updated_at` and its reports'
 //! `created_at` follow commit order), and state subscribers compare carries a version that
@@ -42,8 +44,10 @@ pub mod health_log;
 pub mod json;
 pub mod notification;
 pub mod page;
+pub mod retention;
 pub mod run;
 pub mod screenshot;
+pub mod statistics;
 pub mod step;
 pub mod upkeep;
 pub mod user;

@@ -8,6 +8,9 @@ use crate::db::migrations::MigrationState;
 /// properly (Unicode case folding).
 const WORKFLOW_NAME_SEARCH: &str = "2026-12-01-000003_workflow_name_search_and_order";
 
+/// The migration that added `users.search_name` (member search), likewise.
+const MEMBER_SEARCH: &str = "2026-12-06-600002_member_search";
+
 /// Data work that SQL migrations cannot do, after `applied` were applied (by `serve` or by
 /// `migrate run`).
 pub async fn complete(db: &Db, applied: &[MigrationState]) -> anyhow::Result<()> {
@@ -16,6 +19,12 @@ pub async fn complete(db: &Db, applied: &[MigrationState]) -> anyhow::Result<()>
             .await
             .map_err(|e| anyhow::anyhow!("folding workflow names for search: {e:?}"))?;
         tracing::info!(folded, "folded workflow names for search");
+    }
+    if applied.iter().any(|m| m.name == MEMBER_SEARCH) {
+        let folded = super::user::refold_search_names(db)
+            .await
+            .map_err(|e| anyhow::anyhow!("folding member names for search: {e:?}"))?;
+        tracing::info!(folded, "folded member names for search");
     }
     Ok(())
 }

@@ -48,6 +48,8 @@ pub struct Services {
     pub batch_window: std::time::Duration,
     /// Database connections one request (or one WebSocket) may hold at once.
     pub request_connections: usize,
+    /// Turns at computing run statistics, a bounded number at a time.
+    pub statistics: crate::domain::statistics::StatisticsGate,
 }
 
 /// Limits and URL shape for screenshots.

@@ -15,8 +15,10 @@ mod loaders;
 mod notification;
 mod pagination;
 mod prescan;
+mod retention;
 mod run;
 mod screenshot;
+mod statistics;
 mod step;
 mod stream_cursor;
 mod subscription;
@@ -42,6 +44,8 @@ pub struct Query(
     workflow::WorkflowQuery,
     step::StepQuery,
     screenshot::ScreenshotQuery,
+    retention::RetentionQuery,
+    statistics::StatisticsQuery,
 );
 
 /// Everything a client can change.
@@ -55,6 +59,7 @@ pub struct Mutation(
     step::StepMutation,
     run::RunMutation,
     screenshot::ScreenshotMutation,
+    retention::RetentionMutation,
 );
 
 pub type StepwiseSchema = Schema<Query, Mutation, subscription::Subscription>;

@@ -379,11 +379,13 @@ async fn active_runs(
     let filter = RunFilter {
         workflow_id,
         statuses: vec![RunStatus::Queued, RunStatus::Running, RunStatus::Paused],
+        ..RunFilter::default()
     };
     let page = domain::run::list(
         &services.db,
         &viewer.tenant,
         &filter,
+        domain::run::RunOrder::NewestFirst,
         &PageRequest::first(MAX_PAGE_SIZE),
     )
     .await?;
@@ -396,10 +398,7 @@ async fn recent_notifications(
     viewer: &Viewer,
     since: NaiveDateTime,
 ) -> AppResult<Vec<domain::notification::Notification>> {
-    let filter = domain::notification::NotificationFilter {
-        unread_only: false,
-        severity: None,
-    };
+    let filter = domain::notification::NotificationFilter::default();
     let page = domain::notification::list(
         &services.db,
         &viewer.tenant,
