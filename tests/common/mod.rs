@@ -956,3 +956,5 @@ macro_rules! both_backends {
 // Run helpers over HTTP, and WebSocket clients (Node scripts in tests/realtime/).
 pub mod realtime;
 pub mod runs;
+// Runs, health logs and notifications at chosen times (retention, statistics, filters).
+pub mod history;
