@@ -46,11 +46,20 @@ async fn walk(
             vars[k] = v.clone();
         }
         let data = ok(server, token, query, vars.clone()).await;
-        let conn = data.pointer(path).unwrap_or_else(|| panic!("{path} in {data:#}"));
+        let conn = data
+            .pointer(path)
+            .unwrap_or_else(|| panic!("{path} in {data:#}"));
         let ids = edge_ids(conn);
         let count = conn["totalCount"].as_i64().unwrap();
-        assert_eq!(*total.get_or_insert(count), count, "totalCount moved ({vars})");
-        assert!(ids.len() as i64 <= size, "page too large ({vars}): {conn:#}");
+        assert_eq!(
+            *total.get_or_insert(count),
+            count,
+            "totalCount moved ({vars})"
+        );
+        assert!(
+            ids.len() as i64 <= size,
+            "page too large ({vars}): {conn:#}"
+        );
         let info = &conn["pageInfo"];
         let more = if forward {
             info["hasNextPage"].as_bool().unwrap()
@@ -58,7 +67,11 @@ async fn walk(
             info["hasPreviousPage"].as_bool().unwrap()
         };
         if more {
-            assert_eq!(ids.len() as i64, size, "only the last page may be short ({vars})");
+            assert_eq!(
+                ids.len() as i64,
+                size,
+                "only the last page may be short ({vars})"
+            );
         }
         if round > 0 {
             let other_side = if forward {
@@ -66,7 +79,10 @@ async fn walk(
             } else {
                 info["hasNextPage"].as_bool().unwrap()
             };
-            assert!(other_side, "a page after a cursor has rows behind it ({vars})");
+            assert!(
+                other_side,
+                "a page after a cursor has rows behind it ({vars})"
+            );
         }
         cursor = if forward {
             info["endCursor"].as_str()
@@ -99,7 +115,8 @@ async fn check_list(
         for forward in [true, false] {
             let (ids, total) = walk(server, token, query, path, &vars, forward, size).await;
             assert_eq!(
-                ids, expected,
+                ids,
+                expected,
                 "{context} (size {size}, {}): wrong rows or order",
                 if forward { "forward" } else { "backward" }
             );
@@ -108,7 +125,11 @@ async fn check_list(
     }
 }
 
-fn sorted_ids<T>(rows: &[&T], key: impl Fn(&T) -> (NaiveDateTime, String), newest: bool) -> Vec<String> {
+fn sorted_ids<T>(
+    rows: &[&T],
+    key: impl Fn(&T) -> (NaiveDateTime, String),
+    newest: bool,
+) -> Vec<String> {
     let mut keyed: Vec<(NaiveDateTime, String)> = rows.iter().map(|r| key(r)).collect();
     keyed.sort();
     if newest {
@@ -143,8 +164,20 @@ async fn run_world(server: &TestServer) -> RunWorld {
         let wf = create_workflow(server, &team.admin_token, json!({ "name": name })).await;
         workflows.push(str_field(&wf, "id"));
     }
-    let statuses = ["succeeded", "failed", "running", "queued", "paused", "cancelled", "timed_out"];
-    let starters = [Some(team.admin_id.clone()), Some(team.member_id.clone()), None];
+    let statuses = [
+        "succeeded",
+        "failed",
+        "running",
+        "queued",
+        "paused",
+        "cancelled",
+        "timed_out",
+    ];
+    let starters = [
+        Some(team.admin_id.clone()),
+        Some(team.member_id.clone()),
+        None,
+    ];
     let mut runs = Vec::new();
     for i in 0..24i64 {
         // Three runs share each creation time: ties are broken by id.
@@ -176,7 +209,10 @@ async fn runs_filter_and_page_in_both_orders(backend: Backend) {
     let world = run_world(&server).await;
     let token = &world.team.member_token;
     let query = runs_query();
-    let window = (world.runs[5].started_at.unwrap(), world.runs[16].started_at.unwrap());
+    let window = (
+        world.runs[5].started_at.unwrap(),
+        world.runs[16].started_at.unwrap(),
+    );
     type Check = Box<dyn Fn(&SeedRun) -> bool>;
     let (admin, wf0) = (world.team.admin_id.clone(), world.workflows[0].clone());
     let cases: Vec<(&str, Value, Check)> = vec![
@@ -287,12 +323,27 @@ async fn runs_filter_and_page_in_both_orders(backend: Backend) {
         assert_bad_input(&resp, Some(field), needle, &vars.to_string());
     }
     // A cursor of one order is refused by the other.
-    let newest = ok(&server, token, &query, json!({ "order": "NEWEST", "first": 2 })).await;
+    let newest = ok(
+        &server,
+        token,
+        &query,
+        json!({ "order": "NEWEST", "first": 2 }),
+    )
+    .await;
     let cursor = newest["runs"]["pageInfo"]["endCursor"].clone();
     let resp = server
-        .gql(&query, json!({ "order": "OLDEST", "first": 2, "after": cursor }), Some(token))
+        .gql(
+            &query,
+            json!({ "order": "OLDEST", "first": 2, "after": cursor }),
+            Some(token),
+        )
         .await;
-    assert_bad_input(&resp, Some("after"), "different list or ordering", "a NEWEST cursor with OLDEST");
+    assert_bad_input(
+        &resp,
+        Some("after"),
+        "different list or ordering",
+        "a NEWEST cursor with OLDEST",
+    );
 }
 
 fn iso(at: NaiveDateTime) -> String {
@@ -330,18 +381,29 @@ async fn notifications_filter_by_workflow_and_page_backward(backend: Backend) {
         note.read = i % 4 == 0;
         notes.push(note);
     }
-    insert_all(&server, &notes.iter().map(SeedNote::sql).collect::<Vec<_>>()).await;
+    insert_all(
+        &server,
+        &notes.iter().map(SeedNote::sql).collect::<Vec<_>>(),
+    )
+    .await;
     let query = format!("{NOTES}{CONNECTION} }} }}");
     for (what, vars) in [
         ("all", json!({})),
         ("workflow", json!({ "w": workflows[0] })),
         ("workflow, unread", json!({ "w": workflows[1], "u": true })),
-        ("workflow, error", json!({ "w": workflows[1], "s": "ERROR" })),
+        (
+            "workflow, error",
+            json!({ "w": workflows[1], "s": "ERROR" }),
+        ),
         ("unread warnings", json!({ "u": true, "s": "WARNING" })),
     ] {
         let rows: Vec<&SeedNote> = notes
             .iter()
-            .filter(|n| vars["w"].as_str().is_none_or(|w| n.workflow_id.as_deref() == Some(w)))
+            .filter(|n| {
+                vars["w"]
+                    .as_str()
+                    .is_none_or(|w| n.workflow_id.as_deref() == Some(w))
+            })
             .filter(|n| vars["u"] != true || !n.read)
             .filter(|n| {
                 vars["s"]
@@ -351,7 +413,16 @@ async fn notifications_filter_by_workflow_and_page_backward(backend: Backend) {
             .collect();
         assert!(!rows.is_empty(), "{what}");
         let expected = sorted_ids(&rows, |n| (n.created_at, n.id.clone()), true);
-        check_list(&server, &acme.member_token, &query, "/notifications", vars, &expected, &format!("notifications {what}")).await;
+        check_list(
+            &server,
+            &acme.member_token,
+            &query,
+            "/notifications",
+            vars,
+            &expected,
+            &format!("notifications {what}"),
+        )
+        .await;
     }
 }
 
@@ -387,15 +458,34 @@ async fn health_logs_filter_by_step_at_the_root_and_under_a_workflow(backend: Ba
     );
     for step in &steps {
         for (what, filter, statuses) in [
-            ("step", json!({ "stepId": step }), vec!["success", "failed", "healed_ai"]),
-            ("step and status", json!({ "stepId": step, "status": ["FAILED"] }), vec!["failed"]),
+            (
+                "step",
+                json!({ "stepId": step }),
+                vec!["success", "failed", "healed_ai"],
+            ),
+            (
+                "step and status",
+                json!({ "stepId": step, "status": ["FAILED"] }),
+                vec!["failed"],
+            ),
         ] {
             let rows: Vec<&SeedLog> = logs
                 .iter()
-                .filter(|l| l.step_id.as_deref() == Some(step.as_str()) && statuses.contains(&l.status))
+                .filter(|l| {
+                    l.step_id.as_deref() == Some(step.as_str()) && statuses.contains(&l.status)
+                })
                 .collect();
             let expected = sorted_ids(&rows, |l| (l.created_at, l.id.clone()), true);
-            check_list(&server, &acme.member_token, &root, "/healthLogs", json!({ "f": filter }), &expected, &format!("healthLogs {what}")).await;
+            check_list(
+                &server,
+                &acme.member_token,
+                &root,
+                "/healthLogs",
+                json!({ "f": filter }),
+                &expected,
+                &format!("healthLogs {what}"),
+            )
+            .await;
             check_list(
                 &server,
                 &acme.member_token,
@@ -436,7 +526,9 @@ async fn members_page_and_search_by_name_or_email(backend: Backend) {
     // Another company's member with a matching name never shows.
     let globex = team(&server, "Globex").await;
     let g_invite = server.invite_token(&globex.admin_token).await;
-    server.join_company(&g_invite, "Émile Other", "emile@globex.test", PASSWORD).await;
+    server
+        .join_company(&g_invite, "Émile Other", "emile@globex.test", PASSWORD)
+        .await;
 
     let query = format!("{MEMBERS}{CONNECTION} }} }}");
     let token = &acme.member_token;
@@ -456,15 +548,33 @@ async fn members_page_and_search_by_name_or_email(backend: Backend) {
         (json!("BOB@"), pick(&[6])),
         (json!("nobody"), pick(&[])),
     ] {
-        check_list(&server, token, &query, "/members", json!({ "search": search }), &expected, &format!("members search {search}")).await;
+        check_list(
+            &server,
+            token,
+            &query,
+            "/members",
+            json!({ "search": search }),
+            &expected,
+            &format!("members search {search}"),
+        )
+        .await;
     }
     let resp = server
-        .gql(&query, json!({ "search": "x".repeat(201), "first": 1 }), Some(token))
+        .gql(
+            &query,
+            json!({ "search": "x".repeat(201), "first": 1 }),
+            Some(token),
+        )
         .await;
     assert_bad_input(&resp, Some("search"), "at most 200", "an overlong search");
     // `users` still lists everyone at once.
     let data = ok(&server, token, "{ users { id } }", json!({})).await;
-    let users: BTreeSet<String> = data["users"].as_array().unwrap().iter().map(|u| str_field(u, "id")).collect();
+    let users: BTreeSet<String> = data["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| str_field(u, "id"))
+        .collect();
     assert_eq!(users, joined.iter().cloned().collect());
 }
 
@@ -488,7 +598,12 @@ async fn workflows_filter_by_any_or_all_tags(backend: Backend) {
     ];
     let mut ids = Vec::new();
     for (n, tags) in tag_sets.iter().enumerate() {
-        let wf = create_workflow(&server, &acme.admin_token, json!({ "name": format!("W{n}"), "tags": tags })).await;
+        let wf = create_workflow(
+            &server,
+            &acme.admin_token,
+            json!({ "name": format!("W{n}"), "tags": tags }),
+        )
+        .await;
         ids.push(str_field(&wf, "id"));
     }
     let query = format!(
@@ -496,20 +611,49 @@ async fn workflows_filter_by_any_or_all_tags(backend: Backend) {
            workflows(filter: $filter, orderBy: {{ field: CREATED_AT, direction: ASC }}, \
                      first: $first, after: $after, last: $last, before: $before) {{ {CONNECTION} }} }}"
     );
-    let pick = |positions: &[usize]| -> Vec<String> { positions.iter().map(|p| ids[*p].clone()).collect() };
+    let pick = |positions: &[usize]| -> Vec<String> {
+        positions.iter().map(|p| ids[*p].clone()).collect()
+    };
     for (filter, expected) in [
         (json!({ "tags": ["red", "green"] }), pick(&[0, 1, 2, 3, 7])),
-        (json!({ "tags": ["red", "green"], "tagsMatch": "ANY" }), pick(&[0, 1, 2, 3, 7])),
-        (json!({ "tags": ["RED", " Blue "], "tagsMatch": "ALL" }), pick(&[0, 7])),
-        (json!({ "tags": ["blue"], "tagsMatch": "ALL" }), pick(&[0, 2, 7])),
-        (json!({ "tags": ["red", "blue", "green"], "tagsMatch": "ALL" }), pick(&[7])),
+        (
+            json!({ "tags": ["red", "green"], "tagsMatch": "ANY" }),
+            pick(&[0, 1, 2, 3, 7]),
+        ),
+        (
+            json!({ "tags": ["RED", " Blue "], "tagsMatch": "ALL" }),
+            pick(&[0, 7]),
+        ),
+        (
+            json!({ "tags": ["blue"], "tagsMatch": "ALL" }),
+            pick(&[0, 2, 7]),
+        ),
+        (
+            json!({ "tags": ["red", "blue", "green"], "tagsMatch": "ALL" }),
+            pick(&[7]),
+        ),
         (json!({ "tags": ["50%_off"] }), pick(&[5])),
         (json!({ "tags": ["red"] }), pick(&[0, 1, 7])),
-        (json!({ "tags": [], "tagsMatch": "ALL" }), pick(&[0, 1, 2, 3, 4, 5, 6, 7])),
-        (json!({ "tag": "green", "tags": ["red", "blue"], "tagsMatch": "ANY" }), pick(&[2, 7])),
+        (
+            json!({ "tags": [], "tagsMatch": "ALL" }),
+            pick(&[0, 1, 2, 3, 4, 5, 6, 7]),
+        ),
+        (
+            json!({ "tag": "green", "tags": ["red", "blue"], "tagsMatch": "ANY" }),
+            pick(&[2, 7]),
+        ),
         (json!({ "tags": ["purple"] }), pick(&[])),
     ] {
-        check_list(&server, &acme.member_token, &query, "/workflows", json!({ "filter": filter }), &expected, &format!("workflows {filter}")).await;
+        check_list(
+            &server,
+            &acme.member_token,
+            &query,
+            "/workflows",
+            json!({ "filter": filter }),
+            &expected,
+            &format!("workflows {filter}"),
+        )
+        .await;
     }
     for (tags, needle) in [
         (json!(vec!["t"; 21]), "at most 20"),
@@ -517,7 +661,11 @@ async fn workflows_filter_by_any_or_all_tags(backend: Backend) {
         (json!([""]), "1 to 50"),
     ] {
         let resp = server
-            .gql(&query, json!({ "filter": { "tags": tags }, "first": 5 }), Some(&acme.member_token))
+            .gql(
+                &query,
+                json!({ "filter": { "tags": tags }, "first": 5 }),
+                Some(&acme.member_token),
+            )
             .await;
         assert_bad_input(&resp, Some("filter.tags"), needle, &tags.to_string());
     }

@@ -16,8 +16,7 @@ use common::runs::{assert_bad_input, poll_until};
 use common::{Backend, ServerOptions, TestServer, assert_error_code, str_field};
 use serde_json::{Value, json};
 
-const POLICY_FIELDS: &str =
-    "runMaxAgeDays runsKeptPerWorkflow notificationMaxAgeDays updatedAt";
+const POLICY_FIELDS: &str = "runMaxAgeDays runsKeptPerWorkflow notificationMaxAgeDays updatedAt";
 const PREVIEW: &str = "query($p: RetentionPolicyInput) { retentionPreview(policy: $p) { runs healthLogs notifications asOf } }";
 const UPDATE: &str = "mutation($p: RetentionPolicyInput!) { updateRetentionPolicy(policy: $p) { runMaxAgeDays runsKeptPerWorkflow notificationMaxAgeDays updatedAt } }";
 
@@ -29,7 +28,10 @@ async fn sweeping_server(backend: Backend, batch: usize) -> TestServer {
                 "STEPWISE_RETENTION_SWEEP_INTERVAL_SECONDS".to_owned(),
                 "1".to_owned(),
             ),
-            ("STEPWISE_RETENTION_BATCH_SIZE".to_owned(), batch.to_string()),
+            (
+                "STEPWISE_RETENTION_BATCH_SIZE".to_owned(),
+                batch.to_string(),
+            ),
         ],
         ..ServerOptions::default()
     };
@@ -64,8 +66,10 @@ impl History {
         for runs in by_workflow.values_mut() {
             runs.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
             for (rank, run) in runs.iter().enumerate() {
-                let finished =
-                    matches!(run.status, "succeeded" | "failed" | "cancelled" | "timed_out");
+                let finished = matches!(
+                    run.status,
+                    "succeeded" | "failed" | "cancelled" | "timed_out"
+                );
                 let beyond = rank >= usize::try_from(POLICY.1).unwrap();
                 if finished && (run.created_at < cutoff || beyond) {
                     expired.insert(run.id.clone());
@@ -240,8 +244,7 @@ async fn preview(server: &TestServer, token: &str, policy: Value) -> Value {
 async fn swept(server: &TestServer, token: &str) {
     poll_until(Duration::from_secs(60), "the sweep to finish", async || {
         let left = preview(server, token, Value::Null).await;
-        (left["runs"] == 0 && left["healthLogs"] == 0 && left["notifications"] == 0)
-            .then_some(())
+        (left["runs"] == 0 && left["healthLogs"] == 0 && left["notifications"] == 0).then_some(())
     })
     .await;
 }
@@ -267,16 +270,32 @@ async fn the_sweep_removes_exactly_what_the_preview_said_in_batches(backend: Bac
         acme.expired_logs(now),
         acme.expired_notes(now),
     );
-    assert!(runs.len() > 6 && logs.len() > 6 && notes.len() > 6, "a sizeable sweep");
+    assert!(
+        runs.len() > 6 && logs.len() > 6 && notes.len() > 6,
+        "a sizeable sweep"
+    );
 
     // No policy yet: nothing to remove.
-    let resp = ok(&server, token, &format!("{{ retentionPolicy {{ {POLICY_FIELDS} }} }}"), json!({})).await;
+    let resp = ok(
+        &server,
+        token,
+        &format!("{{ retentionPolicy {{ {POLICY_FIELDS} }} }}"),
+        json!({}),
+    )
+    .await;
     assert_eq!(
         resp["retentionPolicy"],
         json!({ "runMaxAgeDays": null, "runsKeptPerWorkflow": null, "notificationMaxAgeDays": null, "updatedAt": null })
     );
     let none = preview(&server, token, Value::Null).await;
-    assert_eq!((none["runs"].clone(), none["healthLogs"].clone(), none["notifications"].clone()), (json!(0), json!(0), json!(0)));
+    assert_eq!(
+        (
+            none["runs"].clone(),
+            none["healthLogs"].clone(),
+            none["notifications"].clone()
+        ),
+        (json!(0), json!(0), json!(0))
+    );
 
     // The preview of the policy before saving it says what the test computed.
     let said = preview(&server, token, policy_json()).await;
@@ -294,8 +313,16 @@ async fn the_sweep_removes_exactly_what_the_preview_said_in_batches(backend: Bac
     assert_eq!(by_age["runs"], old_finished, "{by_age:#}");
     assert_eq!(by_age["notifications"], 0, "{by_age:#}");
     let other = preview(&server, &globex.team.admin_token, policy_json()).await;
-    assert_eq!(other["runs"], globex.expired_runs(now).len(), "Globex counts its own");
-    assert_eq!(metric_sum(&server).await, 0, "nothing swept before a policy is saved");
+    assert_eq!(
+        other["runs"],
+        globex.expired_runs(now).len(),
+        "Globex counts its own"
+    );
+    assert_eq!(
+        metric_sum(&server).await,
+        0,
+        "nothing swept before a policy is saved"
+    );
 
     let saved = ok(&server, token, UPDATE, json!({ "p": policy_json() })).await;
     let saved = &saved["updateRetentionPolicy"];
@@ -367,7 +394,10 @@ async fn the_sweep_removes_exactly_what_the_preview_said_in_batches(backend: Bac
 
     // Lifting the limits stops the sweep: nothing more goes.
     let lifted = ok(&server, token, UPDATE, json!({ "p": {} })).await;
-    assert_eq!(lifted["updateRetentionPolicy"]["runMaxAgeDays"], Value::Null);
+    assert_eq!(
+        lifted["updateRetentionPolicy"]["runMaxAgeDays"],
+        Value::Null
+    );
     let before = metric_sum(&server).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(metric_sum(&server).await, before);
@@ -397,28 +427,68 @@ async fn policies_are_validated_and_for_admins(backend: Backend) {
     for (policy, field) in [
         (json!({ "runMaxAgeDays": 0 }), "policy.runMaxAgeDays"),
         (json!({ "runMaxAgeDays": 3651 }), "policy.runMaxAgeDays"),
-        (json!({ "runsKeptPerWorkflow": -1 }), "policy.runsKeptPerWorkflow"),
-        (json!({ "runsKeptPerWorkflow": 10001 }), "policy.runsKeptPerWorkflow"),
-        (json!({ "notificationMaxAgeDays": 0 }), "policy.notificationMaxAgeDays"),
+        (
+            json!({ "runsKeptPerWorkflow": -1 }),
+            "policy.runsKeptPerWorkflow",
+        ),
+        (
+            json!({ "runsKeptPerWorkflow": 10001 }),
+            "policy.runsKeptPerWorkflow",
+        ),
+        (
+            json!({ "notificationMaxAgeDays": 0 }),
+            "policy.notificationMaxAgeDays",
+        ),
     ] {
-        let resp = server.gql(UPDATE, json!({ "p": policy }), Some(token)).await;
+        let resp = server
+            .gql(UPDATE, json!({ "p": policy }), Some(token))
+            .await;
         assert_bad_input(&resp, Some(field), "between 1 and", &policy.to_string());
-        let resp = server.gql(PREVIEW, json!({ "p": policy }), Some(token)).await;
+        let resp = server
+            .gql(PREVIEW, json!({ "p": policy }), Some(token))
+            .await;
         assert_bad_input(&resp, Some(field), "between 1 and", &policy.to_string());
     }
     // Nothing was saved by the refusals; a valid policy is, and replaces the whole policy.
-    let data = ok(&server, token, &format!("{{ retentionPolicy {{ {POLICY_FIELDS} }} }}"), json!({})).await;
+    let data = ok(
+        &server,
+        token,
+        &format!("{{ retentionPolicy {{ {POLICY_FIELDS} }} }}"),
+        json!({}),
+    )
+    .await;
     assert!(data["retentionPolicy"]["updatedAt"].is_null(), "{data:#}");
-    ok(&server, token, UPDATE, json!({ "p": { "runMaxAgeDays": 3650, "notificationMaxAgeDays": 1 } })).await;
-    let data = ok(&server, token, UPDATE, json!({ "p": { "runsKeptPerWorkflow": 10000 } })).await;
+    ok(
+        &server,
+        token,
+        UPDATE,
+        json!({ "p": { "runMaxAgeDays": 3650, "notificationMaxAgeDays": 1 } }),
+    )
+    .await;
+    let data = ok(
+        &server,
+        token,
+        UPDATE,
+        json!({ "p": { "runsKeptPerWorkflow": 10000 } }),
+    )
+    .await;
     assert_eq!(
         data["updateRetentionPolicy"]["runMaxAgeDays"],
         Value::Null,
         "an absent limit is no limit: {data:#}"
     );
-    let data = ok(&server, token, &format!("{{ retentionPolicy {{ {POLICY_FIELDS} }} }}"), json!({})).await;
+    let data = ok(
+        &server,
+        token,
+        &format!("{{ retentionPolicy {{ {POLICY_FIELDS} }} }}"),
+        json!({}),
+    )
+    .await;
     assert_eq!(data["retentionPolicy"]["runsKeptPerWorkflow"], 10000);
-    assert_eq!(data["retentionPolicy"]["notificationMaxAgeDays"], Value::Null);
+    assert_eq!(
+        data["retentionPolicy"]["notificationMaxAgeDays"],
+        Value::Null
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,7 +512,13 @@ async fn two_instances_sweeping_at_once_remove_each_row_once() {
     // Policies saved on both instances; both sweep every second.
     for (n, history) in histories.iter().enumerate() {
         let server = if n % 2 == 0 { &first } else { &second };
-        ok(server, &history.team.admin_token, UPDATE, json!({ "p": policy_json() })).await;
+        ok(
+            server,
+            &history.team.admin_token,
+            UPDATE,
+            json!({ "p": policy_json() }),
+        )
+        .await;
     }
     for history in &histories {
         swept(&first, &history.team.admin_token).await;
@@ -457,8 +533,16 @@ async fn two_instances_sweeping_at_once_remove_each_row_once() {
     })
     .await;
     assert_eq!(total("runs").await, expected.0, "runs removed once each");
-    assert_eq!(total("health_logs").await, expected.1, "logs removed once each");
-    assert_eq!(total("notifications").await, expected.2, "notifications removed once each");
+    assert_eq!(
+        total("health_logs").await,
+        expected.1,
+        "logs removed once each"
+    );
+    assert_eq!(
+        total("notifications").await,
+        expected.2,
+        "notifications removed once each"
+    );
     for history in &histories {
         let company = &history.team.company_id;
         let kept: BTreeSet<String> = all_ids(history.runs.iter().map(|r| &r.id))
@@ -468,12 +552,16 @@ async fn two_instances_sweeping_at_once_remove_each_row_once() {
         assert_eq!(ids(&first, "runs", company).await, kept);
     }
     // No claim is left behind once the companies are done.
-    poll_until(Duration::from_secs(10), "claims to be released", async || {
-        (first
-            .sql_count("retention_policies WHERE claimed_by IS NOT NULL")
-            .await
-            == 0)
-            .then_some(())
-    })
+    poll_until(
+        Duration::from_secs(10),
+        "claims to be released",
+        async || {
+            (first
+                .sql_count("retention_policies WHERE claimed_by IS NOT NULL")
+                .await
+                == 0)
+                .then_some(())
+        },
+    )
     .await;
 }

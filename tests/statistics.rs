@@ -19,7 +19,9 @@ const TALLY: &str = "runs runsByStatus { status count } successRate \
      stepsHealed { deterministic ai total } stepsFailed duration { runs p50Ms p95Ms }";
 
 fn stats_fields() -> String {
-    format!("from to bucket {TALLY} failuresByErrorType {{ errorType count }} series {{ start {TALLY} }}")
+    format!(
+        "from to bucket {TALLY} failuresByErrorType {{ errorType count }} series {{ start {TALLY} }}"
+    )
 }
 
 const STATUSES: [&str; 7] = [
@@ -96,7 +98,11 @@ impl Expected {
             assert!(tally["successRate"].is_null(), "{context}: {tally:#}");
         } else {
             let rate = self.count("succeeded") as f64 / judged as f64;
-            close(&tally["successRate"], rate, &format!("{context}: successRate"));
+            close(
+                &tally["successRate"],
+                rate,
+                &format!("{context}: successRate"),
+            );
         }
         assert_eq!(
             tally["stepsHealed"],
@@ -107,11 +113,18 @@ impl Expected {
             }),
             "{context}: stepsHealed"
         );
-        assert_eq!(tally["stepsFailed"], self.failed_steps, "{context}: stepsFailed");
+        assert_eq!(
+            tally["stepsFailed"], self.failed_steps,
+            "{context}: stepsFailed"
+        );
         let mut durations = self.durations.clone();
         durations.sort_unstable();
         let duration = &tally["duration"];
-        assert_eq!(duration["runs"], durations.len(), "{context}: duration.runs");
+        assert_eq!(
+            duration["runs"],
+            durations.len(),
+            "{context}: duration.runs"
+        );
         for (p, field) in [(50, "p50Ms"), (95, "p95Ms")] {
             match percentile_cont(&durations, p) {
                 None => assert!(duration[field].is_null(), "{context}: {duration:#}"),
@@ -181,7 +194,12 @@ async fn seed(server: &TestServer, company: &str, salt: i64) -> History {
         workflows.push(str_field(&wf, "id"));
     }
     let first = t("2026-03-01 19:10:00");
-    let error_types = [Some("element_not_found"), Some("timeout"), None, Some("a_rare_one")];
+    let error_types = [
+        Some("element_not_found"),
+        Some("timeout"),
+        None,
+        Some("a_rare_one"),
+    ];
     let mut runs = Vec::new();
     let mut logs = Vec::new();
     for i in 0..46i64 {
@@ -199,7 +217,8 @@ async fn seed(server: &TestServer, company: &str, salt: i64) -> History {
             let mut log = SeedLog::new(&run, outcome, created + TimeDelta::seconds(40 + j * 400));
             log.step_id = Some(steps[usize::try_from(i % 3 / 2).unwrap()][0].clone());
             if outcome == "failed" {
-                log.error_type = error_types[usize::try_from((i + j) % 4).unwrap()].map(str::to_owned);
+                log.error_type =
+                    error_types[usize::try_from((i + j) % 4).unwrap()].map(str::to_owned);
             }
             logs.push(log);
         }
@@ -244,7 +263,10 @@ fn check_stats(
         .iter()
         .filter(|l| of_range(l.created_at, &l.workflow_id))
         .collect();
-    assert!(runs.len() > 5 && logs.len() > 5, "{context}: the range holds data");
+    assert!(
+        runs.len() > 5 && logs.len() > 5,
+        "{context}: the range holds data"
+    );
 
     let mut total = Expected::default();
     let mut buckets: BTreeMap<NaiveDateTime, Expected> = BTreeMap::new();
@@ -274,11 +296,19 @@ fn check_stats(
     }
     assert_eq!(parse_datetime(&stats["from"]), from.and_utc(), "{context}");
     assert_eq!(parse_datetime(&stats["to"]), to.and_utc(), "{context}");
-    assert_eq!(stats["bucket"], if day { "DAY" } else { "HOUR" }, "{context}");
+    assert_eq!(
+        stats["bucket"],
+        if day { "DAY" } else { "HOUR" },
+        "{context}"
+    );
     total.check(stats, &format!("{context}, whole range"));
 
     let series = stats["series"].as_array().unwrap();
-    assert_eq!(series.len(), buckets.len(), "{context}: one entry per bucket");
+    assert_eq!(
+        series.len(),
+        buckets.len(),
+        "{context}: one entry per bucket"
+    );
     for (entry, (start, expected)) in series.iter().zip(&buckets) {
         assert_eq!(
             parse_datetime(&entry["start"]),
@@ -352,7 +382,15 @@ async fn statistics_match_counts_computed_from_the_rows(backend: Backend) {
     let token = &acme.team.member_token;
     for (bucket, day) in [("HOUR", false), ("DAY", true)] {
         let stats = company_stats(&server, token, from, to, bucket).await;
-        check_stats(&stats, &acme, None, from, to, day, &format!("companyStats {bucket}"));
+        check_stats(
+            &stats,
+            &acme,
+            None,
+            from,
+            to,
+            day,
+            &format!("companyStats {bucket}"),
+        );
         for workflow in &acme.workflows {
             let data = ok(
                 &server,
@@ -377,14 +415,34 @@ async fn statistics_match_counts_computed_from_the_rows(backend: Backend) {
 
     // The bounds: `from` inclusive, `to` exclusive, to the millisecond.
     let edge = acme.runs[20].created_at;
-    let just = company_stats(&server, token, edge, edge + TimeDelta::milliseconds(1), "HOUR").await;
-    assert_eq!(just["runs"], 1, "a run requested exactly at `from`: {just:#}");
+    let just = company_stats(
+        &server,
+        token,
+        edge,
+        edge + TimeDelta::milliseconds(1),
+        "HOUR",
+    )
+    .await;
+    assert_eq!(
+        just["runs"], 1,
+        "a run requested exactly at `from`: {just:#}"
+    );
     let later = edge - TimeDelta::milliseconds(1);
     let without = company_stats(&server, token, later - TimeDelta::minutes(5), edge, "HOUR").await;
-    assert_eq!(without["runs"], 0, "a run requested exactly at `to` is outside: {without:#}");
+    assert_eq!(
+        without["runs"], 0,
+        "a run requested exactly at `to` is outside: {without:#}"
+    );
 
     // An empty range still has its buckets, all zero.
-    let empty = company_stats(&server, token, t("2025-06-01 00:00:00"), t("2025-06-04 00:00:00"), "DAY").await;
+    let empty = company_stats(
+        &server,
+        token,
+        t("2025-06-01 00:00:00"),
+        t("2025-06-04 00:00:00"),
+        "DAY",
+    )
+    .await;
     assert_eq!(empty["runs"], 0);
     assert_eq!(empty["series"].as_array().unwrap().len(), 3);
     assert!(empty["successRate"].is_null() && empty["duration"]["p50Ms"].is_null());
@@ -426,7 +484,12 @@ async fn bad_ranges_unknown_workflows_and_strangers_are_refused(backend: Backend
             Some(token),
         )
         .await;
-    assert_bad_input(&resp, Some("to"), "1000", "1,001 daily buckets (the default bucket)");
+    assert_bad_input(
+        &resp,
+        Some("to"),
+        "1000",
+        "1,001 daily buckets (the default bucket)",
+    );
     // 1,000 hourly buckets are fine.
     let resp = server
         .gql(
@@ -436,7 +499,13 @@ async fn bad_ranges_unknown_workflows_and_strangers_are_refused(backend: Backend
         )
         .await;
     assert!(resp["errors"].is_null(), "{resp:#}");
-    assert_eq!(resp["data"]["workflowStats"]["series"].as_array().unwrap().len(), 1000);
+    assert_eq!(
+        resp["data"]["workflowStats"]["series"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1000
+    );
 
     let missing = common::fixtures::new_id();
     let resp = server

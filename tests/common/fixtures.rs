@@ -540,6 +540,12 @@ const TABLES: &[(&str, &str)] = &[
         "id, company_id, workflow_id, kind, severity, title, message, read, read_at, read_by, \
          created_at",
     ),
+    // The policy only: the sweep's bookkeeping (next_sweep_at, claims) moves on its own.
+    (
+        "retention_policies",
+        "company_id, run_max_age_days, runs_kept_per_workflow, notification_max_age_days, \
+         version, updated_at",
+    ),
 ];
 
 /// Every stored row of one company, each rendered as text column by column.
@@ -556,9 +562,14 @@ pub async fn db_snapshot(server: &TestServer, company_id: &str) -> BTreeMap<Stri
         } else {
             "company_id"
         };
+        let key = if *table == "retention_policies" {
+            "company_id"
+        } else {
+            "id"
+        };
         let rows = server
             .sql_strings(&format!(
-                "SELECT {row} AS v FROM {table} WHERE {filter} = {} ORDER BY id",
+                "SELECT {row} AS v FROM {table} WHERE {filter} = {} ORDER BY {key}",
                 lit(company_id)
             ))
             .await;

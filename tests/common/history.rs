@@ -165,7 +165,11 @@ impl SeedNote {
             opt_lit(self.workflow_id.as_deref()),
             lit(self.severity),
             if self.read { "TRUE" } else { "FALSE" },
-            if self.read { at(self.created_at) } else { "NULL".to_owned() },
+            if self.read {
+                at(self.created_at)
+            } else {
+                "NULL".to_owned()
+            },
             c = at(self.created_at),
         )
     }
