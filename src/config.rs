@@ -534,8 +534,8 @@ pub struct GovernanceArgs {
     )]
     pub retention_batch_size: i64,
 
-    /// Statistics (`workflowStats`, `companyStats`) computed at once on this instance;
-    /// more wait up to five seconds, then get UNAVAILABLE.
+    /// Statistics (`workflowStats`, `companyStats`) and retention previews computed at once
+    /// on this instance; more wait up to five seconds, then get UNAVAILABLE.
     #[arg(long, env = "STEPWISE_STATISTICS_CONCURRENCY", default_value_t = 4)]
     pub statistics_concurrency: usize,
 }

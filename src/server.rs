@@ -348,7 +348,7 @@ async fn sweep_retention(
         match domain::retention::sweep(&services.db, &settings, &stop).await {
             Ok(swept) if swept.batches == 0 => {}
             Ok(swept) => tracing::info!(
-                companies = swept.companies,
+                passes = swept.passes,
                 batches = swept.batches,
                 runs = swept.runs,
                 health_logs = swept.health_logs,

@@ -99,11 +99,12 @@ impl Dialect {
     }
 
     /// Whole milliseconds from `start` to `end`. (SQLite keeps times to the millisecond
-    /// in its date functions; PostgreSQL's microseconds are rounded to the same unit.)
+    /// in its date functions; PostgreSQL's microseconds are rounded to the same unit.
+    /// `date_part` answers a double, several times cheaper than `EXTRACT`'s numeric.)
     pub fn milliseconds_between(&self, start: &str, end: &str) -> String {
         match self.0 {
             Backend::Postgres => {
-                format!("CAST(ROUND(EXTRACT(EPOCH FROM ({end} - {start})) * 1000) AS BIGINT)")
+                format!("CAST(ROUND(date_part('epoch', {end} - {start}) * 1000) AS BIGINT)")
             }
             Backend::Sqlite => format!(
                 "CAST(ROUND((julianday({end}) - julianday({start})) * 86400000.0) AS BIGINT)"

@@ -3,10 +3,12 @@
 //! statement over the company's runs or health logs in a time range (optionally of one
 //! workflow), so a range of 100,000 runs is summed by the database, not read into memory.
 //!
-//! Percentiles are computed as PostgreSQL's `percentile_cont` does (linear interpolation
-//! between the two closest ranks) with window functions both backends have: each value's
-//! rank and the count per bucket, then the two ranks around `p·(n−1)` picked out by
-//! integer arithmetic (SQLite may lack `floor`).
+//! Percentiles are PostgreSQL's `percentile_cont` (linear interpolation between the two
+//! closest ranks): on PostgreSQL that aggregate itself, once per bucket and once overall
+//! (`GROUPING SETS`); SQLite has no such aggregate, so there each value's rank and the
+//! count per bucket (and overall) come from window functions, and the two ranks around
+//! `p·(n−1)` are picked out by integer arithmetic (SQLite may lack `floor`). One sort per
+//! grouping either way; measured in BENCHMARKS.md ("Statistics").
 
 use chrono::NaiveDateTime;
 use diesel::QueryableByName;
@@ -136,13 +138,26 @@ impl TenantStatement for RunDurations<'_> {
             "WITH d AS (SELECT {bucket} AS bucket, {ms} AS ms FROM runs r WHERE "
         ));
         self.range.within(&mut s, company, "r");
-        s.sql(" AND r.status IN (").texts(self.statuses).sql(
-            ") AND r.started_at IS NOT NULL AND r.finished_at IS NOT NULL), \
-                 ranked AS (SELECT bucket, ms, \
-                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY ms) - 1 AS bucket_rank, \
-                   COUNT(*) OVER (PARTITION BY bucket) AS bucket_count, \
-                   ROW_NUMBER() OVER (ORDER BY ms) - 1 AS overall_rank, \
-                   COUNT(*) OVER () AS overall_count FROM d) ",
+        s.sql(" AND r.status IN (")
+            .texts(self.statuses)
+            .sql(") AND r.started_at IS NOT NULL AND r.finished_at IS NOT NULL)");
+        if backend == Backend::Postgres {
+            // The overall row is the empty grouping set's: no bucket (there even without
+            // runs, with no percentiles).
+            s.sql(
+                " SELECT bucket, COUNT(*) AS runs, \
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, \
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95 \
+                 FROM d GROUP BY GROUPING SETS ((bucket), ())",
+            );
+            return s;
+        }
+        s.sql(
+            ", ranked AS (SELECT bucket, ms, \
+               ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY ms) - 1 AS bucket_rank, \
+               COUNT(*) OVER (PARTITION BY bucket) AS bucket_count, \
+               ROW_NUMBER() OVER (ORDER BY ms) - 1 AS overall_rank, \
+               COUNT(*) OVER () AS overall_count FROM d) ",
         );
         s.sql(&format!(
             "SELECT bucket, bucket_count AS runs, {} AS p50, {} AS p95 FROM ranked \

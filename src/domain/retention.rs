@@ -38,6 +38,7 @@ use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
+use super::statistics::StatisticsGate;
 use super::{Tenant, now, run};
 use crate::db::retention::{ExpiredCounts, ExpiredRuns, RunId};
 use crate::db::schema::{health_logs, notifications, retention_policies, runs};
@@ -246,9 +247,16 @@ pub struct Preview {
     pub as_of: NaiveDateTime,
 }
 
-/// What `limits` (or, without them, the tenant's policy) would remove now.
-pub async fn preview(db: &Db, tenant: &Tenant, limits: Option<Limits>) -> AppResult<Preview> {
+/// What `limits` (or, without them, the tenant's policy) would remove now. Counting a
+/// company's history is the statistics' kind of work, so it takes a turn at the same gate.
+pub async fn preview(
+    db: &Db,
+    gate: &StatisticsGate,
+    tenant: &Tenant,
+    limits: Option<Limits>,
+) -> AppResult<Preview> {
     let limits = limits.map(|l| l.validate("policy")).transpose()?;
+    let _turn = gate.enter().await?;
     let as_of = now();
     let mut tx = db.read(tenant).await?;
     let limits = match limits {
@@ -298,7 +306,8 @@ pub struct SweepSettings {
 /// What one sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
-    pub companies: usize,
+    /// Passes over a company (a company with much to remove takes several).
+    pub passes: usize,
     pub batches: usize,
     pub runs: usize,
     pub health_logs: usize,
@@ -326,7 +335,7 @@ pub async fn sweep(
             };
             claimed_any = true;
             passes += 1;
-            swept.companies += 1;
+            swept.passes += 1;
             let tenant = Tenant::new(company);
             let end = match sweep_company(db, settings, &tenant, &row, stop, &mut swept).await {
                 Ok(end) => end,

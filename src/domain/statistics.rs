@@ -312,9 +312,10 @@ fn unknown(what: &str, status: &str) -> AppError {
     AppError::internal(anyhow::anyhow!("unknown {what} status {status:?} stored"))
 }
 
-/// How many statistics may be computed at once on this instance: each aggregates up to a
-/// range's worth of runs and health logs, so a flood of them would take the database from
-/// every other request. Past the wait, UNAVAILABLE (retry after a second).
+/// How many statistics (and retention previews) may be computed at once on this instance:
+/// each aggregates up to a range's (or a company's) worth of runs and health logs, so a
+/// flood of them would take the database from every other request. Past the wait,
+/// UNAVAILABLE (retry after a second).
 #[derive(Debug, Clone)]
 pub struct StatisticsGate {
     permits: Arc<Semaphore>,

@@ -100,8 +100,13 @@ impl RetentionQuery {
         policy: Option<RetentionPolicyInput>,
     ) -> async_graphql::Result<RetentionPreview> {
         let viewer = ctx.viewer()?;
-        let preview =
-            domain::retention::preview(ctx.db(), &viewer.tenant, policy.map(Limits::from)).await?;
+        let preview = domain::retention::preview(
+            ctx.db(),
+            &ctx.services().statistics,
+            &viewer.tenant,
+            policy.map(Limits::from),
+        )
+        .await?;
         Ok(RetentionPreview {
             runs: preview.runs,
             health_logs: preview.health_logs,
