@@ -202,6 +202,9 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
 
     #[command(flatten)]
+    pub event_bus: EventBusArgs,
+
+    #[command(flatten)]
     pub jwt: JwtArgs,
 
     #[command(flatten)]
@@ -217,7 +220,55 @@ pub struct ServeArgs {
     pub graphiql: GraphiQLArgs,
 
     #[command(flatten)]
+    pub queue: QueueArgs,
+
+    #[command(flatten)]
     pub governance: GovernanceArgs,
+}
+
+/// The run queue: leases, schedules and webhooks (issue 13).
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// How often each instance fires due schedules and re-queues runs whose lease expired,
+    /// in milliseconds. A lease is noticed at most this late; a schedule fires at most this
+    /// late.
+    #[arg(long, env = "STEPWISE_QUEUE_TICK_MS", default_value_t = 1_000)]
+    pub queue_tick_ms: u64,
+
+    /// Largest run `input` or `output` (and webhook body), in bytes of JSON.
+    #[arg(long, env = "STEPWISE_RUN_JSON_MAX_BYTES", default_value_t = 64 * 1024)]
+    pub run_json_max_bytes: usize,
+
+    /// How far a webhook request's signed timestamp may be from the server's clock, in
+    /// seconds; older (replayed) or future requests are refused with 401.
+    #[arg(
+        long,
+        env = "STEPWISE_WEBHOOK_TOLERANCE_SECONDS",
+        default_value_t = 300
+    )]
+    pub webhook_tolerance_seconds: u64,
+
+    /// Requests one webhook URL takes per minute on one instance, in a burst or spread out;
+    /// beyond: 429 with `Retry-After`. 0 turns the limit off.
+    #[arg(
+        long,
+        env = "STEPWISE_WEBHOOK_REQUESTS_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub webhook_requests_per_minute: u32,
+
+    /// FOR TESTS: cron expressions may carry a sixth, leading seconds field (`*/2 * * * *
+    /// *` fires every two seconds), so a test sees schedules fire without waiting minutes.
+    /// Never set it in production: schedules created with a seconds field stop (with
+    /// `lastError`) once it is off again.
+    #[arg(long, env = "STEPWISE_CRON_SECONDS_FOR_TESTS")]
+    pub cron_seconds_for_tests: bool,
+}
+
+impl QueueArgs {
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.queue_tick_ms.max(10))
+    }
 }
 
 /// GraphiQL, the in-browser IDE on `GET /graphql` (turned off by `--disable-graphiql`).
@@ -398,11 +449,118 @@ pub struct DatabaseArgs {
     /// from everyone else.
     #[arg(long, env = "STEPWISE_MAX_REQUEST_CONNECTIONS", default_value_t = 3)]
     pub max_request_connections: usize,
+
+    /// Read replicas of the PostgreSQL primary, comma-separated `postgres://` URLs (each
+    /// with its own `sslmode`): query operations and subscription snapshots read from
+    /// them; mutations use the primary. Each gets a pool of `--pool-size` connections.
+    // May carry passwords, like DATABASE_URL.
+    #[arg(
+        long,
+        env = "DATABASE_READ_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub database_read_url: Vec<String>,
+
+    /// A replica whose replay is further behind the primary than this, in milliseconds,
+    /// is not read from until it catches up.
+    #[arg(long, env = "STEPWISE_REPLICA_MAX_LAG_MS", default_value_t = 1_000)]
+    pub replica_max_lag_ms: u64,
+
+    /// How often each replica's lag and reachability are checked, in milliseconds.
+    #[arg(
+        long,
+        env = "STEPWISE_REPLICA_CHECK_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub replica_check_interval_ms: u64,
 }
 
 impl DatabaseArgs {
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.acquire_timeout_ms)
+    }
+
+    /// The replica URLs given, blanks left out.
+    pub fn read_urls(&self) -> Vec<String> {
+        self.database_read_url
+            .iter()
+            .map(|url| url.trim().to_owned())
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+
+    pub fn replica_max_lag(&self) -> Duration {
+        Duration::from_millis(self.replica_max_lag_ms)
+    }
+
+    pub fn replica_check_interval(&self) -> Duration {
+        Duration::from_millis(self.replica_check_interval_ms.max(50))
+    }
+}
+
+/// How events travel between instances (`STEPWISE_EVENT_BUS`).
+#[derive(Debug, Clone, Args)]
+pub struct EventBusArgs {
+    /// `nats://host:4222` (several comma-separated, `tls://` for TLS, credentials as
+    /// `nats://user:password@host`) for NATS JetStream; `postgres` for LISTEN/NOTIFY on
+    /// the database; `local` for none (one instance). Default: `postgres` on PostgreSQL,
+    /// `local` on SQLite.
+    // A NATS URL may carry a password.
+    #[arg(long, env = "STEPWISE_EVENT_BUS", hide_env_values = true)]
+    pub event_bus: Option<String>,
+
+    /// Name of the JetStream stream events are kept in (created when missing); its
+    /// subjects are `<name>.<company id>`. Instances that share events use the same one.
+    #[arg(long, env = "STEPWISE_NATS_STREAM", default_value = "stepwise_events")]
+    pub nats_stream: String,
+}
+
+/// The event bus `STEPWISE_EVENT_BUS` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventBusKind {
+    /// In-process only.
+    Local,
+    /// PostgreSQL LISTEN/NOTIFY.
+    Postgres,
+    /// NATS JetStream at these server URLs (as given, comma-separated).
+    Nats(String),
+}
+
+impl EventBusArgs {
+    /// The bus to run on a database of `backend`.
+    pub fn kind(&self, postgres: bool) -> anyhow::Result<EventBusKind> {
+        let raw = self.event_bus.as_deref().map(str::trim).unwrap_or("");
+        let kind = match raw {
+            "" if postgres => EventBusKind::Postgres,
+            "" | "local" => EventBusKind::Local,
+            "postgres" | "notify" => EventBusKind::Postgres,
+            url if url.starts_with("nats://") || url.starts_with("tls://") => {
+                EventBusKind::Nats(url.to_owned())
+            }
+            other => anyhow::bail!(
+                "STEPWISE_EVENT_BUS={:?}: use nats://host:port, postgres or local",
+                redact_urls(other)
+            ),
+        };
+        if !postgres && kind != EventBusKind::Local {
+            anyhow::bail!(
+                "STEPWISE_EVENT_BUS: instances on SQLite cannot share a database, so there is \
+                 nothing to share events with; use PostgreSQL for several instances"
+            );
+        }
+        if matches!(kind, EventBusKind::Nats(_)) {
+            let name = &self.nats_stream;
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                anyhow::bail!("STEPWISE_NATS_STREAM={name:?}: 1–64 letters, digits, `_` or `-`");
+            }
+        }
+        Ok(kind)
     }
 }
 

@@ -9,6 +9,7 @@
 //! shared pipeline (`http/operation.rs`).
 
 use std::sync::LazyLock;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -77,6 +78,19 @@ pub struct RejectedEventLabels {
     pub reason: &'static str,
 }
 
+/// A database server: `primary`, or a read replica's `host:port/database` (from the
+/// configuration, a closed set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub server: String,
+}
+
+/// A read replica, by its `host:port/database`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub replica: String,
+}
+
 /// What the retention sweep removed (`runs`, `health_logs`, `notifications`): a closed set.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetentionLabels {
@@ -100,6 +114,12 @@ pub struct Metrics {
     pub events_delivered: Counter,
     pub events_rejected: Family<RejectedEventLabels, Counter>,
     pub db_statements: Counter,
+    pub db_server_statements: Family<ServerLabels, Counter>,
+    pub db_replica_up: Family<ReplicaLabels, Gauge>,
+    pub db_replica_lag_seconds: Family<ReplicaLabels, Gauge<f64, AtomicU64>>,
+    pub event_bus_up: Gauge,
+    pub events_lost: Counter,
+    pub events_duplicate: Counter,
     pub db_pool_connections: Gauge,
     pub db_pool_idle: Gauge,
     pub parsed_documents: Gauge,
@@ -173,6 +193,44 @@ impl Metrics {
             "SQL statements started",
             db_statements.clone(),
         );
+        let db_server_statements = Family::<ServerLabels, Counter>::default();
+        registry.register(
+            "db_server_statements",
+            "SQL statements started, by database server (primary or read replica)",
+            db_server_statements.clone(),
+        );
+        let db_replica_up = Family::<ReplicaLabels, Gauge>::default();
+        registry.register(
+            "db_replica_up",
+            "1 while a read replica serves reads; 0 while it is down or lags too far",
+            db_replica_up.clone(),
+        );
+        let db_replica_lag_seconds = Family::<ReplicaLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "db_replica_lag_seconds",
+            "How far a read replica's replay was behind at its last check",
+            db_replica_lag_seconds.clone(),
+        );
+        let event_bus_up = Gauge::default();
+        registry.register(
+            "event_bus_up",
+            "1 while this instance is connected to the event bus it shares with the others \
+             (always 1 for an instance on its own)",
+            event_bus_up.clone(),
+        );
+        let events_lost = Counter::default();
+        registry.register(
+            "events_lost",
+            "Events that could not be sent to the other instances (bus down or too slow); \
+             their subscribers resynchronise",
+            events_lost.clone(),
+        );
+        let events_duplicate = Counter::default();
+        registry.register(
+            "events_duplicate",
+            "Event envelopes from other instances received again and dropped",
+            events_duplicate.clone(),
+        );
         let db_pool_connections = Gauge::default();
         registry.register(
             "db_pool_connections",
@@ -224,6 +282,12 @@ impl Metrics {
             events_delivered,
             events_rejected,
             db_statements,
+            db_server_statements,
+            db_replica_up,
+            db_replica_lag_seconds,
+            event_bus_up,
+            events_lost,
+            events_duplicate,
             db_pool_connections,
             db_pool_idle,
             parsed_documents,

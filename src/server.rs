@@ -15,7 +15,7 @@ use crate::auth::membership::Memberships;
 use crate::auth::rate_limit::SignInLimits;
 use crate::auth::signed_url::UrlSigner;
 use crate::blobs::BlobStore;
-use crate::config::{DatabaseUrl, ServeArgs};
+use crate::config::{DatabaseUrl, EventBusKind, ServeArgs};
 use crate::crypto::password::Passwords;
 use crate::db::{Db, migrations};
 use crate::domain;
@@ -23,7 +23,8 @@ use crate::domain::health::HealthRules;
 use crate::events::EventBus;
 use crate::events::log_stream::LogStream;
 use crate::graphql::{
-    self, DocumentLimits, ParsedDocuments, QueryLimits, ScreenshotSettings, Services, StreamCursors,
+    self, DocumentLimits, ParsedDocuments, QueryLimits, QueueSettings, ScreenshotSettings,
+    Services, StreamCursors,
 };
 use crate::http::{self, AppState, CorsOrigins, GraphiQL, HttpConfig, WebSocketConfig};
 
@@ -46,10 +47,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let secret = jwt::load_or_create_secret(&args.jwt, &url)?;
     let tokens = Arc::new(TokenKeys::new(&secret, &args.jwt)?);
-    let events = match &url {
-        DatabaseUrl::Postgres(url) => EventBus::with_postgres(url.clone(), &secret, db.clone()),
-        DatabaseUrl::Sqlite(_) => EventBus::new(),
+    db.monitor_replicas(args.database.replica_check_interval());
+    let bus_kind = args
+        .event_bus
+        .kind(matches!(url, DatabaseUrl::Postgres(_)))?;
+    let events = match (bus_kind, db.pg_connector()) {
+        (EventBusKind::Postgres, Some(connector)) => {
+            EventBus::with_postgres(connector, &secret, db.clone())
+        }
+        (EventBusKind::Nats(servers), Some(_)) => {
+            EventBus::with_nats(&servers, &args.event_bus.nats_stream, &secret, db.clone())?
+        }
+        _ => EventBus::new(),
     };
+    tracing::info!(transport = events.status().transport, "event bus");
     let log_stream = LogStream::start(db.clone(), &events);
     if !(0.0..=1.0).contains(&args.review_below_confidence) || args.broken_after_failures < 1 {
         anyhow::bail!(
@@ -104,11 +115,31 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         screenshots,
         batch_window: Duration::from_micros(args.batch_window_us),
         request_connections: args.database.max_request_connections,
+        queue: Arc::new(QueueSettings {
+            max_json_bytes: args.queue.run_json_max_bytes.max(2),
+            cron: domain::schedule::CronRules {
+                allow_seconds: args.queue.cron_seconds_for_tests,
+            },
+            webhook_keys: domain::webhook::WebhookKeys::new(&secret),
+            webhook_tolerance_seconds: i64::try_from(args.queue.webhook_tolerance_seconds)
+                .unwrap_or(i64::MAX),
+            webhook_limits: crate::auth::rate_limit::KeyedBuckets::new(
+                args.queue.webhook_requests_per_minute,
+            ),
+            public_url: args
+                .screenshots
+                .public_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_owned()),
+        }),
         statistics: domain::statistics::StatisticsGate::new(
             args.governance.statistics_concurrency,
             Duration::from_secs(5),
         ),
     };
+    if args.queue.cron_seconds_for_tests {
+        tracing::warn!("cron expressions may carry a seconds field (a setting for tests)");
+    }
     spawn_blob_sweep(
         services.clone(),
         Duration::from_secs(args.blobs.blob_sweep_interval_seconds.max(1)),
@@ -165,6 +196,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(sweep_stale_runs(
         services.clone(),
         Duration::from_secs(args.sweep_interval_seconds.max(1)),
+        shutdown.clone(),
+    ));
+    tokio::spawn(tend_queue(
+        services.clone(),
+        args.queue.tick(),
         shutdown.clone(),
     ));
     tokio::spawn(sweep_retention(
@@ -323,6 +359,38 @@ async fn sweep_stale_runs(
             Ok(count) => tracing::info!(count, "timed out runs with no recent step report"),
             // A database outage: the next tick tries again.
             Err(error) => tracing::warn!(error = ?error, "run timeout sweep failed"),
+        }
+    }
+}
+
+/// The run queue's upkeep, until shutdown: fires due schedules and re-queues (or fails)
+/// runs whose lease expired, every `every`. Every instance runs it; each firing and each
+/// expiry is claimed by one instance (see `domain::schedule`, `domain::run::queue`).
+async fn tend_queue(
+    services: Services,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match domain::schedule::fire_due(&services.db, &services.events, services.queue.cron).await
+        {
+            Ok(0) => {}
+            Ok(count) => tracing::debug!(count, "fired schedules"),
+            // A database outage: the next tick tries again.
+            Err(error) => tracing::warn!(error = ?error, "firing schedules failed"),
+        }
+        match domain::run::queue::expire_leases(&services.db, &services.events, &services.health)
+            .await
+        {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "re-queued or failed runs whose lease expired"),
+            Err(error) => tracing::warn!(error = ?error, "lease expiry sweep failed"),
         }
     }
 }

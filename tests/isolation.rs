@@ -144,6 +144,49 @@ const ROOT_CASES: &[(&str, &str)] = &[
         "Mutation.cancelRun",
         "A's run ids: NOT_FOUND, nothing cancelled",
     ),
+    // The run queue (issue 13).
+    ("Query.schedule", "A's schedule id: null + NOT_FOUND"),
+    ("Query.schedules", "A's workflow id: NOT_FOUND"),
+    ("Query.webhook", "A's webhook id: null + NOT_FOUND"),
+    ("Query.webhooks", "A's workflow id: NOT_FOUND"),
+    (
+        "Mutation.enqueueRun",
+        "A's workflow id: NOT_FOUND, nothing queued",
+    ),
+    (
+        "Mutation.claimRun",
+        "A's workflow ids, or none: never A's queued run, which stays queued",
+    ),
+    ("Mutation.heartbeatRun", "A's run id: NOT_FOUND"),
+    (
+        "Mutation.retryRun",
+        "A's run: NOT_FOUND; A's step as fromStep of B's run: like an unknown step",
+    ),
+    ("Mutation.createSchedule", "A's workflow id: NOT_FOUND"),
+    ("Mutation.updateSchedule", "A's schedule id: NOT_FOUND"),
+    ("Mutation.pauseSchedule", "A's schedule id: NOT_FOUND"),
+    ("Mutation.resumeSchedule", "A's schedule id: NOT_FOUND"),
+    ("Mutation.deleteSchedule", "A's schedule id: NOT_FOUND"),
+    (
+        "Mutation.createWebhook",
+        "A's workflow id (B admin): NOT_FOUND",
+    ),
+    (
+        "Mutation.updateWebhook",
+        "A's webhook id (B admin): NOT_FOUND",
+    ),
+    (
+        "Mutation.rotateWebhookSecret",
+        "A's webhook id (B admin): NOT_FOUND, A's secret unchanged",
+    ),
+    (
+        "Mutation.deleteWebhook",
+        "A's webhook id (B admin): NOT_FOUND",
+    ),
+    (
+        "Mutation.suggestStepText",
+        "A's step id: NOT_FOUND, nothing written",
+    ),
     (
         "Query.members",
         "B's members only, whatever the search (A's names and emails find nothing)",
@@ -212,6 +255,18 @@ const NESTED_CASES: &[(&str, &str)] = &[
         "StepReport.healthLog",
         "B's report answers with B's new log",
     ),
+    // The run queue (issue 13).
+    ("RunLease.run", "B's claim answers with B's run"),
+    ("Run.retryOf", "B's retry points at B's run"),
+    ("Run.retries", "exactly B's retry"),
+    ("Run.fromStep", "B's step"),
+    ("Run.schedule", "B's schedule"),
+    ("Run.webhook", "B's webhook"),
+    ("Schedule.workflow", "B's workflow"),
+    ("Schedule.lastRun", "B's run"),
+    ("Webhook.workflow", "B's workflow"),
+    ("WebhookWithSecret.webhook", "B's new webhook"),
+    ("StepTextSuggestion.step", "B's step"),
 ];
 
 /// Entity-valued nested fields that need no case of their own, and why.
@@ -757,6 +812,7 @@ both_backends!(company_b_cannot_see_or_touch_company_a);
 async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
     let server = start_for_snapshots(backend).await;
     let w = world(&server).await;
+    let q = queue_world(&server, &w).await;
     // A keeps everything for ten years; B's policy and preview must not see it.
     ok(
         &server,
@@ -783,10 +839,12 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
             ("health_logs", 2),
             ("notifications", 3),
             ("retention_policies", 1),
-            ("runs", 2),
+            ("runs", 3),
+            ("schedules", 1),
             ("screenshots", 2),
             ("steps", 5),
             ("users", 2),
+            ("webhooks", 1),
             ("workflows", 2)
         ],
         "precondition: the snapshot holds all of A's stored rows"
@@ -1893,6 +1951,8 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
     assert_eq!(answer["healthLog"]["workflow"]["id"], w.b_workflow.as_str());
     covered.extend(["StepReport.run", "StepReport.healthLog"]);
 
+    queue_cases(&server, &w, &q, &mut covered).await;
+
     // ----- A is untouched ----------------------------------------------------------
 
     let after = company_snapshot(&server, &w.a.company_id, &w.a.admin_token).await;
@@ -2028,4 +2088,491 @@ async fn references_into_another_company_resolve_to_nothing(backend: Backend) {
 
     let after = company_snapshot(&server, &w.a.company_id, &w.a.admin_token).await;
     assert_unchanged(&before, &after, "after B's dangling references were read");
+}
+
+// ---------------------------------------------------------------------------
+// The run queue (issue 13)
+// ---------------------------------------------------------------------------
+
+/// A's queued run, paused schedule and webhook (made before the snapshot).
+struct QueueWorld {
+    a_queued: String,
+    a_schedule: String,
+    a_webhook: String,
+}
+
+/// B's own workflow that can run (made after B's workflow lists were checked).
+struct BFlow {
+    b_flow: String,
+    b_flow_steps: Vec<String>,
+}
+
+async fn b_queue_flow(server: &TestServer, w: &World) -> BFlow {
+    let b_flow = create_workflow(
+        server,
+        &w.b.admin_token,
+        json!({ "name": "Bison queue", "status": "ACTIVE", "steps": step_inputs("Bison q ", 2) }),
+    )
+    .await;
+    BFlow {
+        b_flow_steps: step_ids(&b_flow),
+        b_flow: str_field(&b_flow, "id"),
+    }
+}
+
+async fn queue_world(server: &TestServer, w: &World) -> QueueWorld {
+    let a_flow = &w.a_workflows[0];
+    let queued = ok(
+        server,
+        &w.a.member_token,
+        "mutation($w: ID!) { enqueueRun(input: { workflowId: $w, input: { secret: \"A-SECRET\" } }) { id } }",
+        json!({ "w": a_flow }),
+    )
+    .await;
+    let schedule = ok(
+        server,
+        &w.a.member_token,
+        "mutation($w: ID!) { createSchedule(input: { workflowId: $w, cron: \"0 0 1 1 *\", enabled: false, name: \"A-SECRET schedule\" }) { id } }",
+        json!({ "w": a_flow }),
+    )
+    .await;
+    let webhook = ok(
+        server,
+        &w.a.admin_token,
+        "mutation($w: ID!) { createWebhook(workflowId: $w, name: \"A-SECRET hook\") { webhook { id } } }",
+        json!({ "w": a_flow }),
+    )
+    .await;
+    QueueWorld {
+        a_queued: str_field(&queued["enqueueRun"], "id"),
+        a_schedule: str_field(&schedule["createSchedule"], "id"),
+        a_webhook: str_field(&webhook["createWebhook"]["webhook"], "id"),
+    }
+}
+
+fn by_id(id: &str) -> Value {
+    json!({ "id": id })
+}
+
+async fn queue_cases(
+    server: &TestServer,
+    w: &World,
+    q: &QueueWorld,
+    covered: &mut BTreeSet<&'static str>,
+) {
+    let tb = w.b.admin_token.as_str();
+    let a_flow = w.a_workflows[0].as_str();
+    let b = b_queue_flow(server, w).await;
+
+    // Queries.
+    for (query, field, id, key) in [
+        (
+            "query($id: ID!) { schedule(id: $id) { id name } }",
+            "schedule",
+            &q.a_schedule,
+            "Query.schedule",
+        ),
+        (
+            "query($id: ID!) { webhook(id: $id) { id name url } }",
+            "webhook",
+            &q.a_webhook,
+            "Query.webhook",
+        ),
+        (
+            "query($id: ID!) { schedules(workflowId: $id) { id } }",
+            "schedules",
+            &w.a_workflows[0],
+            "Query.schedules",
+        ),
+        (
+            "query($id: ID!) { webhooks(workflowId: $id) { id } }",
+            "webhooks",
+            &w.a_workflows[0],
+            "Query.webhooks",
+        ),
+    ] {
+        like_missing(server, w, tb, query, field, by_id, id).await;
+        covered.insert(key);
+    }
+
+    // Mutations naming A's ids: answered like missing ones.
+    let cases: [(&str, &str, &String, &'static str); 11] = [
+        (
+            "mutation($id: ID!) { enqueueRun(input: { workflowId: $id }) { id } }",
+            "enqueueRun",
+            &w.a_workflows[0],
+            "Mutation.enqueueRun",
+        ),
+        (
+            "mutation($id: ID!) { heartbeatRun(runId: $id, leaseId: \"L\") { leaseId } }",
+            "heartbeatRun",
+            &q.a_queued,
+            "Mutation.heartbeatRun",
+        ),
+        (
+            "mutation($id: ID!) { retryRun(runId: $id) { id } }",
+            "retryRun",
+            &w.a_runs[1],
+            "Mutation.retryRun",
+        ),
+        (
+            "mutation($id: ID!) { createSchedule(input: { workflowId: $id, cron: \"* * * * *\" }) { id } }",
+            "createSchedule",
+            &w.a_workflows[0],
+            "Mutation.createSchedule",
+        ),
+        (
+            "mutation($id: ID!) { updateSchedule(id: $id, input: { name: \"B\" }) { id } }",
+            "updateSchedule",
+            &q.a_schedule,
+            "Mutation.updateSchedule",
+        ),
+        (
+            "mutation($id: ID!) { pauseSchedule(id: $id) { id } }",
+            "pauseSchedule",
+            &q.a_schedule,
+            "Mutation.pauseSchedule",
+        ),
+        (
+            "mutation($id: ID!) { resumeSchedule(id: $id) { id } }",
+            "resumeSchedule",
+            &q.a_schedule,
+            "Mutation.resumeSchedule",
+        ),
+        (
+            "mutation($id: ID!) { deleteSchedule(id: $id) }",
+            "deleteSchedule",
+            &q.a_schedule,
+            "Mutation.deleteSchedule",
+        ),
+        (
+            "mutation($id: ID!) { createWebhook(workflowId: $id) { secret } }",
+            "createWebhook",
+            &w.a_workflows[0],
+            "Mutation.createWebhook",
+        ),
+        (
+            "mutation($id: ID!) { updateWebhook(id: $id, input: { enabled: false }) { id } }",
+            "updateWebhook",
+            &q.a_webhook,
+            "Mutation.updateWebhook",
+        ),
+        (
+            "mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret } }",
+            "rotateWebhookSecret",
+            &q.a_webhook,
+            "Mutation.rotateWebhookSecret",
+        ),
+    ];
+    for (query, field, id, key) in cases {
+        like_missing(server, w, tb, query, field, by_id, id).await;
+        covered.insert(key);
+    }
+    like_missing(
+        server,
+        w,
+        tb,
+        "mutation($id: ID!) { deleteWebhook(id: $id) }",
+        "deleteWebhook",
+        |id| json!({ "id": id }),
+        &q.a_webhook,
+    )
+    .await;
+    covered.insert("Mutation.deleteWebhook");
+    like_missing(
+        server,
+        w,
+        tb,
+        "mutation($id: ID!) { suggestStepText(stepId: $id, fieldLabel: \"B\", aiModel: \"m\") { applied } }",
+        "suggestStepText",
+        |id| json!({ "id": id }),
+        &w.a_steps[0],
+    )
+    .await;
+
+    // claimRun never hands B A's run, whatever the filter.
+    let claim = "mutation($ids: [ID!]) { claimRun(workflowIds: $ids, leaseSeconds: 600) { leaseId run { id workflow { id } } } }";
+    let resp = b_list(
+        server,
+        w,
+        claim,
+        json!({ "ids": [a_flow] }),
+        "claimRun(A's workflow)",
+        &[a_flow],
+    )
+    .await;
+    assert!(resp["data"]["claimRun"].is_null(), "{resp:#}");
+    let resp = b_list(server, w, claim, json!({}), "claimRun()", &[]).await;
+    assert!(
+        resp["data"]["claimRun"].is_null(),
+        "B has nothing queued: {resp:#}"
+    );
+
+    // B's own queue: every nested field resolves to B's rows.
+    let queued = ok(
+        server,
+        tb,
+        "mutation($w: ID!) { enqueueRun(input: { workflowId: $w }) { id } }",
+        json!({ "w": b.b_flow }),
+    )
+    .await;
+    let b_queued = str_field(&queued["enqueueRun"], "id");
+    let resp = b_list(server, w, claim, json!({}), "claimRun() of B's", &[]).await;
+    let lease = &resp["data"]["claimRun"];
+    assert_eq!(lease["run"]["id"], b_queued.as_str(), "{resp:#}");
+    assert_eq!(lease["run"]["workflow"]["id"], b.b_flow.as_str());
+    covered.extend(["Mutation.claimRun", "RunLease.run"]);
+    ok(
+        server,
+        tb,
+        "mutation($id: ID!) { finishRun(runId: $id, status: FAILED) { id } }",
+        json!({ "id": b_queued }),
+    )
+    .await;
+    // B's own run with A's step as fromStep: like an unknown step.
+    let retry = "mutation($id: ID!, $from: ID) { retryRun(runId: $id, fromStep: $from) { id } }";
+    let foreign = server
+        .gql(
+            retry,
+            json!({ "id": b_queued, "from": w.a_steps[0] }),
+            Some(tb),
+        )
+        .await;
+    let unknown = new_id();
+    let missing = server
+        .gql(retry, json!({ "id": b_queued, "from": unknown }), Some(tb))
+        .await;
+    assert_eq!(
+        foreign.to_string().replace(w.a_steps[0].as_str(), "<ID>"),
+        missing.to_string().replace(&unknown, "<ID>"),
+        "retryRun: A's step must look like a missing one"
+    );
+    covered.insert("Mutation.retryRun");
+    let retried = ok(
+        server,
+        tb,
+        retry,
+        json!({ "id": b_queued, "from": b.b_flow_steps[1] }),
+    )
+    .await;
+    let b_retry = str_field(&retried["retryRun"], "id");
+    let schedule = ok(
+        server,
+        tb,
+        "mutation($w: ID!) { createSchedule(input: { workflowId: $w, cron: \"0 0 1 1 *\", enabled: false }) { id workflow { id } lastRun { id } } }",
+        json!({ "w": b.b_flow }),
+    )
+    .await;
+    assert_eq!(
+        schedule["createSchedule"]["workflow"]["id"],
+        b.b_flow.as_str()
+    );
+    let b_schedule = str_field(&schedule["createSchedule"], "id");
+    let hook = ok(
+        server,
+        tb,
+        "mutation($w: ID!) { createWebhook(workflowId: $w) { secret webhook { id workflow { id } } } }",
+        json!({ "w": b.b_flow }),
+    )
+    .await;
+    let b_hook = str_field(&hook["createWebhook"]["webhook"], "id");
+    assert_eq!(
+        hook["createWebhook"]["webhook"]["workflow"]["id"],
+        b.b_flow.as_str()
+    );
+    covered.extend([
+        "Mutation.createSchedule",
+        "Mutation.createWebhook",
+        "WebhookWithSecret.webhook",
+        "Schedule.workflow",
+    ]);
+    // A run of B's schedule and one of B's webhook, written as the scheduler and the hook
+    // endpoint write them.
+    server
+        .sql(&format!(
+            "UPDATE runs SET trigger_kind = 'schedule', trigger_id = {s} WHERE id = {r};\n\
+             UPDATE schedules SET last_run_id = {r} WHERE id = {s};",
+            s = lit(&b_schedule),
+            r = lit(&b_queued),
+        ))
+        .await;
+    server
+        .sql(&format!(
+            "UPDATE runs SET trigger_kind = 'webhook', trigger_id = {h} WHERE id = {r};",
+            h = lit(&b_hook),
+            r = lit(&b_retry),
+        ))
+        .await;
+    let nested = b_list(
+        server,
+        w,
+        "query($run: ID!, $retry: ID!, $s: ID!, $h: ID!) { \
+           run(id: $run) { id schedule { id } retries { totalCount nodes { id } } } \
+           retry: run(id: $retry) { retryOf { id } fromStep { id } webhook { id workflow { id } } } \
+           schedule(id: $s) { lastRun { id } workflow { id } } \
+           webhook(id: $h) { workflow { id } } }",
+        json!({ "run": b_queued, "retry": b_retry, "s": b_schedule, "h": b_hook }),
+        "B's queue nested",
+        &[],
+    )
+    .await;
+    let data = &nested["data"];
+    assert_eq!(
+        data["run"]["schedule"]["id"],
+        b_schedule.as_str(),
+        "{nested:#}"
+    );
+    assert_eq!(data["run"]["retries"]["totalCount"], 1);
+    assert_eq!(data["run"]["retries"]["nodes"][0]["id"], b_retry.as_str());
+    assert_eq!(data["retry"]["retryOf"]["id"], b_queued.as_str());
+    assert_eq!(data["retry"]["fromStep"]["id"], b.b_flow_steps[1].as_str());
+    assert_eq!(data["retry"]["webhook"]["id"], b_hook.as_str());
+    assert_eq!(data["schedule"]["lastRun"]["id"], b_queued.as_str());
+    assert_eq!(data["webhook"]["workflow"]["id"], b.b_flow.as_str());
+    covered.extend([
+        "Run.schedule",
+        "Run.retries",
+        "Run.retryOf",
+        "Run.fromStep",
+        "Run.webhook",
+        "Schedule.lastRun",
+        "Webhook.workflow",
+    ]);
+    for (query, key) in [
+        (
+            "mutation($id: ID!) { updateSchedule(id: $id, input: { name: \"B\" }) { id } }",
+            "Mutation.updateSchedule",
+        ),
+        (
+            "mutation($id: ID!) { pauseSchedule(id: $id) { id } }",
+            "Mutation.pauseSchedule",
+        ),
+        (
+            "mutation($id: ID!) { resumeSchedule(id: $id) { id } }",
+            "Mutation.resumeSchedule",
+        ),
+        (
+            "mutation($id: ID!) { deleteSchedule(id: $id) }",
+            "Mutation.deleteSchedule",
+        ),
+    ] {
+        ok(server, tb, query, json!({ "id": b_schedule })).await;
+        covered.insert(key);
+    }
+    for (query, key) in [
+        (
+            "mutation($id: ID!) { updateWebhook(id: $id, input: { name: \"B\" }) { id } }",
+            "Mutation.updateWebhook",
+        ),
+        (
+            "mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret } }",
+            "Mutation.rotateWebhookSecret",
+        ),
+        (
+            "mutation($id: ID!) { deleteWebhook(id: $id) }",
+            "Mutation.deleteWebhook",
+        ),
+    ] {
+        ok(server, tb, query, json!({ "id": b_hook })).await;
+        covered.insert(key);
+    }
+    let suggested = ok(
+        server,
+        tb,
+        "mutation($id: ID!) { suggestStepText(stepId: $id, instruction: \"Click\", aiModel: \"m\") { step { id workflow { id } } } }",
+        json!({ "id": b.b_flow_steps[0] }),
+    )
+    .await;
+    assert_eq!(
+        suggested["suggestStepText"]["step"]["id"],
+        b.b_flow_steps[0].as_str()
+    );
+    assert_eq!(
+        suggested["suggestStepText"]["step"]["workflow"]["id"],
+        b.b_flow.as_str()
+    );
+    covered.extend(["Mutation.suggestStepText", "StepTextSuggestion.step"]);
+
+    // A's webhook still takes A's requests: its secret did not change.
+    let status = server
+        .client
+        .post(server.url(&format!("/hooks/{}", q.a_webhook)))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        status.as_u16(),
+        401,
+        "A's hook is there, unsigned requests refused"
+    );
+}
+
+both_backends!(queue_references_into_another_company_resolve_to_nothing);
+/// B's runs and schedules pointing at A's rows through the queue's plain references
+/// (retry_of, from_step_id, trigger_id, last_run_id) must not pull A's rows in.
+async fn queue_references_into_another_company_resolve_to_nothing(backend: Backend) {
+    let server = start_for_snapshots(backend).await;
+    let w = world(&server).await;
+    let q = queue_world(&server, &w).await;
+    let b = b_queue_flow(&server, &w).await;
+    let tb = w.b.admin_token.as_str();
+    let schedule = ok(
+        &server,
+        tb,
+        "mutation($w: ID!) { createSchedule(input: { workflowId: $w, cron: \"0 0 1 1 *\", enabled: false }) { id } }",
+        json!({ "w": b.b_flow }),
+    )
+    .await;
+    let b_schedule = str_field(&schedule["createSchedule"], "id");
+    server
+        .sql(&format!(
+            "UPDATE runs SET retry_of = {ar}, from_step_id = {astep}, trigger_kind = 'schedule', trigger_id = {asch} WHERE id = {br};\n\
+             UPDATE schedules SET last_run_id = {ar} WHERE id = {bs};",
+            ar = lit(&w.a_runs[0]),
+            astep = lit(&w.a_steps[0]),
+            asch = lit(&q.a_schedule),
+            br = lit(&w.b_run),
+            bs = lit(&b_schedule),
+        ))
+        .await;
+    let resp = server
+        .gql(
+            "query($run: ID!, $s: ID!) { run(id: $run) { id retryOf { id } fromStep { id } schedule { id name } } \
+               schedule(id: $s) { lastRun { id } } }",
+            json!({ "run": w.b_run, "s": b_schedule }),
+            Some(tb),
+        )
+        .await;
+    w.assert_no_leak(&resp, &[], "B's queue references pointing into A");
+    let data = &resp["data"];
+    for (what, value) in [
+        ("Run.retryOf", &data["run"]["retryOf"]),
+        ("Run.fromStep", &data["run"]["fromStep"]),
+        ("Run.schedule", &data["run"]["schedule"]),
+        ("Schedule.lastRun", &data["schedule"]["lastRun"]),
+    ] {
+        assert!(
+            value.is_null(),
+            "{what} resolved a row of company A: {resp:#}"
+        );
+    }
+    server
+        .sql(&format!(
+            "UPDATE runs SET trigger_kind = 'webhook', trigger_id = {ah} WHERE id = {br};",
+            ah = lit(&q.a_webhook),
+            br = lit(&w.b_run),
+        ))
+        .await;
+    let resp = server
+        .gql(
+            "query($run: ID!) { run(id: $run) { webhook { id name } } }",
+            json!({ "run": w.b_run }),
+            Some(tb),
+        )
+        .await;
+    w.assert_no_leak(&resp, &[], "B's run pointing at A's webhook");
+    assert!(resp["data"]["run"]["webhook"].is_null(), "{resp:#}");
 }

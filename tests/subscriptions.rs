@@ -620,11 +620,14 @@ fn belongs_to(op: &str, data: &Value, workflows: &[&str], runs: &[&str]) -> bool
         "runs" => "runsUpdated",
         "logs" => "healthLogRecorded",
         "notes" => "notificationCreated",
+        "queued" => "runQueued",
         _ => "workflowStatusChanged",
     };
     let event = &data[root];
     let (workflow, run) = match op {
         "runs" => (&event["run"]["workflow"]["id"], &event["run"]["id"]),
+        // Queued runs are new: their workflow is what must be Globex's.
+        "queued" => (&event["workflow"]["id"], &Value::Null),
         "logs" => (
             &event["healthLog"]["workflow"]["id"],
             &event["healthLog"]["run"]["id"],
@@ -632,6 +635,24 @@ fn belongs_to(op: &str, data: &Value, workflows: &[&str], runs: &[&str]) -> bool
         _ => (&event["workflow"]["id"], &Value::Null),
     };
     workflows.iter().any(|w| workflow == w) && (run.is_null() || runs.iter().any(|r| run == r))
+}
+
+/// `runQueued` (the run queue, issue 13): the queued run and its workflow.
+fn run_queued_query() -> String {
+    "subscription($ids: [ID!]) { runQueued(workflowIds: $ids) { id status workflow { id } } }"
+        .to_owned()
+}
+
+/// Queues a run of `workflow`; answers its id.
+async fn enqueue_run(server: &TestServer, token: &str, workflow: &str) -> String {
+    let data = server
+        .gql_ok(
+            "mutation($w: ID!) { enqueueRun(input: { workflowId: $w }) { id } }",
+            json!({ "w": workflow }),
+            Some(token),
+        )
+        .await;
+    str_field(&data["enqueueRun"], "id")
 }
 
 both_backends!(subscribers_only_ever_see_their_own_company);
@@ -651,7 +672,7 @@ async fn subscribers_only_ever_see_their_own_company(backend: Backend) {
     let b_run = str_field(&start_run(&server, b, &b_flow).await, "id");
     let b_last_run = str_field(&start_run(&server, b, &b_last).await, "id");
 
-    let ops = ["runs", "logs", "notes", "status"];
+    let ops = ["runs", "logs", "notes", "status", "queued"];
     let mut sub = Subscriber::start(
         &server,
         Some(globex.member_token.as_str()),
@@ -660,16 +681,22 @@ async fn subscribers_only_ever_see_their_own_company(backend: Backend) {
             ("logs", &health_log_recorded_query(), json!({})),
             ("notes", &notification_created_query(), json!({})),
             ("status", &workflow_status_changed_query(), json!({})),
+            ("queued", &run_queued_query(), json!({})),
         ],
     );
     // Globex's streams are live...
+    let mut b_queued = Vec::new();
     sub.until_live(&ops, async || {
         report_step(&server, b, &b_run, &b_steps[0], low_confidence_healing()).await;
         set_status(&server, b, &b_flow, "ACTIVE").await;
+        b_queued.push(enqueue_run(&server, b, &b_flow).await);
     })
     .await;
 
-    // ...while Acme's runs report, fail and break Acme's workflow.
+    // ...while Acme's runs report, fail and break Acme's workflow, and Acme queues runs.
+    for _ in 0..3 {
+        enqueue_run(&server, a, &a_flow).await;
+    }
     for run in &a_runs {
         report_step(&server, a, run, &a_steps[0], outcome("FAILED")).await;
         finish_run(&server, a, run, "FAILED", None).await;
@@ -690,8 +717,13 @@ async fn subscribers_only_ever_see_their_own_company(backend: Backend) {
     )
     .await;
     let last_log = str_field(&last_log["healthLog"], "id");
+    let last_queued = enqueue_run(&server, b, &b_last).await;
     let b_flows = [b_flow.as_str(), b_last.as_str()];
-    let b_runs = [b_run.as_str(), b_last_run.as_str()];
+    b_queued.push(last_queued.clone());
+    let b_runs: Vec<&str> = [b_run.as_str(), b_last_run.as_str()]
+        .into_iter()
+        .chain(b_queued.iter().map(String::as_str))
+        .collect();
     for op in ops {
         loop {
             let data = sub.expect_data(op).await;
@@ -703,6 +735,7 @@ async fn subscribers_only_ever_see_their_own_company(backend: Backend) {
                 "runs" => data["runsUpdated"]["healthLog"]["id"] == last_log.as_str(),
                 "logs" => data["healthLogRecorded"]["healthLog"]["id"] == last_log.as_str(),
                 "notes" => data["notificationCreated"]["workflow"]["id"] == b_last.as_str(),
+                "queued" => data["runQueued"]["id"] == last_queued.as_str(),
                 _ => data["workflowStatusChanged"]["workflow"]["id"] == b_last.as_str(),
             };
             if done {
@@ -766,6 +799,7 @@ async fn subscriptions_need_a_valid_token(backend: Backend) {
         ("logs", health_log_recorded_query(), json!({})),
         ("notes", notification_created_query(), json!({})),
         ("status", workflow_status_changed_query(), json!({})),
+        ("queued", run_queued_query(), json!({})),
     ];
     for (id, query, variables) in &subscriptions {
         anonymous.subscribe(id, query, variables.clone());

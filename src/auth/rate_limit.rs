@@ -76,8 +76,9 @@ pub fn address_group(address: IpAddr) -> IpAddr {
     }
 }
 
-/// Token buckets by key, at most [`MAX_TRACKED_KEYS`] of them.
-struct KeyedBuckets {
+/// Token buckets by key, at most [`MAX_TRACKED_KEYS`] of them (also the per-webhook
+/// request limit).
+pub(crate) struct KeyedBuckets {
     per_minute: u32,
     keys: RandomState,
     buckets: Mutex<LruCache<u64, Bucket>>,
@@ -89,7 +90,7 @@ struct Bucket {
 }
 
 impl KeyedBuckets {
-    fn new(per_minute: u32) -> Self {
+    pub(crate) fn new(per_minute: u32) -> Self {
         let capacity = NonZeroUsize::new(MAX_TRACKED_KEYS).unwrap_or(NonZeroUsize::MIN);
         Self {
             per_minute,
@@ -99,7 +100,7 @@ impl KeyedBuckets {
     }
 
     /// Takes one token from `key`'s bucket, or says how long until it has one.
-    fn take(&self, key: impl Hash, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take(&self, key: impl Hash, now: Instant) -> Result<(), Duration> {
         if self.per_minute == 0 {
             return Ok(());
         }

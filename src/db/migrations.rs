@@ -5,9 +5,7 @@
 use anyhow::{Context as _, anyhow};
 use diesel::backend::Backend as DieselBackend;
 use diesel::migration::MigrationSource;
-use diesel_async::{
-    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, SimpleAsyncConnection,
-};
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::{SQLITE_PRAGMAS, SqliteConn};
@@ -47,7 +45,8 @@ pub async fn perform(url: &DatabaseUrl, action: Action) -> anyhow::Result<Vec<Mi
             apply(&mut AsyncMigrationHarness::new(conn), SQLITE, action)
         }
         DatabaseUrl::Postgres(url) => {
-            let conn = AsyncPgConnection::establish(url)
+            let conn = super::PgConnector::parse(url)?
+                .connect()
                 .await
                 .context("connecting to PostgreSQL")?;
             apply(&mut AsyncMigrationHarness::new(conn), POSTGRES, action)

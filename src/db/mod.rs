@@ -15,9 +15,11 @@
 //! collide ("database is locked" when a deferred transaction upgrades), [`Db`] hands out
 //! SQLite write connections behind a one-permit semaphore; readers are never blocked (WAL).
 
+pub mod connect;
 pub mod expr;
 pub mod migrations;
 pub mod partition;
+mod replica;
 pub mod retention;
 pub mod schema;
 pub mod sql;
@@ -26,6 +28,10 @@ pub mod text_enum;
 mod uow;
 
 use uow::TxConn;
+
+pub use connect::{PgConnector, SslMode};
+pub use replica::ReplicaStatus;
+use replica::Replicas;
 
 pub use sql::TenantStatement;
 pub use uow::{
@@ -78,6 +84,18 @@ pub struct Db {
     pools: Pools,
     /// For a request's handle: the connections it may hold at once.
     share: Option<Arc<Semaphore>>,
+    /// Where this handle's reads ([`Db::read`]) go; writes always go to the primary.
+    reads: Reads,
+}
+
+/// Where a handle's reads go. Only query operations and subscription snapshots read from
+/// a replica ([`Db::reading_from`]); a mutation, and every read inside its answer, uses
+/// the primary, so what it wrote is what it shows. Without a usable replica (none
+/// configured, lagging, down) replica reads go to the primary too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    Primary,
+    Replica,
 }
 
 #[derive(Clone)]
@@ -89,6 +107,9 @@ enum Pools {
     },
     Postgres {
         pool: Pool<AsyncPgConnection>,
+        /// The primary's connector, for connections outside the pool (the event bus).
+        connector: Arc<PgConnector>,
+        replicas: Arc<Replicas>,
     },
 }
 
@@ -126,6 +147,12 @@ impl Db {
         let size = args.pool_size.max(1);
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
+                if !args.read_urls().is_empty() {
+                    anyhow::bail!(
+                        "DATABASE_READ_URL: read replicas are for PostgreSQL; an SQLite \
+                         database has none"
+                    );
+                }
                 create_sqlite_file(&path)?;
                 warn_if_readable_by_others(&path);
                 let mut config = ManagerConfig::<SqliteConn>::default();
@@ -147,25 +174,65 @@ impl Db {
                 }
             }
             DatabaseUrl::Postgres(url) => {
-                let mut config = ManagerConfig::<AsyncPgConnection>::default();
-                // A `SELECT 1` before every checkout would double the round trips of a
-                // one-statement request. A connection that broke (database restarted) is
-                // marked broken by its first failing query and then dropped by the pool.
-                config.recycling_method = RecyclingMethod::Fast;
-                config.custom_setup = Box::new(|url| establish_postgres(url).boxed());
-                let manager = AsyncDieselConnectionManager::new_with_config(url, config);
-                let pool = Pool::builder(manager)
-                    .max_size(size)
-                    .wait_timeout(Some(timeout))
-                    .create_timeout(Some(timeout))
-                    .recycle_timeout(Some(timeout))
-                    .runtime(deadpool::Runtime::Tokio1)
-                    .build()
-                    .context("building the PostgreSQL pool")?;
-                Pools::Postgres { pool }
+                let connector = Arc::new(PgConnector::parse(&url)?);
+                let pool = postgres_pool(connector.clone(), PRIMARY, size, timeout)?;
+                let mut replicas = Vec::new();
+                for (index, url) in args.read_urls().iter().enumerate() {
+                    let replica = Arc::new(
+                        PgConnector::parse(url)
+                            .with_context(|| format!("DATABASE_READ_URL entry {}", index + 1))?,
+                    );
+                    let label = replica.name().to_owned();
+                    let pool = postgres_pool(replica.clone(), &label, size, timeout)?;
+                    replicas.push((replica, pool));
+                }
+                let replicas = Arc::new(Replicas::new(replicas, args.replica_max_lag()));
+                Pools::Postgres {
+                    pool,
+                    connector,
+                    replicas,
+                }
             }
         };
-        Ok(Self { pools, share: None })
+        Ok(Self {
+            pools,
+            share: None,
+            reads: Reads::Primary,
+        })
+    }
+
+    /// This handle with its reads going to `reads` (same pool, same request share).
+    pub fn reading_from(&self, reads: Reads) -> Self {
+        Self {
+            pools: self.pools.clone(),
+            share: self.share.clone(),
+            reads,
+        }
+    }
+
+    /// Starts checking the read replicas' lag and reachability (`serve` only).
+    pub fn monitor_replicas(&self, interval: Duration) {
+        if let Pools::Postgres { replicas, .. } = &self.pools
+            && !replicas.is_empty()
+        {
+            replicas.clone().monitor(interval);
+        }
+    }
+
+    /// Each read replica's state, for `/readyz`.
+    pub fn replica_status(&self) -> Vec<ReplicaStatus> {
+        match &self.pools {
+            Pools::Postgres { replicas, .. } => replicas.status(),
+            Pools::Sqlite { .. } => Vec::new(),
+        }
+    }
+
+    /// How connections to the primary PostgreSQL are made (`None` on SQLite).
+    pub fn pg_connector(&self) -> Option<Arc<PgConnector>> {
+        match &self.pools {
+            Pools::Postgres { connector, .. } => Some(connector.clone()),
+            Pools::Sqlite { .. } => None,
+        }
     }
 
     /// A handle for one request (or one WebSocket connection) that holds at most
@@ -175,6 +242,7 @@ impl Db {
         Self {
             pools: self.pools.clone(),
             share: Some(Arc::new(Semaphore::new(max_connections.max(1)))),
+            reads: self.reads,
         }
     }
 
@@ -183,7 +251,7 @@ impl Db {
             Pools::Sqlite {
                 acquire_timeout, ..
             } => *acquire_timeout,
-            Pools::Postgres { pool } => pool.timeouts().wait.unwrap_or(POOL_RETRY_AFTER),
+            Pools::Postgres { pool, .. } => pool.timeouts().wait.unwrap_or(POOL_RETRY_AFTER),
         }
     }
 
@@ -215,7 +283,7 @@ impl Db {
     pub fn pool_status(&self) -> (usize, usize) {
         let status = match &self.pools {
             Pools::Sqlite { pool, .. } => pool.status(),
-            Pools::Postgres { pool } => pool.status(),
+            Pools::Postgres { pool, .. } => pool.status(),
         };
         (status.size, status.available)
     }
@@ -227,7 +295,12 @@ impl Db {
             Pools::Sqlite { pool, .. } => {
                 Conn::Sqlite(pool.get().await.map_err(pool_error)?, share)
             }
-            Pools::Postgres { pool } => {
+            Pools::Postgres { pool, replicas, .. } => {
+                if self.reads == Reads::Replica
+                    && let Some((conn, _)) = replicas.checkout().await
+                {
+                    return Ok(Conn::Postgres(conn, share));
+                }
                 Conn::Postgres(pool.get().await.map_err(pool_error)?, share)
             }
         })
@@ -254,7 +327,7 @@ impl Db {
                     .map_err(AppError::internal)?;
                 WriteConn::Sqlite(permit, pool.get().await.map_err(pool_error)?, share)
             }
-            Pools::Postgres { pool } => {
+            Pools::Postgres { pool, .. } => {
                 WriteConn::Postgres(pool.get().await.map_err(pool_error)?, share)
             }
         })
@@ -353,6 +426,7 @@ impl Db {
             begin(tx.conn()).await?;
             let result = work(&mut tx).run().await;
             let events = tx.take_events();
+            let publishes = result.is_ok() && !events.is_empty();
             match finish(tx.conn(), tenant, result, events, outbox).await {
                 // Only PostgreSQL aborts a transaction for contention; SQLite's single
                 // writer never collides.
@@ -360,7 +434,15 @@ impl Db {
                     attempt += 1;
                     tokio::time::sleep(contention_pause(attempt)).await;
                 }
-                other => return other,
+                other => {
+                    // Answered only once its events have left for the other instances
+                    // (or the bus is down), with the connection already back in the pool.
+                    if let (Ok(_), true, Some(outbox)) = (&other, publishes, outbox) {
+                        drop(tx);
+                        outbox.handed_over().await;
+                    }
+                    return other;
+                }
             }
         }
     }
@@ -422,13 +504,52 @@ fn pool_error(error: PoolError) -> AppError {
 /// What a client that found the pool exhausted is told to wait.
 const POOL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Counts every statement a connection starts.
-fn count_statements() -> impl Instrumentation {
-    |event: InstrumentationEvent<'_>| {
+/// Counts every statement a connection starts, in total and per database server.
+fn count_statements(server: &str) -> impl Instrumentation + use<> {
+    let per_server = METRICS
+        .db_server_statements
+        .get_or_create(&crate::metrics::ServerLabels {
+            server: server.to_owned(),
+        })
+        .clone();
+    move |event: InstrumentationEvent<'_>| {
         if let InstrumentationEvent::StartQuery { .. } = event {
             METRICS.db_statements.inc();
+            per_server.inc();
         }
     }
+}
+
+/// The `server` label of the primary's statements.
+const PRIMARY: &str = "primary";
+
+/// A pool of connections made by `connector`; `server` labels their statements.
+fn postgres_pool(
+    connector: Arc<PgConnector>,
+    server: &str,
+    size: usize,
+    timeout: Duration,
+) -> anyhow::Result<Pool<AsyncPgConnection>> {
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    // A `SELECT 1` before every checkout would double the round trips of a
+    // one-statement request. A connection that broke (database restarted) is
+    // marked broken by its first failing query and then dropped by the pool.
+    config.recycling_method = RecyclingMethod::Fast;
+    let server = server.to_owned();
+    config.custom_setup = Box::new(move |_url| {
+        let (connector, server) = (connector.clone(), server.clone());
+        async move { establish_postgres(&connector, &server).await }.boxed()
+    });
+    // The URL is the connector's business; the manager only hands it to `custom_setup`.
+    let manager = AsyncDieselConnectionManager::new_with_config(String::new(), config);
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .context("building the PostgreSQL pool")
 }
 
 async fn establish_sqlite(path: &str) -> diesel::ConnectionResult<SqliteConn> {
@@ -437,17 +558,20 @@ async fn establish_sqlite(path: &str) -> diesel::ConnectionResult<SqliteConn> {
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     // Counted from here on: session set-up is not a statement any request asked for.
-    conn.set_instrumentation(count_statements());
+    conn.set_instrumentation(count_statements(PRIMARY));
     Ok(conn)
 }
 
-async fn establish_postgres(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
-    let mut conn = AsyncPgConnection::establish(url).await?;
+async fn establish_postgres(
+    connector: &PgConnector,
+    server: &str,
+) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let mut conn = connector.connect().await?;
     conn.batch_execute(POSTGRES_SETUP)
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     // Counted from here on: session set-up is not a statement any request asked for.
-    conn.set_instrumentation(count_statements());
+    conn.set_instrumentation(count_statements(server));
     Ok(conn)
 }
 

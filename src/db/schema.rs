@@ -112,6 +112,19 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         version -> BigInt,
+        trigger_kind -> Text,
+        priority -> Integer,
+        not_before -> Nullable<Timestamp>,
+        input -> Nullable<Text>,
+        output -> Nullable<Text>,
+        attempt -> Integer,
+        max_attempts -> Integer,
+        lease_id -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        retry_of -> Nullable<Text>,
+        from_step_id -> Nullable<Text>,
+        trigger_id -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
     }
 }
 
@@ -153,6 +166,43 @@ diesel::table! {
 }
 
 diesel::table! {
+    schedules (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        name -> Nullable<Text>,
+        cron -> Text,
+        timezone -> Text,
+        input -> Nullable<Text>,
+        priority -> Integer,
+        enabled -> Bool,
+        next_fire_at -> Nullable<Timestamp>,
+        last_fired_at -> Nullable<Timestamp>,
+        last_run_id -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        company_id -> Text,
+        workflow_id -> Text,
+        name -> Nullable<Text>,
+        enabled -> Bool,
+        secret_salt -> Text,
+        previous_secret_salt -> Nullable<Text>,
+        previous_secret_expires_at -> Nullable<Timestamp>,
+        secret_rotated_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     retention_policies (company_id) {
         company_id -> Text,
         run_max_age_days -> Nullable<Integer>,
@@ -185,5 +235,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     runs,
     health_logs,
     notifications,
+    schedules,
+    webhooks,
     retention_policies,
 );

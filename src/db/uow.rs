@@ -75,8 +75,8 @@ use futures_util::future::BoxFuture;
 use super::expr::{After, KeysetOrder, Maybe};
 use super::partition::{Bind, PartitionedPage, bind_all};
 use super::schema::{
-    companies, health_logs, notifications, retention_policies, runs, screenshots, steps, users,
-    workflows,
+    companies, health_logs, notifications, retention_policies, runs, schedules, screenshots, steps,
+    users, webhooks, workflows,
 };
 use super::sql::TenantStatement;
 use super::{Backend, Held, SqliteConn};
@@ -109,6 +109,14 @@ impl Tenant {
 /// belongs to its tenant, who is handed over with them.
 pub trait Outbox<E>: Send + Sync {
     fn publish(&self, tenant: &Tenant, events: Vec<E>);
+
+    /// Resolves once the events published so far have left this instance for the others
+    /// (or cannot now); a write is answered only then, so a client that got its answer
+    /// knows every instance will hear of it even if this one dies the next moment. The
+    /// default has nothing to wait for.
+    fn handed_over(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The future of one attempt at a write unit of work, boxed: see [`IntoWork`].
@@ -699,6 +707,50 @@ impl<E: Send> Tx<E> {
         Ok(rows.into_iter().next())
     }
 
+    /// The run queue's claim: the id of the tenant's next claimable run — `queued`,
+    /// `not_before` reached, of one of `workflow_ids` (any workflow when empty), highest
+    /// priority first, then the longest waiting, then by id — locked until commit.
+    ///
+    /// On PostgreSQL `FOR UPDATE SKIP LOCKED`: a run another claimer holds is passed over,
+    /// not waited for, so concurrent claimers each take a different run and none blocks
+    /// behind another. A run claimed and committed meanwhile is re-checked against the
+    /// condition and skipped too. SQLite's single writer excludes every other claimer
+    /// already.
+    pub async fn next_queued_run(
+        &mut self,
+        workflow_ids: &[String],
+        now: chrono::NaiveDateTime,
+    ) -> AppResult<Option<String>> {
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = Text)]
+            id: String,
+        }
+        let backend = self.backend();
+        let mark = |n: usize| match backend {
+            Backend::Postgres => format!("${n}"),
+            Backend::Sqlite => "?".to_owned(),
+        };
+        let mut binds = vec![Bind::Text(self.tenant.0.clone()), Bind::Time(now)];
+        let mut sql = format!(
+            "SELECT id FROM runs WHERE company_id = {} AND status = 'queued' \
+             AND not_before <= {}",
+            mark(1),
+            mark(2)
+        );
+        if !workflow_ids.is_empty() {
+            let marks: Vec<String> = (0..workflow_ids.len()).map(|i| mark(3 + i)).collect();
+            sql.push_str(&format!(" AND workflow_id IN ({})", marks.join(", ")));
+            binds.extend(workflow_ids.iter().cloned().map(Bind::Text));
+        }
+        sql.push_str(" ORDER BY priority DESC, not_before, id LIMIT 1");
+        if backend == Backend::Postgres {
+            sql.push_str(" FOR UPDATE SKIP LOCKED");
+        }
+        let rows: Vec<Id> = self.raw_load(sql, binds).await?;
+        Ok(rows.into_iter().next().map(|row| row.id))
+    }
+
     /// Whether the database answers a trivial statement (`/readyz`).
     pub async fn ping(&mut self) -> AppResult<()> {
         on_conn!(&mut self.conn, |c| {
@@ -819,6 +871,10 @@ tenant_tables!(
     health_logs,
     /// The company's notifications.
     notifications,
+    /// The company's run schedules.
+    schedules,
+    /// The company's webhooks.
+    webhooks,
     /// The company's retention policy (one row at most).
     retention_policies,
 );

@@ -96,7 +96,15 @@ pub struct StepOutcome {
     pub execution_time_ms: Option<i32>,
     /// The same key on a retried report of the same run records the step once.
     pub idempotency_key: Option<String>,
+    /// For a healed step: the selectors that found the element, written to the step.
+    pub healed_selectors: Option<serde_json::Value>,
+    /// For a healed step: how it was healed, more precisely than the status says (e.g.
+    /// `text-match`); the status's `deterministic`/`ai` when absent.
+    pub healing_method: Option<String>,
 }
+
+/// The longest `healingMethod` a report may name.
+pub const MAX_HEALING_METHOD_CHARS: usize = 100;
 
 impl StepOutcome {
     /// Checks the limits; `field` prefixes the names in errors (e.g. `outcome`). Blank
@@ -139,7 +147,32 @@ impl StepOutcome {
                 .map(|url| url.trim().to_owned()),
             execution_time_ms: self.execution_time_ms,
             idempotency_key,
+            healed_selectors: self.healed_selectors,
+            healing_method: bounded_text(
+                &name("healingMethod"),
+                self.healing_method,
+                MAX_HEALING_METHOD_CHARS,
+            )?
+            .map(|method| method.trim().to_owned()),
         })
+    }
+
+    /// The healed selectors as stored on the step (a JSON object like the recorded
+    /// selectors); only a healed step carries them. `field` as in [`Self::validate`].
+    pub fn healed_selectors_text(&self, field: &str) -> AppResult<Option<String>> {
+        let name = format!("{field}.healedSelectors");
+        let Some(selectors) = &self.healed_selectors else {
+            return Ok(None);
+        };
+        if self.status.healing_method().is_none() {
+            return Err(AppError::bad_input(
+                &name,
+                format!(
+                    "{name} may only be sent for a healed step (HEALED_DETERMINISTIC or HEALED_AI)"
+                ),
+            ));
+        }
+        super::json::object_text(&name, selectors, super::json::MAX_STEP_JSON_BYTES).map(Some)
     }
 
     /// The log row recording this outcome for `step_id` of a run.
@@ -599,6 +632,8 @@ mod tests {
             page_url: Some(" https://example.com/a ".to_owned()),
             execution_time_ms: Some(0),
             idempotency_key: Some("k".to_owned()),
+            healed_selectors: None,
+            healing_method: None,
         }
     }
 

@@ -42,9 +42,29 @@ pub fn object_text(field: &str, value: &Value, max_bytes: usize) -> AppResult<St
     Ok(text)
 }
 
+/// Serialises any JSON value (a run's input or output: an object, a list, even a bare
+/// number) for storage after checking its nesting and that it is no larger than
+/// `max_bytes`.
+pub fn value_text(field: &str, value: &Value, max_bytes: usize) -> AppResult<String> {
+    if exceeds_depth(value, MAX_JSON_DEPTH) {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must not nest arrays and objects deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    let text = value.to_string();
+    if text.len() > max_bytes {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must be at most {max_bytes} bytes of JSON"),
+        ));
+    }
+    Ok(text)
+}
+
 /// Whether `value` nests arrays and objects deeper than `max` levels. Iterative, so a
 /// hostile depth cannot exhaust the stack here; stops at the first level too deep.
-fn exceeds_depth(value: &Value, max: usize) -> bool {
+pub(crate) fn exceeds_depth(value: &Value, max: usize) -> bool {
     let mut pending: Vec<(&Value, usize)> = vec![(value, 1)];
     while let Some((value, depth)) = pending.pop() {
         if (value.is_array() || value.is_object()) && depth > max {

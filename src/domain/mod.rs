@@ -26,7 +26,15 @@
 //!   screenshots, and only then reads which other steps still show them; anything that
 //!   adds a reference to a screenshot share-locks it first (duplicating share-locks the
 //!   source workflow), so the deletion either waits for that reference and keeps the
-//!   screenshot, or has removed it and the reference is refused as NOT_FOUND;
+//!   screenshot, or has removed it and the reference is refused as NOT_FOUND.
+//! - the run queue (issue 13): a claim locks the run it takes (`SKIP LOCKED`, so
+//!   claimers never wait for each other), a heartbeat or lease expiry locks its run, and
+//!   an expired run that fails then locks its workflow to count it. Inserting a new run
+//!   (enqueue, webhook, schedule, retry) locks no existing run; its foreign key takes a
+//!   key-share lock on the workflow. Schedules and webhooks come after their workflow:
+//!   **workflow → schedule** (a firing share-locks the workflow, then claims the schedule
+//!   row), **workflow → webhook** (a delivery inserts its run, then stamps the hook);
+//!   deleting a workflow locks it before its schedules and hooks go with it.
 //! - a retention batch takes its company's policy row (renewing its claim), then the runs
 //!   it removes in id order, then their health logs (see [`retention`]).
 //!
@@ -52,6 +60,10 @@ pub mod step;
 pub mod upkeep;
 pub mod user;
 pub mod workflow;
+// The run queue's companions (issue 13).
+pub mod schedule;
+pub mod step_text;
+pub mod webhook;
 
 use std::collections::HashSet;
 use std::hash::Hash;

@@ -1,15 +1,23 @@
-//! The envelope events travel in between instances (PostgreSQL NOTIFY today).
+//! The envelope events travel in between instances, on every transport (PostgreSQL
+//! NOTIFY, NATS JetStream).
 //!
 //! Anything that can reach the channel can write to it: PostgreSQL lets every role that
-//! may connect `NOTIFY` and `LISTEN` on any channel. So an envelope is believed only when
-//! its HMAC verifies under a key derived from the server secret every instance shares, and
-//! it carries ids, never row contents: a listener without the key learns which ids
-//! changed, not what they hold, and a forger cannot make an instance deliver anything.
-//! The receiving instance reads the rows itself ([`super::postgres`]).
+//! may connect `NOTIFY` and `LISTEN` on any channel, and a NATS account may be shared. So
+//! an envelope is believed only when its HMAC verifies under a key derived from the server
+//! secret every instance shares, and it carries ids, never row contents: a listener
+//! without the key learns which ids changed, not what they hold, and a forger cannot make
+//! an instance deliver anything. The receiving instance reads the rows itself
+//! ([`super::remote`]).
 //!
-//! `v1.<hex HMAC-SHA256 of the JSON>.<JSON>`; the JSON is `{"v":1,"o":origin,"e":[...]}`.
-//! Event kinds this version does not know are skipped, so an older instance keeps working
-//! beside a newer one that added kinds.
+//! `v1.<hex HMAC-SHA256 of the JSON>.<JSON>`; the JSON is
+//! `{"v":1,"i":envelope id,"o":origin,"e":[...]}`.
+//!
+//! Versioning: `v` changes only when a reader of the previous version would misread an
+//! envelope. Additions keep it: readers ignore fields they do not know (the envelope id
+//! `i` was added that way; an envelope without one is still read) and skip event kinds
+//! they do not know, so instances of adjacent versions run side by side during a rolling
+//! upgrade. A new event kind is a new [`WireEvent`] variant here and its rows in
+//! `remote.rs`; no transport changes.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +36,10 @@ const KEY_LABEL: &str = "stepwise event envelope v1";
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope {
     pub v: u8,
+    /// Unique per envelope, so one received twice (a JetStream redelivery, a publisher's
+    /// retry) is delivered once; each event is identified by this id and its position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i: Option<String>,
     /// The instance that published the events (it ignores its own).
     pub o: String,
     pub e: Vec<WireEvent>,
@@ -171,6 +183,61 @@ impl Sealer {
     }
 }
 
+/// A sealed envelope, ready to send.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The envelope id (also JetStream's `Nats-Msg-Id`).
+    pub id: String,
+    pub payload: String,
+}
+
+/// Packs events into signed envelopes of at most `max_bytes` each. Ids are small, so an
+/// event never outgrows an envelope; events that stay on this instance (an instance-wide
+/// resync) are left out.
+pub fn pack<'e>(
+    origin: &str,
+    sealer: &Sealer,
+    events: impl IntoIterator<Item = &'e Event>,
+    max_bytes: usize,
+) -> Vec<Sealed> {
+    let budget = max_bytes.saturating_sub(Sealer::OVERHEAD);
+    let head = |id: &str| format!("{{\"v\":{VERSION},\"i\":\"{id}\",\"o\":\"{origin}\",\"e\":[");
+    let mut sealed = Vec::new();
+    let mut id = crate::domain::new_id();
+    let mut current = head(&id);
+    let mut empty = true;
+    for event in events {
+        let Some(wire) = WireEvent::of(event) else {
+            continue;
+        };
+        let Ok(json) = serde_json::to_string(&wire) else {
+            continue;
+        };
+        if !empty && current.len() + json.len() + 2 > budget {
+            current.push_str("]}");
+            sealed.push(Sealed {
+                payload: sealer.seal(&current),
+                id: std::mem::replace(&mut id, crate::domain::new_id()),
+            });
+            current = head(&id);
+            empty = true;
+        }
+        if !empty {
+            current.push(',');
+        }
+        current.push_str(&json);
+        empty = false;
+    }
+    if !empty {
+        current.push_str("]}");
+        sealed.push(Sealed {
+            payload: sealer.seal(&current),
+            id,
+        });
+    }
+    sealed
+}
+
 fn unhex32(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
         return None;
@@ -183,8 +250,55 @@ fn unhex32(text: &str) -> Option<[u8; 32]> {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+
+    fn log_event(company: &str) -> Event {
+        Event {
+            company_id: Some(company.into()),
+            kind: EventKind::HealthLogRecorded {
+                health_log_id: "0190f000-0000-7000-8000-000000000000".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn envelopes_stay_under_the_size_limit_and_keep_every_event() {
+        let sealer = Sealer::new(b"secret");
+        let events: Vec<_> = (0..500).map(|_| log_event(&"c".repeat(36))).collect();
+        let sealed = pack("me", &sealer, &events, 7_800);
+        assert!(sealed.len() > 1);
+        let mut delivered = 0;
+        let mut ids = std::collections::HashSet::new();
+        for envelope in &sealed {
+            assert!(envelope.payload.len() < 7_800, "{}", envelope.payload.len());
+            let opened = sealer.open(&envelope.payload).expect("a signed envelope");
+            assert_eq!(opened.i.as_deref(), Some(envelope.id.as_str()));
+            assert!(ids.insert(envelope.id.clone()), "envelope ids are unique");
+            delivered += opened.e.len();
+        }
+        assert_eq!(delivered, 500);
+    }
+
+    #[test]
+    fn instance_wide_resyncs_never_leave_the_instance() {
+        let sealer = Sealer::new(b"secret");
+        let resync = Event {
+            company_id: None,
+            kind: EventKind::Resync,
+        };
+        assert!(pack("me", &sealer, [&resync], 7_800).is_empty());
+    }
+
+    #[test]
+    fn envelopes_without_an_id_are_still_read() {
+        let sealer = Sealer::new(b"secret");
+        let old = sealer.seal(r#"{"v":1,"o":"older","e":[{"t":"resync","c":"acme"}]}"#);
+        let opened = sealer.open(&old).expect("an older instance's envelope");
+        assert_eq!(opened.i, None);
+        assert_eq!(opened.e, vec![WireEvent::Resync { c: "acme".into() }]);
+    }
 
     fn envelope() -> String {
         serde_json::json!({

@@ -13,7 +13,7 @@ use crate::auth::signed_url::UrlSigner;
 use crate::auth::{Authentication, Viewer};
 use crate::blobs::BlobStore;
 use crate::crypto::password::Passwords;
-use crate::db::Db;
+use crate::db::{Db, Reads};
 use crate::domain::health::HealthRules;
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
@@ -48,8 +48,25 @@ pub struct Services {
     pub batch_window: std::time::Duration,
     /// Database connections one request (or one WebSocket) may hold at once.
     pub request_connections: usize,
-    /// Turns at computing run statistics, a bounded number at a time.
+    /// The run queue's limits, schedules' cron rules and webhooks' keys and limits.
+    pub queue: Arc<QueueSettings>,
+    /// Turns at computing run statistics and retention previews, a bounded number at a time.
     pub statistics: crate::domain::statistics::StatisticsGate,
+}
+
+/// The run queue's settings (issue 13).
+pub struct QueueSettings {
+    /// Largest run input or output (and webhook body), in bytes of JSON.
+    pub max_json_bytes: usize,
+    pub cron: crate::domain::schedule::CronRules,
+    /// Derives webhooks' signing secrets.
+    pub webhook_keys: crate::domain::webhook::WebhookKeys,
+    /// How far a signed timestamp may be from now, in seconds.
+    pub webhook_tolerance_seconds: i64,
+    /// Requests per minute per hook id on this instance.
+    pub(crate) webhook_limits: crate::auth::rate_limit::KeyedBuckets,
+    /// Put in front of `/hooks/...` in `Webhook.url`, without a trailing slash.
+    pub public_url: Option<String>,
 }
 
 /// Limits and URL shape for screenshots.
@@ -61,6 +78,14 @@ pub struct ScreenshotSettings {
     pub max_pixels: u64,
     /// Put in front of `/screenshots/...` in `Screenshot.url`, without a trailing slash.
     pub public_url: Option<String>,
+}
+
+impl Services {
+    /// The shared pool, reading from a replica when there is a usable one: for the
+    /// snapshots subscriptions send (their live events come from the bus).
+    pub fn snapshots(&self) -> Db {
+        self.db.reading_from(Reads::Replica)
+    }
 }
 
 static ANONYMOUS: Authentication = Authentication::Anonymous;
@@ -75,9 +100,34 @@ struct ClientAddress(IpAddr);
 /// their company.
 pub struct RequestData {
     authentication: Authentication,
-    db: RequestDb,
-    loader: Option<DataLoader<TenantLoader>>,
+    scope: OperationScope,
     client_address: Option<IpAddr>,
+}
+
+/// What each operation of a request (or of a WebSocket connection) gets on its own: the
+/// request's database handle, reading from where the operation's type says
+/// ([`Reads`]), and a batch loader on that handle for a verified viewer's company.
+#[derive(Clone)]
+pub struct OperationScope {
+    db: Db,
+    tenant: Option<crate::domain::Tenant>,
+    batch_window: std::time::Duration,
+}
+
+impl OperationScope {
+    /// `request` with the operation's database handle and loader attached.
+    pub fn attach(&self, request: async_graphql::Request, reads: Reads) -> async_graphql::Request {
+        let db = self.db.reading_from(reads);
+        let loader = self
+            .tenant
+            .as_ref()
+            .map(|tenant| TenantLoader::for_request(db.clone(), tenant.clone(), self.batch_window));
+        let request = request.data(RequestDb(db));
+        match loader {
+            Some(loader) => request.data(loader),
+            None => request,
+        }
+    }
 }
 
 /// The database handle of one request: its queries share a few connections (see
@@ -87,18 +137,17 @@ pub struct RequestDb(pub Db);
 impl RequestData {
     pub fn new(services: &Services, authentication: Authentication) -> Self {
         let db = services.db.for_request(services.request_connections);
-        let loader = match &authentication {
-            Authentication::Verified(viewer) => Some(TenantLoader::for_request(
-                db.clone(),
-                viewer.tenant.clone(),
-                services.batch_window,
-            )),
+        let tenant = match &authentication {
+            Authentication::Verified(viewer) => Some(viewer.tenant.clone()),
             _ => None,
         };
         Self {
             authentication,
-            db: RequestDb(db),
-            loader,
+            scope: OperationScope {
+                db,
+                tenant,
+                batch_window: services.batch_window,
+            },
             client_address: None,
         }
     }
@@ -109,30 +158,24 @@ impl RequestData {
         self
     }
 
-    /// For one HTTP request.
-    pub fn attach(self, request: async_graphql::Request) -> async_graphql::Request {
-        let mut request = request.data(self.authentication).data(self.db);
+    /// For one HTTP request running one operation whose reads go to `reads`.
+    pub fn attach(self, request: async_graphql::Request, reads: Reads) -> async_graphql::Request {
+        let mut request = self.scope.attach(request.data(self.authentication), reads);
         if let Some(address) = self.client_address {
             request = request.data(ClientAddress(address));
         }
-        match self.loader {
-            Some(loader) => request.data(loader),
-            None => request,
-        }
+        request
     }
 
-    /// For a WebSocket connection (`connection_init`).
-    pub fn into_data(self) -> async_graphql::Data {
+    /// For a WebSocket connection (`connection_init`): the connection's data, and the
+    /// scope each of its operations is attached to ([`OperationScope::attach`]).
+    pub fn into_session(self) -> (async_graphql::Data, OperationScope) {
         let mut data = async_graphql::Data::default();
         data.insert(self.authentication);
-        data.insert(self.db);
         if let Some(address) = self.client_address {
             data.insert(ClientAddress(address));
         }
-        if let Some(loader) = self.loader {
-            data.insert(loader);
-        }
-        data
+        (data, self.scope)
     }
 }
 

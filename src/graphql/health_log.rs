@@ -89,8 +89,17 @@ pub struct StepOutcomeInput {
     /// How long the step took, in milliseconds (0 or more).
     pub execution_time_ms: Option<i32>,
     /// 1 to 200 characters chosen by the executor. A retried report carrying the same key
-    /// for the same run is recorded and counted once.
+    /// for the same run is recorded and counted once. Include the run's `attempt` in it:
+    /// a run re-queued after an expired lease is reported afresh by its next executor.
     pub idempotency_key: Option<String>,
+    /// For a healed step (HEALED_DETERMINISTIC or HEALED_AI): the selectors that found the
+    /// element, a JSON object of at most 64 KiB. Stored on the step (`Step.healedSelectors`)
+    /// in the same transaction as the report; refused for other statuses.
+    pub healed_selectors: Option<serde_json::Value>,
+    /// For a healed step: how it was healed, e.g. `text-match` or a model's name; at most
+    /// 100 characters. Stored as `Step.healingMethod`; `deterministic` or `ai` (from the
+    /// status) when absent.
+    pub healing_method: Option<String>,
 }
 
 impl StepOutcomeInput {
@@ -105,6 +114,8 @@ impl StepOutcomeInput {
             page_url: self.page_url,
             execution_time_ms: self.execution_time_ms,
             idempotency_key: self.idempotency_key,
+            healed_selectors: self.healed_selectors,
+            healing_method: self.healing_method,
         }
     }
 }

@@ -24,10 +24,15 @@ mod stream_cursor;
 mod subscription;
 mod user;
 mod workflow;
+// The run queue (issue 13).
+mod queue;
+mod schedule;
+mod step_text;
+mod webhook;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
-pub use context::{RequestData, ScreenshotSettings, Services};
+pub use context::{OperationScope, QueueSettings, RequestData, ScreenshotSettings, Services};
 pub use documents::{ParsedDocuments, Unkept};
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name, refuse_nul};
 pub use prescan::DocumentLimits;
@@ -44,6 +49,8 @@ pub struct Query(
     workflow::WorkflowQuery,
     step::StepQuery,
     screenshot::ScreenshotQuery,
+    schedule::ScheduleQuery,
+    webhook::WebhookQuery,
     retention::RetentionQuery,
     statistics::StatisticsQuery,
 );
@@ -59,6 +66,10 @@ pub struct Mutation(
     step::StepMutation,
     run::RunMutation,
     screenshot::ScreenshotMutation,
+    queue::QueueMutation,
+    schedule::ScheduleMutation,
+    webhook::WebhookMutation,
+    step_text::StepTextMutation,
     retention::RetentionMutation,
 );
 

@@ -116,6 +116,7 @@ impl RunFilterInput {
         RunFilter {
             workflow_id: workflow_id.or(self.workflow_id).map(|id| id.0),
             statuses: domain::filter_values(field, statuses)?,
+            retry_of: None,
             started_by: self.started_by.map(|id| id.0),
             started_after: self.started_after.map(super::health_log::stored_precision),
             started_before: self.started_before.map(super::health_log::stored_precision),
@@ -234,6 +235,124 @@ impl Run {
             PageArgs::forward(first, after),
         )
         .await
+    }
+
+    /// What made the run: MANUAL (`startRun`), QUEUE (`enqueueRun`), SCHEDULE, WEBHOOK or
+    /// RETRY (`retryRun`).
+    async fn trigger(&self) -> super::queue::RunTrigger {
+        self.row.trigger_kind.into()
+    }
+
+    /// Queued runs of higher priority are claimed first (-1,000 to 1,000).
+    async fn priority(&self) -> i32 {
+        self.row.priority
+    }
+
+    /// When a queued run became (or becomes) claimable; for a scheduled run, the
+    /// occurrence it was queued for. Null for runs never queued.
+    async fn not_before(&self) -> Option<DateTime<Utc>> {
+        self.row.not_before.map(|at| at.and_utc())
+    }
+
+    /// What the run was queued with (a webhook's JSON body, a schedule's or enqueuer's
+    /// input); null when none.
+    async fn input(&self) -> async_graphql::Result<Option<serde_json::Value>> {
+        Ok(self
+            .row
+            .input
+            .as_deref()
+            .map(|text| domain::json::parse("input", text))
+            .transpose()?)
+    }
+
+    /// What the executor finished the run with (`finishRun(output:)`); null when none.
+    async fn output(&self) -> async_graphql::Result<Option<serde_json::Value>> {
+        Ok(self
+            .row
+            .output
+            .as_deref()
+            .map(|text| domain::json::parse("output", text))
+            .transpose()?)
+    }
+
+    /// How many times the run was claimed (0 while it waits for its first claim).
+    async fn attempt(&self) -> i32 {
+        self.row.attempt
+    }
+
+    /// Claims the run may take: once a lease of its last attempt expires, the run fails.
+    async fn max_attempts(&self) -> i32 {
+        self.row.max_attempts
+    }
+
+    /// When the current claim lapses unless its executor sends a heartbeat; null when no
+    /// lease runs (never claimed, paused, or over).
+    async fn lease_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.row.lease_expires_at.map(|at| at.and_utc())
+    }
+
+    /// The run this one retries (`retryRun`); null otherwise.
+    async fn retry_of(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Run>> {
+        let Some(id) = &self.row.retry_of else {
+            return Ok(None);
+        };
+        let row = ctx.loader()?.load_one(RunById(id.clone())).await?;
+        Ok(row.map(|row| Run {
+            row,
+            viewer: self.viewer.clone(),
+        }))
+    }
+
+    /// The runs retrying this one, newest first.
+    #[graphql(complexity = "super::pagination::page_complexity(first, None, child_complexity)")]
+    async fn retries(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "How many runs to return: 0 to 100, default 20.")] first: Option<i32>,
+        #[graphql(desc = "Return the runs after this cursor.")] after: Option<String>,
+    ) -> async_graphql::Result<CountedConnection<Run>> {
+        let filter = RunFilter {
+            retry_of: Some(self.row.id.clone()),
+            ..RunFilter::default()
+        };
+        runs_connection(
+            ctx,
+            filter,
+            domain::run::RunOrder::NewestFirst,
+            PageArgs::forward(first, after),
+        )
+        .await
+    }
+
+    /// Where a retry starts: this step of the workflow and the ones after it. Null for
+    /// other runs, for a retry from the first step, or when that step was deleted since
+    /// (the executor then starts from the first).
+    #[allow(clippy::wrong_self_convention)] // `Run.fromStep`, not a conversion
+    async fn from_step(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Step>> {
+        Step::load_optional(ctx, self.row.from_step_id.as_deref()).await
+    }
+
+    /// The schedule that queued the run; null for other triggers or once it was deleted.
+    async fn schedule(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::schedule::Schedule>> {
+        if self.row.trigger_kind != domain::run::Trigger::Schedule {
+            return Ok(None);
+        }
+        super::schedule::Schedule::load_optional(ctx, self.row.trigger_id.as_deref()).await
+    }
+
+    /// The webhook whose request queued the run; null for other triggers or once it was
+    /// deleted.
+    async fn webhook(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::webhook::Webhook>> {
+        if self.row.trigger_kind != domain::run::Trigger::Webhook {
+            return Ok(None);
+        }
+        super::webhook::Webhook::load_optional(ctx, self.row.trigger_id.as_deref()).await
     }
 }
 
@@ -552,6 +671,12 @@ impl RunMutation {
         #[graphql(desc = "The run the step was executed in.")] run_id: ID,
         #[graphql(desc = "The step, a step of the run's workflow.")] step_id: ID,
         #[graphql(desc = "How the step went.")] outcome: StepOutcomeInput,
+        #[graphql(
+            desc = "For a claimed run: the lease `claimRun` gave. When it is no longer the \
+                    run's (it expired and the run was re-queued), the report is refused \
+                    with CONFLICT and nothing is recorded."
+        )]
+        lease_id: Option<ID>,
     ) -> async_graphql::Result<StepReport> {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
@@ -563,6 +688,7 @@ impl RunMutation {
             &run_id,
             &step_id,
             outcome.into_domain(),
+            lease_id.as_ref().map(|id| id.as_str()),
         )
         .await?;
         Ok(StepReport {
@@ -587,17 +713,33 @@ impl RunMutation {
         #[graphql(desc = "The run to finish.")] run_id: ID,
         #[graphql(desc = "How the run ended.")] status: RunOutcome,
         #[graphql(desc = "Why it failed; at most 2,000 characters.")] error: Option<String>,
+        #[graphql(
+            desc = "What the run produced: any JSON value, at most 64 KiB serialised \
+                    (`--run-json-max-bytes`); `Run.output`."
+        )]
+        output: Option<serde_json::Value>,
+        #[graphql(
+            desc = "For a claimed run: the lease `claimRun` gave; CONFLICT when it is no \
+                    longer the run's. Finishing ends the lease."
+        )]
+        lease_id: Option<ID>,
     ) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
+        let request = domain::run::Finish {
+            outcome: status.into(),
+            error,
+            output,
+            lease_id: lease_id.map(|id| id.0),
+        };
         let row = domain::run::finish(
             &services.db,
             &services.events,
             &services.health,
             &viewer.tenant,
             &run_id,
-            status.into(),
-            error,
+            request,
+            services.queue.max_json_bytes,
         )
         .await?;
         Ok(Run {
@@ -606,7 +748,8 @@ impl RunMutation {
         })
     }
 
-    /// Pauses a RUNNING run. A paused run is never timed out.
+    /// Pauses a RUNNING run. A paused run is never timed out, and a claimed run's lease
+    /// stops running (the next `heartbeatRun` after resuming starts it again).
     async fn pause_run(
         &self,
         ctx: &Context<'_>,

@@ -30,7 +30,7 @@ use crate::domain;
 use crate::domain::health_log::{StreamPosition, StreamScope, StreamedLog};
 use crate::domain::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest};
 use crate::domain::run::{RunFilter, Status as RunStatus};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::events::{Event, EventKind};
 
 /// What a stream learned from the bus.
@@ -141,7 +141,7 @@ impl Subscription {
         let viewer = ctx.viewer()?.clone();
         let services = ctx.services().clone();
         let mut events = services.events.subscribe();
-        let run = domain::run::find(&services.db, &viewer.tenant, &run_id).await?;
+        let run = snapshot_run(&services, &viewer, &run_id).await?;
         Ok(async_stream::stream! {
             let mut last_version = run.version;
             let mut finished = is_finished(&run);
@@ -154,7 +154,7 @@ impl Subscription {
                         }
                         _ => None,
                     },
-                    Heard::CatchUp => domain::run::find(&services.db, &viewer.tenant, &run_id).await.ok().map(|r| (r, None)),
+                    Heard::CatchUp => snapshot_run(&services, &viewer, &run_id).await.ok().map(|r| (r, None)),
                     Heard::Closed => break,
                 };
                 // Events can arrive out of commit order (publishers race after commit, and
@@ -315,6 +315,87 @@ impl Subscription {
         })
     }
 
+    /// Wakes idle executors: the company's QUEUED runs (of `workflowIds`, any when empty)
+    /// as they become claimable — first those waiting now (at most 100, in claim order),
+    /// then each run queued or re-queued after an expired lease, and each delayed run when
+    /// its `notBefore` arrives. Answer with `claimRun`: another executor may have claimed
+    /// the run meanwhile. Delivery is at most once; poll `claimRun` now and then as well.
+    async fn run_queued(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only runs of these workflows (at most 100); empty or absent: any.")]
+        workflow_ids: Option<Vec<ID>>,
+    ) -> async_graphql::Result<impl Stream<Item = Run>> {
+        let viewer = ctx.viewer()?.clone();
+        let services = ctx.services().clone();
+        let workflow_ids: Vec<String> = workflow_ids
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| id.0)
+            .collect();
+        if workflow_ids.len() > domain::run::queue::MAX_CLAIM_WORKFLOWS {
+            return Err(crate::error::AppError::bad_input(
+                "workflowIds",
+                format!(
+                    "workflowIds may list at most {} workflows",
+                    domain::run::queue::MAX_CLAIM_WORKFLOWS
+                ),
+            )
+            .into());
+        }
+        let mut events = services.events.subscribe();
+        let snapshot =
+            domain::run::queue::queued(&services.db, &viewer.tenant, &workflow_ids).await?;
+        let wanted = move |run: &domain::run::Run| {
+            run.status == RunStatus::Queued
+                && (workflow_ids.is_empty() || workflow_ids.contains(&run.workflow_id))
+        };
+        Ok(async_stream::stream! {
+            let mut versions = RunVersions::default();
+            let mut delayed = DelayedRuns::default();
+            let mut pending = snapshot;
+            loop {
+                for run in std::mem::take(&mut pending) {
+                    if !wanted(&run) || !versions.advance(&run.id, run.version) {
+                        continue;
+                    }
+                    match run.not_before.filter(|at| *at > domain::now()) {
+                        Some(at) => delayed.add(run, at),
+                        None => yield Run { row: run, viewer: viewer.clone() },
+                    }
+                }
+                let next_due = delayed.next_due();
+                let wake = tokio::select! {
+                    heard = next_event(&mut events, &viewer) => QueueWake::Heard(heard),
+                    () = async {
+                        match next_due {
+                            Some(at) => tokio::time::sleep(until(at)).await,
+                            None => std::future::pending::<()>().await,
+                        }
+                    } => QueueWake::Due,
+                };
+                match wake {
+                    QueueWake::Heard(Heard::Event(event)) => {
+                        if let EventKind::RunChanged { run, .. } = &event.kind {
+                            pending.push((**run).clone());
+                        }
+                    }
+                    QueueWake::Heard(Heard::CatchUp) => {
+                        pending = domain::run::queue::queued(&services.db, &viewer.tenant, &[])
+                            .await
+                            .unwrap_or_default();
+                    }
+                    QueueWake::Heard(Heard::Closed) => break,
+                    QueueWake::Due => {
+                        for run in delayed.take_due(domain::now()) {
+                            yield Run { row: run, viewer: viewer.clone() };
+                        }
+                    }
+                }
+            }
+        })
+    }
+
     /// Workflow status changes of the company, or of one workflow.
     async fn workflow_status_changed(
         &self,
@@ -355,6 +436,52 @@ impl Subscription {
     }
 }
 
+/// What a `runQueued` stream does next.
+enum QueueWake {
+    Heard(Heard),
+    /// A delayed run's `notBefore` arrived.
+    Due,
+}
+
+/// Queued runs a `runQueued` stream heard of whose `notBefore` is still ahead, soonest
+/// first; bounded (the furthest are forgotten: executors poll too).
+#[derive(Default)]
+struct DelayedRuns {
+    runs: std::collections::BTreeMap<(NaiveDateTime, String), domain::run::Run>,
+}
+
+impl DelayedRuns {
+    const CAPACITY: usize = 1_024;
+
+    fn add(&mut self, run: domain::run::Run, at: NaiveDateTime) {
+        self.runs.retain(|(_, id), _| *id != run.id);
+        self.runs.insert((at, run.id.clone()), run);
+        if self.runs.len() > Self::CAPACITY {
+            self.runs.pop_last();
+        }
+    }
+
+    fn next_due(&self) -> Option<NaiveDateTime> {
+        self.runs.keys().next().map(|(at, _)| *at)
+    }
+
+    fn take_due(&mut self, now: NaiveDateTime) -> Vec<domain::run::Run> {
+        let mut due = Vec::new();
+        while let Some(entry) = self.runs.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        due
+    }
+}
+
+/// How long until `at`, from now (zero when it has passed).
+fn until(at: NaiveDateTime) -> std::time::Duration {
+    (at - domain::now()).to_std().unwrap_or_default()
+}
+
 fn status_change(
     row: domain::workflow::Workflow,
     previous_status: Option<WorkflowStatus>,
@@ -370,6 +497,21 @@ fn status_change(
     }
 }
 
+/// A run as it is now, for a `runUpdated` snapshot: from a read replica when there is a
+/// usable one, and from the primary when the replica does not have the run yet (a client
+/// that has just started a run subscribes to it at once, and a replica replays a moment
+/// behind).
+async fn snapshot_run(
+    services: &Services,
+    viewer: &Viewer,
+    run_id: &str,
+) -> AppResult<domain::run::Run> {
+    match domain::run::find(&services.snapshots(), &viewer.tenant, run_id).await {
+        Err(AppError::NotFound(_)) => domain::run::find(&services.db, &viewer.tenant, run_id).await,
+        found => found,
+    }
+}
+
 /// The company's runs that are still going (the snapshot after catching up).
 async fn active_runs(
     services: &Services,
@@ -382,7 +524,7 @@ async fn active_runs(
         ..RunFilter::default()
     };
     let page = domain::run::list(
-        &services.db,
+        &services.snapshots(),
         &viewer.tenant,
         &filter,
         domain::run::RunOrder::NewestFirst,
@@ -400,7 +542,7 @@ async fn recent_notifications(
 ) -> AppResult<Vec<domain::notification::Notification>> {
     let filter = domain::notification::NotificationFilter::default();
     let page = domain::notification::list(
-        &services.db,
+        &services.snapshots(),
         &viewer.tenant,
         &filter,
         &PageRequest::first(DEFAULT_PAGE_SIZE),
@@ -421,7 +563,7 @@ async fn recently_changed_workflows(
     since: NaiveDateTime,
 ) -> AppResult<Vec<domain::workflow::Workflow>> {
     if let Some(id) = workflow_id {
-        let row = domain::workflow::find(&services.db, &viewer.tenant, &id).await?;
+        let row = domain::workflow::find(&services.snapshots(), &viewer.tenant, &id).await?;
         return Ok(if row.updated_at >= since {
             vec![row]
         } else {
@@ -437,7 +579,7 @@ async fn recently_changed_workflows(
         descending: false,
     };
     let page = domain::workflow::list(
-        &services.db,
+        &services.snapshots(),
         &viewer.tenant,
         &filter,
         order,

@@ -4,6 +4,7 @@ mod client_address;
 mod graphiql;
 mod graphql;
 mod health;
+mod hooks;
 mod metrics;
 mod operation;
 mod screenshots;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request, header};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/screenshots/{id}", get(screenshots::handler))
+        .route("/hooks/{id}", post(hooks::handler))
         // Layers run bottom-up on the way in: the id is set first, so the span can show it,
         // and it is echoed in the response so a client can quote it in a bug report.
         .layer(PropagateRequestIdLayer::x_request_id())

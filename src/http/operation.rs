@@ -26,9 +26,10 @@ use futures_util::{Stream, StreamExt as _};
 use tracing::Instrument as _;
 
 use super::AppState;
+use crate::db::Reads;
 use crate::graphql::{
-    ParsedDocuments, RequestData, Unkept, check_aliases, code_request_errors, is_request_error,
-    null_failed_fields, refuse_nul, selected_operation,
+    OperationScope, ParsedDocuments, RequestData, Unkept, check_aliases, code_request_errors,
+    is_request_error, null_failed_fields, refuse_nul, selected_operation,
 };
 use crate::metrics::{METRICS, OperationLabels, Outcome, Transport};
 
@@ -119,6 +120,16 @@ impl Operation {
         self.first.description.kind == Some(OperationType::Mutation)
     }
 
+    /// Where the operation's reads go: a query's and a subscription's snapshots may come
+    /// from a read replica; a mutation, and everything its answer reads, from the primary
+    /// (what it wrote is what it shows).
+    fn reads(&self) -> Reads {
+        match self.first.description.kind {
+            Some(OperationType::Query | OperationType::Subscription) => Reads::Replica,
+            Some(OperationType::Mutation) | None => Reads::Primary,
+        }
+    }
+
     /// Runs the operation for its one answer, with `data` (who is calling, from where)
     /// attached to it. A subscription is refused with a request error: one answer cannot
     /// carry it.
@@ -126,6 +137,7 @@ impl Operation {
         if let Err(refused) = self.check_limits(state) {
             return refused.into();
         }
+        let reads = self.reads();
         // Nested in the transport's span, so every log line of the operation has its
         // request id.
         let description = &self.first.description;
@@ -137,7 +149,7 @@ impl Operation {
         let started = Instant::now();
         let response = state
             .schema
-            .execute(data.attach(self.request))
+            .execute(data.attach(self.request, reads))
             .instrument(span)
             .await;
         self.first
@@ -156,11 +168,14 @@ impl Operation {
         mut self,
         state: &AppState,
         session: Arc<Data>,
+        scope: &OperationScope,
     ) -> Result<impl Stream<Item = Answer> + Send + Unpin + 'static, Refused> {
         self.check_limits(state)?;
+        let reads = self.reads();
+        let request = scope.attach(self.request, reads);
         let responses = state
             .schema
-            .execute_stream_with_session_data(self.request, session);
+            .execute_stream_with_session_data(request, session);
         let documents = Arc::clone(&state.documents);
         let mut first = Some(self.first);
         Ok(responses.map(move |response| match first.take() {

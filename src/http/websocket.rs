@@ -37,7 +37,7 @@ use crate::auth::membership::MEMBERSHIP_TTL;
 use crate::auth::rate_limit::address_group;
 use crate::auth::{Authentication, Viewer};
 use crate::error::{AppError, AppResult};
-use crate::graphql::RequestData;
+use crate::graphql::{OperationScope, RequestData};
 use crate::metrics::{GaugeGuard, METRICS, Transport};
 
 /// The modern protocol (graphql-ws library).
@@ -289,8 +289,13 @@ struct OperationPayload {
 }
 
 enum Phase {
-    AwaitingInit { deadline: Instant },
-    Ready { data: Arc<Data> },
+    AwaitingInit {
+        deadline: Instant,
+    },
+    Ready {
+        data: Arc<Data>,
+        scope: OperationScope,
+    },
 }
 
 struct Connection {
@@ -588,17 +593,18 @@ impl Connection {
                 self._anonymous_slot = Some(slot);
             }
         }
-        let data = RequestData::new(&self.state.services, authentication)
+        let (data, scope) = RequestData::new(&self.state.services, authentication)
             .from_address(self.address)
-            .into_data();
+            .into_session();
         self.phase = Phase::Ready {
             data: Arc::new(data),
+            scope,
         };
         self.send(json!({ "type": "connection_ack" })).await
     }
 
     async fn on_subscribe(&mut self, id: String, payload: OperationPayload) -> Result<(), Closing> {
-        let Phase::Ready { data } = &self.phase else {
+        let Phase::Ready { data, scope } = &self.phase else {
             return Err(Closing(close::UNAUTHORIZED, "Unauthorized".into()));
         };
         if self.operations.contains_key(&id) {
@@ -635,7 +641,7 @@ impl Connection {
             Ok(operation) => operation,
             Err(refused) => return self.on_outgoing(Outgoing::refused(id, refused)).await,
         };
-        let mut answers = match operation.stream(&self.state, Arc::clone(data)) {
+        let mut answers = match operation.stream(&self.state, Arc::clone(data), scope) {
             Ok(answers) => answers,
             Err(refused) => return self.on_outgoing(Outgoing::refused(id, refused)).await,
         };

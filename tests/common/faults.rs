@@ -534,3 +534,416 @@ fn run_checked(cmd: &mut Command, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ---------------------------------------------------------------------------
+// Private clusters for the scale-out tests: TLS, statement logs, streaming replicas
+// ---------------------------------------------------------------------------
+
+/// Certificates a TLS test made with the `openssl` command: a CA, a server certificate it
+/// signed for `localhost` only, and a second CA that signed nothing of ours.
+pub struct TestCertificates {
+    pub ca: PathBuf,
+    pub wrong_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TestCertificates {
+    /// Makes the files in `dir`.
+    pub fn make(dir: &Path) -> TestCertificates {
+        std::fs::create_dir_all(dir).expect("certificate dir");
+        let path = |name: &str| dir.join(name);
+        let s = |p: &PathBuf| p.to_string_lossy().into_owned();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for (ca, cn) in [
+            ("ca", "Stepwise Test CA"),
+            ("wrong-ca", "Someone Else's CA"),
+        ] {
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            let (key, cert) = (
+                s(&path(&format!("{ca}.key"))),
+                s(&path(&format!("{ca}.pem"))),
+            );
+            let subject = format!("/CN={cn}");
+            args.extend([
+                "-keyout", &key, "-out", &cert, "-days", "2", "-subj", &subject,
+            ]);
+            run_checked(Command::new("openssl").args(&args), "openssl: make a CA");
+        }
+        let (csr, key, cert) = (path("server.csr"), path("server.key"), path("server.pem"));
+        let mut args = vec!["req"];
+        args.extend(ec);
+        let (key_s, csr_s) = (s(&key), s(&csr));
+        args.extend(["-keyout", &key_s, "-out", &csr_s, "-subj", "/CN=localhost"]);
+        run_checked(Command::new("openssl").args(&args), "openssl: server key");
+        let ext = path("server.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("extensions file");
+        run_checked(
+            Command::new("openssl").args([
+                "x509",
+                "-req",
+                "-in",
+                &csr_s,
+                "-CA",
+                &s(&path("ca.pem")),
+                "-CAkey",
+                &s(&path("ca.key")),
+                "-CAcreateserial",
+                "-out",
+                &s(&cert),
+                "-days",
+                "2",
+                "-extfile",
+                &s(&ext),
+            ]),
+            "openssl: sign the server certificate",
+        );
+        TestCertificates {
+            ca: path("ca.pem"),
+            wrong_ca: path("wrong-ca.pem"),
+            server_cert: cert,
+            server_key: key,
+        }
+    }
+}
+
+impl PrivateCluster {
+    /// A fresh cluster with `settings` appended to its `postgresql.conf` and, when given,
+    /// `hba` as its whole `pg_hba.conf`. `files` are copied into the cluster's directory
+    /// (owned by `postgres`, mode 0600) first, for settings that name them.
+    pub async fn start_configured(
+        settings: String,
+        hba: Option<String>,
+        files: Vec<(PathBuf, &'static str)>,
+    ) -> PrivateCluster {
+        tokio::task::spawn_blocking(move || {
+            let id = uuid::Uuid::now_v7().simple().to_string();
+            let dir = std::env::temp_dir().join(format!("stepwise-pg-{id}"));
+            std::fs::create_dir_all(&dir).expect("create cluster dir");
+            let port = free_port();
+            let cluster = PrivateCluster { dir, port };
+            run_checked(
+                Command::new("chown").args(["postgres:postgres", &cluster.dir_str()]),
+                "chown the cluster dir",
+            );
+            run_checked(
+                Command::new("runuser").args([
+                    "-u",
+                    "postgres",
+                    "--",
+                    &format!("{PG_BIN}/initdb"),
+                    "-D",
+                    &cluster.data_dir(),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "--no-instructions",
+                ]),
+                "initdb",
+            );
+            let data = PathBuf::from(cluster.data_dir());
+            for (source, name) in files {
+                let target = data.join(name);
+                std::fs::copy(&source, &target).expect("copy a file into the cluster");
+                run_checked(
+                    Command::new("chown").args(["postgres:postgres", &target.to_string_lossy()]),
+                    "chown a cluster file",
+                );
+                run_checked(
+                    Command::new("chmod").args(["600", &target.to_string_lossy()]),
+                    "chmod a cluster file",
+                );
+            }
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+            text.push('\n');
+            text.push_str(&settings);
+            text.push('\n');
+            std::fs::write(&conf, text).expect("write postgresql.conf");
+            if let Some(hba) = hba {
+                std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+            }
+            start_postgres(&cluster.dir, cluster.port);
+            cluster
+        })
+        .await
+        .expect("cluster start thread")
+    }
+
+    /// A streaming replica of this cluster: `pg_basebackup -R` into a directory of its
+    /// own and a second postmaster on another port (it keeps this cluster's settings).
+    pub async fn start_replica(&self) -> PrivateCluster {
+        let primary_port = self.port;
+        tokio::task::spawn_blocking(move || {
+            let id = uuid::Uuid::now_v7().simple().to_string();
+            let dir = std::env::temp_dir().join(format!("stepwise-pg-replica-{id}"));
+            std::fs::create_dir_all(&dir).expect("create replica dir");
+            let replica = PrivateCluster {
+                dir,
+                port: free_port(),
+            };
+            run_checked(
+                Command::new("chown").args(["postgres:postgres", &replica.dir_str()]),
+                "chown the replica dir",
+            );
+            run_checked(
+                Command::new("runuser").args([
+                    "-u",
+                    "postgres",
+                    "--",
+                    &format!("{PG_BIN}/pg_basebackup"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &primary_port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-D",
+                    &replica.data_dir(),
+                    "-R",
+                    "-X",
+                    "stream",
+                    "--no-sync",
+                ]),
+                "pg_basebackup",
+            );
+            start_postgres(&replica.dir, replica.port);
+            replica
+        })
+        .await
+        .expect("replica start thread")
+    }
+
+    /// Runs `sql` with `psql` as `postgres` on this cluster's `postgres` database and
+    /// returns what it printed (unaligned, tuples only).
+    pub async fn psql(&self, sql: &str) -> String {
+        let (port, sql) = (self.port.to_string(), sql.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new("runuser")
+                .args([
+                    "-u",
+                    "postgres",
+                    "--",
+                    &format!("{PG_BIN}/psql"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-d",
+                    "postgres",
+                    "-AtqX",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    &sql,
+                ])
+                .env("PGSSLMODE", "disable")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run psql");
+            assert!(
+                out.status.success(),
+                "psql failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .await
+        .expect("psql thread")
+    }
+
+    /// Lines of this cluster's log (with `log_statement = 'all'`) that ran a statement
+    /// containing `needle`.
+    pub fn statements_containing(&self, needle: &str) -> usize {
+        self.log()
+            .lines()
+            .filter(|line| line.contains("statement: ") || line.contains(" execute "))
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+// ---------------------------------------------------------------------------
+// A private NATS server
+// ---------------------------------------------------------------------------
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// A `nats-server -js` of our own on a free port, its JetStream storage in a temp dir, so
+/// a test may stop and restart it. Dropping it kills it and removes the directory.
+pub struct PrivateNats {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    /// Whether `nats-server` is installed (`.ci/run` installs Debian's package). Without
+    /// it the test is skipped with a loud message, or fails under `CI=true`.
+    pub fn available() -> bool {
+        if Path::new(NATS_SERVER).exists() {
+            return true;
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{NATS_SERVER} is missing (CI=true): apt-get install nats-server"
+        );
+        eprintln!("\n**********\nSKIPPED: {NATS_SERVER} is not installed\n**********");
+        false
+    }
+
+    pub async fn start() -> PrivateNats {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("stepwise-nats-{id}"));
+        std::fs::create_dir_all(&dir).expect("create nats dir");
+        let mut nats = PrivateNats {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL): clients see the connection drop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same port and storage; waits until it accepts
+    /// connections.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("nats.log"))
+            .expect("nats log");
+        let child = Command::new(NATS_SERVER)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.dir.join("store"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `stepwise serve` with `env` on `database_url` and expects it to exit with an error
+/// within 60 s; returns what it printed.
+pub fn serve_fails(database_url: &str, env: &[(&str, &str)]) -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let dir = std::env::temp_dir().join(format!("stepwise-test-{id}"));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepwise"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            database_url,
+        ])
+        .current_dir(&dir)
+        .env_remove("DATABASE_URL")
+        .env("JWT_SECRET", super::TEST_JWT_SECRET)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stepwise serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "stepwise serve kept running on {database_url}; it should have refused to start"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut output = String::new();
+    for stream in [
+        child.stdout.take().map(|mut s| {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut text);
+            text
+        }),
+        child.stderr.take().map(|mut s| {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut text);
+            text
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        output.push_str(&stream);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        !status.success(),
+        "stepwise serve exited successfully:\n{output}"
+    );
+    output
+}

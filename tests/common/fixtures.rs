@@ -540,6 +540,16 @@ const TABLES: &[(&str, &str)] = &[
         "id, company_id, workflow_id, kind, severity, title, message, read, read_at, read_by, \
          created_at",
     ),
+    (
+        "schedules",
+        "id, company_id, workflow_id, name, cron, timezone, input, priority, enabled, \
+         next_fire_at, last_fired_at, last_run_id, last_error, created_at, updated_at",
+    ),
+    (
+        "webhooks",
+        "id, company_id, workflow_id, name, enabled, secret_salt, previous_secret_salt, \
+         previous_secret_expires_at, secret_rotated_at, last_used_at, created_at, updated_at",
+    ),
     // The policy only: the sweep's bookkeeping (next_sweep_at, claims) moves on its own.
     (
         "retention_policies",

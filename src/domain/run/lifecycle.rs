@@ -23,11 +23,14 @@ use crate::error::{AppError, AppResult};
 /// What a status change writes on the run, besides one more version.
 #[derive(AsChangeset)]
 #[diesel(table_name = runs)]
-struct StatusChange {
+pub(super) struct StatusChange {
     status: Status,
     error: Option<Option<String>>,
     finished_at: Option<Option<NaiveDateTime>>,
     updated_at: NaiveDateTime,
+    output: Option<Option<String>>,
+    lease_id: Option<Option<String>>,
+    lease_expires_at: Option<Option<NaiveDateTime>>,
 }
 
 impl StatusChange {
@@ -37,18 +40,58 @@ impl StatusChange {
             error: None,
             finished_at: None,
             updated_at: at,
+            output: None,
+            lease_id: None,
+            lease_expires_at: None,
         }
     }
 
-    /// The run ends now, with `error` as its error (`None` clears it).
-    fn finishing(status: Status, error: Option<String>, at: NaiveDateTime) -> Self {
+    /// The run ends now, with `error` as its error (`None` clears it); its lease ends
+    /// with it.
+    pub(super) fn finishing(status: Status, error: Option<String>, at: NaiveDateTime) -> Self {
         Self {
             status,
             error: Some(error),
             finished_at: Some(Some(at)),
             updated_at: at,
+            output: None,
+            lease_id: Some(None),
+            lease_expires_at: Some(None),
         }
     }
+
+    fn with_output(mut self, output: Option<String>) -> Self {
+        self.output = Some(output);
+        self
+    }
+
+    /// A paused run's lease stops running: the sweeper must not re-queue a run its
+    /// executor paused on purpose (see `queue`).
+    fn suspending_lease(mut self) -> Self {
+        self.lease_expires_at = Some(None);
+        self
+    }
+}
+
+/// Refuses with CONFLICT when `lease_id` is given and is not the run's current lease: the
+/// caller's claim lapsed (the run was re-queued, possibly claimed by another executor, or
+/// ended). Call with the run locked.
+pub(super) fn check_lease(run: &Run, lease_id: Option<&str>) -> AppResult<()> {
+    match lease_id {
+        Some(lease) if run.lease_id.as_deref() != Some(lease) => Err(AppError::Conflict(
+            "this lease is no longer the run's: it expired and the run was re-queued, or the \
+             run ended; stop working on it"
+                .to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The tenant's run, read and locked (see [`transition`]), or NOT_FOUND.
+async fn locked_run(tx: &mut Tx<EventKind>, run_id: &str) -> AppResult<Run> {
+    tx.lock_and_read(Lock::NoKeyUpdate, runs::id, run_id)
+        .await?
+        .ok_or(AppError::NotFound("run"))
 }
 
 /// The tenant's run `run_id` after `change` (made with the time taken after the lock),
@@ -98,7 +141,7 @@ pub(super) fn run_changed(
 
 /// `started_by` references the viewer's account; a token outliving its removed account is
 /// answered as `me` answers it, not as a server error.
-fn starter_gone(error: AppError) -> AppError {
+pub(super) fn starter_gone(error: AppError) -> AppError {
     if error.is_foreign_key_violation() {
         AppError::Unauthenticated("this account no longer exists")
     } else {
@@ -162,10 +205,35 @@ async fn started(tx: &mut Tx<EventKind>, started_by: &str, workflow_id: &str) ->
         created_at: at,
         updated_at: at,
         version: 1,
+        trigger_kind: super::Trigger::Manual,
+        priority: 0,
+        not_before: None,
+        input: None,
+        output: None,
+        attempt: 0,
+        max_attempts: 1,
+        lease_id: None,
+        lease_expires_at: None,
+        retry_of: None,
+        from_step_id: None,
+        trigger_id: None,
+        idempotency_key: None,
     };
     tx.insert(&mut run).await.map_err(starter_gone)?;
     tx.publish(run_changed(&run, None));
     Ok(run)
+}
+
+/// How an executor ends a run: the outcome, why it failed, what it produced, and (for a
+/// claimed run) the lease it holds.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    /// Any JSON value, at most the queue's JSON limit once serialised.
+    pub output: Option<serde_json::Value>,
+    /// When given, the run's current lease must be this one (CONFLICT otherwise).
+    pub lease_id: Option<String>,
 }
 
 /// Ends a running run as succeeded or failed and counts it for the workflow's health
@@ -176,13 +244,16 @@ pub async fn finish(
     rules: &HealthRules,
     tenant: &Tenant,
     run_id: &str,
-    outcome: Outcome,
-    error: Option<String>,
+    request: Finish,
+    max_json_bytes: usize,
 ) -> AppResult<Run> {
-    let error = bounded_text("error", error, MAX_ERROR_CHARS)?;
+    let error = bounded_text("error", request.error, MAX_ERROR_CHARS)?;
     let error = error.as_deref();
+    let output = super::queue::json_document("output", request.output.as_ref(), max_json_bytes)?;
+    let output = output.as_deref();
+    let (outcome, lease) = (request.outcome, request.lease_id.as_deref());
     db.write_with_events(tenant, events, |tx| {
-        finished(tx, rules, run_id, outcome, error).into_work()
+        finished(tx, rules, run_id, outcome, error, output, lease).into_work()
     })
     .await
 }
@@ -193,9 +264,15 @@ async fn finished(
     run_id: &str,
     outcome: Outcome,
     error: Option<&str>,
+    output: Option<&str>,
+    lease: Option<&str>,
 ) -> AppResult<Run> {
+    if lease.is_some() {
+        check_lease(&locked_run(tx, run_id).await?, lease)?;
+    }
     let run = transition(tx, run_id, Action::Finish, |at| {
         StatusChange::finishing(outcome.status(), error.map(str::to_owned), at)
+            .with_output(output.map(str::to_owned))
     })
     .await?;
     tx.publish(run_changed(&run, None));
@@ -203,12 +280,20 @@ async fn finished(
     Ok(run)
 }
 
-/// Pauses a running run; the sweeper leaves paused runs alone.
+/// Pauses a running run; the sweepers leave paused runs alone (a claimed run's lease
+/// stops running until the executor's next heartbeat).
 pub async fn pause(db: &Db, events: &Events, tenant: &Tenant, run_id: &str) -> AppResult<Run> {
-    db.write_with_events(tenant, events, |tx| {
-        changed(tx, run_id, Action::Pause, Status::Paused).into_work()
+    db.write_with_events(tenant, events, |tx| paused(tx, run_id).into_work())
+        .await
+}
+
+async fn paused(tx: &mut Tx<EventKind>, run_id: &str) -> AppResult<Run> {
+    let run = transition(tx, run_id, Action::Pause, |at| {
+        StatusChange::to(Status::Paused, at).suspending_lease()
     })
-    .await
+    .await?;
+    tx.publish(run_changed(&run, None));
+    Ok(run)
 }
 
 /// Resumes a paused run; its timeout counts from now.
@@ -272,6 +357,7 @@ pub(super) async fn time_out(
         tx.runs()
             .filter(runs::id.eq(run_id))
             .filter(runs::status.eq_any(Action::TimeOut.allowed_from()))
+            .filter(runs::lease_expires_at.is_null())
             .filter(runs::updated_at.lt(cutoff))
             .set((change, runs::version.eq(runs::version + 1)))
             .returning(Run::columns()),

@@ -14,6 +14,7 @@
 
 mod accounting;
 mod lifecycle;
+pub mod queue;
 mod report;
 mod sweeper;
 
@@ -33,7 +34,7 @@ use crate::db::schema::runs;
 use crate::db::{Db, TenantRow};
 use crate::error::{AppError, AppResult};
 
-pub use lifecycle::{cancel, finish, pause, resume, start};
+pub use lifecycle::{Finish, cancel, finish, pause, resume, start};
 pub use report::{StepReport, report_step};
 pub use sweeper::time_out_stale_runs;
 
@@ -63,6 +64,18 @@ impl RunOrder {
 
     fn descending(self) -> bool {
         self == Self::NewestFirst
+    }
+}
+
+crate::text_enum! {
+    /// What made a run: a person starting it at once, or the queue (enqueued by a client,
+    /// fired by a schedule, posted to a webhook, or retrying an earlier run).
+    pub enum Trigger {
+        Manual = "manual",
+        Queue = "queue",
+        Schedule = "schedule",
+        Webhook = "webhook",
+        Retry = "retry",
     }
 }
 
@@ -181,6 +194,32 @@ pub struct Run {
     pub updated_at: NaiveDateTime,
     /// One more with every committed change (see the `run_versions` migration).
     pub version: i64,
+    /// What made the run (the `run_queue` migration adds this and what follows).
+    pub trigger_kind: Trigger,
+    /// Claimed before runs of lower priority.
+    pub priority: i32,
+    /// A queued run is claimable from then on (for a scheduled run: its occurrence).
+    pub not_before: Option<NaiveDateTime>,
+    /// JSON text handed to the executor.
+    pub input: Option<String>,
+    /// JSON text the executor finished with.
+    pub output: Option<String>,
+    /// How many times the run was claimed.
+    pub attempt: i32,
+    /// Claims allowed before an expired lease fails the run.
+    pub max_attempts: i32,
+    /// The current claim's fencing token: only its holder may renew the lease.
+    pub lease_id: Option<String>,
+    /// When the current claim lapses unless renewed; NULL while no lease runs.
+    pub lease_expires_at: Option<NaiveDateTime>,
+    /// The run this one retries.
+    pub retry_of: Option<String>,
+    /// Where a retry starts: a step of the workflow (from the first when absent).
+    pub from_step_id: Option<String>,
+    /// The schedule or webhook that made the run.
+    pub trigger_id: Option<String>,
+    /// The scoped key that makes enqueueing idempotent (see `queue`).
+    pub idempotency_key: Option<String>,
 }
 
 impl TenantRow for Run {
@@ -205,6 +244,8 @@ impl Run {
 pub struct RunFilter {
     pub workflow_id: Option<String>,
     pub statuses: Vec<Status>,
+    /// Only the retries of this run.
+    pub retry_of: Option<String>,
     /// Started by this member.
     pub started_by: Option<String>,
     /// Started at or after this time (runs not started yet have no start time).
@@ -233,8 +274,11 @@ type Matching = dsl::And<
     dsl::And<
         dsl::And<
             dsl::And<
-                Maybe<dsl::Eq<runs::workflow_id, String>>,
-                Maybe<dsl::EqAny<runs::status, Vec<Status>>>,
+                dsl::And<
+                    Maybe<dsl::Eq<runs::workflow_id, String>>,
+                    Maybe<dsl::EqAny<runs::status, Vec<Status>>>,
+                >,
+                Maybe<dsl::Eq<runs::retry_of, String>>,
             >,
             Maybe<dsl::Eq<runs::started_by, String>>,
         >,
@@ -249,6 +293,9 @@ impl RunFilter {
             .and(Maybe::when(!self.statuses.is_empty(), || {
                 runs::status.eq_any(self.statuses.clone())
             }))
+            .and(Maybe::from_option(
+                self.retry_of.clone().map(|id| runs::retry_of.eq(id)),
+            ))
             .and(Maybe::from_option(
                 self.started_by
                     .clone()

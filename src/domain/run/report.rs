@@ -58,6 +58,11 @@ fn step_gone(error: AppError) -> AppError {
 /// the review threshold, it moves an active workflow to needs_review with a warning.
 /// A report whose idempotency key this run has seen is answered with the original log
 /// and the current run, and changes nothing.
+///
+/// A healed report's `healedSelectors` (and method and confidence) are written to the step
+/// in the same transaction. With `lease_id`, the run's current lease must be that one
+/// (CONFLICT otherwise: the executor's claim lapsed).
+#[allow(clippy::too_many_arguments)] // the report, its run and step, and the lease
 pub async fn report_step(
     db: &Db,
     events: &Events,
@@ -66,29 +71,47 @@ pub async fn report_step(
     run_id: &str,
     step_id: &str,
     outcome: StepOutcome,
+    lease_id: Option<&str>,
 ) -> AppResult<StepReport> {
     let outcome = outcome.validate("outcome")?;
+    let healed_selectors = outcome.healed_selectors_text("outcome")?;
     let review = rules.needs_review(outcome.status, outcome.healing_confidence);
-    let outcome = &outcome;
+    let report = Report {
+        outcome: &outcome,
+        healed_selectors: healed_selectors.as_deref(),
+        lease_id,
+        review,
+    };
+    let report = &report;
     db.write_with_events(tenant, events, |tx| {
-        reported(tx, run_id, step_id, outcome, review).into_work()
+        reported(tx, run_id, step_id, report).into_work()
     })
     .await
+}
+
+/// A validated report and what it entails.
+struct Report<'a> {
+    outcome: &'a StepOutcome,
+    /// JSON text, for a healed step.
+    healed_selectors: Option<&'a str>,
+    lease_id: Option<&'a str>,
+    review: bool,
 }
 
 async fn reported(
     tx: &mut Tx<EventKind>,
     run_id: &str,
     step_id: &str,
-    outcome: &StepOutcome,
-    review: bool,
+    report: &Report<'_>,
 ) -> AppResult<StepReport> {
+    let (outcome, review) = (report.outcome, report.review);
     // The run first (the lock order of the module docs), read and locked in one
     // statement: everything below reads it as it stays until commit.
     let run: Run = tx
         .lock_and_read(Lock::NoKeyUpdate, runs::id, run_id)
         .await?
         .ok_or(AppError::NotFound("run"))?;
+    super::lifecycle::check_lease(&run, report.lease_id)?;
     if let Some(key) = &outcome.idempotency_key
         && let Some(original) = log_with_key(tx, &run.id, key).await?
     {
@@ -143,15 +166,22 @@ async fn reported(
         return Ok(duplicate(run, original));
     }
     let mut consequences = Vec::new();
-    if let Some(method) = outcome.status.healing_method() {
+    if let Some(kind) = outcome.status.healing_method() {
+        let method = outcome.healing_method.as_deref().unwrap_or(kind);
         // The workflow before the step: the lock order of the module docs.
         if review {
             consequences = send_to_review(tx, &run, &step, outcome, method).await?;
         }
+        // Selectors are kept from the last healing that sent some: a report without
+        // them says nothing new about where the element is.
+        let selectors = report
+            .healed_selectors
+            .map(|text| steps::healed_selectors.eq(Some(text.to_owned())));
         tx.execute(tx.steps().filter(steps::id.eq(&step.id)).set((
             steps::healed_at.eq(Some(at)),
             steps::healing_confidence.eq(outcome.healing_confidence),
             steps::healing_method.eq(Some(method)),
+            selectors,
         )))
         .await?;
     }

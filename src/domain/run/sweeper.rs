@@ -41,6 +41,8 @@ pub async fn time_out_stale_runs(
         .load(
             all.runs()
                 .filter(runs::status.eq(Status::Running))
+                // A claimed run's lease governs it (see `queue::expire_leases`).
+                .filter(runs::lease_expires_at.is_null())
                 .filter(runs::updated_at.lt(cutoff))
                 .order((runs::updated_at.asc(), runs::id.asc()))
                 .limit(SWEEP_BATCH)
