@@ -61,6 +61,32 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup made by `stepwise backup` into a new database location.
     Restore(RestoreArgs),
+    /// Fill an empty database with demo data (`--demo`): a company with an admin and a
+    /// member (credentials printed), workflows with steps and screenshots, runs, health
+    /// logs and notifications.
+    Seed(SeedArgs),
+}
+
+/// `stepwise seed --demo`: which database (and blob store) to fill.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// Demo data, the only kind there is; the database must hold no company yet.
+    #[arg(long, required = true)]
+    pub demo: bool,
+
+    /// Email of the demo admin (the member gets `member@` the same domain).
+    #[arg(
+        long,
+        env = "STEPWISE_DEMO_ADMIN_EMAIL",
+        default_value = "admin@demo.example"
+    )]
+    pub admin_email: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub blobs: BlobArgs,
 }
 
 /// `stepwise backup DIR`: what to back up is the server's own database and blob settings.
@@ -412,6 +438,22 @@ pub struct HttpArgs {
         default_value_t = 30_000
     )]
     pub http_header_timeout_ms: u64,
+
+    /// Memory, in bytes, that the documents of automatic persisted queries kept by their
+    /// hash may take (their text and bookkeeping). Least recently used ones make room; a
+    /// document larger than 1/16 of this runs but is never kept.
+    #[arg(
+        long,
+        env = "STEPWISE_PERSISTED_QUERY_CACHE_BYTES",
+        default_value_t = 8 * 1024 * 1024
+    )]
+    pub persisted_query_cache_bytes: usize,
+
+    /// Accept only automatic persisted queries whose SHA-256 is listed in this file (one hex
+    /// hash per line; `#` comments), on every transport: any other operation is refused
+    /// with FORBIDDEN.
+    #[arg(long, env = "STEPWISE_PERSISTED_QUERIES_ONLY")]
+    pub persisted_queries_only: Option<PathBuf>,
 }
 
 impl HttpArgs {

@@ -12,4 +12,5 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod seed;
 pub mod server;

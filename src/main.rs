@@ -64,6 +64,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Seed(args) => {
+            let seeded = stepwise::seed::demo(&args).await?;
+            println!(
+                "seeded {} workflow(s) with {} step(s) and {} screenshot(s), {} run(s) and {} \
+                 health log(s) into a new company, {:?}",
+                seeded.workflows,
+                seeded.steps,
+                seeded.screenshots,
+                seeded.runs,
+                seeded.health_logs,
+                seeded.company
+            );
+            println!("admin:    {}", seeded.admin_email);
+            println!("member:   {}", seeded.member_email);
+            println!("password: {}", seeded.password);
+            println!(
+                "sign in with `mutation {{ login(email: \"{}\", password: \"{}\") {{ token }} }}` \
+                 in GraphiQL (`stepwise serve`, then http://127.0.0.1:8080/graphql)",
+                seeded.admin_email, seeded.password
+            );
+            Ok(())
+        }
         Command::Schema => {
             print!("{}", stepwise::graphql::sdl());
             Ok(())

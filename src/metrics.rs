@@ -26,6 +26,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 pub enum Transport {
     Http,
     Websocket,
+    /// Server-Sent Events (graphql-sse).
+    Sse,
 }
 
 impl EncodeLabelValue for Transport {
@@ -33,6 +35,7 @@ impl EncodeLabelValue for Transport {
         let value = match self {
             Self::Http => "http",
             Self::Websocket => "websocket",
+            Self::Sse => "sse",
         };
         EncodeLabelValue::encode(&value, encoder)
     }
@@ -124,6 +127,9 @@ pub struct Metrics {
     pub db_pool_idle: Gauge,
     pub parsed_documents: Gauge,
     pub parsed_documents_bytes: Gauge,
+    pub sse_streams: Gauge,
+    pub persisted_queries: Gauge,
+    pub persisted_queries_bytes: Gauge,
     pub retention_removed_rows: Family<RetentionLabels, Counter>,
     pub retention_batches: Counter,
 }
@@ -155,7 +161,7 @@ impl Metrics {
         let subscriptions = Gauge::default();
         registry.register(
             "subscriptions",
-            "Operations running on WebSocket connections",
+            "Operations running on WebSocket connections and event streams",
             subscriptions.clone(),
         );
         let events_published = Counter::default();
@@ -255,6 +261,24 @@ impl Metrics {
             "Estimated memory held by the parsed documents kept for reuse",
             parsed_documents_bytes.clone(),
         );
+        let sse_streams = Gauge::default();
+        registry.register(
+            "sse_streams",
+            "Open event streams (graphql-sse), and reservations waiting for theirs",
+            sse_streams.clone(),
+        );
+        let persisted_queries = Gauge::default();
+        registry.register(
+            "persisted_queries",
+            "Automatic persisted queries kept by their hash",
+            persisted_queries.clone(),
+        );
+        let persisted_queries_bytes = Gauge::default();
+        registry.register(
+            "persisted_queries_bytes",
+            "Memory held by the automatic persisted queries kept",
+            persisted_queries_bytes.clone(),
+        );
         let retention_removed_rows = Family::<RetentionLabels, Counter>::default();
         // Every kind shows from the start, at 0.
         for kind in ["runs", "health_logs", "notifications"] {
@@ -292,6 +316,9 @@ impl Metrics {
             db_pool_idle,
             parsed_documents,
             parsed_documents_bytes,
+            sse_streams,
+            persisted_queries,
+            persisted_queries_bytes,
             retention_removed_rows,
             retention_batches,
         }

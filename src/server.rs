@@ -23,8 +23,8 @@ use crate::domain::health::HealthRules;
 use crate::events::EventBus;
 use crate::events::log_stream::LogStream;
 use crate::graphql::{
-    self, DocumentLimits, ParsedDocuments, QueryLimits, QueueSettings, ScreenshotSettings,
-    Services, StreamCursors,
+    self, DocumentLimits, ParsedDocuments, PersistedQueries, QueryLimits, QueueSettings,
+    ScreenshotSettings, Services, StreamCursors,
 };
 use crate::http::{self, AppState, CorsOrigins, GraphiQL, HttpConfig, WebSocketConfig};
 
@@ -192,6 +192,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_anonymous_connections_per_address: args.ws_max_anonymous_connections_per_address,
         max_anonymous_operations: args.ws_max_anonymous_operations,
     };
+    let allowed_queries = args
+        .http
+        .persisted_queries_only
+        .as_deref()
+        .map(PersistedQueries::read_allow_list)
+        .transpose()
+        .context("--persisted-queries-only")?;
+    if let Some(allowed) = &allowed_queries {
+        tracing::info!(
+            operations = allowed.len(),
+            "accepting only the listed persisted queries"
+        );
+    }
+    let persisted_queries = Arc::new(PersistedQueries::new(
+        args.http.persisted_query_cache_bytes,
+        allowed_queries,
+    ));
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(sweep_stale_runs(
         services.clone(),
@@ -228,6 +245,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         user_connections: Default::default(),
         anonymous_connections: Default::default(),
         shutdown,
+        persisted_queries,
+        sse_streams: Default::default(),
     });
 
     let listener = TcpListener::bind(args.listen)

@@ -188,6 +188,14 @@ const ROOT_CASES: &[(&str, &str)] = &[
         "A's step id: NOT_FOUND, nothing written",
     ),
     (
+        "Query.node",
+        "every id of A's (company, users, workflows, steps, screenshots, runs, logs, notifications): null + NOT_FOUND, same as a missing id",
+    ),
+    (
+        "Query.nodes",
+        "A's ids among B's: null + NOT_FOUND at their index, B's resolve",
+    ),
+    (
         "Query.members",
         "B's members only, whatever the search (A's names and emails find nothing)",
     ),
@@ -268,6 +276,13 @@ const NESTED_CASES: &[(&str, &str)] = &[
     ("WebhookWithSecret.webhook", "B's new webhook"),
     ("StepTextSuggestion.step", "B's step"),
 ];
+
+/// What `node`/`nodes` cases select: every kind's own fields, so a leak of any shows.
+const NODE_FIELDS: &str = "__typename id \
+     ... on Company { name settings } ... on User { email name } \
+     ... on Workflow { name description tags } ... on Step { fieldLabel instruction selectors } \
+     ... on Screenshot { hash } ... on Run { status error } \
+     ... on HealthLog { status errorMessage } ... on Notification { title message }";
 
 /// Entity-valued nested fields that need no case of their own, and why.
 const NESTED_EXEMPT: &[(&str, &str, &str)] = &[
@@ -1952,6 +1967,68 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
     covered.extend(["StepReport.run", "StepReport.healthLog"]);
 
     queue_cases(&server, &w, &q, &mut covered).await;
+    // ----- Relay's node lookup --------------------------------------------------------
+
+    let node_query = format!("query($id: ID!) {{ node(id: $id) {{ {NODE_FIELDS} }} }}");
+    for id in w.a_ids() {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            &node_query,
+            "node",
+            |id| json!({ "id": id }),
+            &id,
+        )
+        .await;
+    }
+    covered.insert("Query.node");
+    let b_ids = [
+        w.b.company_id.as_str(),
+        w.b.admin_id.as_str(),
+        w.b_workflow.as_str(),
+        w.b_steps[0].as_str(),
+        w.b_screenshot.as_str(),
+        w.b_run.as_str(),
+        w.b_log.as_str(),
+        w.b_notes[0].as_str(),
+    ];
+    let a_ids = w.a_ids();
+    let mut mixed: Vec<&str> = Vec::new();
+    for (b_id, a_id) in b_ids.iter().zip(a_ids.iter()) {
+        mixed.push(b_id);
+        mixed.push(a_id);
+    }
+    let nodes_query = format!("query($ids: [ID!]!) {{ nodes(ids: $ids) {{ {NODE_FIELDS} }} }}");
+    let resp = server
+        .gql(&nodes_query, json!({ "ids": mixed }), Some(tb))
+        .await;
+    let a_sent: Vec<&str> = a_ids.iter().map(String::as_str).collect();
+    w.assert_no_leak(&resp, &a_sent, "nodes with A's ids among B's");
+    let nodes = resp["data"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), mixed.len(), "{resp:#}");
+    let errors = resp["errors"].as_array().unwrap();
+    assert_eq!(
+        errors.len(),
+        b_ids.len(),
+        "one NOT_FOUND per A's id: {resp:#}"
+    );
+    for (index, id) in mixed.iter().enumerate() {
+        if index % 2 == 0 {
+            assert_eq!(
+                nodes[index]["id"], *id,
+                "B's own object at {index}: {resp:#}"
+            );
+        } else {
+            assert!(nodes[index].is_null(), "A's object at {index}: {resp:#}");
+            assert!(
+                errors.iter().any(|e| e["path"] == json!(["nodes", index])
+                    && e["extensions"]["code"] == "NOT_FOUND"),
+                "no NOT_FOUND at nodes[{index}]: {resp:#}"
+            );
+        }
+    }
+    covered.insert("Query.nodes");
 
     // ----- A is untouched ----------------------------------------------------------
 

@@ -17,6 +17,7 @@
 
 pub mod connect;
 pub mod expr;
+mod ids;
 pub mod migrations;
 pub mod partition;
 mod replica;
@@ -30,6 +31,7 @@ mod uow;
 use uow::TxConn;
 
 pub use connect::{PgConnector, SslMode};
+pub use ids::TableName;
 pub use replica::ReplicaStatus;
 use replica::Replicas;
 

@@ -43,6 +43,15 @@ pub fn new_invite_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// How many companies the database holds, across all of them (`seed --demo` fills only an
+/// empty database).
+pub async fn count_all(db: &Db) -> AppResult<i64> {
+    let mut tx = db.read_unscoped().await?;
+    let companies = tx.unscoped().companies();
+    let count: Option<i64> = tx.unscoped().optional(companies.count()).await?;
+    Ok(count.unwrap_or(0))
+}
+
 /// The tenant's own company.
 pub async fn find(db: &Db, tenant: &Tenant) -> AppResult<Company> {
     let mut tx = db.read(tenant).await?;

@@ -333,6 +333,17 @@ impl HealthLogFilter {
     }
 }
 
+/// The tenant's health logs among `ids`; ids of other companies are silently absent.
+pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Vec<HealthLog>> {
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.health_logs()
+            .filter(health_logs::id.eq_any(ids))
+            .select(HealthLog::columns()),
+    )
+    .await
+}
+
 /// One page of the tenant's health logs in `order`.
 pub async fn list(
     db: &Db,

@@ -50,6 +50,7 @@ pub mod event;
 pub mod health;
 pub mod health_log;
 pub mod json;
+pub mod node;
 pub mod notification;
 pub mod page;
 pub mod retention;

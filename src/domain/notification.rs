@@ -124,6 +124,17 @@ impl NotificationFilter {
     }
 }
 
+/// The tenant's notifications among `ids`; ids of other companies are silently absent.
+pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Vec<Notification>> {
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.notifications()
+            .filter(notifications::id.eq_any(ids))
+            .select(Notification::columns()),
+    )
+    .await
+}
+
 /// One page of the tenant's notifications, newest first.
 pub async fn list(
     db: &Db,

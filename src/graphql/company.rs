@@ -25,7 +25,7 @@ pub struct Company {
 #[Object]
 impl Company {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

@@ -145,7 +145,7 @@ pub struct HealthLog {
 #[Object]
 impl HealthLog {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 
@@ -463,5 +463,28 @@ impl HealthLogQuery {
             before,
         };
         health_logs_connection(ctx, filter, args).await
+    }
+}
+
+/// Batch key: a health log of the loader's company, by id (`node`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthLogById(pub String);
+
+impl Loader<HealthLogById> for TenantLoader {
+    type Value = domain::health_log::HealthLog;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[HealthLogById],
+    ) -> Result<HashMap<HealthLogById, Self::Value>, LoadError> {
+        let ids: Vec<String> = keys.iter().map(|key| key.0.clone()).collect();
+        let rows = domain::health_log::find_many(&self.db, &self.tenant, &ids)
+            .await
+            .map_err(load_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (HealthLogById(row.id.clone()), row))
+            .collect())
     }
 }

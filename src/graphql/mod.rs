@@ -12,8 +12,10 @@ mod guards;
 mod health_log;
 mod limits;
 mod loaders;
+mod node;
 mod notification;
 mod pagination;
+mod persisted_queries;
 mod prescan;
 mod retention;
 mod run;
@@ -35,6 +37,7 @@ use async_graphql::{MergedObject, Schema, SchemaBuilder};
 pub use context::{OperationScope, QueueSettings, RequestData, ScreenshotSettings, Services};
 pub use documents::{ParsedDocuments, Unkept};
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name, refuse_nul};
+pub use persisted_queries::{PersistedQueries, Unpersisted};
 pub use prescan::DocumentLimits;
 pub use stream_cursor::StreamCursors;
 
@@ -51,6 +54,7 @@ pub struct Query(
     screenshot::ScreenshotQuery,
     schedule::ScheduleQuery,
     webhook::WebhookQuery,
+    node::NodeQuery,
     retention::RetentionQuery,
     statistics::StatisticsQuery,
 );

@@ -35,7 +35,7 @@ pub struct Notification {
 #[Object]
 impl Notification {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 
@@ -206,5 +206,28 @@ impl NotificationMutation {
         let viewer = ctx.viewer()?;
         domain::notification::delete(ctx.db(), &viewer.tenant, &id).await?;
         Ok(id)
+    }
+}
+
+/// Batch key: a notification of the loader's company, by id (`node`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NotificationById(pub String);
+
+impl async_graphql::dataloader::Loader<NotificationById> for super::loaders::TenantLoader {
+    type Value = domain::notification::Notification;
+    type Error = super::loaders::LoadError;
+
+    async fn load(
+        &self,
+        keys: &[NotificationById],
+    ) -> Result<std::collections::HashMap<NotificationById, Self::Value>, Self::Error> {
+        let ids: Vec<String> = keys.iter().map(|key| key.0.clone()).collect();
+        let rows = domain::notification::find_many(&self.db, &self.tenant, &ids)
+            .await
+            .map_err(super::loaders::load_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (NotificationById(row.id.clone()), row))
+            .collect())
     }
 }

@@ -147,7 +147,7 @@ pub struct Run {
 #[Object]
 impl Run {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

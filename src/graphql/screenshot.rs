@@ -86,7 +86,7 @@ impl From<domain::screenshot::Screenshot> for Screenshot {
 #[Object]
 impl Screenshot {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

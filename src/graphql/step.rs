@@ -320,7 +320,7 @@ impl Step {
 #[Object]
 impl Step {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

@@ -35,7 +35,7 @@ pub struct User {
 #[Object]
 impl User {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

@@ -217,7 +217,7 @@ impl Workflow {
 #[Object]
 impl Workflow {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

@@ -113,9 +113,12 @@ const TIMEOUT_CODE: &str = "TIMEOUT";
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const APPLICATION_JSON: &str = "application/json";
 
+/// The request extension of Apollo's automatic persisted queries.
+const PERSISTED_QUERY: &str = "persistedQuery";
+
 /// The two response media types of the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MediaType {
+pub(super) enum MediaType {
     GraphQLResponseJson,
     Json,
 }
@@ -175,30 +178,9 @@ async fn handle(state: &AppState, request: Request) -> Response {
 }
 
 async fn read_and_execute(state: &AppState, request: Request, media: MediaType) -> Response {
-    let authentication = match authenticate_header(request.headers(), &state.services).await {
-        Ok(authentication) => authentication,
-        Err(error) => {
-            // The member list could not be read (pool exhausted, database down): not the
-            // client's fault. Answered with the error's own code (UNAVAILABLE, retryable)
-            // and its `Retry-After`, like the same failure inside a resolver.
-            let code = error.code();
-            let retry_after = error
-                .retry_after()
-                .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1));
-            let message = async_graphql::Error::from(error).message;
-            let mut extensions = json!({ "code": code.as_str() });
-            if let Some(seconds) = retry_after {
-                extensions["retryAfter"] = json!(seconds);
-            }
-            let body = json!({ "errors": [{ "message": message, "extensions": extensions }] });
-            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, media, &body);
-            if let Some(seconds) = retry_after {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            }
-            return response;
-        }
+    let authentication = match authenticate_request(request.headers(), &state.services).await {
+        Ok((authentication, _)) => authentication,
+        Err(error) => return unavailable_response(error, media),
     };
     let address = client_address(
         request.headers(),
@@ -231,12 +213,35 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
     graphql_response(operation.execute(state, data).await, media)
 }
 
+/// The member list could not be read (pool exhausted, database down): not the client's
+/// fault. Answered with the error's own code (UNAVAILABLE, retryable) and its
+/// `Retry-After`, like the same failure inside a resolver.
+pub(super) fn unavailable_response(error: crate::error::AppError, media: MediaType) -> Response {
+    let code = error.code();
+    let retry_after = error
+        .retry_after()
+        .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1));
+    let message = async_graphql::Error::from(error).message;
+    let mut extensions = json!({ "code": code.as_str() });
+    if let Some(seconds) = retry_after {
+        extensions["retryAfter"] = json!(seconds);
+    }
+    let body = json!({ "errors": [{ "message": message, "extensions": extensions }] });
+    let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, media, &body);
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
 // ---------------------------------------------------------------------------
 // Reading requests
 // ---------------------------------------------------------------------------
 
 /// Why a request was refused before it reached the schema.
-struct Rejection {
+pub(super) struct Rejection {
     status: StatusCode,
     message: String,
 }
@@ -256,7 +261,7 @@ impl Rejection {
         }
     }
 
-    fn into_response(self, media: MediaType) -> Response {
+    pub(super) fn into_response(self, media: MediaType) -> Response {
         error_response(
             self.status,
             media,
@@ -266,7 +271,7 @@ impl Rejection {
     }
 }
 
-async fn read_request(
+pub(super) async fn read_request(
     request: Request,
     config: &HttpConfig,
     max_file_bytes: usize,
@@ -383,10 +388,16 @@ fn batch_refused() -> Rejection {
 }
 
 /// The request parameters of the spec, each checked for its type (a wrong type is a 400,
-/// not something to coerce).
+/// not something to coerce). `query` may be left out only by an automatic persisted query
+/// (`extensions.persistedQuery`), whose text the pipeline looks up by its hash.
 fn json_request(mut fields: Map<String, Value>) -> Result<async_graphql::Request, Rejection> {
+    let persisted = fields
+        .get("extensions")
+        .and_then(|extensions| extensions.get(PERSISTED_QUERY))
+        .is_some();
     let query = match fields.remove("query") {
         Some(Value::String(query)) => query,
+        None | Some(Value::Null) if persisted => String::new(),
         None | Some(Value::Null) => return Err(Rejection::bad_request("missing `query`")),
         Some(_) => return Err(Rejection::bad_request("`query` must be a string")),
     };
@@ -665,7 +676,7 @@ fn too_many_files(limit: usize) -> Rejection {
 
 /// The response media type the client accepts best, `application/json` when it states no
 /// preference, or `None` when it accepts neither (406).
-fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+pub(super) fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
     let ranges: Vec<&str> = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -701,7 +712,12 @@ fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
     best.map(|(_, media)| media)
 }
 
-fn error_response(status: StatusCode, media: MediaType, code: &str, message: String) -> Response {
+pub(super) fn error_response(
+    status: StatusCode,
+    media: MediaType,
+    code: &str,
+    message: String,
+) -> Response {
     let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     json_response(status, media, &body)
 }
@@ -722,7 +738,7 @@ struct RequestErrorBody<'a> {
     extensions: &'a BTreeMap<String, ConstValue>,
 }
 
-fn graphql_response(answer: Answer, media: MediaType) -> Response {
+pub(super) fn graphql_response(answer: Answer, media: MediaType) -> Response {
     let (response, request_error) = match answer {
         Answer::Refused(refused) => (refused.into_response(), true),
         Answer::Executed(response) => (response, false),
@@ -811,21 +827,22 @@ fn wants_html(headers: &HeaderMap) -> bool {
 // ---------------------------------------------------------------------------
 
 /// `Authorization: Bearer <token>`. A header that is present but unusable makes the request
-/// `Invalid`, not anonymous, so the client learns its token was refused.
-async fn authenticate_header(
+/// `Invalid`, not anonymous, so the client learns its token was refused. Also says when the
+/// credentials stop being valid (for event streams, which outlive a request).
+pub(super) async fn authenticate_request(
     headers: &HeaderMap,
     services: &Services,
-) -> AppResult<Authentication> {
+) -> AppResult<(Authentication, Option<Instant>)> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Ok(Authentication::Anonymous);
+        return Ok((Authentication::Anonymous, None));
     };
     let token = value.to_str().ok().and_then(|v| {
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
     match token {
-        Some(token) => Ok(authenticate_token(token, services).await?.0),
-        None => Ok(Authentication::Invalid),
+        Some(token) => authenticate_token(token, services).await,
+        None => Ok((Authentication::Invalid, None)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP surface: every route is listed in [`router`].
 
 mod client_address;
+mod credentials;
 mod graphiql;
 mod graphql;
 mod health;
@@ -8,6 +9,7 @@ mod hooks;
 mod metrics;
 mod operation;
 mod screenshots;
+mod sse;
 mod websocket;
 
 use std::sync::Arc;
@@ -22,9 +24,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::graphql::{ParsedDocuments, QueryLimits, Services, StepwiseSchema};
+use crate::graphql::{ParsedDocuments, PersistedQueries, QueryLimits, Services, StepwiseSchema};
 pub use graphiql::GraphiQL;
 pub use graphql::{CorsOrigins, HttpConfig};
+pub use sse::Reservations;
 pub use websocket::{AnonymousConnections, UserConnections, WebSocketConfig};
 
 /// Shared by every handler; cheap to clone.
@@ -44,12 +47,18 @@ pub struct AppState {
     pub documents: Arc<ParsedDocuments>,
     /// Becomes true when the server begins shutting down; WebSockets then close with 1001.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Automatic persisted queries by hash (and the allow-list), shared by every transport.
+    pub persisted_queries: Arc<PersistedQueries>,
+    /// Event streams of graphql-sse's single connection mode, by their reservation token.
+    pub sse_streams: sse::Reservations,
 }
 
 pub const GRAPHQL_PATH: &str = "/graphql";
 /// Taken from the client when it sends one, generated otherwise.
 const REQUEST_ID: &str = "x-request-id";
 pub const GRAPHQL_WS_PATH: &str = "/graphql/ws";
+/// GraphQL over Server-Sent Events (the graphql-sse protocol).
+pub const GRAPHQL_SSE_PATH: &str = "/graphql/stream";
 
 pub fn router(state: AppState) -> Router {
     let cors = state.http.cors.clone().map(cors_layer);
@@ -61,6 +70,11 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .route(GRAPHQL_PATH, graphql)
         .route(GRAPHQL_WS_PATH, get(websocket::handler))
+        .route(
+            GRAPHQL_SSE_PATH,
+            axum::routing::any(sse::handler)
+                .layer(DefaultBodyLimit::max(state.http.max_body_bytes)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
@@ -132,8 +146,13 @@ fn cors_layer(origins: CorsOrigins) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            sse::TOKEN_HEADER,
+        ])
         .max_age(Duration::from_secs(600))
 }
 

@@ -2,9 +2,10 @@
 //! Every transport (HTTP, WebSocket, and any later one) runs its operations through here,
 //! so a limit, a metric or a rule about answers written here holds for all of them:
 //!
-//! 1. [`Operation::prepare`]: the document is scanned against the document limits and
-//!    parsed, or taken from the cache of parsed documents; what it asks for is noted for
-//!    the metrics.
+//! 1. [`Operation::prepare`]: an automatic persisted query gets its document by hash
+//!    (and an allow-list refuses anything else); the document is scanned against the
+//!    document limits and parsed, or taken from the cache of parsed documents; what it
+//!    asks for is noted for the metrics.
 //! 2. [`Operation::execute`] (one answer: queries and mutations) or [`Operation::stream`]
 //!    (a transport that can carry many: subscriptions too): the limits the schema does not
 //!    enforce itself (aliases) are checked, the operation runs with the per-request data
@@ -28,8 +29,9 @@ use tracing::Instrument as _;
 use super::AppState;
 use crate::db::Reads;
 use crate::graphql::{
-    OperationScope, ParsedDocuments, RequestData, Unkept, check_aliases, code_request_errors,
-    is_request_error, null_failed_fields, refuse_nul, selected_operation,
+    OperationScope, ParsedDocuments, PersistedQueries, RequestData, Unkept, Unpersisted,
+    check_aliases, code_request_errors, is_request_error, null_failed_fields, refuse_nul,
+    selected_operation,
 };
 use crate::metrics::{METRICS, OperationLabels, Outcome, Transport};
 
@@ -95,6 +97,10 @@ impl Operation {
         mut request: async_graphql::Request,
         transport: Transport,
     ) -> Result<Self, Refused> {
+        let persisted = match state.persisted_queries.resolve(&mut request) {
+            Ok(persisted) => persisted,
+            Err(error) => return Err(refuse(transport, &Description::unknown(), error)),
+        };
         if let Err(error) = refuse_nul(&request) {
             return Err(refuse(transport, &Description::unknown(), error));
         }
@@ -110,6 +116,7 @@ impl Operation {
                 transport,
                 description,
                 unkept,
+                persisted,
             },
         })
     }
@@ -153,7 +160,7 @@ impl Operation {
             .instrument(span)
             .await;
         self.first
-            .answer(&state.documents, response, Some(started.elapsed()))
+            .answer(&state.caches(), response, Some(started.elapsed()))
     }
 
     /// Runs the operation as a stream of answers, with the connection's `session` data:
@@ -176,10 +183,10 @@ impl Operation {
         let responses = state
             .schema
             .execute_stream_with_session_data(request, session);
-        let documents = Arc::clone(&state.documents);
+        let caches = state.caches();
         let mut first = Some(self.first);
         Ok(responses.map(move |response| match first.take() {
-            Some(first) => first.answer(&documents, response, None),
+            Some(first) => first.answer(&caches, response, None),
             None => Answer::executed(response),
         }))
     }
@@ -198,19 +205,31 @@ struct FirstAnswer {
     transport: Transport,
     description: Description,
     unkept: Unkept,
+    persisted: Unpersisted,
+}
+
+/// The instance's caches of documents, which keep what an operation brought once it ran.
+pub struct Caches {
+    documents: Arc<ParsedDocuments>,
+    persisted_queries: Arc<PersistedQueries>,
+}
+
+impl AppState {
+    fn caches(&self) -> Caches {
+        Caches {
+            documents: Arc::clone(&self.documents),
+            persisted_queries: Arc::clone(&self.persisted_queries),
+        }
+    }
 }
 
 impl FirstAnswer {
-    fn answer(
-        self,
-        documents: &ParsedDocuments,
-        response: Response,
-        elapsed: Option<Duration>,
-    ) -> Answer {
-        // Only a document that ran without a request error is kept (see documents.rs):
-        // what only an attacker would send never takes up the cache.
+    fn answer(self, caches: &Caches, response: Response, elapsed: Option<Duration>) -> Answer {
+        // Only a document that ran without a request error is kept (see documents.rs and
+        // persisted_queries.rs): what only an attacker would send never takes up a cache.
         if !is_request_error(&response) {
-            documents.keep(self.unkept);
+            caches.documents.keep(self.unkept);
+            caches.persisted_queries.keep(self.persisted);
         }
         METRICS.record(self.description.labels(self.transport, &response), elapsed);
         Answer::shape(response)

@@ -25,17 +25,17 @@ use axum::response::{IntoResponse as _, Response as HttpResponse};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until};
 
 use super::AppState;
 use super::client_address::client_address;
+use super::credentials::{CredentialWatch, Lapsed};
 use super::graphql::authenticate_token;
 use super::operation::{Answer, Operation, Refused};
-use crate::auth::membership::MEMBERSHIP_TTL;
+use crate::auth::Authentication;
 use crate::auth::rate_limit::address_group;
-use crate::auth::{Authentication, Viewer};
 use crate::error::{AppError, AppResult};
 use crate::graphql::{OperationScope, RequestData};
 use crate::metrics::{GaugeGuard, METRICS, Transport};
@@ -60,10 +60,6 @@ mod close {
     pub const SUBSCRIBER_EXISTS: u16 = 4409;
     pub const TOO_MANY_INITS: u16 = 4429;
 }
-
-/// How often an open connection re-checks its member; just over the membership cache's
-/// lifetime, so each check sees fresh data.
-const MEMBERSHIP_RECHECK: Duration = MEMBERSHIP_TTL.saturating_add(Duration::from_millis(500));
 
 /// Initial read and write buffer of a socket.
 const SOCKET_BUFFER_BYTES: usize = 2 * 1024;
@@ -111,7 +107,7 @@ impl<K> Default for ConnectionSlots<K> {
 
 impl<K: Hash + Eq + Clone> ConnectionSlots<K> {
     /// A slot for one more connection of `key`, or `None` at the limit.
-    fn take(&self, key: &K, max: usize) -> Option<ConnectionSlot<K>> {
+    pub(super) fn take(&self, key: &K, max: usize) -> Option<ConnectionSlot<K>> {
         let mut counts = self.lock();
         let count = counts.entry(key.clone()).or_insert(0);
         if *count >= max {
@@ -136,7 +132,7 @@ impl<K: Hash + Eq + Clone> ConnectionSlots<K> {
 }
 
 /// One counted connection; the count drops with it.
-struct ConnectionSlot<K: Hash + Eq + Clone> {
+pub(super) struct ConnectionSlot<K: Hash + Eq + Clone> {
     registry: ConnectionSlots<K>,
     key: K,
 }
@@ -286,6 +282,9 @@ struct OperationPayload {
     operation_name: Option<String>,
     #[serde(default)]
     variables: Option<Value>,
+    /// Request extensions, e.g. an automatic persisted query's hash.
+    #[serde(default)]
+    extensions: Option<serde_json::Map<String, Value>>,
 }
 
 enum Phase {
@@ -306,14 +305,10 @@ struct Connection {
     operations: HashMap<String, AbortHandle>,
     outgoing_tx: mpsc::Sender<Outgoing>,
     outgoing_rx: mpsc::Receiver<Outgoing>,
-    /// When the token the connection was initialised with expires.
-    expires_at: Option<Instant>,
-    /// Who the connection was initialised as; their membership is re-checked while it
-    /// stays open, so a removed or re-roled member is cut off within seconds.
-    viewer: Option<Viewer>,
-    /// Membership changes made on this instance, from `connection_init` on: a change of
-    /// the viewer's is acted on before anything more is delivered.
-    membership_changes: Option<broadcast::Receiver<Arc<str>>>,
+    /// The credentials of `connection_init`: their expiry and the viewer's membership,
+    /// re-checked while the connection stays open, so a removed or re-roled member is cut
+    /// off within seconds (on this instance before anything more is delivered).
+    watch: CredentialWatch,
     /// Where the client connects from (when known).
     address: Option<IpAddr>,
     /// Held while the connection is open, for the per-user connection limit.
@@ -334,6 +329,7 @@ impl Connection {
     ) -> Self {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(64);
         let deadline = Instant::now() + state.websocket.init_timeout;
+        let watch = CredentialWatch::idle(&state.services.memberships);
         Self {
             state,
             socket,
@@ -342,9 +338,7 @@ impl Connection {
             operations: HashMap::new(),
             outgoing_tx,
             outgoing_rx,
-            expires_at: None,
-            viewer: None,
-            membership_changes: None,
+            watch,
             address,
             _slot: None,
             _anonymous_slot: None,
@@ -365,8 +359,6 @@ impl Connection {
     /// Serves until the connection ends; `Some` when we are the side closing it.
     async fn serve(&mut self) -> Option<Closing> {
         let mut keep_alive = tokio::time::interval(Duration::from_secs(15));
-        let mut membership_check = tokio::time::interval(MEMBERSHIP_RECHECK);
-        membership_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far_future = Instant::now() + Duration::from_secs(60 * 60 * 24 * 365);
         let mut shutdown = self.state.shutdown.clone();
         loop {
@@ -377,7 +369,6 @@ impl Connection {
                 Phase::AwaitingInit { deadline } => deadline,
                 Phase::Ready { .. } => far_future,
             };
-            let expiry = self.expires_at.unwrap_or(far_future);
             let step = tokio::select! {
                 incoming = self.socket.recv() => match incoming {
                     Some(Ok(message)) => self.on_message(message).await,
@@ -388,14 +379,12 @@ impl Connection {
                 () = sleep_until(init_deadline) => {
                     Err(Closing(close::INIT_TIMEOUT, "Connection initialisation timeout".into()))
                 }
-                () = sleep_until(expiry) => Err(Closing(close::FORBIDDEN, "Forbidden: token expired".into())),
+                lapsed = self.watch.lapsed() => Err(lapsed_closing(lapsed)),
                 // Checked at the top of the loop; a dropped sender also means shutdown.
                 changed = shutdown.changed() => match changed {
                     Ok(()) => Ok(()),
                     Err(_) => Err(Closing(close::GOING_AWAY, "server shutting down".into())),
                 },
-                _ = membership_check.tick(), if self.viewer.is_some() => self.recheck_membership().await,
-                changed = next_change(&mut self.membership_changes) => self.on_membership_change(changed).await,
                 _ = keep_alive.tick(), if self.protocol == Protocol::Legacy && matches!(self.phase, Phase::Ready { .. }) => {
                     self.send(json!({ "type": "ka" })).await
                 }
@@ -403,71 +392,6 @@ impl Connection {
             if let Err(closing) = step {
                 return Some(closing);
             }
-        }
-    }
-
-    // `&mut self` although it only reads: the socket is not `Sync`, so a future holding
-    // `&self` could not move between threads.
-    async fn recheck_membership(&mut self) -> Result<(), Closing> {
-        let Some(viewer) = &self.viewer else {
-            return Ok(());
-        };
-        match self.state.services.memberships.confirm(viewer).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Closing(
-                close::FORBIDDEN,
-                "Forbidden: no longer a member with this role".into(),
-            )),
-            // The database is unreachable: keep serving and ask again at the next tick.
-            Err(error) => {
-                tracing::warn!(error = ?error, "cannot re-check a WebSocket's membership");
-                Ok(())
-            }
-        }
-    }
-
-    /// A membership changed on this instance: if it may be the viewer's (or changes were
-    /// missed), re-check now rather than at the next tick.
-    async fn on_membership_change(
-        &mut self,
-        changed: Result<Arc<str>, broadcast::error::RecvError>,
-    ) -> Result<(), Closing> {
-        let concerns_viewer = match (&changed, &self.viewer) {
-            (Ok(user_id), Some(viewer)) => **user_id == *viewer.user_id,
-            (Err(broadcast::error::RecvError::Lagged(_)), Some(_)) => true,
-            (Err(broadcast::error::RecvError::Closed), _) => {
-                // The registry is gone (shutting down): stop listening, keep the timer.
-                self.membership_changes = None;
-                false
-            }
-            (_, None) => false,
-        };
-        if concerns_viewer {
-            self.recheck_membership().await
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Acts on every membership change already announced, before a result is delivered:
-    /// the select loop may hold an event and a change at the same time, and the event must
-    /// not go out first.
-    async fn apply_pending_membership_changes(&mut self) -> Result<(), Closing> {
-        loop {
-            let Some(changes) = self.membership_changes.as_mut() else {
-                return Ok(());
-            };
-            let changed = match changes.try_recv() {
-                Ok(user_id) => Ok(user_id),
-                Err(broadcast::error::TryRecvError::Empty) => return Ok(()),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    Err(broadcast::error::RecvError::Lagged(n))
-                }
-                Err(broadcast::error::TryRecvError::Closed) => {
-                    Err(broadcast::error::RecvError::Closed)
-                }
-            };
-            self.on_membership_change(changed).await?;
         }
     }
 
@@ -537,7 +461,7 @@ impl Connection {
             return Err(invalid("connection_init payload must be an object"));
         }
         // Listening before the token is checked: a change made meanwhile is not missed.
-        self.membership_changes = Some(self.state.services.memberships.changes());
+        self.watch.listen();
         let (authentication, expires_at) = authenticate_init_payload(&payload, &self.state)
             .await
             .map_err(|error| {
@@ -559,7 +483,6 @@ impl Connection {
             }
             return Err(Closing(close::FORBIDDEN, "Forbidden".into()));
         }
-        self.expires_at = expires_at;
         if let Authentication::Verified(viewer) = &authentication {
             let limit = self.state.websocket.max_connections_per_user;
             let Some(slot) = self.state.user_connections.take(&viewer.user_id, limit) else {
@@ -569,10 +492,10 @@ impl Connection {
                 ));
             };
             self._slot = Some(slot);
-            self.viewer = Some(viewer.clone());
+            self.watch.watch(Some(viewer.clone()), expires_at);
         } else {
             // Nobody to re-check.
-            self.membership_changes = None;
+            self.watch.watch(None, None);
             // A connection without an account counts against its client address, so one
             // client cannot open sockets without end to run sign-ins on. (Before
             // `connection_init` a socket can run nothing; the init timeout bounds that.)
@@ -614,7 +537,7 @@ impl Connection {
             ));
         }
         let config = self.state.websocket;
-        let (limit, whose) = if self.viewer.is_some() {
+        let (limit, whose) = if self.watch.viewer().is_some() {
             (config.max_operations, "one connection")
         } else {
             // Without an account the only useful operations are sign-ins, one at a time.
@@ -636,6 +559,16 @@ impl Connection {
         }
         if let Some(variables) = payload.variables {
             request = request.variables(async_graphql::Variables::from_json(variables));
+        }
+        if let Some(extensions) = payload.extensions {
+            for (key, value) in extensions {
+                match async_graphql::Value::from_json(value) {
+                    Ok(value) => {
+                        request.extensions.0.insert(key, value);
+                    }
+                    Err(_) => return Err(invalid("invalid extensions")),
+                }
+            }
         }
         let operation = match Operation::prepare(&self.state, request, Transport::Websocket) {
             Ok(operation) => operation,
@@ -670,7 +603,7 @@ impl Connection {
 
     async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), Closing> {
         if let Outgoing::Next(..) = outgoing {
-            self.apply_pending_membership_changes().await?;
+            self.watch.check_pending().await.map_err(lapsed_closing)?;
         }
         let message = match (outgoing, self.protocol) {
             (Outgoing::Next(id, response), protocol) => {
@@ -699,14 +632,9 @@ impl Connection {
     }
 }
 
-/// The next membership change, or never when the connection does not listen.
-async fn next_change(
-    changes: &mut Option<broadcast::Receiver<Arc<str>>>,
-) -> Result<Arc<str>, broadcast::error::RecvError> {
-    match changes {
-        Some(changes) => changes.recv().await,
-        None => std::future::pending().await,
-    }
+/// The close of a connection whose credentials stopped holding.
+fn lapsed_closing(lapsed: Lapsed) -> Closing {
+    Closing(close::FORBIDDEN, format!("Forbidden: {}", lapsed.message()))
 }
 
 /// A server error carrying the code (and retry hint) of `error`.

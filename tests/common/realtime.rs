@@ -222,12 +222,17 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn spawn(script: &str, args: &[String], label: String) -> NodeProcess {
-        ensure_node_packages();
+        Self::spawn_in(&realtime_dir(), script, args, label)
+    }
+
+    /// Runs `script` of the npm folder `dir` (its packages installed first).
+    fn spawn_in(dir: &Path, script: &str, args: &[String], label: String) -> NodeProcess {
+        ensure_npm_packages(dir);
         let mut child = Command::new("node")
             .arg(script)
             .args(args)
             .args(["--timeout-ms", &PROCESS_TIMEOUT_MS.to_string()])
-            .current_dir(realtime_dir())
+            .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -774,5 +779,96 @@ impl RawSocket {
 
     fn fail(&self, what: &str) -> ! {
         self.process.fail(what)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Other reference clients (tests/clients/): graphql-sse and Apollo Client
+// ---------------------------------------------------------------------------
+
+/// `tests/clients` in the source tree: graphql-sse's client (`sse.mjs`) and Apollo Client
+/// with its persisted-queries link (`apollo.mjs`).
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("clients")
+}
+
+impl TestServer {
+    /// `http://<addr>/graphql/stream`.
+    pub fn sse_url(&self) -> String {
+        format!("http://{}/graphql/stream", self.addr)
+    }
+}
+
+impl Subscriber {
+    /// A graphql-sse client (distinct connections mode, or single connection mode with
+    /// `single`) with `ops` subscribed at once; does not wait. Its events have the shape of
+    /// the graphql-ws client's, so every `Subscriber` method works on it.
+    pub fn start_sse(
+        server: &TestServer,
+        token: Option<&str>,
+        ops: &[(&str, &str, Value)],
+        single: bool,
+    ) -> Subscriber {
+        let mut args = vec!["--url".to_owned(), server.sse_url()];
+        if let Some(token) = token {
+            args.extend(["--token".to_owned(), token.to_owned()]);
+        }
+        if single {
+            args.push("--single".to_owned());
+        }
+        for (id, query, variables) in ops {
+            args.push("--op".to_owned());
+            args.push(json!({ "id": id, "query": query, "variables": variables }).to_string());
+        }
+        Subscriber {
+            process: NodeProcess::spawn_in(
+                &clients_dir(),
+                "sse.mjs",
+                &args,
+                format!("graphql-sse client of {} (single: {single})", server.addr),
+            ),
+            buffer: VecDeque::new(),
+        }
+    }
+}
+
+/// Runs `ops` (`{"kind": "query"|"mutation", "query": ..., "variables": ...}`) one after the
+/// other through Apollo Client with its persisted-queries link (hashed queries over GET with
+/// `get`), and returns every line it printed: one `request` per HTTP request (method,
+/// whether it carried the document, its `persistedQuery`, the status and body), one
+/// `result` or `failure` per operation.
+pub async fn run_apollo(
+    server: &TestServer,
+    token: Option<&str>,
+    ops: &[Value],
+    get: bool,
+) -> Vec<Value> {
+    let mut args = vec![
+        "--url".to_owned(),
+        server.url("/graphql"),
+        "--ops".to_owned(),
+        Value::Array(ops.to_vec()).to_string(),
+    ];
+    if let Some(token) = token {
+        args.extend(["--token".to_owned(), token.to_owned()]);
+    }
+    if get {
+        args.push("--get".to_owned());
+    }
+    let mut process = NodeProcess::spawn_in(
+        &clients_dir(),
+        "apollo.mjs",
+        &args,
+        format!("Apollo Client of {}", server.addr),
+    );
+    let mut lines = Vec::new();
+    loop {
+        match process.recv(WAIT).await {
+            Some(line) if line["event"] == "done" => return lines,
+            Some(line) => lines.push(line),
+            None => process.fail("Apollo Client did not finish"),
+        }
     }
 }
