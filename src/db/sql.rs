@@ -1,7 +1,7 @@
 //! Statements written in SQL, for what diesel's DSL cannot say: window functions and
 //! per-workflow boundaries (statistics, retention), time buckets. Each is written here
 //! once, in the SQL both backends speak; only the placeholders and the few expressions in
-//! [`Dialect`] differ.
+//! `Dialect` differ.
 //!
 //! A [`TenantStatement`] is handed the company of the unit of work that runs it
 //! ([`Tx::load_statement`](super::Tx::load_statement)) and filters every tenant table it

@@ -32,6 +32,10 @@
 //!   none) are taken with [`Tx::lock`] and [`Tx::lock_rows`], in the order written in the
 //!   `domain` docs. Their SQL is written here, the only backend-specific SQL outside the
 //!   migrations and the event bridge.
+//! - **SQL the DSL cannot write** (window functions, per-workflow boundaries, time
+//!   buckets) is a [`TenantStatement`] built in `db` (see `db::sql`), run with
+//!   [`Tx::load_statement`], which hands it the unit of work's company; the trait is
+//!   sealed, so raw SQL stays in `db` and still reads a tenant's rows only.
 //!
 //! A query on a tenant table that does not come from the tenant does not compile (the
 //! unit of work only runs a `Scoped` query; a bare table is a mismatched type, E0308):
