@@ -565,3 +565,59 @@ async fn two_instances_sweeping_at_once_remove_each_row_once() {
     )
     .await;
 }
+
+both_backends!(a_policy_change_stops_a_sweep_in_progress);
+/// Every batch checks that its pass's policy is still the company's, so lifting the limits
+/// in the middle of a sweep stops it at once: nothing more is removed under the old policy.
+async fn a_policy_change_stops_a_sweep_in_progress(backend: Backend) {
+    // Batches of one row: the sweep takes many passes of 200 batches, a second apart.
+    let server = sweeping_server(backend, 1).await;
+    let acme = team(&server, "Acme").await;
+    let wf = create_workflow(&server, &acme.admin_token, json!({ "name": "Old" })).await;
+    let workflow = str_field(&wf, "id");
+    let old = common::history::base_plus(0);
+    let mut statements = Vec::new();
+    for i in 0..600 {
+        let run = SeedRun::new(
+            &acme.company_id,
+            &workflow,
+            "succeeded",
+            old + TimeDelta::minutes(i),
+            100,
+        );
+        statements.push(SeedLog::new(&run, "success", run.created_at).sql());
+        statements.insert(0, run.sql());
+    }
+    insert_all(&server, &statements).await;
+    let token = &acme.admin_token;
+    ok(
+        &server,
+        token,
+        UPDATE,
+        json!({ "p": { "runMaxAgeDays": 30 } }),
+    )
+    .await;
+    poll_until(Duration::from_secs(30), "the sweep to start", async || {
+        (metric_sum(&server).await > 0).then_some(())
+    })
+    .await;
+    ok(&server, token, UPDATE, json!({ "p": {} })).await;
+    let stopped = metric_sum(&server).await;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let later = metric_sum(&server).await;
+    // A batch that took the policy before the change may still be counted after it.
+    assert!(
+        later - stopped <= 2,
+        "the sweep went on under the lifted policy: {stopped} -> {later} rows"
+    );
+    let left = preview(&server, token, json!({ "runMaxAgeDays": 30 })).await;
+    assert!(
+        left["runs"].as_i64().unwrap() > 0,
+        "the sweep was stopped midway, not finished: {left:#}"
+    );
+    assert_eq!(
+        left["runs"].as_i64().unwrap() + removed(&server, "runs").await,
+        600,
+        "what is left and what went add up"
+    );
+}
