@@ -618,9 +618,19 @@ pub struct JwtArgs {
     #[arg(long, env = "JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
 
-    /// Token lifetime in seconds.
-    #[arg(long, env = "JWT_TTL_SECONDS", default_value_t = 86_400)]
+    /// Access-token lifetime in seconds (15 minutes by default); clients renew it with
+    /// `refreshSession`. An ended session's tokens stop working at once whatever this is.
+    #[arg(long, env = "JWT_TTL_SECONDS", default_value_t = 900)]
     pub jwt_ttl_seconds: u64,
+
+    /// How long a session lasts after its last refresh, in seconds (30 days by default):
+    /// the lifetime of a refresh token.
+    #[arg(
+        long,
+        env = "STEPWISE_REFRESH_TOKEN_TTL_SECONDS",
+        default_value_t = 30 * 86_400
+    )]
+    pub refresh_token_ttl_seconds: u64,
 
     /// `iss` claim written into and required from every token.
     #[arg(long, env = "JWT_ISSUER", default_value = "stepwise")]

@@ -281,7 +281,7 @@ impl Metrics {
         );
         let retention_removed_rows = Family::<RetentionLabels, Counter>::default();
         // Every kind shows from the start, at 0.
-        for kind in ["runs", "health_logs", "notifications"] {
+        for kind in ["runs", "health_logs", "notifications", "audit_entries"] {
             drop(retention_removed_rows.get_or_create(&RetentionLabels { kind }));
         }
         registry.register(

@@ -9,6 +9,7 @@
 //! cancelling and timing out runs), so the demo data obeys every rule real data does, on
 //! SQLite and PostgreSQL alike. It refuses a database that already holds a company.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,13 +22,15 @@ use serde_json::json;
 use crate::blobs::BlobStore;
 use crate::config::{DEFAULT_MAX_PIXELS, DatabaseUrl, SeedArgs};
 use crate::crypto::password::Passwords;
+use crate::crypto::secret_token::SecretTokens;
 use crate::db::{Db, migrations};
-use crate::domain::account::{self, Credentials};
+use crate::domain::account::{self, Credentials, SignedIn};
 use crate::domain::health::HealthRules;
 use crate::domain::health_log::{self, StepOutcome};
 use crate::domain::run::queue::Enqueue;
 use crate::domain::run::{self, Finish, Outcome};
 use crate::domain::screenshot::{self, ImageLimits};
+use crate::domain::session::SessionRules;
 use crate::domain::step::NewStep;
 use crate::domain::workflow::{self, NewWorkflow, Status};
 use crate::domain::{Tenant, company};
@@ -125,9 +128,22 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
     };
     let password = new_password();
     let admin_email = args.admin_email.trim().to_lowercase();
-    let (company, admin) = account::signup(
+    // Signing up opens a session whose refresh token nobody will see: it is minted under a
+    // throw-away key and lapses at once, so the demo leaves no usable credential behind.
+    let mut throwaway = [0u8; 32];
+    OsRng.fill_bytes(&mut throwaway);
+    let sessions = SessionRules {
+        refresh_ttl: chrono::TimeDelta::seconds(1),
+        tokens: Arc::new(SecretTokens::new(&throwaway)),
+    };
+    let SignedIn {
+        company,
+        user: admin,
+        ..
+    } = account::signup(
         &db,
         &passwords,
+        &sessions,
         "Demo Company",
         Credentials {
             name: "Demo Admin".into(),
@@ -142,9 +158,10 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
         Some((_, domain)) => format!("member@{domain}"),
         None => "member@demo.example".to_owned(),
     };
-    let (_, member) = account::join(
+    let SignedIn { user: member, .. } = account::join(
         &db,
         &passwords,
+        &sessions,
         &company.invite_token,
         Credentials {
             name: "Demo Member".into(),
@@ -224,7 +241,7 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
     };
 
     // A run timed out by the sweeper (first, while it is the only running run).
-    let stale = run::start(&db, &events, &tenant, by, onboarding)
+    let stale = run::start(&db, &events, &tenant, Some(by), onboarding)
         .await
         .map_err(domain_failure)?;
     report(
@@ -246,7 +263,7 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
     // Checkout: two clean successes, then a low-confidence AI healing that puts the
     // workflow up for review (a warning).
     for _ in 0..2 {
-        let done = run::start(&db, &events, &tenant, by, checkout)
+        let done = run::start(&db, &events, &tenant, Some(by), checkout)
             .await
             .map_err(domain_failure)?;
         for step in checkout_steps {
@@ -276,7 +293,7 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
         .map_err(domain_failure)?;
         seeded.runs += 1;
     }
-    let healed = run::start(&db, &events, &tenant, by, checkout)
+    let healed = run::start(&db, &events, &tenant, Some(by), checkout)
         .await
         .map_err(domain_failure)?;
     for (n, step) in checkout_steps.iter().enumerate() {
@@ -313,7 +330,7 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
 
     // Invoices: three failures in a row break the workflow (an error notification).
     for attempt in 0..3 {
-        let failed = run::start(&db, &events, &tenant, by, invoice)
+        let failed = run::start(&db, &events, &tenant, Some(by), invoice)
             .await
             .map_err(domain_failure)?;
         report(
@@ -354,7 +371,7 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
     }
 
     // Onboarding: one paused, one cancelled, one still running.
-    let paused = run::start(&db, &events, &tenant, &member.id, onboarding)
+    let paused = run::start(&db, &events, &tenant, Some(&member.id), onboarding)
         .await
         .map_err(domain_failure)?;
     report(
@@ -366,7 +383,7 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
     run::pause(&db, &events, &tenant, &paused.id)
         .await
         .map_err(domain_failure)?;
-    let cancelled = run::start(&db, &events, &tenant, by, onboarding)
+    let cancelled = run::start(&db, &events, &tenant, Some(by), onboarding)
         .await
         .map_err(domain_failure)?;
     run::cancel(
@@ -378,7 +395,7 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
     )
     .await
     .map_err(domain_failure)?;
-    let running = run::start(&db, &events, &tenant, &member.id, onboarding)
+    let running = run::start(&db, &events, &tenant, Some(&member.id), onboarding)
         .await
         .map_err(domain_failure)?;
     for step in onboarding_steps.iter().take(2) {
@@ -397,7 +414,7 @@ pub async fn demo(args: &SeedArgs) -> anyhow::Result<Seeded> {
         &db,
         &events,
         &tenant,
-        by,
+        Some(by),
         Enqueue {
             workflow_id: checkout.clone(),
             input: Some(json!({ "customer": "demo@example.com" })),

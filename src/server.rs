@@ -10,13 +10,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::auth::credential::Credentials;
 use crate::auth::jwt::{self, TokenKeys};
-use crate::auth::membership::Memberships;
 use crate::auth::rate_limit::SignInLimits;
 use crate::auth::signed_url::UrlSigner;
 use crate::blobs::BlobStore;
 use crate::config::{DatabaseUrl, EventBusKind, ServeArgs};
 use crate::crypto::password::Passwords;
+use crate::crypto::secret_token::SecretTokens;
 use crate::db::{Db, migrations};
 use crate::domain;
 use crate::domain::health::HealthRules;
@@ -91,8 +92,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(|u| u.trim_end_matches('/').to_owned()),
     };
+    let secrets = Arc::new(SecretTokens::new(&secret));
+    let refresh_ttl = i64::try_from(args.jwt.refresh_token_ttl_seconds)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(chrono::TimeDelta::seconds)
+        .context("STEPWISE_REFRESH_TOKEN_TTL_SECONDS must be a positive number of seconds")?;
     let services = Services {
-        memberships: Arc::new(Memberships::new(db.clone())),
+        credentials: Arc::new(Credentials::new(db.clone(), secrets.clone())),
+        sessions: domain::session::SessionRules {
+            refresh_ttl,
+            tokens: secrets.clone(),
+        },
+        secrets,
         passwords: Arc::new(Passwords::new(
             args.sign_in.password_hash_concurrency,
             Duration::from_millis(args.sign_in.password_hash_queue_timeout_ms),

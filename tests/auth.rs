@@ -59,8 +59,8 @@ async fn signup_creates_company_and_admin(backend: Backend) {
     let expires = parse_datetime(&payload["expiresAt"]);
     let lifetime = (expires - chrono::Utc::now()).num_seconds();
     assert!(
-        (86_400 - 120..=86_400 + 120).contains(&lifetime),
-        "default token lifetime should be a day, expiresAt is {lifetime}s away"
+        (900 - 120..=900 + 120).contains(&lifetime),
+        "default access-token lifetime should be 15 minutes, expiresAt is {lifetime}s away"
     );
 
     let me = server.me(&token).await;
@@ -378,7 +378,11 @@ async fn issued_token_carries_documented_claims(backend: Backend) {
     let exp = claims["exp"].as_i64().expect("numeric exp");
     let iat = claims["iat"].as_i64().expect("numeric iat");
     assert!(claims["nbf"].as_i64().expect("numeric nbf") <= now_ts());
-    assert_eq!(exp - iat, 86_400, "default JWT_TTL_SECONDS is a day");
+    assert_eq!(exp - iat, 900, "default JWT_TTL_SECONDS is 15 minutes");
+    assert!(
+        claims["sid"].as_str().is_some_and(|sid| !sid.is_empty()),
+        "the access token names its session: {claims:#}"
+    );
     assert_eq!(
         exp,
         parse_datetime(&team.admin["expiresAt"]).timestamp(),

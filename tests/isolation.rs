@@ -144,6 +144,42 @@ const ROOT_CASES: &[(&str, &str)] = &[
         "Mutation.cancelRun",
         "A's run ids: NOT_FOUND, nothing cancelled",
     ),
+    ("Query.apiKeys", "B's keys only, never A's"),
+    ("Query.sessions", "B's own sessions only"),
+    ("Query.userSettings", "B's own settings, not A's"),
+    (
+        "Query.auditLog",
+        "B's entries only; filters by A's actor/target ids give nothing",
+    ),
+    (
+        "Mutation.createApiKey",
+        "the key is B's: it reads B's workflows, A's ids are NOT_FOUND to it",
+    ),
+    (
+        "Mutation.revokeApiKey",
+        "A's key id (B admin): NOT_FOUND like a missing id; A's key keeps working",
+    ),
+    (
+        "Mutation.refreshSession",
+        "B's refresh token yields B's user and company (a token is a secret, not an id)",
+    ),
+    (
+        "Mutation.logout",
+        "ends B's session; A's tokens keep working",
+    ),
+    (
+        "Mutation.logoutEverywhere",
+        "ends B's sessions only; A's tokens keep working",
+    ),
+    (
+        "Mutation.changePassword",
+        "changes B's password only; A's sessions untouched",
+    ),
+    ("Mutation.updateProfile", "changes B's own account only"),
+    (
+        "Mutation.updateUserSettings",
+        "changes B's own settings only",
+    ),
     // The run queue (issue 13).
     ("Query.schedule", "A's schedule id: null + NOT_FOUND"),
     ("Query.schedules", "A's workflow id: NOT_FOUND"),
@@ -263,6 +299,8 @@ const NESTED_CASES: &[(&str, &str)] = &[
         "StepReport.healthLog",
         "B's report answers with B's new log",
     ),
+    ("ApiKey.createdBy", "B's admin"),
+    ("CreatedApiKey.apiKey", "B's new key"),
     // The run queue (issue 13).
     ("RunLease.run", "B's claim answers with B's run"),
     ("Run.retryOf", "B's retry points at B's run"),
@@ -459,6 +497,8 @@ struct World {
     b_run: String,
     b_log: String,
     b_notes: Vec<String>,
+    /// A's executor key: (id, secret).
+    a_api_key: (String, String),
 }
 
 impl World {
@@ -476,6 +516,7 @@ impl World {
             &self.a_runs,
             &self.a_logs,
             &self.a_notes,
+            &vec![self.a_api_key.0.clone()],
         ] {
             ids.extend(list.iter().cloned());
         }
@@ -737,7 +778,28 @@ async fn world(server: &TestServer) -> World {
     )
     .await;
 
+    // A's executor key and A's own settings.
+    let key = ok(
+        server,
+        &a.admin_token,
+        "mutation { createApiKey(name: \"A-SECRET runner\") { secret apiKey { id } } }",
+        json!({}),
+    )
+    .await;
+    let a_api_key = (
+        str_field(&key["createApiKey"]["apiKey"], "id"),
+        str_field(&key["createApiKey"], "secret"),
+    );
+    ok(
+        server,
+        &a.admin_token,
+        "mutation { updateUserSettings(input: { timeZone: \"Asia/Tokyo\", locale: \"ja\" }) { timeZone } }",
+        json!({}),
+    )
+    .await;
+
     World {
+        a_api_key,
         a_workflows: vec![a1_id, a2_id],
         a_steps: a1_steps.into_iter().chain(a2_steps).collect(),
         a_screenshots: vec![a_shot1, a_shot2],
@@ -819,6 +881,15 @@ fn ids_at(conn: &Value) -> BTreeSet<String> {
     edge_ids(conn).into_iter().collect()
 }
 
+fn ids_at_nodes(conn: &Value) -> BTreeSet<String> {
+    conn["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| str_field(n, "id"))
+        .collect()
+}
+
 fn set_of(ids: &[&String]) -> BTreeSet<String> {
     ids.iter().map(|s| (*s).clone()).collect()
 }
@@ -850,14 +921,19 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
     assert_eq!(
         stored,
         [
+            ("api_keys", 1),
+            ("audit_log", 5),
             ("companies", 1),
             ("health_logs", 2),
             ("notifications", 3),
+            ("refresh_tokens", 2),
             ("retention_policies", 1),
             ("runs", 3),
             ("schedules", 1),
             ("screenshots", 2),
+            ("sessions", 2),
             ("steps", 5),
+            ("user_settings", 1),
             ("users", 2),
             ("webhooks", 1),
             ("workflows", 2)
@@ -1966,6 +2042,190 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
     assert_eq!(answer["healthLog"]["workflow"]["id"], w.b_workflow.as_str());
     covered.extend(["StepReport.run", "StepReport.healthLog"]);
 
+    // ----- Principals: keys, sessions, settings, audit -----------------------------
+
+    let keys = b_list(
+        &server,
+        &w,
+        "{ apiKeys(includeRevoked: true) { id name createdBy { id } } }",
+        json!({}),
+        "apiKeys",
+        &[],
+    )
+    .await;
+    assert_eq!(keys["data"]["apiKeys"], json!([]), "B has no key yet");
+    covered.insert("Query.apiKeys");
+    let created = ok(
+        &server,
+        tb,
+        "mutation { createApiKey(name: \"Bison runner\") { secret apiKey { id name createdBy { id } } } }",
+        json!({}),
+    )
+    .await;
+    w.assert_no_leak(&created, &[], "createApiKey");
+    let b_key = str_field(&created["createApiKey"], "secret");
+    assert_eq!(
+        created["createApiKey"]["apiKey"]["createdBy"]["id"],
+        w.b.admin_id.as_str()
+    );
+    covered.extend([
+        "Mutation.createApiKey",
+        "CreatedApiKey.apiKey",
+        "ApiKey.createdBy",
+    ]);
+    let seen = ok(
+        &server,
+        &b_key,
+        "{ workflows(first: 100) { nodes { id } } }",
+        json!({}),
+    )
+    .await;
+    w.assert_no_leak(&seen, &[], "B's key listing workflows");
+    assert!(
+        ids_at_nodes(&seen["workflows"]).contains(&w.b_workflow),
+        "{seen:#}"
+    );
+    for id in &w.a_workflows {
+        let resp = server
+            .gql(
+                "query($id: ID!) { workflow(id: $id) { id } }",
+                json!({ "id": id }),
+                Some(&b_key),
+            )
+            .await;
+        assert_error_code(&resp, "NOT_FOUND", "B's key reading A's workflow");
+        w.assert_no_leak(&resp, &[id], "B's key reading A's workflow");
+    }
+    like_missing(
+        &server,
+        &w,
+        tb,
+        "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+        "revokeApiKey",
+        |id| json!({ "id": id }),
+        &w.a_api_key.0,
+    )
+    .await;
+    let still = server
+        .gql(
+            "{ workflows { totalCount } }",
+            json!({}),
+            Some(&w.a_api_key.1),
+        )
+        .await;
+    assert!(still["errors"].is_null(), "A's key still works: {still:#}");
+    covered.insert("Mutation.revokeApiKey");
+
+    let settings = b_list(
+        &server,
+        &w,
+        "{ userSettings { timeZone locale } }",
+        json!({}),
+        "userSettings",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        settings["data"]["userSettings"],
+        json!({ "timeZone": "UTC", "locale": "en" })
+    );
+    let changed = ok(
+        &server,
+        tb,
+        "mutation { updateUserSettings(input: { locale: \"de\" }) { locale } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(changed["updateUserSettings"]["locale"], "de");
+    covered.extend(["Query.userSettings", "Mutation.updateUserSettings"]);
+
+    let audit = "query($f: AuditLogFilter) { auditLog(filter: $f, first: 100) { totalCount nodes { id actorId targetId actorLabel summary } } }";
+    b_list(&server, &w, audit, json!({}), "auditLog", &[]).await;
+    for (filter, sent) in [
+        (json!({ "actorId": w.a.admin_id }), w.a.admin_id.as_str()),
+        (json!({ "targetId": w.a.member_id }), w.a.member_id.as_str()),
+        (json!({ "targetId": w.a_api_key.0 }), w.a_api_key.0.as_str()),
+    ] {
+        let resp = b_list(
+            &server,
+            &w,
+            audit,
+            json!({ "f": filter }),
+            "auditLog by A's id",
+            &[sent],
+        )
+        .await;
+        assert_eq!(resp["data"]["auditLog"]["totalCount"], 0, "{resp:#}");
+    }
+    covered.insert("Query.auditLog");
+
+    let profile = ok(
+        &server,
+        tb,
+        "mutation { updateProfile(name: \"Bison Boss\") { id name } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(profile["updateProfile"]["id"], w.b.admin_id.as_str());
+    covered.insert("Mutation.updateProfile");
+
+    // Session mutations on sessions of B's member, so B's admin token stays usable.
+    let pair = "token refreshToken user { id } company { id }";
+    let login = format!(
+        "mutation($e: String!) {{ login(email: $e, password: \"{PASSWORD}\") {{ {pair} }} }}"
+    );
+    let signed = ok(&server, "", &login, json!({ "e": w.b.member_email })).await;
+    let refreshed = ok(
+        &server,
+        "",
+        &format!("mutation($t: String!) {{ refreshSession(refreshToken: $t) {{ {pair} }} }}"),
+        json!({ "t": signed["login"]["refreshToken"] }),
+    )
+    .await;
+    w.assert_no_leak(&refreshed, &[], "refreshSession");
+    assert_eq!(
+        refreshed["refreshSession"]["user"]["id"],
+        w.b.member_id.as_str()
+    );
+    assert_eq!(
+        refreshed["refreshSession"]["company"]["id"],
+        w.b.company_id.as_str()
+    );
+    covered.insert("Mutation.refreshSession");
+    let member = str_field(&refreshed["refreshSession"], "token");
+    let sessions = b_list(
+        &server,
+        &w,
+        "{ sessions { id current } }",
+        json!({}),
+        "sessions",
+        &[],
+    )
+    .await;
+    assert!(
+        !sessions["data"]["sessions"]
+            .to_string()
+            .contains(&str_field(&jwt_claims(&member), "sid")),
+        "B's admin sees only their own sessions"
+    );
+    covered.insert("Query.sessions");
+    ok(&server, &member, "mutation { logout }", json!({})).await;
+    covered.insert("Mutation.logout");
+    let member = ok(&server, "", &login, json!({ "e": w.b.member_email })).await;
+    let member = str_field(&member["login"], "token");
+    let change = format!(
+        "mutation {{ changePassword(currentPassword: \"{PASSWORD}\", newPassword: \"{PASSWORD}\") }}"
+    );
+    ok(&server, &member, &change, json!({})).await;
+    covered.insert("Mutation.changePassword");
+    ok(&server, &member, "mutation { logoutEverywhere }", json!({})).await;
+    covered.insert("Mutation.logoutEverywhere");
+    for token in [&w.a.admin_token, &w.a.member_token] {
+        assert!(
+            server.gql("{ me { id } }", json!({}), Some(token)).await["errors"].is_null(),
+            "A's sessions keep working"
+        );
+    }
     queue_cases(&server, &w, &q, &mut covered).await;
     // ----- Relay's node lookup --------------------------------------------------------
 

@@ -567,6 +567,26 @@ async fn members_page_and_search_by_name_or_email(backend: Backend) {
         )
         .await;
     assert_bad_input(&resp, Some("search"), "at most 200", "an overlong search");
+    // A renamed member is found by the new name, no longer by the old one.
+    ok(
+        &server,
+        &acme.admin_token,
+        "mutation { updateProfile(name: \"Ünal Admin\") { id } }",
+        json!({}),
+    )
+    .await;
+    for (search, expected) in [(json!("ünal"), pick(&[0])), (json!("ÜNAL"), pick(&[0]))] {
+        check_list(
+            &server,
+            token,
+            &query,
+            "/members",
+            json!({ "search": search }),
+            &expected,
+            &format!("members search {search} after a rename"),
+        )
+        .await;
+    }
     // `users` still lists everyone at once.
     let data = ok(&server, token, "{ users { id } }", json!({})).await;
     let users: BTreeSet<String> = data["users"]

@@ -17,7 +17,7 @@ use common::{Backend, ServerOptions, TestServer, assert_error_code, str_field};
 use serde_json::{Value, json};
 
 const POLICY_FIELDS: &str = "runMaxAgeDays runsKeptPerWorkflow notificationMaxAgeDays updatedAt";
-const PREVIEW: &str = "query($p: RetentionPolicyInput) { retentionPreview(policy: $p) { runs healthLogs notifications asOf } }";
+const PREVIEW: &str = "query($p: RetentionPolicyInput) { retentionPreview(policy: $p) { runs healthLogs notifications auditEntries asOf } }";
 const UPDATE: &str = "mutation($p: RetentionPolicyInput!) { updateRetentionPolicy(policy: $p) { runMaxAgeDays runsKeptPerWorkflow notificationMaxAgeDays updatedAt } }";
 
 /// A server that sweeps every second, `batch` rows per transaction.
@@ -439,15 +439,25 @@ async fn policies_are_validated_and_for_admins(backend: Backend) {
             json!({ "notificationMaxAgeDays": 0 }),
             "policy.notificationMaxAgeDays",
         ),
+        // The audit log keeps its own, longer period.
+        (json!({ "auditMaxAgeDays": 29 }), "policy.auditMaxAgeDays"),
+        (
+            json!({ "runMaxAgeDays": 90, "auditMaxAgeDays": 60 }),
+            "policy.auditMaxAgeDays",
+        ),
+        (
+            json!({ "notificationMaxAgeDays": 400, "auditMaxAgeDays": 365 }),
+            "policy.auditMaxAgeDays",
+        ),
     ] {
         let resp = server
             .gql(UPDATE, json!({ "p": policy }), Some(token))
             .await;
-        assert_bad_input(&resp, Some(field), "between 1 and", &policy.to_string());
+        assert_bad_input(&resp, Some(field), "between", &policy.to_string());
         let resp = server
             .gql(PREVIEW, json!({ "p": policy }), Some(token))
             .await;
-        assert_bad_input(&resp, Some(field), "between 1 and", &policy.to_string());
+        assert_bad_input(&resp, Some(field), "between", &policy.to_string());
     }
     // Nothing was saved by the refusals; a valid policy is, and replaces the whole policy.
     let data = ok(
@@ -619,5 +629,88 @@ async fn a_policy_change_stops_a_sweep_in_progress(backend: Backend) {
         left["runs"].as_i64().unwrap() + removed(&server, "runs").await,
         600,
         "what is left and what went add up"
+    );
+}
+
+both_backends!(the_audit_log_keeps_its_own_period_and_records_policy_changes);
+/// Audit entries older than `auditMaxAgeDays` go, in batches, and exactly what the preview
+/// counted; newer ones and other companies' stay. Changing the policy is itself audited.
+async fn the_audit_log_keeps_its_own_period_and_records_policy_changes(backend: Backend) {
+    let server = sweeping_server(backend, 2).await;
+    let acme = team(&server, "Acme").await;
+    let globex = team(&server, "Globex").await;
+    let now = now_utc();
+    let mut statements = Vec::new();
+    let mut old = BTreeSet::new();
+    for (company, days, count) in [
+        (&acme.company_id, 400, 3),
+        (&acme.company_id, 40, 2),
+        (&globex.company_id, 400, 2),
+    ] {
+        for n in 0..count {
+            let id = uuid::Uuid::now_v7().to_string();
+            let at =
+                (now - TimeDelta::days(days) - TimeDelta::minutes(n)).format("%Y-%m-%d %H:%M:%S");
+            statements.push(format!(
+                "INSERT INTO audit_log (id, company_id, created_at, actor_type, action, summary) \
+                 VALUES ({}, {}, '{at}', 'system', 'company.renamed', '{{}}');",
+                lit(&id),
+                lit(company)
+            ));
+            if company == &acme.company_id && days == 400 {
+                old.insert(id);
+            }
+        }
+    }
+    insert_all(&server, &statements).await;
+    let before = ids(&server, "audit_log", &acme.company_id).await;
+    let globex_before = ids(&server, "audit_log", &globex.company_id).await;
+
+    let policy = json!({ "auditMaxAgeDays": 365 });
+    let said = preview(&server, &acme.admin_token, policy.clone()).await;
+    assert_eq!(said["auditEntries"], old.len(), "{said:#}");
+    let data = ok(
+        &server,
+        &acme.admin_token,
+        "mutation($p: RetentionPolicyInput!) { updateRetentionPolicy(policy: $p) { auditMaxAgeDays } }",
+        json!({ "p": policy }),
+    )
+    .await;
+    assert_eq!(data["updateRetentionPolicy"]["auditMaxAgeDays"], 365);
+    poll_until(Duration::from_secs(60), "the audit sweep", async || {
+        let left = preview(&server, &acme.admin_token, Value::Null).await;
+        (left["auditEntries"] == 0).then_some(())
+    })
+    .await;
+    let after = ids(&server, "audit_log", &acme.company_id).await;
+    let expected: BTreeSet<String> = before.difference(&old).cloned().collect();
+    // Exactly the old entries went; the policy change added one entry of its own.
+    assert_eq!(
+        after.difference(&expected).count(),
+        1,
+        "after {after:?}, expected {expected:?} plus the change"
+    );
+    assert!(after.is_disjoint(&old));
+    assert_eq!(
+        ids(&server, "audit_log", &globex.company_id).await,
+        globex_before,
+        "another company's audit log is untouched"
+    );
+    assert_eq!(removed(&server, "audit_entries").await, old.len() as i64);
+
+    let log = ok(
+        &server,
+        &acme.admin_token,
+        "{ auditLog(filter: { action: RETENTION_POLICY_UPDATED }) { nodes { actorId summary } } }",
+        json!({}),
+    )
+    .await;
+    let entries = log["auditLog"]["nodes"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{log:#}");
+    assert_eq!(entries[0]["actorId"], acme.admin_id.as_str());
+    assert_eq!(entries[0]["summary"]["after"]["auditMaxAgeDays"], 365);
+    assert_eq!(
+        entries[0]["summary"]["before"]["auditMaxAgeDays"],
+        Value::Null
     );
 }

@@ -254,7 +254,10 @@ async fn streams_end_when_the_member_is_removed_or_re_roled(backend: Backend) {
                 errors[0]["extensions"]["code"], "UNAUTHENTICATED",
                 "{who}: {event}"
             );
-            assert_eq!(errors[0]["message"], "no longer a member with this role");
+            assert_eq!(
+                errors[0]["message"],
+                "the session ended, the key was revoked, or the role changed"
+            );
             sub.expect_complete("runs").await;
             break;
         }

@@ -1,4 +1,7 @@
-//! Session tokens: HS256 JSON Web Tokens carrying the user, their company and role.
+//! Access tokens: short-lived HS256 JSON Web Tokens carrying the user, their company and
+//! role, and the session they belong to (`sid`). A token is only ever accepted while its
+//! session lasts (the credential check in `auth::credential`); its short lifetime
+//! (`--jwt-ttl-seconds`, 15 minutes by default) is renewed with the session's refresh token.
 //!
 //! Validation is pinned to HS256 and requires every claim we issue; `nbf` is checked (it is
 //! off by default in jsonwebtoken) and the leeway is a few seconds, not the crate's minute.
@@ -14,7 +17,7 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Viewer;
+use crate::auth::{Principal, Role as ViewerRole, Viewer};
 use crate::config::{DatabaseUrl, JwtArgs};
 use crate::domain::Tenant;
 use crate::domain::user::Role;
@@ -29,6 +32,8 @@ struct Claims {
     sub: String,
     company_id: String,
     role: String,
+    /// The session the token belongs to.
+    sid: String,
     iat: i64,
     nbf: i64,
     exp: i64,
@@ -69,6 +74,8 @@ impl TokenKeys {
         validation.set_issuer(&[&args.jwt_issuer]);
         validation.set_audience(&[&args.jwt_audience]);
         validation.set_required_spec_claims(&["sub", "exp", "nbf", "iss", "aud"]);
+        // `sid` is required by the claims type itself: a token without one (issued before
+        // sessions existed) does not decode, and its holder signs in again.
         Ok(Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -79,7 +86,14 @@ impl TokenKeys {
         })
     }
 
-    pub fn issue(&self, user_id: &str, tenant: &Tenant, role: Role) -> anyhow::Result<IssuedToken> {
+    /// An access token for `user_id` (with `role`) in session `session_id`.
+    pub fn issue(
+        &self,
+        user_id: &str,
+        tenant: &Tenant,
+        role: Role,
+        session_id: &str,
+    ) -> anyhow::Result<IssuedToken> {
         // Whole seconds: that is what the `exp` claim can say.
         let now = Utc::now().trunc_subsecs(0);
         let expires_at = now + self.ttl;
@@ -87,6 +101,7 @@ impl TokenKeys {
             sub: user_id.to_owned(),
             company_id: tenant.id().to_owned(),
             role: role.as_str().to_owned(),
+            sid: session_id.to_owned(),
             iat: now.timestamp(),
             nbf: now.timestamp(),
             exp: expires_at.timestamp(),
@@ -103,13 +118,16 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Option<(Viewer, i64)> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         let claims = data.claims;
-        if claims.sub.is_empty() || claims.company_id.is_empty() {
+        if claims.sub.is_empty() || claims.company_id.is_empty() || claims.sid.is_empty() {
             return None;
         }
         let viewer = Viewer {
-            user_id: claims.sub,
             tenant: Tenant::new(claims.company_id),
-            role: Role::parse(&claims.role)?,
+            role: ViewerRole::of_user(Role::parse(&claims.role)?),
+            principal: Principal::Member {
+                user_id: claims.sub,
+                session_id: claims.sid,
+            },
         };
         Some((viewer, claims.exp))
     }

@@ -7,6 +7,13 @@
 //! minute's worth of attempts and refills evenly, and an empty one answers RATE_LIMITED
 //! with the time until its next token.
 //!
+//! A successful `login` gives its tokens back ([`SignInLimits::refund`]): only failures
+//! use up an account's (and an address's) attempts, so a member signing in on many devices,
+//! or an office behind one address, is not throttled by its own successes. A refund needs
+//! the right password, so it gives a guesser nothing. `changePassword` checks the current
+//! password and counts as an attempt too. Every attempt is counted before anything is
+//! looked up, so a known and an unknown email are answered alike, limits included.
+//!
 //! Hand-written rather than `governor`: governor's keyed limiter keeps a state per key ever
 //! seen until `retain_recent` runs, with no cap, and a flood of distinct emails or
 //! addresses (IPv6 hands anyone billions) would grow it without bound. Here each table is
@@ -60,6 +67,14 @@ impl SignInLimits {
         self.by_email
             .take(email.trim().to_lowercase(), now)
             .map_err(limited)
+    }
+
+    /// Gives back the attempt [`SignInLimits::check`] counted for a sign-in that succeeded.
+    pub fn refund(&self, address: Option<IpAddr>, email: &str) {
+        if let Some(address) = address {
+            self.by_address.give_back(address_group(address));
+        }
+        self.by_email.give_back(email.trim().to_lowercase());
     }
 }
 
@@ -124,6 +139,22 @@ impl KeyedBuckets {
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+        }
+    }
+
+    /// Returns one token to `key`'s bucket (never above its capacity).
+    fn give_back(&self, key: impl Hash) {
+        if self.per_minute == 0 {
+            return;
+        }
+        let capacity = f64::from(self.per_minute);
+        let hash = self.keys.hash_one(key);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(bucket) = buckets.peek_mut(&hash) {
+            bucket.tokens = (bucket.tokens + 1.0).min(capacity);
         }
     }
 
@@ -198,6 +229,19 @@ mod tests {
         // `here` has made three attempts: a fourth is refused whatever the email.
         let refused = limits.check(Some(here), "d@x.test");
         assert!(matches!(refused, Err(AppError::RateLimited { .. })));
+    }
+
+    #[test]
+    fn successes_give_their_attempts_back() {
+        let limits = SignInLimits::new(2, 2);
+        let here: IpAddr = [192, 0, 2, 1].into();
+        for _ in 0..10 {
+            assert!(limits.check(Some(here), "a@x.test").is_ok());
+            limits.refund(Some(here), "a@x.test");
+        }
+        assert!(limits.check(Some(here), "a@x.test").is_ok());
+        assert!(limits.check(Some(here), "a@x.test").is_ok());
+        assert!(limits.check(Some(here), "a@x.test").is_err());
     }
 
     #[test]

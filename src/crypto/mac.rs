@@ -33,6 +33,16 @@ impl MacKey {
         mac.verify_slice(tag).is_ok()
     }
 
+    /// Whether `tag` is a prefix of `message`'s tag (a truncated tag, at least 4 bytes),
+    /// compared in constant time.
+    pub fn verify_prefix(&self, message: &[u8], tag: &[u8]) -> bool {
+        let Ok(mut mac) = HmacSha256::new_from_slice(&self.0) else {
+            return false;
+        };
+        mac.update(message);
+        tag.len() >= 4 && mac.verify_truncated_left(tag).is_ok()
+    }
+
     fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
         // HMAC takes keys of any length, so building it cannot fail; an all-zero tag would
         // only make every verification fail, never succeed.

@@ -1,5 +1,6 @@
 //! Cryptographic primitives used by domain, auth and events alike: password hashing
-//! ([`password`]), keyed message authentication ([`mac`]) and [`hex`] encoding.
+//! ([`password`]), keyed message authentication ([`mac`]), opaque client secrets kept as
+//! keyed hashes ([`secret_token`]) and [`hex`] encoding.
 //!
 //! They sit at the bottom of the module graph, beside `error`, and import nothing of the
 //! application: the domain hashes passwords at sign-up, auth signs tokens and URLs, and
@@ -8,6 +9,7 @@
 
 pub mod mac;
 pub mod password;
+pub mod secret_token;
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {

@@ -19,6 +19,7 @@ pub mod connect;
 pub mod expr;
 mod ids;
 pub mod migrations;
+pub mod origin;
 pub mod partition;
 mod replica;
 pub mod retention;
@@ -32,6 +33,7 @@ use uow::TxConn;
 
 pub use connect::{PgConnector, SslMode};
 pub use ids::TableName;
+pub use origin::{Actor, Origin};
 pub use replica::ReplicaStatus;
 use replica::Replicas;
 
@@ -88,6 +90,8 @@ pub struct Db {
     share: Option<Arc<Semaphore>>,
     /// Where this handle's reads ([`Db::read`]) go; writes always go to the primary.
     reads: Reads,
+    /// For a request's handle: who acts and from where (see [`origin`]).
+    origin: Option<origin::SharedOrigin>,
 }
 
 /// Where a handle's reads go. Only query operations and subscription snapshots read from
@@ -200,6 +204,7 @@ impl Db {
             pools,
             share: None,
             reads: Reads::Primary,
+            origin: None,
         })
     }
 
@@ -209,6 +214,7 @@ impl Db {
             pools: self.pools.clone(),
             share: self.share.clone(),
             reads,
+            origin: self.origin.clone(),
         }
     }
 
@@ -245,6 +251,18 @@ impl Db {
             pools: self.pools.clone(),
             share: Some(Arc::new(Semaphore::new(max_connections.max(1)))),
             reads: self.reads,
+            origin: self.origin.clone(),
+        }
+    }
+
+    /// This handle, for work done on behalf of `origin`: every unit of work made through
+    /// it knows who acts and from where ([`Tx::origin`]).
+    pub fn with_origin(&self, origin: Origin) -> Self {
+        Self {
+            pools: self.pools.clone(),
+            share: self.share.clone(),
+            reads: self.reads,
+            origin: Some(Arc::new(origin)),
         }
     }
 
@@ -344,12 +362,18 @@ impl Db {
     /// ```
     pub async fn read(&self, tenant: &Tenant) -> AppResult<Tx<NoEvents>> {
         Ok(match self.conn().await? {
-            Conn::Sqlite(pooled, share) => {
-                Tx::new(TxConn::Sqlite(pooled), Held(None, share), tenant.clone())
-            }
-            Conn::Postgres(pooled, share) => {
-                Tx::new(TxConn::Postgres(pooled), Held(None, share), tenant.clone())
-            }
+            Conn::Sqlite(pooled, share) => Tx::new(
+                TxConn::Sqlite(pooled),
+                Held(None, share),
+                tenant.clone(),
+                self.origin.clone(),
+            ),
+            Conn::Postgres(pooled, share) => Tx::new(
+                TxConn::Postgres(pooled),
+                Held(None, share),
+                tenant.clone(),
+                self.origin.clone(),
+            ),
         })
     }
 
@@ -418,10 +442,14 @@ impl Db {
                 TxConn::Sqlite(pooled),
                 Held(Some(permit), share),
                 tenant.clone(),
+                self.origin.clone(),
             ),
-            WriteConn::Postgres(pooled, share) => {
-                Tx::new(TxConn::Postgres(pooled), Held(None, share), tenant.clone())
-            }
+            WriteConn::Postgres(pooled, share) => Tx::new(
+                TxConn::Postgres(pooled),
+                Held(None, share),
+                tenant.clone(),
+                self.origin.clone(),
+            ),
         };
         let mut attempt = 0u32;
         loop {

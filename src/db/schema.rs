@@ -203,6 +203,75 @@ diesel::table! {
 }
 
 diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        company_id -> Text,
+        name -> Text,
+        role -> Text,
+        prefix -> Text,
+        secret_hash -> Text,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+        revoked_by -> Nullable<Text>,
+        last_used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        company_id -> Text,
+        user_id -> Text,
+        created_at -> Timestamp,
+        last_used_at -> Timestamp,
+        expires_at -> Timestamp,
+        user_agent -> Nullable<Text>,
+        client_address -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Text,
+        company_id -> Text,
+        session_id -> Text,
+        created_at -> Timestamp,
+        rotated_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    user_settings (user_id) {
+        user_id -> Text,
+        company_id -> Text,
+        time_zone -> Text,
+        locale -> Text,
+        notification_severities -> Text,
+        muted_notification_kinds -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Text,
+        company_id -> Text,
+        created_at -> Timestamp,
+        actor_type -> Text,
+        actor_id -> Nullable<Text>,
+        actor_label -> Nullable<Text>,
+        action -> Text,
+        target_type -> Nullable<Text>,
+        target_id -> Nullable<Text>,
+        client_address -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        summary -> Text,
+    }
+}
+
+diesel::table! {
     retention_policies (company_id) {
         company_id -> Text,
         run_max_age_days -> Nullable<Integer>,
@@ -213,6 +282,7 @@ diesel::table! {
         next_sweep_at -> Timestamp,
         claimed_by -> Nullable<Text>,
         claimed_until -> Nullable<Timestamp>,
+        audit_max_age_days -> Nullable<Integer>,
     }
 }
 
@@ -225,6 +295,8 @@ diesel::joinable!(screenshots -> workflows (workflow_id));
 diesel::joinable!(runs -> workflows (workflow_id));
 diesel::joinable!(health_logs -> runs (run_id));
 diesel::joinable!(notifications -> companies (company_id));
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     companies,
@@ -237,5 +309,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     notifications,
     schedules,
     webhooks,
+    api_keys,
+    sessions,
+    refresh_tokens,
+    user_settings,
+    audit_log,
     retention_policies,
 );

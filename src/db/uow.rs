@@ -79,8 +79,8 @@ use futures_util::future::BoxFuture;
 use super::expr::{After, KeysetOrder, Maybe};
 use super::partition::{Bind, PartitionedPage, bind_all};
 use super::schema::{
-    companies, health_logs, notifications, retention_policies, runs, schedules, screenshots, steps,
-    users, webhooks, workflows,
+    api_keys, audit_log, companies, health_logs, notifications, refresh_tokens, retention_policies,
+    runs, schedules, screenshots, sessions, steps, user_settings, users, webhooks, workflows,
 };
 use super::sql::TenantStatement;
 use super::{Backend, Held, SqliteConn};
@@ -432,6 +432,8 @@ pub struct Tx<E = NoEvents> {
     _held: Held,
     tenant: Tenant,
     events: Vec<E>,
+    /// Who acts and from where; `None`: the server itself.
+    origin: Option<super::origin::SharedOrigin>,
 }
 
 /// Runs `$run` with `$c` bound to the unit of work's connection, whichever backend it is:
@@ -452,13 +454,24 @@ macro_rules! on_conn {
 }
 
 impl<E: Send> Tx<E> {
-    pub(super) fn new(conn: TxConn, held: Held, tenant: Tenant) -> Self {
+    pub(super) fn new(
+        conn: TxConn,
+        held: Held,
+        tenant: Tenant,
+        origin: Option<super::origin::SharedOrigin>,
+    ) -> Self {
         Self {
             conn,
             _held: held,
             tenant,
             events: Vec::new(),
+            origin,
         }
+    }
+
+    /// Who this unit of work acts for and from where (see [`origin`](super::origin)).
+    pub fn origin(&self) -> &super::Origin {
+        self.origin.as_deref().unwrap_or(&super::origin::SYSTEM)
     }
 
     pub(super) fn conn(&mut self) -> &mut TxConn {
@@ -875,6 +888,16 @@ tenant_tables!(
     health_logs,
     /// The company's notifications.
     notifications,
+    /// The company's API keys (revoked ones too).
+    api_keys,
+    /// The sessions of the company's members.
+    sessions,
+    /// The refresh tokens of those sessions (rotated ones too, for reuse detection).
+    refresh_tokens,
+    /// Members' own settings.
+    user_settings,
+    /// The company's audit log.
+    audit_log,
     /// The company's run schedules.
     schedules,
     /// The company's webhooks.

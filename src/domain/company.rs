@@ -8,6 +8,7 @@ use diesel::prelude::*;
 
 use crate::db::Columns as _;
 
+use super::audit::{self, Action, Target};
 use super::{Tenant, json, now, required_name};
 use crate::db::schema::companies;
 use crate::db::{Db, IntoWork as _, NoEvents, Tx};
@@ -67,7 +68,10 @@ pub async fn rotate_invite_token(db: &Db, tenant: &Tenant) -> AppResult<Company>
         invite_token: Some(&token),
         ..Patch::default()
     };
-    db.write(tenant, |tx| changed(tx, patch).into_work()).await
+    db.write(tenant, |tx| {
+        audited(tx, patch, Action::InviteTokenRotated).into_work()
+    })
+    .await
 }
 
 /// Renames the company.
@@ -77,7 +81,10 @@ pub async fn rename(db: &Db, tenant: &Tenant, name: &str) -> AppResult<Company> 
         name: Some(&name),
         ..Patch::default()
     };
-    db.write(tenant, |tx| changed(tx, patch).into_work()).await
+    db.write(tenant, |tx| {
+        audited(tx, patch, Action::CompanyRenamed).into_work()
+    })
+    .await
 }
 
 /// Replaces the settings document, which must be a JSON object of at most 16 KiB.
@@ -91,7 +98,10 @@ pub async fn update_settings(
         settings: Some(&text),
         ..Patch::default()
     };
-    db.write(tenant, |tx| changed(tx, patch).into_work()).await
+    db.write(tenant, |tx| {
+        audited(tx, patch, Action::CompanySettingsUpdated).into_work()
+    })
+    .await
 }
 
 /// What a change writes on the company (absent fields stay), besides a new `updated_at`.
@@ -101,6 +111,25 @@ struct Patch<'a> {
     name: Option<&'a str>,
     invite_token: Option<&'a str>,
     settings: Option<&'a str>,
+}
+
+/// [`changed`], recorded in the audit log as `action` with a summary that holds no
+/// secret (invite tokens) and none of the settings' values (only which keys changed).
+async fn audited(tx: &mut Tx<NoEvents>, patch: &Patch<'_>, action: Action) -> AppResult<Company> {
+    let before: Company = tx
+        .optional(tx.company().select(Company::columns()))
+        .await?
+        .ok_or(AppError::NotFound("company"))?;
+    let after = changed(tx, patch).await?;
+    let summary = match action {
+        Action::CompanyRenamed => serde_json::json!({ "before": before.name, "after": after.name }),
+        Action::CompanySettingsUpdated => {
+            audit::changed_keys(&before.settings()?, &after.settings()?)
+        }
+        _ => serde_json::json!({}),
+    };
+    audit::record(tx, action, Target::company(&after.id), summary).await?;
+    Ok(after)
 }
 
 /// The company after `patch`; NOT_FOUND when it no longer exists.

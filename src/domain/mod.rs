@@ -38,6 +38,12 @@
 //! - a retention batch takes its company's policy row (renewing its claim), then the runs
 //!   it removes in id order, then their health logs (see [`retention`]).
 //!
+//! Accounts have their own order, after the company: **company → user → session → its
+//! refresh tokens**, and **company → API key**: creating a key takes the company lock (the
+//! per-company cap), revoking one locks the key; a refresh locks its session before it
+//! reads or rotates the session's tokens, and logouts and password changes delete sessions
+//! (taking the same locks) after the user row they change.
+//!
 //! Time is taken after the locks it orders by (a run's `updated_at` and its reports'
 //! `created_at` follow commit order), and state subscribers compare carries a version that
 //! only grows (`runs.version`). Should PostgreSQL still abort a transaction (deadlock,
@@ -45,6 +51,8 @@
 //! the retryable UNAVAILABLE — never INTERNAL.
 
 pub mod account;
+pub mod api_key;
+pub mod audit;
 pub mod company;
 pub mod event;
 pub mod health;
@@ -56,10 +64,12 @@ pub mod page;
 pub mod retention;
 pub mod run;
 pub mod screenshot;
+pub mod session;
 pub mod statistics;
 pub mod step;
 pub mod upkeep;
 pub mod user;
+pub mod user_settings;
 pub mod workflow;
 // The run queue's companions (issue 13).
 pub mod schedule;

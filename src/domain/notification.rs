@@ -262,3 +262,34 @@ pub(crate) async fn for_events(db: &Db, ids: &[String]) -> AppResult<Vec<Notific
     )
     .await
 }
+
+crate::text_enum! {
+    /// The kinds of notification the platform raises (`Notification.kind`), which members
+    /// can mute in their settings. Kinds raised later are added here.
+    #[allow(clippy::enum_variant_names)]
+    pub enum Kind {
+        /// A workflow failed too many runs in a row (`health::KIND_BROKEN`).
+        WorkflowBroken = "workflow_broken",
+        /// A broken workflow succeeded again (`health::KIND_RECOVERED`).
+        WorkflowRecovered = "workflow_recovered",
+        /// A healing was not confident enough (`health::KIND_NEEDS_REVIEW`).
+        WorkflowNeedsReview = "workflow_needs_review",
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::Kind;
+    use crate::domain::health;
+
+    #[test]
+    fn kinds_name_what_the_health_rules_raise() {
+        for raised in [
+            health::KIND_BROKEN,
+            health::KIND_RECOVERED,
+            health::KIND_NEEDS_REVIEW,
+        ] {
+            assert!(Kind::parse(raised).is_some(), "{raised}");
+        }
+    }
+}

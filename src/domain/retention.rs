@@ -1,13 +1,18 @@
-//! Retention: how long each company keeps finished runs (with their health logs) and
-//! notifications, a preview of what that removes now, and the sweeper that removes it.
+//! Retention: how long each company keeps finished runs (with their health logs),
+//! notifications and its audit log, a preview of what that removes now, and the sweeper
+//! that removes it.
 //!
 //! # The rules
-//! A company's policy has three optional limits (none set: everything is kept):
+//! A company's policy has four optional limits (none set: everything is kept):
 //! - `run_max_age_days`: a finished run goes once it was created that many days ago;
 //! - `runs_kept_per_workflow`: a finished run goes once its workflow has that many newer
 //!   runs (of any status);
 //! - `notification_max_age_days`: a notification goes once it was created that many days
-//!   ago, read or not.
+//!   ago, read or not;
+//! - `audit_max_age_days`: an audit entry goes once it was recorded that many days ago. The
+//!   audit log keeps its own, longer period: at least [`MIN_AUDIT_DAYS`], and never shorter
+//!   than the run or notification limit, so the record of who did what outlives what it
+//!   was done to.
 //!
 //! Either run limit removes a run (as n8n prunes executions by age and by count). Queued,
 //! running and paused runs are never removed, and their health logs stay with them; the
@@ -38,10 +43,13 @@ use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
+use serde_json::json;
+
+use super::audit::{self, Action, Target};
 use super::statistics::StatisticsGate;
 use super::{Tenant, now, run};
 use crate::db::retention::{ExpiredCounts, ExpiredRuns, RunId};
-use crate::db::schema::{health_logs, notifications, retention_policies, runs};
+use crate::db::schema::{audit_log, health_logs, notifications, retention_policies, runs};
 use crate::db::{Columns as _, Db, IntoWork as _, Lock, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
 use crate::metrics::METRICS;
@@ -51,6 +59,8 @@ pub const MAX_DAYS: i32 = 3_650;
 /// The most runs a workflow may be told to keep; the sweep walks that many index entries
 /// per workflow for each batch.
 pub const MAX_RUNS_KEPT: i32 = 10_000;
+/// The shortest audit-log retention, in days.
+pub const MIN_AUDIT_DAYS: i32 = 30;
 
 /// How long a claim on a company holds without being renewed by a batch.
 const CLAIM_LEASE: Duration = Duration::from_secs(300);
@@ -67,6 +77,7 @@ pub struct Limits {
     pub run_max_age_days: Option<i32>,
     pub runs_kept_per_workflow: Option<i32>,
     pub notification_max_age_days: Option<i32>,
+    pub audit_max_age_days: Option<i32>,
 }
 
 impl Limits {
@@ -92,6 +103,24 @@ impl Limits {
             self.notification_max_age_days,
             MAX_DAYS,
         )?;
+        if let Some(audit) = self.audit_max_age_days {
+            let longest_other = [self.run_max_age_days, self.notification_max_age_days]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(0);
+            let min = MIN_AUDIT_DAYS.max(longest_other);
+            if !(min..=MAX_DAYS).contains(&audit) {
+                return Err(AppError::bad_input(
+                    format!("{field}.auditMaxAgeDays"),
+                    format!(
+                        "{field}.auditMaxAgeDays must be between {min} and {MAX_DAYS} (at least \
+                         {MIN_AUDIT_DAYS} days, and no shorter than the run and notification \
+                         limits), or null to keep the audit log"
+                    ),
+                ));
+            }
+        }
         Ok(self)
     }
 
@@ -112,6 +141,12 @@ impl Limits {
     /// Notifications created before this go.
     fn notification_cutoff(&self, at: NaiveDateTime) -> Option<NaiveDateTime> {
         self.notification_max_age_days
+            .and_then(|days| days_before(at, days))
+    }
+
+    /// Audit entries recorded before this go.
+    fn audit_cutoff(&self, at: NaiveDateTime) -> Option<NaiveDateTime> {
+        self.audit_max_age_days
             .and_then(|days| days_before(at, days))
     }
 }
@@ -136,6 +171,7 @@ struct PolicyRow {
     next_sweep_at: NaiveDateTime,
     claimed_by: Option<String>,
     claimed_until: Option<NaiveDateTime>,
+    audit_max_age_days: Option<i32>,
 }
 
 impl TenantRow for PolicyRow {
@@ -152,6 +188,7 @@ impl PolicyRow {
             run_max_age_days: self.run_max_age_days,
             runs_kept_per_workflow: self.runs_kept_per_workflow,
             notification_max_age_days: self.notification_max_age_days,
+            audit_max_age_days: self.audit_max_age_days,
         }
     }
 }
@@ -200,6 +237,10 @@ pub async fn update(db: &Db, tenant: &Tenant, limits: Limits) -> AppResult<Polic
 
 async fn updated(tx: &mut Tx<NoEvents>, limits: Limits) -> AppResult<PolicyRow> {
     use retention_policies::dsl as p;
+    let before = stored(tx)
+        .await?
+        .map(|row| row.limits())
+        .unwrap_or_default();
     let at = now();
     let mut row = PolicyRow {
         company_id: tx.tenant().id().to_owned(),
@@ -211,12 +252,14 @@ async fn updated(tx: &mut Tx<NoEvents>, limits: Limits) -> AppResult<PolicyRow> 
         next_sweep_at: at,
         claimed_by: None,
         claimed_until: None,
+        audit_max_age_days: limits.audit_max_age_days,
     };
     tx.insert_with(&mut row, |insert| {
         insert.on_conflict(p::company_id).do_update().set((
             p::run_max_age_days.eq(excluded(p::run_max_age_days)),
             p::runs_kept_per_workflow.eq(excluded(p::runs_kept_per_workflow)),
             p::notification_max_age_days.eq(excluded(p::notification_max_age_days)),
+            p::audit_max_age_days.eq(excluded(p::audit_max_age_days)),
             p::version.eq(p::version + 1),
             p::updated_at.eq(excluded(p::updated_at)),
             p::next_sweep_at.eq(excluded(p::next_sweep_at)),
@@ -224,9 +267,29 @@ async fn updated(tx: &mut Tx<NoEvents>, limits: Limits) -> AppResult<PolicyRow> 
     })
     .await
     .map_err(company_gone)?;
+    let company = tx.tenant().id().to_owned();
+    audit::record(
+        tx,
+        Action::RetentionPolicyUpdated,
+        Target::company(&company),
+        json!({ "before": before.summary(), "after": limits.summary() }),
+    )
+    .await?;
     stored(tx).await?.ok_or_else(|| {
         AppError::internal(anyhow::anyhow!("a retention policy just written is gone"))
     })
+}
+
+impl Limits {
+    /// The limits as the audit log shows them.
+    fn summary(&self) -> serde_json::Value {
+        json!({
+            "runMaxAgeDays": self.run_max_age_days,
+            "runsKeptPerWorkflow": self.runs_kept_per_workflow,
+            "notificationMaxAgeDays": self.notification_max_age_days,
+            "auditMaxAgeDays": self.audit_max_age_days,
+        })
+    }
 }
 
 /// The company of a verified token was deleted: answered like its account is.
@@ -244,6 +307,7 @@ pub struct Preview {
     pub runs: i64,
     pub health_logs: i64,
     pub notifications: i64,
+    pub audit_entries: i64,
     pub as_of: NaiveDateTime,
 }
 
@@ -284,10 +348,22 @@ pub async fn preview(
         }
         None => 0,
     };
+    let audit_entries = match limits.audit_cutoff(as_of) {
+        Some(cutoff) => {
+            tx.one(
+                tx.audit_log()
+                    .filter(audit_log::created_at.lt(cutoff))
+                    .count(),
+            )
+            .await?
+        }
+        None => 0,
+    };
     Ok(Preview {
         runs,
         health_logs,
         notifications,
+        audit_entries,
         as_of,
     })
 }
@@ -312,6 +388,7 @@ pub struct Swept {
     pub runs: usize,
     pub health_logs: usize,
     pub notifications: usize,
+    pub audit_entries: usize,
 }
 
 /// Sweeps every due company this instance can claim; `stop` ends it between batches
@@ -428,6 +505,7 @@ struct Pass<'a> {
     version: i64,
     runs: Option<ExpiredRuns>,
     notifications_before: Option<NaiveDateTime>,
+    audit_before: Option<NaiveDateTime>,
     finished: Vec<run::Status>,
 }
 
@@ -446,6 +524,7 @@ async fn sweep_company(
         version: row.version,
         runs: limits.expired_runs(at),
         notifications_before: limits.notification_cutoff(at),
+        audit_before: limits.audit_cutoff(at),
         finished: run::Status::ALL
             .iter()
             .copied()
@@ -474,13 +553,16 @@ async fn sweep_company(
             }
         }
     }
-    if pass.notifications_before.is_some() {
+    for aged in [Aged::Notifications, Aged::AuditEntries] {
+        if aged.cutoff(pass).is_none() {
+            continue;
+        }
         loop {
             if stop() || batches >= MAX_BATCHES_PER_PASS {
                 return Ok(PassEnd::Paused);
             }
             let Some(batch) = db
-                .write(tenant, |tx| notification_batch(tx, pass).into_work())
+                .write(tenant, |tx| aged_batch(tx, pass, aged).into_work())
                 .await?
             else {
                 return Ok(PassEnd::Superseded);
@@ -489,7 +571,7 @@ async fn sweep_company(
             batch.count(swept);
             let full =
                 i64::try_from(batch.selected).unwrap_or(i64::MAX) >= pass.settings.batch_size;
-            if !full || batch.notifications == 0 {
+            if !full || batch.notifications + batch.audit_entries == 0 {
                 break;
             }
         }
@@ -504,6 +586,7 @@ struct Batch {
     runs: usize,
     health_logs: usize,
     notifications: usize,
+    audit_entries: usize,
 }
 
 impl Batch {
@@ -513,11 +596,13 @@ impl Batch {
         swept.runs += self.runs;
         swept.health_logs += self.health_logs;
         swept.notifications += self.notifications;
+        swept.audit_entries += self.audit_entries;
         METRICS.retention_batches.inc();
         for (kind, removed) in [
             ("runs", self.runs),
             ("health_logs", self.health_logs),
             ("notifications", self.notifications),
+            ("audit_entries", self.audit_entries),
         ] {
             if removed > 0 {
                 METRICS.retention_removed(kind, removed);
@@ -598,41 +683,92 @@ async fn run_batch(tx: &mut Tx<NoEvents>, pass: &Pass<'_>) -> AppResult<Option<B
         selected: ids.len(),
         runs,
         health_logs,
-        notifications: 0,
+        ..Batch::default()
     }))
 }
 
-/// Removes up to a batch of expired notifications; `None` when the pass is superseded.
-async fn notification_batch(tx: &mut Tx<NoEvents>, pass: &Pass<'_>) -> AppResult<Option<Batch>> {
-    let Some(before) = pass.notifications_before else {
+/// The rows that go by age alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aged {
+    Notifications,
+    AuditEntries,
+}
+
+impl Aged {
+    fn cutoff(self, pass: &Pass<'_>) -> Option<NaiveDateTime> {
+        match self {
+            Self::Notifications => pass.notifications_before,
+            Self::AuditEntries => pass.audit_before,
+        }
+    }
+}
+
+/// Removes up to a batch of `aged` rows past their cutoff; `None` when the pass is
+/// superseded.
+async fn aged_batch(
+    tx: &mut Tx<NoEvents>,
+    pass: &Pass<'_>,
+    aged: Aged,
+) -> AppResult<Option<Batch>> {
+    let Some(before) = aged.cutoff(pass) else {
         return Ok(Some(Batch::default()));
     };
     if !renewed(tx, pass).await? {
         return Ok(None);
     }
-    let expired: Vec<String> = tx
-        .load(
-            tx.notifications()
-                .filter(notifications::created_at.lt(before))
-                .select(notifications::id)
-                .limit(pass.settings.batch_size),
-        )
-        .await?;
-    let removed = if expired.is_empty() {
-        0
-    } else {
-        tx.execute(
-            tx.notifications()
-                .filter(notifications::id.eq_any(&expired))
-                .delete(),
-        )
-        .await?
+    let size = pass.settings.batch_size;
+    // Ids first, then the delete by id: a table cannot appear in its own subquery in
+    // diesel's DSL, and a batch's ids are few.
+    let expired: Vec<String> = match aged {
+        Aged::Notifications => {
+            tx.load(
+                tx.notifications()
+                    .filter(notifications::created_at.lt(before))
+                    .select(notifications::id)
+                    .limit(size),
+            )
+            .await?
+        }
+        Aged::AuditEntries => {
+            tx.load(
+                tx.audit_log()
+                    .filter(audit_log::created_at.lt(before))
+                    .select(audit_log::id)
+                    .limit(size),
+            )
+            .await?
+        }
     };
-    Ok(Some(Batch {
+    if expired.is_empty() {
+        return Ok(Some(Batch::default()));
+    }
+    let removed = match aged {
+        Aged::Notifications => {
+            tx.execute(
+                tx.notifications()
+                    .filter(notifications::id.eq_any(&expired))
+                    .delete(),
+            )
+            .await?
+        }
+        Aged::AuditEntries => {
+            tx.execute(
+                tx.audit_log()
+                    .filter(audit_log::id.eq_any(&expired))
+                    .delete(),
+            )
+            .await?
+        }
+    };
+    let mut batch = Batch {
         selected: expired.len(),
-        notifications: removed,
         ..Batch::default()
-    }))
+    };
+    match aged {
+        Aged::Notifications => batch.notifications = removed,
+        Aged::AuditEntries => batch.audit_entries = removed,
+    }
+    Ok(Some(batch))
 }
 
 /// Ends this instance's claim on the company and schedules its next pass.
@@ -689,6 +825,7 @@ mod tests {
             run_max_age_days: Some(30),
             runs_kept_per_workflow: Some(MAX_RUNS_KEPT),
             notification_max_age_days: None,
+            audit_max_age_days: Some(365),
         };
         assert_eq!(ok.validate("policy").ok(), Some(ok));
         for (bad, field) in [
@@ -712,6 +849,21 @@ mod tests {
                     ..Limits::default()
                 },
                 "policy.notificationMaxAgeDays",
+            ),
+            (
+                Limits {
+                    audit_max_age_days: Some(MIN_AUDIT_DAYS - 1),
+                    ..Limits::default()
+                },
+                "policy.auditMaxAgeDays",
+            ),
+            (
+                Limits {
+                    run_max_age_days: Some(90),
+                    audit_max_age_days: Some(60),
+                    ..Limits::default()
+                },
+                "policy.auditMaxAgeDays",
             ),
         ] {
             assert_eq!(field_of(bad.validate("policy")).as_deref(), Some(field));

@@ -7,6 +7,9 @@ use diesel::prelude::*;
 use crate::db::Columns as _;
 
 use super::page::{Page, PageRequest, Position, SortValue, time_key};
+use serde_json::json;
+
+use super::audit::{self, Action, Target};
 use super::{Tenant, now};
 use crate::db::expr::Maybe;
 use crate::db::schema::users;
@@ -301,13 +304,22 @@ async fn role_changed(tx: &mut Tx<NoEvents>, user_id: &str, role: Role) -> AppRe
             "the company's last admin cannot be demoted; make another member admin first",
         ));
     }
-    tx.one(
-        tx.users()
-            .filter(users::id.eq(&user.id))
-            .set((users::role.eq(role), users::updated_at.eq(now())))
-            .returning(User::columns()),
+    let changed: User = tx
+        .one(
+            tx.users()
+                .filter(users::id.eq(&user.id))
+                .set((users::role.eq(role), users::updated_at.eq(now())))
+                .returning(User::columns()),
+        )
+        .await?;
+    audit::record(
+        tx,
+        Action::MemberRoleChanged,
+        Target::user(&user.id),
+        json!({ "email": user.email, "before": user.role.as_str(), "after": role.as_str() }),
     )
-    .await
+    .await?;
+    Ok(changed)
 }
 
 /// Removes a member from the company. What they recorded stays, with the author cleared
@@ -325,6 +337,14 @@ async fn removed(tx: &mut Tx<NoEvents>, user_id: &str) -> AppResult<()> {
             "the company's last admin cannot be removed; make another member admin first",
         ));
     }
+    // Recorded first: the entry's actor may be the member removing themselves.
+    audit::record(
+        tx,
+        Action::MemberRemoved,
+        Target::user(&user.id),
+        json!({ "email": user.email, "role": user.role.as_str() }),
+    )
+    .await?;
     tx.execute(tx.users().filter(users::id.eq(&user.id)).delete())
         .await?;
     Ok(())

@@ -624,12 +624,26 @@ async fn deleted(tx: &mut Tx<NoEvents>, id: &str) -> AppResult<Vec<String>> {
         .filter(|(sid, _)| !kept.contains(sid))
         .map(|(_, key)| key.clone())
         .collect();
+    let name: Option<String> = tx
+        .optional(
+            tx.workflows()
+                .filter(workflows::id.eq(id))
+                .select(workflows::name),
+        )
+        .await?;
     let deleted = tx
         .execute(tx.workflows().filter(workflows::id.eq(id)).delete())
         .await?;
     if deleted == 0 {
         Err(AppError::NotFound("workflow"))
     } else {
+        super::audit::record(
+            tx,
+            super::audit::Action::WorkflowDeleted,
+            super::audit::Target::workflow(id),
+            serde_json::json!({ "name": name }),
+        )
+        .await?;
         Ok(released)
     }
 }

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
 
+use crate::auth::credential::Credentials;
 use crate::auth::jwt::TokenKeys;
-use crate::auth::membership::Memberships;
 use crate::auth::rate_limit::SignInLimits;
 use crate::auth::signed_url::UrlSigner;
 use crate::auth::{Authentication, Viewer};
 use crate::blobs::BlobStore;
 use crate::crypto::password::Passwords;
-use crate::db::{Db, Reads};
+use crate::crypto::secret_token::SecretTokens;
+use crate::db::{Actor, Db, Origin, Reads};
 use crate::domain::health::HealthRules;
+use crate::domain::session::SessionRules;
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
 use crate::events::log_stream::LogStream;
@@ -25,9 +27,15 @@ use crate::graphql::stream_cursor::StreamCursors;
 #[derive(Clone)]
 pub struct Services {
     pub db: Db,
+    /// Issues and verifies access tokens.
     pub tokens: Arc<TokenKeys>,
-    /// Confirms that a token's user is still a member with the token's role.
-    pub memberships: Arc<Memberships>,
+    /// Confirms that a credential (a session's access token, an API key) still speaks for
+    /// someone with its role.
+    pub credentials: Arc<Credentials>,
+    /// Mints and recognises API keys and refresh tokens.
+    pub secrets: Arc<SecretTokens>,
+    /// How sessions are kept (refresh-token lifetime).
+    pub sessions: SessionRules,
     /// Hashes and checks passwords, a bounded number at a time.
     pub passwords: Arc<Passwords>,
     /// Attempts left for `login`, `signup` and `joinCompany`, per client and per email.
@@ -102,6 +110,7 @@ pub struct RequestData {
     authentication: Authentication,
     scope: OperationScope,
     client_address: Option<IpAddr>,
+    user_agent: Option<String>,
 }
 
 /// What each operation of a request (or of a WebSocket connection) gets on its own: the
@@ -149,6 +158,7 @@ impl RequestData {
                 batch_window: services.batch_window,
             },
             client_address: None,
+            user_agent: None,
         }
     }
 
@@ -158,10 +168,32 @@ impl RequestData {
         self
     }
 
+    /// The client's `User-Agent`, when it sent one.
+    pub fn from_user_agent(mut self, user_agent: Option<&str>) -> Self {
+        self.user_agent = user_agent.and_then(Origin::clean_user_agent);
+        self
+    }
+
+    /// The request's database handle carries who acts and from where, so that what the
+    /// request writes knows it (the audit log, a new session's client).
+    fn with_origin(mut self) -> Self {
+        let actor = match &self.authentication {
+            Authentication::Verified(viewer) => viewer.actor(),
+            Authentication::Anonymous | Authentication::Invalid => Actor::Anonymous,
+        };
+        self.scope.db = self.scope.db.with_origin(Origin {
+            actor,
+            client_address: self.client_address.map(|a| a.to_string()),
+            user_agent: self.user_agent.clone(),
+        });
+        self
+    }
+
     /// For one HTTP request running one operation whose reads go to `reads`.
     pub fn attach(self, request: async_graphql::Request, reads: Reads) -> async_graphql::Request {
-        let mut request = self.scope.attach(request.data(self.authentication), reads);
-        if let Some(address) = self.client_address {
+        let this = self.with_origin();
+        let mut request = this.scope.attach(request.data(this.authentication), reads);
+        if let Some(address) = this.client_address {
             request = request.data(ClientAddress(address));
         }
         request
@@ -170,12 +202,13 @@ impl RequestData {
     /// For a WebSocket connection (`connection_init`): the connection's data, and the
     /// scope each of its operations is attached to ([`OperationScope::attach`]).
     pub fn into_session(self) -> (async_graphql::Data, OperationScope) {
+        let this = self.with_origin();
         let mut data = async_graphql::Data::default();
-        data.insert(self.authentication);
-        if let Some(address) = self.client_address {
+        data.insert(this.authentication);
+        if let Some(address) = this.client_address {
             data.insert(ClientAddress(address));
         }
-        (data, self.scope)
+        (data, this.scope)
     }
 }
 

@@ -5,9 +5,12 @@
 //! it was loaded for, so nested fields stay inside that viewer's company.
 
 mod account;
+mod api_key;
+mod audit;
 mod company;
 mod context;
 mod documents;
+pub mod executor_access;
 mod guards;
 mod health_log;
 mod limits;
@@ -20,11 +23,13 @@ mod prescan;
 mod retention;
 mod run;
 mod screenshot;
+mod session;
 mod statistics;
 mod step;
 mod stream_cursor;
 mod subscription;
 mod user;
+mod user_settings;
 mod workflow;
 // The run queue (issue 13).
 mod queue;
@@ -52,6 +57,10 @@ pub struct Query(
     workflow::WorkflowQuery,
     step::StepQuery,
     screenshot::ScreenshotQuery,
+    api_key::ApiKeyQuery,
+    session::SessionQuery,
+    user_settings::UserSettingsQuery,
+    audit::AuditQuery,
     schedule::ScheduleQuery,
     webhook::WebhookQuery,
     node::NodeQuery,
@@ -70,6 +79,8 @@ pub struct Mutation(
     step::StepMutation,
     run::RunMutation,
     screenshot::ScreenshotMutation,
+    api_key::ApiKeyMutation,
+    user_settings::UserSettingsMutation,
     queue::QueueMutation,
     schedule::ScheduleMutation,
     webhook::WebhookMutation,
@@ -86,6 +97,8 @@ pub fn schema_builder() -> SchemaBuilder<Query, Mutation, subscription::Subscrip
         Mutation::default(),
         subscription::Subscription,
     )
+    // Part of the schema itself, so no transport can run an operation without it.
+    .extension(executor_access::ExecutorAccess)
 }
 
 /// The SDL that `schema.graphql` must equal.

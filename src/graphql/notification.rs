@@ -183,7 +183,8 @@ impl NotificationMutation {
     ) -> async_graphql::Result<Notification> {
         let viewer = ctx.viewer()?;
         let row =
-            domain::notification::mark_read(ctx.db(), &viewer.tenant, &id, &viewer.user_id).await?;
+            domain::notification::mark_read(ctx.db(), &viewer.tenant, &id, viewer.member_id()?)
+                .await?;
         Ok(notification(row, viewer))
     }
 
@@ -192,7 +193,8 @@ impl NotificationMutation {
     async fn mark_all_notifications_read(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         let viewer = ctx.viewer()?;
         let marked =
-            domain::notification::mark_all_read(ctx.db(), &viewer.tenant, &viewer.user_id).await?;
+            domain::notification::mark_all_read(ctx.db(), &viewer.tenant, viewer.member_id()?)
+                .await?;
         Ok(i32::try_from(marked).unwrap_or(i32::MAX))
     }
 

@@ -101,10 +101,10 @@ impl QueueMutation {
             idempotency_key: input.idempotency_key,
         };
         let row = domain::run::queue::enqueue(
-            &services.db,
+            ctx.db(),
             &services.events,
             &viewer.tenant,
-            &viewer.user_id,
+            viewer.user_id(),
             request,
             services.queue.max_json_bytes,
         )
@@ -135,7 +135,7 @@ impl QueueMutation {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
         let lease = domain::run::queue::claim(
-            &services.db,
+            ctx.db(),
             &services.events,
             &viewer.tenant,
             workflow_ids.map(|ids| ids.into_iter().map(|id| id.0).collect()),
@@ -189,10 +189,10 @@ impl QueueMutation {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
         let row = domain::run::queue::retry(
-            &services.db,
+            ctx.db(),
             &services.events,
             &viewer.tenant,
-            &viewer.user_id,
+            viewer.user_id(),
             &run_id,
             from_step.as_ref().map(|id| id.as_str()),
         )

@@ -21,6 +21,9 @@ pub struct RetentionPolicyInput {
     /// Notifications, read or not, are removed once they were raised this many days ago:
     /// 1 to 3,650.
     pub notification_max_age_days: Option<i32>,
+    /// Audit entries are removed once they were recorded this many days ago: at least 30,
+    /// and no shorter than the run and notification limits; at most 3,650.
+    pub audit_max_age_days: Option<i32>,
 }
 
 impl From<RetentionPolicyInput> for Limits {
@@ -29,6 +32,7 @@ impl From<RetentionPolicyInput> for Limits {
             run_max_age_days: input.run_max_age_days,
             runs_kept_per_workflow: input.runs_kept_per_workflow,
             notification_max_age_days: input.notification_max_age_days,
+            audit_max_age_days: input.audit_max_age_days,
         }
     }
 }
@@ -58,6 +62,12 @@ impl RetentionPolicy {
         self.0.limits.notification_max_age_days
     }
 
+    /// Audit entries are removed once they were recorded this many days ago; null: the
+    /// audit log is kept.
+    async fn audit_max_age_days(&self) -> Option<i32> {
+        self.0.limits.audit_max_age_days
+    }
+
     /// When an admin last changed the policy; null while it was never set.
     async fn updated_at(&self) -> Option<DateTime<Utc>> {
         self.0.updated_at.map(|at| at.and_utc())
@@ -73,6 +83,8 @@ pub struct RetentionPreview {
     pub health_logs: i64,
     /// Notifications it removes.
     pub notifications: i64,
+    /// Audit entries it removes.
+    pub audit_entries: i64,
     /// The moment the counts are for; rows that age past a limit later are removed too.
     pub as_of: DateTime<Utc>,
 }
@@ -111,6 +123,7 @@ impl RetentionQuery {
             runs: preview.runs,
             health_logs: preview.health_logs,
             notifications: preview.notifications,
+            audit_entries: preview.audit_entries,
             as_of: preview.as_of.and_utc(),
         })
     }

@@ -649,10 +649,10 @@ impl RunMutation {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
         let row = domain::run::start(
-            &services.db,
+            ctx.db(),
             &services.events,
             &viewer.tenant,
-            &viewer.user_id,
+            viewer.user_id(),
             &workflow_id,
         )
         .await?;
@@ -681,7 +681,7 @@ impl RunMutation {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
         let report = domain::run::report_step(
-            &services.db,
+            ctx.db(),
             &services.events,
             &services.health,
             &viewer.tenant,
@@ -733,7 +733,7 @@ impl RunMutation {
             lease_id: lease_id.map(|id| id.0),
         };
         let row = domain::run::finish(
-            &services.db,
+            ctx.db(),
             &services.events,
             &services.health,
             &viewer.tenant,
@@ -757,8 +757,7 @@ impl RunMutation {
     ) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
-        let row =
-            domain::run::pause(&services.db, &services.events, &viewer.tenant, &run_id).await?;
+        let row = domain::run::pause(ctx.db(), &services.events, &viewer.tenant, &run_id).await?;
         Ok(Run {
             row,
             viewer: viewer.clone(),
@@ -773,8 +772,7 @@ impl RunMutation {
     ) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
-        let row =
-            domain::run::resume(&services.db, &services.events, &viewer.tenant, &run_id).await?;
+        let row = domain::run::resume(ctx.db(), &services.events, &viewer.tenant, &run_id).await?;
         Ok(Run {
             row,
             viewer: viewer.clone(),
@@ -794,14 +792,8 @@ impl RunMutation {
     ) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
-        let row = domain::run::cancel(
-            &services.db,
-            &services.events,
-            &viewer.tenant,
-            &run_id,
-            reason,
-        )
-        .await?;
+        let row = domain::run::cancel(ctx.db(), &services.events, &viewer.tenant, &run_id, reason)
+            .await?;
         Ok(Run {
             row,
             viewer: viewer.clone(),

@@ -185,7 +185,7 @@ impl ScreenshotMutation {
             .value(ctx)
             .map_err(|_| AppError::bad_input("file", "file is not an uploaded file"))?;
         let row = domain::screenshot::upload(
-            &services.db,
+            ctx.db(),
             &services.blobs,
             &viewer.tenant,
             &workflow_id,

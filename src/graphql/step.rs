@@ -524,7 +524,7 @@ impl StepMutation {
         let row = domain::step::update(
             db,
             &viewer.tenant,
-            &viewer.user_id,
+            viewer.member_id()?,
             &id,
             input.into_domain(),
         )

@@ -280,8 +280,10 @@ impl Subscription {
         })
     }
 
-    /// Notifications as they are created for the company. After catching up it sends the
-    /// newest ones it had not sent yet.
+    /// Notifications as they are created for the company, those the member wants pushed
+    /// (`UserSettings.notificationSeverities` and `mutedNotificationKinds`, as they were
+    /// when the subscription started). After catching up it sends the newest ones it had
+    /// not sent yet.
     async fn notification_created(
         &self,
         ctx: &Context<'_>,
@@ -290,12 +292,25 @@ impl Subscription {
         let services = ctx.services().clone();
         let mut events = services.events.subscribe();
         let since = domain::now();
+        // A small `Copy` value compared per event: no read per notification.
+        let preferences = match viewer.user_id() {
+            Some(user_id) => {
+                domain::user_settings::notification_preferences(
+                    &services.db,
+                    &viewer.tenant,
+                    user_id,
+                )
+                .await?
+            }
+            None => domain::user_settings::NotificationPreferences::default(),
+        };
         Ok(async_stream::stream! {
             let mut delivered = RecentIds::default();
             loop {
                 match next_event(&mut events, &viewer).await {
                     Heard::Event(event) => {
                         if let EventKind::NotificationCreated { notification } = &event.kind
+                            && preferences.wants(notification.severity, &notification.kind)
                             && delivered.insert(notification.id.clone())
                         {
                             yield Notification { row: (**notification).clone(), viewer: viewer.clone() };
@@ -304,7 +319,7 @@ impl Subscription {
                     Heard::CatchUp => {
                         let missed = recent_notifications(&services, &viewer, since).await.unwrap_or_default();
                         for row in missed.into_iter().rev() {
-                            if delivered.insert(row.id.clone()) {
+                            if preferences.wants(row.severity, &row.kind) && delivered.insert(row.id.clone()) {
                                 yield Notification { row, viewer: viewer.clone() };
                             }
                         }

@@ -125,7 +125,7 @@ impl UserQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         let viewer = ctx.viewer()?;
-        let row = match domain::user::find(ctx.db(), &viewer.tenant, &viewer.user_id).await {
+        let row = match domain::user::find(ctx.db(), &viewer.tenant, viewer.member_id()?).await {
             Err(AppError::NotFound(_)) => {
                 return Err(AppError::Unauthenticated("this account no longer exists").into());
             }
@@ -216,7 +216,7 @@ impl UserMutation {
         let row =
             domain::user::change_role(ctx.db(), &viewer.tenant, &user_id, role.into()).await?;
         // Their old tokens stop working on this instance now, elsewhere within seconds.
-        ctx.services().memberships.forget(&user_id);
+        ctx.services().credentials.forget_user(&user_id);
         Ok(User {
             row,
             viewer: viewer.clone(),
@@ -233,7 +233,7 @@ impl UserMutation {
     ) -> async_graphql::Result<ID> {
         let viewer = ctx.viewer()?;
         domain::user::remove(ctx.db(), &viewer.tenant, &user_id).await?;
-        ctx.services().memberships.forget(&user_id);
+        ctx.services().credentials.forget_user(&user_id);
         Ok(user_id)
     }
 }

@@ -453,7 +453,8 @@ impl WorkflowMutation {
             status: input.status.map(Into::into),
             steps,
         };
-        let row = domain::workflow::create(ctx.db(), &viewer.tenant, &viewer.user_id, new).await?;
+        let row =
+            domain::workflow::create(ctx.db(), &viewer.tenant, viewer.member_id()?, new).await?;
         Ok(Workflow {
             row,
             viewer: viewer.clone(),
@@ -519,7 +520,8 @@ impl WorkflowMutation {
     async fn delete_workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let viewer = ctx.viewer()?;
         let services = ctx.services();
-        let released = domain::workflow::delete(&services.db, &viewer.tenant, &id).await?;
+        // Through the request's handle: the audit entry names the request's actor and client.
+        let released = domain::workflow::delete(ctx.db(), &viewer.tenant, &id).await?;
         // After the commit: the rows are gone, so their blobs may go too.
         domain::screenshot::release_blobs(&services.db, &services.blobs, &viewer.tenant, &released)
             .await;
@@ -534,8 +536,9 @@ impl WorkflowMutation {
         #[graphql(desc = "Name of the copy; defaults to \"<name> (copy)\".")] name: Option<String>,
     ) -> async_graphql::Result<Workflow> {
         let viewer = ctx.viewer()?;
-        let row = domain::workflow::duplicate(ctx.db(), &viewer.tenant, &id, &viewer.user_id, name)
-            .await?;
+        let row =
+            domain::workflow::duplicate(ctx.db(), &viewer.tenant, &id, viewer.member_id()?, name)
+                .await?;
         Ok(Workflow {
             row,
             viewer: viewer.clone(),

@@ -24,18 +24,19 @@ use tokio::sync::broadcast;
 use tokio::time::{Instant, Interval, MissedTickBehavior, sleep_until};
 
 use crate::auth::Viewer;
-use crate::auth::membership::{MEMBERSHIP_TTL, Memberships};
+use crate::auth::credential::{CREDENTIAL_TTL, Credentials};
 
-/// How often an open connection re-checks its member; just over the membership cache's
-/// lifetime, so each check sees fresh data.
-pub const MEMBERSHIP_RECHECK: Duration = MEMBERSHIP_TTL.saturating_add(Duration::from_millis(500));
+/// How often an open connection re-checks its credential (session or API key); just over
+/// the credential cache's lifetime, so each check sees fresh data.
+pub const MEMBERSHIP_RECHECK: Duration = CREDENTIAL_TTL.saturating_add(Duration::from_millis(500));
 
 /// Why a connection's credentials stopped holding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lapsed {
     /// The token's lifetime ended.
     Expired,
-    /// The member was removed, or their role is no longer the one the token claims.
+    /// The session ended, the key was revoked, the member was removed, or their role is no
+    /// longer the one the token claims.
     NoLongerMember,
 }
 
@@ -44,14 +45,14 @@ impl Lapsed {
     pub fn message(self) -> &'static str {
         match self {
             Self::Expired => "token expired",
-            Self::NoLongerMember => "no longer a member with this role",
+            Self::NoLongerMember => "the session ended, the key was revoked, or the role changed",
         }
     }
 }
 
 /// Watches the credentials of one connection.
 pub struct CredentialWatch {
-    memberships: Arc<Memberships>,
+    memberships: Arc<Credentials>,
     viewer: Option<Viewer>,
     expires_at: Option<Instant>,
     /// Membership changes made on this instance; `None` when nobody is watched.
@@ -65,7 +66,7 @@ pub struct CredentialWatch {
 
 impl CredentialWatch {
     /// A watch of nobody yet (a connection that has not authenticated).
-    pub fn idle(memberships: &Arc<Memberships>) -> Self {
+    pub fn idle(memberships: &Arc<Credentials>) -> Self {
         let mut recheck = tokio::time::interval(MEMBERSHIP_RECHECK);
         recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
@@ -141,7 +142,7 @@ impl CredentialWatch {
     /// missed).
     fn note_change(&mut self, changed: Result<Arc<str>, broadcast::error::RecvError>) {
         let concerns_viewer = match (&changed, &self.viewer) {
-            (Ok(user_id), Some(viewer)) => **user_id == *viewer.user_id,
+            (Ok(id), Some(viewer)) => viewer.concerns(id),
             (Err(broadcast::error::RecvError::Lagged(_)), Some(_)) => true,
             (Err(broadcast::error::RecvError::Closed), _) => {
                 // The registry is gone (shutting down): stop listening, keep the timer.

@@ -44,6 +44,7 @@ use super::AppState;
 use super::client_address::client_address;
 use super::operation::{Answer, Operation};
 use crate::auth::Authentication;
+use crate::crypto::secret_token::SecretKind;
 use crate::error::{AppResult, ErrorCode};
 use crate::graphql::{RequestData, Services};
 use crate::metrics::Transport;
@@ -187,6 +188,11 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
         request.extensions(),
         state.http.client_address_header.as_ref(),
     );
+    let user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let is_get = request.method() == Method::GET;
     let max_file_bytes = state.services.screenshots.max_bytes;
     let graphql_request = match read_request(request, &state.http, max_file_bytes).await {
@@ -209,7 +215,9 @@ async fn read_and_execute(state: &AppState, request: Request, media: MediaType) 
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let data = RequestData::new(&state.services, authentication).from_address(address);
+    let data = RequestData::new(&state.services, authentication)
+        .from_address(address)
+        .from_user_agent(user_agent.as_deref());
     graphql_response(operation.execute(state, data).await, media)
 }
 
@@ -846,23 +854,44 @@ pub(super) async fn authenticate_request(
     }
 }
 
-/// Verifies a bearer token and that it still speaks for a current member with the role it
-/// claims; also says when it stops being valid (for WebSockets, which outlive a request).
+/// Verifies a bearer credential — an access token, or an API key (told apart by their
+/// shape) — and that it still speaks for someone with the role it claims (session not
+/// ended, member still there, key not revoked or expired); also says when it stops being
+/// valid (for WebSockets, which outlive a request).
 pub async fn authenticate_token(
     token: &str,
     services: &Services,
 ) -> AppResult<(Authentication, Option<Instant>)> {
+    if SecretKind::ApiKey.is_shaped(token) {
+        return Ok(match services.credentials.api_key(token).await? {
+            Some((viewer, valid)) => (
+                Authentication::Verified(viewer),
+                valid.until.map(instant_of),
+            ),
+            None => (Authentication::Invalid, None),
+        });
+    }
     let Some((viewer, expires)) = services.tokens.verify(token) else {
         return Ok((Authentication::Invalid, None));
     };
-    if !services.memberships.confirm(&viewer).await? {
+    let Some(valid) = services.credentials.check(&viewer).await? else {
         return Ok((Authentication::Invalid, None));
-    }
-    let remaining = u64::try_from(expires - chrono::Utc::now().timestamp()).unwrap_or(0);
-    Ok((
-        Authentication::Verified(viewer),
-        Some(Instant::now() + Duration::from_secs(remaining)),
-    ))
+    };
+    // The token's own expiry, or the session's if that comes first.
+    let token_expiry = Instant::now()
+        + Duration::from_secs(u64::try_from(expires - chrono::Utc::now().timestamp()).unwrap_or(0));
+    let expiry = valid
+        .until
+        .map_or(token_expiry, |until| instant_of(until).min(token_expiry));
+    Ok((Authentication::Verified(viewer), Some(expiry)))
+}
+
+/// The monotonic instant of a wall-clock time (now, if it has passed).
+fn instant_of(at: chrono::NaiveDateTime) -> Instant {
+    let left = (at - crate::domain::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left
 }
 
 #[cfg(test)]

@@ -118,7 +118,8 @@ pub async fn handler(State(state): State<AppState>, request: Request) -> Respons
 
 async fn distinct(state: AppState, request: Request) -> Response {
     let address = address_of(&state, &request);
-    let mut watch = CredentialWatch::idle(&state.services.memberships);
+    let user_agent = user_agent_of(&request);
+    let mut watch = CredentialWatch::idle(&state.services.credentials);
     // Listening before the token is checked: a change made meanwhile is not missed.
     watch.listen();
     let (authentication, expires_at) =
@@ -138,6 +139,7 @@ async fn distinct(state: AppState, request: Request) -> Response {
     let viewer = authentication.viewer().ok().cloned();
     let (data, scope) = RequestData::new(&state.services, authentication)
         .from_address(address)
+        .from_user_agent(user_agent.as_deref())
         .into_session();
     let answers: BoxStream<'static, Answer> =
         match Operation::prepare(&state, graphql_request, Transport::Sse) {
@@ -255,7 +257,9 @@ enum Owner {
 impl Owner {
     fn of(authentication: &Authentication, address: Option<IpAddr>) -> Option<Self> {
         match authentication {
-            Authentication::Verified(viewer) => Some(Self::Member(viewer.user_id.clone())),
+            Authentication::Verified(viewer) => {
+                Some(Self::Member(viewer.principal_id().to_owned()))
+            }
             Authentication::Anonymous => Some(Self::Anonymous(address.map(address_group))),
             Authentication::Invalid => None,
         }
@@ -310,6 +314,7 @@ impl Reservation {
 /// `PUT`: reserves a stream, answering its token.
 async fn reserve(state: AppState, request: Request) -> Response {
     let address = address_of(&state, &request);
+    let user_agent = user_agent_of(&request);
     let authentication = match authenticate_request(request.headers(), &state.services).await {
         Ok((authentication, _)) => authentication,
         Err(error) => return unavailable_response(error, MediaType::Json),
@@ -327,6 +332,7 @@ async fn reserve(state: AppState, request: Request) -> Response {
     };
     let (data, scope) = RequestData::new(&state.services, authentication)
         .from_address(address)
+        .from_user_agent(user_agent.as_deref())
         .into_session();
     let (outgoing, receiver) = mpsc::channel(OUTGOING_BUFFER);
     let token = new_token();
@@ -368,7 +374,7 @@ async fn reserve(state: AppState, request: Request) -> Response {
 /// `GET`/`POST` with `Accept: text/event-stream` and a token: opens the reserved stream.
 async fn connect(state: AppState, request: Request, token: String) -> Response {
     let address = address_of(&state, &request);
-    let mut watch = CredentialWatch::idle(&state.services.memberships);
+    let mut watch = CredentialWatch::idle(&state.services.credentials);
     watch.listen();
     let (authentication, expires_at) =
         match authenticate_request(request.headers(), &state.services).await {
@@ -649,7 +655,10 @@ fn take_slot(
     match authentication {
         Authentication::Verified(viewer) => {
             let limit = config.max_connections_per_user;
-            match state.user_connections.take(&viewer.user_id, limit) {
+            match state
+                .user_connections
+                .take(&viewer.principal_id().to_owned(), limit)
+            {
                 Some(slot) => Ok(Some(Slot::Member(slot))),
                 None => Err(rate_limited(format!(
                     "Too many connections: at most {limit} per user"
@@ -672,6 +681,15 @@ fn take_slot(
             }
         }
     }
+}
+
+/// The client's `User-Agent`, for the sessions and the audit log of what the stream runs.
+fn user_agent_of(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn address_of(state: &AppState, request: &Request) -> Option<IpAddr> {

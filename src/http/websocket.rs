@@ -162,6 +162,11 @@ pub async fn handler(State(state): State<AppState>, request: Request) -> HttpRes
         &parts.extensions,
         state.http.client_address_header.as_ref(),
     );
+    let user_agent = parts
+        .headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
@@ -198,7 +203,7 @@ pub async fn handler(State(state): State<AppState>, request: Request) -> HttpRes
     upgrade.on_upgrade(move |socket| async move {
         match protocol {
             Some(protocol) => {
-                Connection::new(state, socket, protocol, address)
+                Connection::new(state, socket, protocol, address, user_agent)
                     .run()
                     .await
             }
@@ -311,6 +316,8 @@ struct Connection {
     watch: CredentialWatch,
     /// Where the client connects from (when known).
     address: Option<IpAddr>,
+    /// The client's `User-Agent` (when sent).
+    user_agent: Option<String>,
     /// Held while the connection is open, for the per-user connection limit.
     _slot: Option<ConnectionSlot<String>>,
     /// Held by a connection initialised without a token, for the per-address limit.
@@ -326,10 +333,11 @@ impl Connection {
         socket: WebSocket,
         protocol: Protocol,
         address: Option<IpAddr>,
+        user_agent: Option<String>,
     ) -> Self {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(64);
         let deadline = Instant::now() + state.websocket.init_timeout;
-        let watch = CredentialWatch::idle(&state.services.memberships);
+        let watch = CredentialWatch::idle(&state.services.credentials);
         Self {
             state,
             socket,
@@ -340,6 +348,7 @@ impl Connection {
             outgoing_rx,
             watch,
             address,
+            user_agent,
             _slot: None,
             _anonymous_slot: None,
         }
@@ -485,7 +494,11 @@ impl Connection {
         }
         if let Authentication::Verified(viewer) = &authentication {
             let limit = self.state.websocket.max_connections_per_user;
-            let Some(slot) = self.state.user_connections.take(&viewer.user_id, limit) else {
+            let Some(slot) = self
+                .state
+                .user_connections
+                .take(&viewer.principal_id().to_owned(), limit)
+            else {
                 return Err(Closing(
                     close::TRY_AGAIN_LATER,
                     format!("Too many connections: at most {limit} per user"),
@@ -518,6 +531,7 @@ impl Connection {
         }
         let (data, scope) = RequestData::new(&self.state.services, authentication)
             .from_address(self.address)
+            .from_user_agent(self.user_agent.as_deref())
             .into_session();
         self.phase = Phase::Ready {
             data: Arc::new(data),

@@ -540,6 +540,31 @@ const TABLES: &[(&str, &str)] = &[
         "id, company_id, workflow_id, kind, severity, title, message, read, read_at, read_by, \
          created_at",
     ),
+    // `last_used_at` is left out of keys and sessions: using a credential may write it
+    // (about once a minute), and reading is not touching.
+    (
+        "api_keys",
+        "id, company_id, name, role, prefix, secret_hash, created_by, created_at, expires_at, \
+         revoked_at, revoked_by",
+    ),
+    (
+        "sessions",
+        "id, company_id, user_id, created_at, expires_at, user_agent, client_address",
+    ),
+    (
+        "refresh_tokens",
+        "token_hash, company_id, session_id, created_at, rotated_at",
+    ),
+    (
+        "user_settings",
+        "user_id, company_id, time_zone, locale, notification_severities, \
+         muted_notification_kinds, updated_at",
+    ),
+    (
+        "audit_log",
+        "id, company_id, created_at, actor_type, actor_id, actor_label, action, target_type, \
+         target_id, client_address, user_agent, summary",
+    ),
     (
         "schedules",
         "id, company_id, workflow_id, name, cron, timezone, input, priority, enabled, \
@@ -572,14 +597,9 @@ pub async fn db_snapshot(server: &TestServer, company_id: &str) -> BTreeMap<Stri
         } else {
             "company_id"
         };
-        let key = if *table == "retention_policies" {
-            "company_id"
-        } else {
-            "id"
-        };
         let rows = server
             .sql_strings(&format!(
-                "SELECT {row} AS v FROM {table} WHERE {filter} = {} ORDER BY {key}",
+                "SELECT {row} AS v FROM {table} WHERE {filter} = {} ORDER BY v",
                 lit(company_id)
             ))
             .await;

@@ -149,13 +149,14 @@ pub(super) fn starter_gone(error: AppError) -> AppError {
     }
 }
 
-/// Starts a run of an active (or needs-review) workflow for `started_by`: RUNNING from the
-/// start, with as many steps to do as the workflow has now.
+/// Starts a run of an active (or needs-review) workflow for `started_by` (a member; `None`
+/// for an API key or the system): RUNNING from the start, with as many steps to do as the
+/// workflow has now.
 pub async fn start(
     db: &Db,
     events: &Events,
     tenant: &Tenant,
-    started_by: &str,
+    started_by: Option<&str>,
     workflow_id: &str,
 ) -> AppResult<Run> {
     db.write_with_events(tenant, events, |tx| {
@@ -164,7 +165,11 @@ pub async fn start(
     .await
 }
 
-async fn started(tx: &mut Tx<EventKind>, started_by: &str, workflow_id: &str) -> AppResult<Run> {
+async fn started(
+    tx: &mut Tx<EventKind>,
+    started_by: Option<&str>,
+    workflow_id: &str,
+) -> AppResult<Run> {
     let workflow: Workflow = tx
         .optional(
             tx.workflows()
@@ -192,7 +197,7 @@ async fn started(tx: &mut Tx<EventKind>, started_by: &str, workflow_id: &str) ->
         id: new_id(),
         company_id: String::new(),
         workflow_id: workflow.id.clone(),
-        started_by: Some(started_by.to_owned()),
+        started_by: started_by.map(str::to_owned),
         status: Status::Running,
         steps_total: i32::try_from(steps_total).unwrap_or(i32::MAX),
         steps_completed: 0,

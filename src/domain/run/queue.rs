@@ -146,7 +146,7 @@ pub async fn enqueue(
     db: &Db,
     events: &Events,
     tenant: &Tenant,
-    requested_by: &str,
+    requested_by: Option<&str>,
     request: Enqueue,
     max_json_bytes: usize,
 ) -> AppResult<Run> {
@@ -167,7 +167,7 @@ pub async fn enqueue(
     let not_before = request.not_before.filter(|t| *t > at);
     let new = NewQueuedRun {
         workflow_id: &request.workflow_id,
-        started_by: Some(requested_by),
+        started_by: requested_by,
         trigger: Trigger::Queue,
         trigger_id: None,
         input,
@@ -560,7 +560,7 @@ pub async fn retry(
     db: &Db,
     events: &Events,
     tenant: &Tenant,
-    requested_by: &str,
+    requested_by: Option<&str>,
     run_id: &str,
     from_step: Option<&str>,
 ) -> AppResult<Run> {
@@ -572,7 +572,7 @@ pub async fn retry(
 
 async fn retried(
     tx: &mut Tx<EventKind>,
-    requested_by: &str,
+    requested_by: Option<&str>,
     run_id: &str,
     from_step: Option<&str>,
 ) -> AppResult<Run> {
@@ -607,7 +607,7 @@ async fn retried(
     }
     let new = NewQueuedRun {
         workflow_id: &original.workflow_id,
-        started_by: Some(requested_by),
+        started_by: requested_by,
         trigger: Trigger::Retry,
         trigger_id: None,
         input: original.input.clone(),
