@@ -249,6 +249,9 @@ pub struct ServeArgs {
     pub queue: QueueArgs,
 
     #[command(flatten)]
+    pub governance: GovernanceArgs,
+
+    #[command(flatten)]
     pub share_links: ShareLinkArgs,
 }
 
@@ -733,6 +736,35 @@ pub struct ScreenshotArgs {
     /// screenshot URLs. Without it they are path-only (`/screenshots/...`).
     #[arg(long, env = "STEPWISE_PUBLIC_URL")]
     pub public_url: Option<String>,
+}
+
+/// Retention sweeps and statistics (`retentionPolicy`, `workflowStats`, `companyStats`).
+#[derive(Debug, Clone, Args)]
+pub struct GovernanceArgs {
+    /// How often, in seconds, this instance looks for companies whose retention sweep is
+    /// due; a company is due again this long after its last complete pass (at once after
+    /// its policy changed).
+    #[arg(
+        long,
+        env = "STEPWISE_RETENTION_SWEEP_INTERVAL_SECONDS",
+        default_value_t = 3_600
+    )]
+    pub retention_sweep_interval_seconds: u64,
+
+    /// Rows the retention sweep removes per transaction, per table (1–10,000): smaller
+    /// batches hold locks (and SQLite's single writer) for less time.
+    #[arg(
+        long,
+        env = "STEPWISE_RETENTION_BATCH_SIZE",
+        default_value_t = 500,
+        value_parser = clap::value_parser!(i64).range(1..=10_000)
+    )]
+    pub retention_batch_size: i64,
+
+    /// Statistics (`workflowStats`, `companyStats`) and retention previews computed at once
+    /// on this instance; more wait up to five seconds, then get UNAVAILABLE.
+    #[arg(long, env = "STEPWISE_STATISTICS_CONCURRENCY", default_value_t = 4)]
+    pub statistics_concurrency: usize,
 }
 
 /// A value that must never reach a log line: `Debug` prints a placeholder.

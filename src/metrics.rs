@@ -94,6 +94,12 @@ pub struct ReplicaLabels {
     pub replica: String,
 }
 
+/// What the retention sweep removed (`runs`, `health_logs`, `notifications`): a closed set.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetentionLabels {
+    pub kind: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LatencyLabels {
     pub operation: &'static str,
@@ -124,6 +130,8 @@ pub struct Metrics {
     pub sse_streams: Gauge,
     pub persisted_queries: Gauge,
     pub persisted_queries_bytes: Gauge,
+    pub retention_removed_rows: Family<RetentionLabels, Counter>,
+    pub retention_batches: Counter,
 }
 
 impl Metrics {
@@ -271,6 +279,22 @@ impl Metrics {
             "Memory held by the automatic persisted queries kept",
             persisted_queries_bytes.clone(),
         );
+        let retention_removed_rows = Family::<RetentionLabels, Counter>::default();
+        // Every kind shows from the start, at 0.
+        for kind in ["runs", "health_logs", "notifications", "audit_entries"] {
+            drop(retention_removed_rows.get_or_create(&RetentionLabels { kind }));
+        }
+        registry.register(
+            "retention_removed",
+            "Rows the retention sweep of this instance removed, by kind",
+            retention_removed_rows.clone(),
+        );
+        let retention_batches = Counter::default();
+        registry.register(
+            "retention_batches",
+            "Retention sweep batches (one transaction each) this instance committed",
+            retention_batches.clone(),
+        );
         Self {
             registry,
             requests,
@@ -295,7 +319,16 @@ impl Metrics {
             sse_streams,
             persisted_queries,
             persisted_queries_bytes,
+            retention_removed_rows,
+            retention_batches,
         }
+    }
+
+    /// Counts `removed` rows of `kind` removed by the retention sweep.
+    pub fn retention_removed(&self, kind: &'static str, removed: usize) {
+        self.retention_removed_rows
+            .get_or_create(&RetentionLabels { kind })
+            .inc_by(u64::try_from(removed).unwrap_or(u64::MAX));
     }
 
     /// Counts one GraphQL operation (and, over HTTP, how long it took).

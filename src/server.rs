@@ -145,6 +145,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_owned()),
         }),
+        statistics: domain::statistics::StatisticsGate::new(
+            args.governance.statistics_concurrency,
+            Duration::from_secs(5),
+        ),
         readers,
         share_link_limits: Arc::new(crate::auth::share_link_limits::ShareLinkLimits::new(
             args.share_links.share_link_reads_per_address,
@@ -231,6 +235,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(tend_queue(
         services.clone(),
         args.queue.tick(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(sweep_retention(
+        services.clone(),
+        domain::retention::SweepSettings {
+            batch_size: args.governance.retention_batch_size,
+            interval: Duration::from_secs(args.governance.retention_sweep_interval_seconds.max(1)),
+            instance: domain::new_id(),
+        },
         shutdown.clone(),
     ));
     let app = http::router(AppState {
@@ -414,6 +427,40 @@ async fn tend_queue(
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "re-queued or failed runs whose lease expired"),
             Err(error) => tracing::warn!(error = ?error, "lease expiry sweep failed"),
+        }
+    }
+}
+
+/// The retention sweeper, until shutdown. Every instance runs one; each company is claimed
+/// by one instance at a time (see `domain::retention`). The first sweep runs one interval
+/// after start, not during start-up.
+async fn sweep_retention(
+    services: Services,
+    settings: domain::retention::SweepSettings,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = settings.interval;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let stopping = shutdown.clone();
+        let stop = move || *stopping.borrow();
+        match domain::retention::sweep(&services.db, &settings, &stop).await {
+            Ok(swept) if swept.batches == 0 => {}
+            Ok(swept) => tracing::info!(
+                passes = swept.passes,
+                batches = swept.batches,
+                runs = swept.runs,
+                health_logs = swept.health_logs,
+                notifications = swept.notifications,
+                "retention sweep removed expired rows"
+            ),
+            // A database outage: the next tick tries again.
+            Err(error) => tracing::warn!(error = ?error, "retention sweep failed"),
         }
     }
 }

@@ -231,6 +231,27 @@ const ROOT_CASES: &[(&str, &str)] = &[
         "Query.nodes",
         "A's ids among B's: null + NOT_FOUND at their index, B's resolve",
     ),
+    (
+        "Query.members",
+        "B's members only, whatever the search (A's names and emails find nothing)",
+    ),
+    (
+        "Query.workflowStats",
+        "A's workflow ids: null + NOT_FOUND, same as a missing id",
+    ),
+    (
+        "Query.companyStats",
+        "counts B's runs and logs only, with A's in the same range",
+    ),
+    ("Query.retentionPolicy", "B's policy, not A's"),
+    (
+        "Query.retentionPreview",
+        "counts B's rows only, with A's older rows around",
+    ),
+    (
+        "Mutation.updateRetentionPolicy",
+        "changes B's policy only; A's stays as A set it",
+    ),
 ];
 
 /// Entity-valued fields below the root, with what the suite checks for them (they are
@@ -407,7 +428,32 @@ const LIFECYCLE_NESTED_CASES: &[(&str, &str)] = &[
 ];
 
 /// Entity-valued nested fields that need no case of their own, and why.
-const NESTED_EXEMPT: &[(&str, &str, &str)] = &[];
+const NESTED_EXEMPT: &[(&str, &str, &str)] = &[
+    (
+        "RunStats",
+        "runsByStatus",
+        "numbers of the RunStats they belong to (Query.workflowStats/companyStats)",
+    ),
+    ("RunStats", "stepsHealed", "numbers of their RunStats"),
+    (
+        "RunStats",
+        "failuresByErrorType",
+        "numbers of their RunStats",
+    ),
+    ("RunStats", "duration", "numbers of their RunStats"),
+    (
+        "RunStats",
+        "series",
+        "numbers of their RunStats, per bucket",
+    ),
+    (
+        "RunStatsBucket",
+        "runsByStatus",
+        "numbers of their RunStats",
+    ),
+    ("RunStatsBucket", "stepsHealed", "numbers of their RunStats"),
+    ("RunStatsBucket", "duration", "numbers of their RunStats"),
+];
 
 /// An introspected type: its kind and its fields as (name, target kind, target name).
 type TypeInfo = (String, Vec<(String, String, String)>);
@@ -964,6 +1010,14 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
     let server = start_for_snapshots(backend).await;
     let w = world(&server).await;
     let q = queue_world(&server, &w).await;
+    // A keeps everything for ten years; B's policy and preview must not see it.
+    ok(
+        &server,
+        &w.a.admin_token,
+        "mutation { updateRetentionPolicy(policy: { runMaxAgeDays: 3650, notificationMaxAgeDays: 3650 }) { runMaxAgeDays } }",
+        json!({}),
+    )
+    .await;
     let before = company_snapshot(&server, &w.a.company_id, &w.a.admin_token).await;
     assert_eq!(
         before.api["workflows"]["totalCount"], 2,
@@ -979,12 +1033,13 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
         stored,
         [
             ("api_keys", 1),
-            ("audit_log", 4),
+            ("audit_log", 5),
             ("companies", 1),
             ("health_logs", 2),
             ("notifications", 3),
             ("projects", 0),
             ("refresh_tokens", 2),
+            ("retention_policies", 1),
             ("runs", 3),
             ("schedules", 1),
             ("screenshots", 2),
@@ -1295,6 +1350,188 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
         "B has one unread notification; A's two must not count"
     );
     covered.insert("Query.unreadNotificationCount");
+
+    // ----- Filters, statistics and retention (issue 15) -------------------------------
+
+    let filtered_runs = format!(
+        "query($f: RunFilter) {{ runs(filter: $f, order: OLDEST, first: 100) {{ totalCount edges {{ node {{ {RUN_FIELDS} }} }} }} }}"
+    );
+    for (what, filter, sent) in [
+        (
+            "startedBy A's admin",
+            json!({ "startedBy": w.a.admin_id }),
+            w.a.admin_id.as_str(),
+        ),
+        (
+            "startedBy A's member",
+            json!({ "startedBy": w.a.member_id }),
+            w.a.member_id.as_str(),
+        ),
+        (
+            "filter.workflowId of A's",
+            json!({ "workflowId": a1 }),
+            a1.as_str(),
+        ),
+    ] {
+        let resp = b_list(
+            &server,
+            &w,
+            &filtered_runs,
+            json!({ "f": filter }),
+            &format!("runs({what})"),
+            &[sent],
+        )
+        .await;
+        assert!(ids_at(&resp["data"]["runs"]).is_empty(), "{resp:#}");
+    }
+    let resp = b_list(
+        &server,
+        &w,
+        &filtered_runs,
+        json!({ "f": { "startedAfter": "2000-01-01T00:00:00Z", "status": ["RUNNING", "SUCCEEDED"] } }),
+        "runs(startedAfter)",
+        &[],
+    )
+    .await;
+    assert_eq!(ids_at(&resp["data"]["runs"]), set_of(&[&w.b_run]));
+    let notes_of = format!(
+        "query($w: ID) {{ notifications(workflowId: $w, last: 100) {{ totalCount edges {{ node {{ {NOTIFICATION_FIELDS} }} }} }} }}"
+    );
+    for a_wf in &w.a_workflows {
+        let resp = b_list(
+            &server,
+            &w,
+            &notes_of,
+            json!({ "w": a_wf }),
+            "notifications(workflowId: A's)",
+            &[a_wf.as_str()],
+        )
+        .await;
+        assert!(
+            ids_at(&resp["data"]["notifications"]).is_empty(),
+            "{resp:#}"
+        );
+    }
+    let resp = b_list(
+        &server,
+        &w,
+        &notes_of,
+        json!({ "w": w.b_workflow }),
+        "notifications(workflowId: B's)",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        ids_at(&resp["data"]["notifications"]),
+        set_of(&[&w.b_notes[0]])
+    );
+    for step in &w.a_steps {
+        let resp = b_list(
+            &server,
+            &w,
+            &logs,
+            json!({ "f": { "stepId": step } }),
+            "healthLogs(stepId: A's)",
+            &[step.as_str()],
+        )
+        .await;
+        assert!(ids_at(&resp["data"]["healthLogs"]).is_empty(), "{resp:#}");
+    }
+
+    let members = "query($s: String) { members(search: $s, first: 100) { totalCount edges { node { id email company { id } } } } }";
+    for search in [json!(null), json!("aardvark"), json!("admin"), json!("@")] {
+        let resp = b_list(
+            &server,
+            &w,
+            members,
+            json!({ "s": search }),
+            &format!("members({search})"),
+            &[],
+        )
+        .await;
+        let ids = ids_at(&resp["data"]["members"]);
+        assert!(
+            ids.is_subset(&set_of(&[&w.b.admin_id, &w.b.member_id])),
+            "members({search}) lists someone not in B: {resp:#}"
+        );
+        assert_eq!(
+            resp["data"]["members"]["totalCount"].as_u64(),
+            Some(ids.len() as u64)
+        );
+    }
+    covered.insert("Query.members");
+
+    let stats_fields = "runs runsByStatus { status count } successRate stepsHealed { deterministic ai total }          stepsFailed failuresByErrorType { errorType count } duration { runs p50Ms p95Ms }          series { start runs stepsFailed }";
+    let workflow_stats = format!(
+        "query($id: ID!) {{ workflowStats(workflowId: $id, from: \"2025-12-31T00:00:00Z\",            to: \"2026-01-02T00:00:00Z\", bucket: HOUR) {{ {stats_fields} }} }}"
+    );
+    for id in &w.a_workflows {
+        like_missing(
+            &server,
+            &w,
+            tb,
+            &workflow_stats,
+            "workflowStats",
+            |id| json!({ "id": id }),
+            id,
+        )
+        .await;
+    }
+    covered.insert("Query.workflowStats");
+    let resp = b_list(
+        &server,
+        &w,
+        &format!(
+            "{{ companyStats(from: \"2025-12-31T00:00:00Z\", to: \"2026-01-02T00:00:00Z\") {{ {stats_fields} }} }}"
+        ),
+        json!({}),
+        "companyStats",
+        &[],
+    )
+    .await;
+    let stats = &resp["data"]["companyStats"];
+    assert_eq!(stats["runs"], 1, "only B's one run: {stats:#}");
+    assert_eq!(
+        stats["stepsFailed"], 0,
+        "A's failed step must not count: {stats:#}"
+    );
+    assert_eq!(stats["failuresByErrorType"], json!([]), "{stats:#}");
+    assert_eq!(
+        stats["duration"]["runs"], 0,
+        "A's succeeded run must not count: {stats:#}"
+    );
+    covered.insert("Query.companyStats");
+
+    let resp = b_list(
+        &server,
+        &w,
+        "{ retentionPolicy { runMaxAgeDays runsKeptPerWorkflow notificationMaxAgeDays updatedAt } }",
+        json!({}),
+        "retentionPolicy",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        resp["data"]["retentionPolicy"],
+        json!({ "runMaxAgeDays": null, "runsKeptPerWorkflow": null, "notificationMaxAgeDays": null, "updatedAt": null }),
+        "B has no policy of its own; A's must not show"
+    );
+    covered.insert("Query.retentionPolicy");
+    let resp = b_list(
+        &server,
+        &w,
+        "{ retentionPreview(policy: { runMaxAgeDays: 1, runsKeptPerWorkflow: 1, notificationMaxAgeDays: 1 }) { runs healthLogs notifications } }",
+        json!({}),
+        "retentionPreview",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        resp["data"]["retentionPreview"],
+        json!({ "runs": 0, "healthLogs": 0, "notifications": 2 }),
+        "B's running run stays, B's two old notifications go; A's old finished run must not count"
+    );
+    covered.insert("Query.retentionPreview");
 
     // ----- Nested fields of B's own data, next to A's look-alikes ----------------------
 
@@ -1799,6 +2036,33 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
         "a brand-new company named like A sees nothing"
     );
     covered.insert("Mutation.signup");
+
+    let resp = b_list(
+        &server,
+        &w,
+        "mutation { updateRetentionPolicy(policy: { runMaxAgeDays: 3000 }) { runMaxAgeDays notificationMaxAgeDays } }",
+        json!({}),
+        "updateRetentionPolicy",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        resp["data"]["updateRetentionPolicy"],
+        json!({ "runMaxAgeDays": 3000, "notificationMaxAgeDays": null })
+    );
+    let a_policy = ok(
+        &server,
+        &w.a.admin_token,
+        "{ retentionPolicy { runMaxAgeDays notificationMaxAgeDays } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        a_policy["retentionPolicy"],
+        json!({ "runMaxAgeDays": 3650, "notificationMaxAgeDays": 3650 }),
+        "A's policy is A's"
+    );
+    covered.insert("Mutation.updateRetentionPolicy");
 
     // ----- Runs: every lifecycle mutation with A's ids ------------------------------
 

@@ -320,6 +320,30 @@ const ROOT_CASES: &[(&str, &str)] = &[
         "not workflow-reaching (admins only)",
     ),
     ("Mutation.updateUserSettings", "not workflow-reaching"),
+    (
+        "Query.members",
+        "not workflow-reaching: members are company-wide",
+    ),
+    (
+        "Query.workflowStats",
+        "R: NOT_FOUND like a missing id; a visible workflow's count only its runs",
+    ),
+    (
+        "Query.companyStats",
+        "counts none of R's runs, logs or error types",
+    ),
+    (
+        "Query.retentionPolicy",
+        "admins only, who see every workflow",
+    ),
+    (
+        "Query.retentionPreview",
+        "admins only, who see every workflow",
+    ),
+    (
+        "Mutation.updateRetentionPolicy",
+        "admins only, who see every workflow",
+    ),
 ];
 
 /// Entity-valued fields below the roots, with what the suite checks for them.
@@ -449,6 +473,14 @@ const NESTED_CASES: &[(&str, &str)] = &[
     ("WebhookWithSecret.webhook", "the admin's new webhook"),
     ("StepTextSuggestion.step", "a suggestion on a visible step"),
     ("RunLease.run", "the member's claim of a visible run"),
+    ("RunStats.runsByStatus", "counts leave R's runs out"),
+    ("RunStats.stepsHealed", "counts leave R's logs out"),
+    ("RunStats.failuresByErrorType", "never R's error types"),
+    ("RunStats.duration", "leaves R's runs out"),
+    ("RunStats.series", "buckets leave R out"),
+    ("RunStatsBucket.runsByStatus", "counts leave R's runs out"),
+    ("RunStatsBucket.stepsHealed", "counts leave R's logs out"),
+    ("RunStatsBucket.duration", "leaves R's runs out"),
 ];
 
 /// Entity-valued nested fields that reach no workflow, and why.
@@ -737,7 +769,14 @@ async fn world(server: &TestServer) -> World {
     );
     let finished = str_field(&start_run(server, c, &restricted).await, "id");
     let log2 = str_field(
-        &report_step(server, c, &finished, &r_steps[0], outcome("FAILED")).await["healthLog"],
+        &report_step(
+            server,
+            c,
+            &finished,
+            &r_steps[0],
+            json!({ "status": "FAILED", "errorType": "R-SECRET-timeout" }),
+        )
+        .await["healthLog"],
         "id",
     );
     finish_run(server, c, &finished, "FAILED", Some("R-SECRET failure")).await;
@@ -1835,7 +1874,11 @@ async fn a_member_without_a_share_cannot_see_or_touch_a_restricted_workflow(back
         .iter()
         .chain(NESTED_CASES)
         .map(|(k, _)| *k)
-        .filter(|k| !SUBSCRIPTION_CASES.contains(k) && !QUEUE_CASES.contains(k))
+        .filter(|k| {
+            !SUBSCRIPTION_CASES.contains(k)
+                && !QUEUE_CASES.contains(k)
+                && !STATISTICS_CASES.contains(k)
+        })
         .collect();
     let not_run: Vec<&&str> = expected.difference(&covered).collect();
     let unlisted: Vec<&&str> = covered.difference(&expected).collect();
@@ -1880,6 +1923,192 @@ const QUEUE_CASES: &[&str] = &[
     "StepTextSuggestion.step",
     "RunLease.run",
 ];
+
+/// The cases the statistics walk owns.
+const STATISTICS_CASES: &[&str] = &[
+    "Query.members",
+    "Query.workflowStats",
+    "Query.companyStats",
+    "Query.retentionPolicy",
+    "Query.retentionPreview",
+    "Mutation.updateRetentionPolicy",
+    "RunStats.runsByStatus",
+    "RunStats.stepsHealed",
+    "RunStats.failuresByErrorType",
+    "RunStats.duration",
+    "RunStats.series",
+    "RunStatsBucket.runsByStatus",
+    "RunStatsBucket.stepsHealed",
+    "RunStatsBucket.duration",
+];
+
+const STATS_TALLY: &str = "runs runsByStatus { status count } successRate \
+     stepsHealed { deterministic ai total } stepsFailed duration { runs p50Ms p95Ms }";
+
+fn stats_fields() -> String {
+    format!(
+        "{STATS_TALLY} failuresByErrorType {{ errorType count }} series {{ start {STATS_TALLY} }}"
+    )
+}
+
+both_backends!(statistics_leave_out_a_restricted_workflow);
+/// Statistics are computed in SQL over runs and health logs rather than through the
+/// scoped sources, so they get their own walk: a member without a share counts none of
+/// R's runs, logs or error types, and R's own statistics are NOT_FOUND like a missing
+/// workflow's; the members who see R count it.
+async fn statistics_leave_out_a_restricted_workflow(backend: Backend) {
+    let server = start_for_snapshots(backend).await;
+    let w = world(&server).await;
+    let m = w.acme.member_token.as_str();
+    let mut covered: BTreeSet<&str> = BTreeSet::new();
+    let now = chrono::Utc::now();
+    let from = (now - chrono::TimeDelta::days(1)).to_rfc3339();
+    let to = (now + chrono::TimeDelta::days(1)).to_rfc3339();
+    let range = json!({ "from": from, "to": to, "bucket": "HOUR" });
+    let company_q = format!(
+        "query($from: DateTime!, $to: DateTime!, $bucket: StatsBucket!) {{ \
+           companyStats(from: $from, to: $to, bucket: $bucket) {{ {} }} }}",
+        stats_fields()
+    );
+    let workflow_q = format!(
+        "query($id: ID!, $from: DateTime!, $to: DateTime!, $bucket: StatsBucket!) {{ \
+           workflowStats(workflowId: $id, from: $from, to: $to, bucket: $bucket) {{ {} }} }}",
+        stats_fields()
+    );
+    let with_id = |id: &str| {
+        let mut vars = range.clone();
+        vars["id"] = json!(id);
+        vars
+    };
+    let series_runs = |stats: &Value| -> i64 {
+        stats["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["runs"].as_i64().unwrap())
+            .sum()
+    };
+
+    // Those who see R count its two runs, its failed step and its error type.
+    for (who, token) in [
+        ("the admin", w.acme.admin_token.as_str()),
+        ("R's creator", w.creator.token.as_str()),
+        ("a VIEW member", w.viewer.token.as_str()),
+    ] {
+        let stats = ok(&server, token, &company_q, range.clone()).await["companyStats"].clone();
+        assert_eq!(stats["runs"], 3, "{who}: {stats:#}");
+        assert_eq!(series_runs(&stats), 3, "{who}: {stats:#}");
+        assert_eq!(stats["stepsFailed"], 1, "{who}: {stats:#}");
+        assert!(
+            stats.to_string().contains("R-SECRET-timeout"),
+            "{who}: {stats:#}"
+        );
+        let stats =
+            ok(&server, token, &workflow_q, with_id(&w.restricted)).await["workflowStats"].clone();
+        assert_eq!(stats["runs"], 2, "{who}: {stats:#}");
+    }
+
+    // The member without a share counts only the open workflow's run.
+    let stats =
+        member_reads(&server, &w, &company_q, range.clone(), "companyStats").await["companyStats"]
+            .clone();
+    assert_eq!(stats["runs"], 1, "{stats:#}");
+    assert_eq!(series_runs(&stats), 1, "{stats:#}");
+    assert_eq!(stats["stepsFailed"], 0, "{stats:#}");
+    assert_eq!(stats["failuresByErrorType"], json!([]), "{stats:#}");
+    let by_status: i64 = stats["runsByStatus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(by_status, 1, "{stats:#}");
+    assert_eq!(
+        stats["duration"]["runs"], 0,
+        "R's finished run has no duration here"
+    );
+    covered.extend([
+        "Query.companyStats",
+        "RunStats.runsByStatus",
+        "RunStats.stepsHealed",
+        "RunStats.failuresByErrorType",
+        "RunStats.duration",
+        "RunStats.series",
+        "RunStatsBucket.runsByStatus",
+        "RunStatsBucket.stepsHealed",
+        "RunStatsBucket.duration",
+    ]);
+    let stats = member_reads(
+        &server,
+        &w,
+        &workflow_q,
+        with_id(&w.open),
+        "workflowStats(open)",
+    )
+    .await["workflowStats"]
+        .clone();
+    assert_eq!(stats["runs"], 1, "{stats:#}");
+    like_missing(
+        &server,
+        &w,
+        m,
+        &workflow_q,
+        with_id,
+        &w.restricted,
+        "NOT_FOUND",
+    )
+    .await;
+    covered.insert("Query.workflowStats");
+
+    // Not workflow-reaching.
+    member_reads(
+        &server,
+        &w,
+        "{ members(first: 100) { totalCount edges { node { id } } } }",
+        json!({}),
+        "members",
+    )
+    .await;
+    covered.insert("Query.members");
+
+    // Retention is the admins', who see every workflow.
+    let preview =
+        "query($p: RetentionPolicyInput) { retentionPreview(policy: $p) { runs healthLogs } }";
+    let policy = json!({ "runsKeptPerWorkflow": 1 });
+    for (query, vars, what) in [
+        (
+            "{ retentionPolicy { runMaxAgeDays } }",
+            json!({}),
+            "retentionPolicy",
+        ),
+        (preview, json!({ "p": policy }), "retentionPreview"),
+        (
+            "mutation($p: RetentionPolicyInput!) { updateRetentionPolicy(policy: $p) { runMaxAgeDays } }",
+            json!({ "p": policy }),
+            "updateRetentionPolicy",
+        ),
+    ] {
+        let resp = server.gql(query, vars, Some(m)).await;
+        assert_forbidden(&resp, &format!("{what} as a member"));
+        w.assert_no_leak(&resp, &[], what);
+    }
+    let data = ok(
+        &server,
+        &w.acme.admin_token,
+        preview,
+        json!({ "p": policy }),
+    )
+    .await;
+    assert!(data["retentionPreview"]["runs"].is_i64(), "{data:#}");
+    covered.extend([
+        "Query.retentionPolicy",
+        "Query.retentionPreview",
+        "Mutation.updateRetentionPolicy",
+    ]);
+
+    let expected: BTreeSet<&str> = STATISTICS_CASES.iter().copied().collect();
+    assert_eq!(covered, expected, "statistics cases run vs listed");
+}
 
 /// The cases the subscription walk owns.
 const SUBSCRIPTION_CASES: &[&str] = &[

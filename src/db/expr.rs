@@ -265,3 +265,71 @@ where
         Ok(())
     }
 }
+
+/// Conditions joined by `AND` (`all`) or by `OR`, as many as a request brings (a list
+/// filter's values, bounded before they get here). With none, `AND` holds and `OR` does
+/// not (`1 = 1` / `1 = 0`); a filter that means "no condition" then wraps it in [`Maybe`].
+#[derive(Debug, Clone)]
+pub struct Combined<E> {
+    pub conditions: Vec<E>,
+    pub all: bool,
+}
+
+impl<E> Expression for Combined<E>
+where
+    E: Expression,
+    E::SqlType: BoolOrNullableBool,
+{
+    type SqlType = E::SqlType;
+}
+
+impl<E, QS> AppearsOnTable<QS> for Combined<E>
+where
+    E: AppearsOnTable<QS>,
+    Self: Expression,
+{
+}
+
+impl<E, QS> SelectableExpression<QS> for Combined<E>
+where
+    E: SelectableExpression<QS>,
+    Self: AppearsOnTable<QS>,
+{
+}
+
+impl<E, GB> ValidGrouping<GB> for Combined<E>
+where
+    E: ValidGrouping<GB>,
+{
+    type IsAggregate = E::IsAggregate;
+}
+
+impl<E> QueryId for Combined<E> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<E, DB> QueryFragment<DB> for Combined<E>
+where
+    DB: Backend,
+    E: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        if self.conditions.is_empty() {
+            out.push_sql(if self.all { "1 = 1" } else { "1 = 0" });
+            return Ok(());
+        }
+        let joiner = if self.all { " AND " } else { " OR " };
+        out.push_sql("(");
+        for (n, condition) in self.conditions.iter().enumerate() {
+            if n > 0 {
+                out.push_sql(joiner);
+            }
+            out.push_sql("(");
+            condition.walk_ast(out.reborrow())?;
+            out.push_sql(")");
+        }
+        out.push_sql(")");
+        Ok(())
+    }
+}

@@ -22,7 +22,10 @@ pub mod migrations;
 pub mod origin;
 pub mod partition;
 mod replica;
+pub mod retention;
 pub mod schema;
+pub mod sql;
+pub mod statistics;
 pub mod text_enum;
 mod uow;
 pub mod visibility;
@@ -35,6 +38,7 @@ pub use origin::{Actor, Origin};
 pub use replica::ReplicaStatus;
 use replica::Replicas;
 
+pub use sql::TenantStatement;
 pub use uow::{
     BeforeCommit, Columns, CompanyWide, IntoWork, Keyset, Lock, NoEvents, Outbox, Scoped, Tenant,
     TenantRow, TenantTable, Tx, Unscoped, Work,

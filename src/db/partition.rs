@@ -11,7 +11,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::query_builder::BoxedSqlQuery;
-use diesel::sql_types::{Text, Timestamp};
+use diesel::sql_types::{BigInt, Text, Timestamp};
 
 use super::Backend;
 
@@ -20,6 +20,8 @@ use super::Backend;
 pub enum Bind {
     Text(String),
     Time(NaiveDateTime),
+    /// A whole number (a limit, an offset), bound as `BigInt`.
+    Int(i64),
 }
 
 /// A condition on the child table, with `{}` standing for each bound value in turn.
@@ -148,14 +150,16 @@ pub fn bind_all<'f, DB>(
 ) -> BoxedSqlQuery<'f, DB, diesel::query_builder::SqlQuery>
 where
     DB: diesel::backend::Backend + diesel::sql_types::HasSqlType<Text>,
-    DB: diesel::sql_types::HasSqlType<Timestamp>,
+    DB: diesel::sql_types::HasSqlType<Timestamp> + diesel::sql_types::HasSqlType<BigInt>,
     String: diesel::serialize::ToSql<Text, DB>,
     NaiveDateTime: diesel::serialize::ToSql<Timestamp, DB>,
+    i64: diesel::serialize::ToSql<BigInt, DB>,
 {
     for bind in binds {
         query = match bind {
             Bind::Text(text) => query.bind::<Text, _>(text),
             Bind::Time(at) => query.bind::<Timestamp, _>(at),
+            Bind::Int(value) => query.bind::<BigInt, _>(value),
         };
     }
     query

@@ -25,6 +25,7 @@ diesel::table! {
         role -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        search_name -> Text,
     }
 }
 
@@ -275,6 +276,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    retention_policies (company_id) {
+        company_id -> Text,
+        run_max_age_days -> Nullable<Integer>,
+        runs_kept_per_workflow -> Nullable<Integer>,
+        notification_max_age_days -> Nullable<Integer>,
+        version -> BigInt,
+        updated_at -> Timestamp,
+        next_sweep_at -> Timestamp,
+        claimed_by -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamp>,
+        audit_max_age_days -> Nullable<Integer>,
+    }
+}
+
+diesel::table! {
     workflow_step_snapshots (company_id, workflow_id, hash) {
         company_id -> Text,
         workflow_id -> Text,
@@ -435,6 +451,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     user_settings,
     audit_log,
+    retention_policies,
     workflow_step_snapshots,
     workflow_versions,
     projects,

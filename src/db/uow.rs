@@ -43,6 +43,10 @@
 //!   [`Tx::before_commit`] work, which runs after the body succeeded and before the commit,
 //!   in the same transaction (workflow versions: every changed workflow gets one version).
 //!   Both belong to the attempt: a retried attempt starts without them.
+//! - **SQL the DSL cannot write** (window functions, per-workflow boundaries, time
+//!   buckets) is a [`TenantStatement`] built in `db` (see `db::sql`), run with
+//!   [`Tx::load_statement`], which hands it the unit of work's company; the trait is
+//!   sealed, so raw SQL stays in `db` and still reads a tenant's rows only.
 //!
 //! A query on a tenant table that does not come from the tenant does not compile (the
 //! unit of work only runs a `Scoped` query; a bare table is a mismatched type, E0308):
@@ -86,11 +90,12 @@ use futures_util::future::BoxFuture;
 use super::expr::{After, KeysetOrder, Maybe};
 use super::partition::{Bind, PartitionedPage, bind_all};
 use super::schema::{
-    api_keys, audit_log, companies, health_logs, notifications, projects, refresh_tokens, runs,
-    schedules, screenshots, sessions, steps, template_ratings, template_screenshots, user_settings,
-    users, webhooks, workflow_share_links, workflow_shares, workflow_step_snapshots,
-    workflow_templates, workflow_versions, workflows,
+    api_keys, audit_log, companies, health_logs, notifications, projects, refresh_tokens,
+    retention_policies, runs, schedules, screenshots, sessions, steps, template_ratings,
+    template_screenshots, user_settings, users, webhooks, workflow_share_links, workflow_shares,
+    workflow_step_snapshots, workflow_templates, workflow_versions, workflows,
 };
+use super::sql::TenantStatement;
 use super::visibility::{self, InCompany, Reach};
 use super::{Backend, Held, SqliteConn};
 use crate::error::{AppError, AppResult};
@@ -945,6 +950,22 @@ impl<E: Send> Tx<E> {
         self.raw_load(sql, binds).await
     }
 
+    /// The rows of a statement written in SQL (see [`super::sql`]), within the tenant.
+    pub async fn load_statement<R>(&mut self, statement: &impl TenantStatement) -> AppResult<Vec<R>>
+    where
+        R: QueryableByName<diesel::pg::Pg>
+            + QueryableByName<diesel::sqlite::Sqlite>
+            + Send
+            + 'static,
+    {
+        let scope = super::sql::TenantScope {
+            company: &self.tenant.company,
+            member: self.tenant.restricted_to(),
+        };
+        let (sql, binds) = statement.statement(&scope, self.backend()).into_parts();
+        self.raw_load(sql, binds).await
+    }
+
     async fn raw_load<R>(&mut self, sql: String, binds: Vec<Bind>) -> AppResult<Vec<R>>
     where
         R: QueryableByName<diesel::pg::Pg>
@@ -1080,6 +1101,8 @@ tenant_tables!(
     template_screenshots,
     /// The template ratings the company's members gave.
     template_ratings,
+    /// The company's retention policy (one row at most).
+    retention_policies,
 );
 
 /// `steps LEFT JOIN screenshots`, the join matching the company too (see

@@ -73,6 +73,7 @@ impl NewMember {
             role,
             created_at: at,
             updated_at: at,
+            search_name: user::search_key(&self.name),
         }
     }
 }
@@ -399,6 +400,7 @@ async fn profile_updated(
             tx.users()
                 .filter(users::id.eq(user_id))
                 .set((
+                    users::search_name.eq(user::search_key(name)),
                     users::name.eq(name),
                     users::email.eq(email),
                     users::updated_at.eq(now()),

@@ -38,6 +38,7 @@
 //! | `session.logged_out` | the member | session | — |
 //! | `session.logged_out_everywhere` | the member | user | `sessionsEnded` |
 //! | `session.refresh_token_reused` | anonymous | session | `userId` (the session was ended) |
+//! | `company.retention_policy_updated` | an admin | company | `before`, `after` (the limits) |
 //! | `workflow.version_restored` | a member with EDIT | workflow | `number` |
 //! | `workflow.visibility_changed` | an admin or the creator | workflow | `before`, `after` |
 //! | `workflow.shared` | an admin or the creator | workflow | `userId`, `permission` |
@@ -95,6 +96,7 @@ crate::text_enum! {
         LoggedOut = "session.logged_out",
         LoggedOutEverywhere = "session.logged_out_everywhere",
         RefreshTokenReused = "session.refresh_token_reused",
+        RetentionPolicyUpdated = "company.retention_policy_updated",
         WorkflowVersionRestored = "workflow.version_restored",
         WorkflowVisibilityChanged = "workflow.visibility_changed",
         WorkflowShared = "workflow.shared",

@@ -247,6 +247,8 @@ pub struct HealthLogFilter {
     pub since: Option<NaiveDateTime>,
     /// Logs created before this time.
     pub until: Option<NaiveDateTime>,
+    /// Only logs of this step.
+    pub step_id: Option<String>,
 }
 
 impl HealthLogFilter {
@@ -294,14 +296,17 @@ type Matching = dsl::And<
     dsl::And<
         dsl::And<
             dsl::And<
-                Maybe<dsl::Eq<health_logs::workflow_id, String>>,
-                Maybe<dsl::Eq<health_logs::run_id, String>>,
+                dsl::And<
+                    Maybe<dsl::Eq<health_logs::workflow_id, String>>,
+                    Maybe<dsl::Eq<health_logs::run_id, String>>,
+                >,
+                Maybe<dsl::EqAny<health_logs::status, Vec<Status>>>,
             >,
-            Maybe<dsl::EqAny<health_logs::status, Vec<Status>>>,
+            Maybe<dsl::GtEq<health_logs::created_at, NaiveDateTime>>,
         >,
-        Maybe<dsl::GtEq<health_logs::created_at, NaiveDateTime>>,
+        Maybe<dsl::Lt<health_logs::created_at, NaiveDateTime>>,
     >,
-    Maybe<dsl::Lt<health_logs::created_at, NaiveDateTime>>,
+    Maybe<dsl::Eq<health_logs::step_id, String>>,
 >;
 
 impl HealthLogFilter {
@@ -321,6 +326,9 @@ impl HealthLogFilter {
             ))
             .and(Maybe::from_option(
                 self.until.map(|until| health_logs::created_at.lt(until)),
+            ))
+            .and(Maybe::from_option(
+                self.step_id.clone().map(|id| health_logs::step_id.eq(id)),
             ))
     }
 }
@@ -450,6 +458,9 @@ fn filter_conditions(
     }
     if let Some(until) = filter.until {
         conditions.push(Condition::time("created_at", "<", until));
+    }
+    if let Some(step_id) = &filter.step_id {
+        conditions.push(Condition::equals("step_id", step_id));
     }
     conditions
 }

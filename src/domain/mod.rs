@@ -15,7 +15,7 @@
 //! READ COMMITTED. So that no write path can deadlock another or decide from a read that
 //! changes under it, every write transaction locks rows in one order:
 //!
-//! **company → run → workflow → project → step → screenshot → template**
+//! **company → retention policy → run → workflow → project → step → screenshot → template**
 //!
 //! (a workflow's versions, step snapshots, shares and public links are written under
 //! their workflow's lock and need none of their own.)
@@ -38,6 +38,8 @@
 //!   **workflow → schedule** (a firing share-locks the workflow, then claims the schedule
 //!   row), **workflow → webhook** (a delivery inserts its run, then stamps the hook);
 //!   deleting a workflow locks it before its schedules and hooks go with it.
+//! - a retention batch takes its company's policy row (renewing its claim), then the runs
+//!   it removes in id order, then their health logs (see [`retention`]).
 //! - putting a workflow in a project (moving, creating, instantiating) share-locks the
 //!   project after the workflow; deleting a project locks its workflows, then itself;
 //! - a change of a workflow's definition writes its version before the commit, under the
@@ -69,10 +71,12 @@ pub mod node;
 pub mod notification;
 pub mod page;
 pub mod project;
+pub mod retention;
 pub mod run;
 pub mod screenshot;
 pub mod session;
 pub mod share_link;
+pub mod statistics;
 pub mod step;
 pub mod template;
 pub mod upkeep;

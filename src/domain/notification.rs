@@ -96,20 +96,31 @@ pub fn new_row(tenant: &Tenant, new: NewNotification) -> Notification {
 pub struct NotificationFilter {
     pub unread_only: bool,
     pub severity: Option<Severity>,
+    /// Only notifications about this workflow.
+    pub workflow_id: Option<String>,
 }
 
 /// The condition of a [`NotificationFilter`].
 type Matching = dsl::And<
-    Maybe<dsl::Eq<notifications::read, bool>>,
-    Maybe<dsl::Eq<notifications::severity, Severity>>,
+    dsl::And<
+        Maybe<dsl::Eq<notifications::read, bool>>,
+        Maybe<dsl::Eq<notifications::severity, Severity>>,
+    >,
+    Maybe<dsl::Eq<notifications::workflow_id, String>>,
 >;
 
 impl NotificationFilter {
     fn condition(&self) -> Matching {
-        Maybe::when(self.unread_only, || notifications::read.eq(false)).and(Maybe::from_option(
-            self.severity
-                .map(|severity| notifications::severity.eq(severity)),
-        ))
+        Maybe::when(self.unread_only, || notifications::read.eq(false))
+            .and(Maybe::from_option(
+                self.severity
+                    .map(|severity| notifications::severity.eq(severity)),
+            ))
+            .and(Maybe::from_option(
+                self.workflow_id
+                    .clone()
+                    .map(|id| notifications::workflow_id.eq(id)),
+            ))
     }
 }
 

@@ -8,6 +8,8 @@ use crate::db::migrations::MigrationState;
 /// properly (Unicode case folding).
 const WORKFLOW_NAME_SEARCH: &str = "2026-12-01-000003_workflow_name_search_and_order";
 
+/// The migration that added `users.search_name` (member search), likewise.
+const MEMBER_SEARCH: &str = "2026-12-06-600002_member_search";
 /// The migration that introduced workflow versions: every workflow then gets its first
 /// version, its definition as found (versions are hashed by the server).
 const WORKFLOW_VERSIONS: &str = "2026-12-06-300001_workflow_versions";
@@ -26,6 +28,12 @@ pub async fn complete(db: &Db, applied: &[MigrationState]) -> anyhow::Result<()>
             .await
             .map_err(|e| anyhow::anyhow!("writing the first version of every workflow: {e:?}"))?;
         tracing::info!(versioned, "wrote the first version of existing workflows");
+    }
+    if applied.iter().any(|m| m.name == MEMBER_SEARCH) {
+        let folded = super::user::refold_search_names(db)
+            .await
+            .map_err(|e| anyhow::anyhow!("folding member names for search: {e:?}"))?;
+        tracing::info!(folded, "folded member names for search");
     }
     Ok(())
 }

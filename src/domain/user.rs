@@ -1,17 +1,26 @@
 //! Users: the members of a company, each an admin or a regular member.
 
 use chrono::NaiveDateTime;
+use diesel::dsl;
 use diesel::prelude::*;
 
 use crate::db::Columns as _;
 
+use super::page::{Page, PageRequest, Position, SortValue, time_key};
 use serde_json::json;
 
 use super::audit::{self, Action, Target};
 use super::{Tenant, now};
+use crate::db::expr::Maybe;
 use crate::db::schema::users;
 use crate::db::{Db, IntoWork as _, Lock, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
+
+/// Names the one ordering of member lists inside cursors: the order they joined.
+pub const ORDERING: &str = "users:created_at:asc";
+
+/// The longest member search accepted (a name is at most [`MAX_NAME_CHARS`]).
+pub const MAX_SEARCH_CHARS: usize = 200;
 
 pub const MAX_NAME_CHARS: usize = 200;
 /// RFC 5321's limit on a forward path.
@@ -38,6 +47,24 @@ pub struct User {
     pub role: Role,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The name case-folded by [`search_key`], what member search compares against.
+    /// Whatever writes `name` writes this too.
+    pub search_name: String,
+}
+
+/// The case-folded form of a member's name that search compares: Unicode lower-casing,
+/// done here because SQLite's `lower()` folds ASCII only.
+pub fn search_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+impl User {
+    pub fn position(&self) -> Position {
+        Position {
+            key: SortValue::time(self.created_at),
+            id: self.id.clone(),
+        }
+    }
 }
 
 impl TenantRow for User {
@@ -96,6 +123,127 @@ pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Ve
             .select(User::columns()),
     )
     .await
+}
+
+/// Which members a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct MemberFilter {
+    /// Name or email contains this text, ignoring case.
+    pub search: Option<String>,
+}
+
+/// The condition of a [`MemberFilter`].
+type Matching = Maybe<
+    dsl::Or<
+        dsl::Escape<dsl::Like<users::search_name, String>>,
+        dsl::Escape<dsl::Like<users::email, String>>,
+    >,
+>;
+
+impl MemberFilter {
+    /// Checks the search text; blank is no search.
+    pub fn validate(self) -> AppResult<Self> {
+        let search = self
+            .search
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if search
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS)
+        {
+            return Err(AppError::bad_input(
+                "search",
+                format!("search must be at most {MAX_SEARCH_CHARS} characters long"),
+            ));
+        }
+        Ok(Self { search })
+    }
+
+    fn condition(&self) -> Matching {
+        Maybe::from_option(self.search.as_deref().map(|search| {
+            // Emails are stored lower-cased, names folded: one folded pattern fits both.
+            let pattern = format!("%{}%", super::workflow::like_literal(&search_key(search)));
+            users::search_name
+                .like(pattern.clone())
+                .escape('\\')
+                .or(users::email.like(pattern).escape('\\'))
+        }))
+    }
+}
+
+/// One page of the company's members matching `filter`, in the order they joined.
+pub async fn page(
+    db: &Db,
+    tenant: &Tenant,
+    filter: &MemberFilter,
+    page: &PageRequest,
+) -> AppResult<Page<User>> {
+    let keyset = page.keyset(false, time_key)?;
+    let mut tx = db.read(tenant).await?;
+    let rows = tx
+        .load(
+            tx.users()
+                .filter(filter.condition())
+                .select(User::columns())
+                .keyset(users::created_at, users::id, keyset),
+        )
+        .await?;
+    Ok(Page::from_scan(rows, page))
+}
+
+/// How many of the company's members match `filter`.
+pub async fn count(db: &Db, tenant: &Tenant, filter: &MemberFilter) -> AppResult<i64> {
+    let mut tx = db.read(tenant).await?;
+    tx.one(tx.users().filter(filter.condition()).count()).await
+}
+
+/// Folds every member's name for search where the stored fold differs (after the
+/// migration that added `users.search_name`), a batch at a time, across companies.
+pub async fn refold_search_names(db: &Db) -> AppResult<usize> {
+    const BATCH: i64 = 1_000;
+    let mut after = String::new();
+    let mut changed = 0;
+    loop {
+        let rows: Vec<(String, String, String)> = {
+            let mut tx = db.read_unscoped().await?;
+            let mut all = tx.unscoped();
+            all.load(
+                all.users()
+                    .filter(users::id.gt(&after))
+                    .order(users::id.asc())
+                    .limit(BATCH)
+                    .select((users::id, users::name, users::search_name)),
+            )
+            .await?
+        };
+        let Some((last, _, _)) = rows.last() else {
+            return Ok(changed);
+        };
+        after = last.clone();
+        let stale: Vec<(String, String)> = rows
+            .into_iter()
+            .filter(|(_, name, folded)| search_key(name) != *folded)
+            .map(|(id, name, _)| (id, search_key(&name)))
+            .collect();
+        changed += stale.len();
+        let stale = &stale;
+        db.write_unscoped(|tx| refolded(tx, stale).into_work())
+            .await?;
+    }
+}
+
+/// Writes the folded names of one batch, across companies (see [`refold_search_names`]).
+async fn refolded(tx: &mut Tx<NoEvents>, stale: &[(String, String)]) -> AppResult<()> {
+    let mut all = tx.unscoped();
+    for (id, folded) in stale {
+        all.execute(
+            all.users()
+                .filter(users::id.eq(id))
+                .set(users::search_name.eq(folded)),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The company's members, longest-standing first.

@@ -11,7 +11,7 @@ use super::page::{Page, PageRequest, Position, SortValue, float_key, text_key, t
 use super::step::{self, NewStep, Step, StepHead};
 use super::visibility::{self, Need, Visibility};
 use super::{Tenant, new_id, now, required_name, version};
-use crate::db::expr::Maybe;
+use crate::db::expr::{Combined, Maybe};
 use crate::db::schema::{projects, runs, screenshots, steps, workflow_step_snapshots, workflows};
 use crate::db::{Columns as _, Db, IntoWork as _, Lock, NoEvents, TenantRow, Tx};
 use crate::error::{AppError, AppResult};
@@ -116,6 +116,25 @@ pub struct WorkflowFilter {
     pub updated_since: Option<NaiveDateTime>,
     /// In this project.
     pub project_id: Option<String>,
+    /// Tags as [`normalize_tags`] leaves them; carrying any (or all) of them.
+    pub tags: Vec<String>,
+    pub tags_match: TagsMatch,
+}
+
+/// How a list of tags filters: a workflow carrying any of them, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagsMatch {
+    #[default]
+    Any,
+    All,
+}
+
+/// A condition matching workflows that carry `tag` (normalised).
+fn carries(tag: &str) -> dsl::Escape<dsl::Like<workflows::tags, String>> {
+    // Tags are stored as a JSON array of validated strings, so `"tag"` matches one
+    // element exactly.
+    let pattern = format!("%\"{}\"%", like_literal(tag));
+    workflows::tags.like(pattern).escape('\\')
 }
 
 /// The condition of a [`WorkflowFilter`].
@@ -124,14 +143,17 @@ type Matching = dsl::And<
         dsl::And<
             dsl::And<
                 dsl::And<
-                    Maybe<dsl::EqAny<workflows::status, Vec<Status>>>,
-                    Maybe<dsl::Escape<dsl::Like<workflows::tags, String>>>,
+                    dsl::And<
+                        Maybe<dsl::EqAny<workflows::status, Vec<Status>>>,
+                        Maybe<dsl::Escape<dsl::Like<workflows::tags, String>>>,
+                    >,
+                    Maybe<dsl::Escape<dsl::Like<workflows::search_name, String>>>,
                 >,
-                Maybe<dsl::Escape<dsl::Like<workflows::search_name, String>>>,
+                Maybe<dsl::Eq<workflows::created_by, String>>,
             >,
-            Maybe<dsl::Eq<workflows::created_by, String>>,
+            Maybe<dsl::GtEq<workflows::updated_at, NaiveDateTime>>,
         >,
-        Maybe<dsl::GtEq<workflows::updated_at, NaiveDateTime>>,
+        Maybe<Combined<dsl::Escape<dsl::Like<workflows::tags, String>>>>,
     >,
     Maybe<dsl::Eq<workflows::project_id, String>>,
 >;
@@ -141,12 +163,15 @@ impl WorkflowFilter {
         let statuses = Maybe::when(!self.statuses.is_empty(), || {
             workflows::status.eq_any(self.statuses.clone())
         });
-        // Tags are stored as a JSON array of validated strings, so `"tag"` matches one
-        // element exactly.
-        let tag = Maybe::from_option(self.tag.as_deref().map(|tag| {
-            let pattern = format!("%\"{}\"%", like_literal(&tag.trim().to_lowercase()));
-            workflows::tags.like(pattern).escape('\\')
-        }));
+        let tag = Maybe::from_option(
+            self.tag
+                .as_deref()
+                .map(|tag| carries(&tag.trim().to_lowercase())),
+        );
+        let tags = Maybe::when(!self.tags.is_empty(), || Combined {
+            conditions: self.tags.iter().map(|tag| carries(tag)).collect(),
+            all: self.tags_match == TagsMatch::All,
+        });
         let search = Maybe::from_option(
             self.search
                 .as_deref()
@@ -174,6 +199,7 @@ impl WorkflowFilter {
             .and(search)
             .and(created_by)
             .and(updated_since)
+            .and(tags)
             .and(project)
     }
 }
@@ -322,7 +348,7 @@ fn tags_text(tags: &[String]) -> AppResult<String> {
 }
 
 /// A LIKE pattern matching `text` literally: `%`, `_` and `\` are escaped with `\`.
-fn like_literal(text: &str) -> String {
+pub(super) fn like_literal(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {

@@ -48,6 +48,8 @@ pub enum AuditAction {
     LoggedOutEverywhere,
     /// A used refresh token came back, and its session was ended.
     RefreshTokenReused,
+    /// An admin changed the company's retention policy.
+    RetentionPolicyUpdated,
     /// A workflow version was restored.
     WorkflowVersionRestored,
     /// A workflow was made COMPANY-visible or RESTRICTED.

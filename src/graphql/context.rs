@@ -58,6 +58,8 @@ pub struct Services {
     pub request_connections: usize,
     /// The run queue's limits, schedules' cron rules and webhooks' keys and limits.
     pub queue: Arc<QueueSettings>,
+    /// Turns at computing run statistics and retention previews, a bounded number at a time.
+    pub statistics: crate::domain::statistics::StatisticsGate,
     /// Who sees which workflow, for subscriptions (restricted workflows).
     pub readers: Arc<super::readers::WorkflowReaders>,
     /// `sharedWorkflow` reads per client address.

@@ -49,6 +49,8 @@ pub struct HealthLogFilterInput {
     pub since: Option<DateTime<Utc>>,
     /// Only logs created before this time.
     pub until: Option<DateTime<Utc>>,
+    /// Only logs of this step.
+    pub step_id: Option<ID>,
 }
 
 impl HealthLogFilterInput {
@@ -60,6 +62,7 @@ impl HealthLogFilterInput {
             statuses: domain::filter_values("filter.status", self.status)?,
             since: self.since.map(stored_precision),
             until: self.until.map(stored_precision),
+            step_id: self.step_id.map(|id| id.0),
         }
         .validate("filter")
     }

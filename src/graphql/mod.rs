@@ -22,10 +22,12 @@ mod persisted_queries;
 mod prescan;
 mod project;
 mod readers;
+mod retention;
 mod run;
 mod screenshot;
 mod session;
 mod share;
+mod statistics;
 mod step;
 mod stream_cursor;
 mod subscription;
@@ -68,6 +70,8 @@ pub struct Query(
     schedule::ScheduleQuery,
     webhook::WebhookQuery,
     node::NodeQuery,
+    retention::RetentionQuery,
+    statistics::StatisticsQuery,
     version::VersionQuery,
     project::ProjectQuery,
     template::TemplateQuery,
@@ -91,6 +95,7 @@ pub struct Mutation(
     schedule::ScheduleMutation,
     webhook::WebhookMutation,
     step_text::StepTextMutation,
+    retention::RetentionMutation,
     version::VersionMutation,
     project::ProjectMutation,
     template::TemplateMutation,

@@ -106,7 +106,8 @@ pub struct NotificationQuery;
 #[Object]
 impl NotificationQuery {
     /// The company's notifications, newest first.
-    #[graphql(complexity = "super::pagination::page_complexity(first, None, child_complexity)")]
+    #[allow(clippy::too_many_arguments)] // the Relay arguments plus three filters
+    #[graphql(complexity = "super::pagination::page_complexity(first, last, child_complexity)")]
     async fn notifications(
         &self,
         ctx: &Context<'_>,
@@ -116,8 +117,13 @@ impl NotificationQuery {
         )]
         unread_only: Option<bool>,
         #[graphql(desc = "Only this severity.")] severity: Option<NotificationSeverity>,
-        #[graphql(desc = "How many to return: 0 to 100, default 20.")] first: Option<i32>,
+        #[graphql(desc = "Only notifications about this workflow.")] workflow_id: Option<ID>,
+        #[graphql(desc = "How many to return from the start: 0 to 100, default 20.")] first: Option<
+            i32,
+        >,
         #[graphql(desc = "Return the notifications after this cursor.")] after: Option<String>,
+        #[graphql(desc = "How many to return from the end: 0 to 100.")] last: Option<i32>,
+        #[graphql(desc = "Return the notifications before this cursor.")] before: Option<String>,
     ) -> async_graphql::Result<CountedConnection<Notification>> {
         let viewer = ctx.viewer()?;
         let db = ctx.db();
@@ -125,8 +131,15 @@ impl NotificationQuery {
             // An explicit null means the same as leaving the argument out.
             unread_only: unread_only.unwrap_or(false),
             severity: severity.map(Into::into),
+            workflow_id: workflow_id.map(|id| id.0),
         };
-        let request = PageArgs::forward(first, after).into_request(ORDERING)?;
+        let request = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        }
+        .into_request(ORDERING)?;
         let page = domain::notification::list(db, &viewer.tenant, &filter, &request).await?;
         let total = {
             let (db, tenant) = (db.clone(), viewer.tenant.clone());
@@ -149,7 +162,7 @@ impl NotificationQuery {
         let viewer = ctx.viewer()?;
         let filter = NotificationFilter {
             unread_only: true,
-            severity: None,
+            ..NotificationFilter::default()
         };
         let count = domain::notification::count(ctx.db(), &viewer.tenant, &filter).await?;
         Ok(i32::try_from(count).unwrap_or(i32::MAX))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use async_graphql::dataloader::Loader;
-use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::context::ContextExt as _;
@@ -23,7 +23,7 @@ use crate::domain;
 use crate::domain::health_log::{HealthLogFilter, LogOrder, LogParent};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::run::{ORDERING, RunFilter};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -53,6 +53,77 @@ pub enum RunOutcome {
     Succeeded,
     /// The run could not be completed.
     Failed,
+}
+
+/// The order of the company's run list (by when runs were requested; ties by id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum RunOrder {
+    /// Most recently requested first.
+    Newest,
+    /// Earliest requested first.
+    Oldest,
+}
+
+impl From<RunOrder> for domain::run::RunOrder {
+    fn from(order: RunOrder) -> Self {
+        match order {
+            RunOrder::Newest => Self::NewestFirst,
+            RunOrder::Oldest => Self::OldestFirst,
+        }
+    }
+}
+
+/// Which runs to list. Every condition given must hold.
+#[derive(Debug, Clone, Default, InputObject)]
+#[graphql(name = "RunFilter")]
+pub struct RunFilterInput {
+    /// Only runs of this workflow (the same as the `workflowId` argument; pass one of them).
+    pub workflow_id: Option<ID>,
+    /// Only runs in one of these statuses (the same as the `status` argument; pass one of
+    /// them); empty or absent: any status.
+    pub status: Option<Vec<RunStatus>>,
+    /// Only runs started by this member.
+    pub started_by: Option<ID>,
+    /// Only runs that started at or after this time (queued runs have not started).
+    pub started_after: Option<DateTime<Utc>>,
+    /// Only runs that started before this time.
+    pub started_before: Option<DateTime<Utc>>,
+}
+
+impl RunFilterInput {
+    /// The domain filter, with the older top-level `workflowId` and `status` arguments
+    /// folded in (each condition may be given in one place only).
+    fn into_domain(
+        self,
+        workflow_id: Option<ID>,
+        status: Option<Vec<RunStatus>>,
+    ) -> AppResult<RunFilter> {
+        if workflow_id.is_some() && self.workflow_id.is_some() {
+            return Err(AppError::bad_input(
+                "filter.workflowId",
+                "pass workflowId either as an argument or in filter, not both",
+            ));
+        }
+        if status.is_some() && self.status.is_some() {
+            return Err(AppError::bad_input(
+                "filter.status",
+                "pass status either as an argument or in filter, not both",
+            ));
+        }
+        let (statuses, field) = match status {
+            Some(status) => (Some(status), "status"),
+            None => (self.status, "filter.status"),
+        };
+        RunFilter {
+            workflow_id: workflow_id.or(self.workflow_id).map(|id| id.0),
+            statuses: domain::filter_values(field, statuses)?,
+            retry_of: None,
+            started_by: self.started_by.map(|id| id.0),
+            started_after: self.started_after.map(super::health_log::stored_precision),
+            started_before: self.started_before.map(super::health_log::stored_precision),
+        }
+        .validate("filter")
+    }
 }
 
 /// The answer to `reportStep`.
@@ -254,7 +325,13 @@ impl Run {
             retry_of: Some(self.row.id.clone()),
             ..RunFilter::default()
         };
-        runs_connection(ctx, filter, PageArgs::forward(first, after)).await
+        runs_connection(
+            ctx,
+            filter,
+            domain::run::RunOrder::NewestFirst,
+            PageArgs::forward(first, after),
+        )
+        .await
     }
 
     /// Where a retry starts: this step of the workflow and the ones after it. Null for
@@ -476,16 +553,17 @@ pub async fn runs_of_workflow(
     ))
 }
 
-/// A page of the viewer's runs matching `filter`, newest first (the root `runs`).
+/// A page of the viewer's runs matching `filter` in `order` (the root `runs`).
 pub async fn runs_connection(
     ctx: &Context<'_>,
     filter: RunFilter,
+    order: domain::run::RunOrder,
     args: PageArgs,
 ) -> async_graphql::Result<CountedConnection<Run>> {
     let viewer = ctx.viewer()?;
     let db = ctx.db();
-    let request = args.into_request(ORDERING)?;
-    let page = domain::run::list(db, &viewer.tenant, &filter, &request).await?;
+    let request = args.into_request(order.tag())?;
+    let page = domain::run::list(db, &viewer.tenant, &filter, order, &request).await?;
     let total = {
         let (db, tenant) = (db.clone(), viewer.tenant.clone());
         TotalCount::new(move || {
@@ -495,7 +573,7 @@ pub async fn runs_connection(
     };
     Ok(connection(
         page,
-        ORDERING,
+        order.tag(),
         domain::run::Run::position,
         |row| Run {
             row,
@@ -529,33 +607,40 @@ impl RunQuery {
         }))
     }
 
-    /// The company's runs, newest first.
-    #[allow(clippy::too_many_arguments)] // the Relay arguments plus two filters
+    /// The company's runs, filtered, newest (or oldest) first.
+    #[allow(clippy::too_many_arguments)] // the Relay arguments plus filters and order
     #[graphql(complexity = "super::pagination::page_complexity(first, last, child_complexity)")]
     async fn runs(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Only runs of this workflow.")] workflow_id: Option<ID>,
-        #[graphql(desc = "Only runs in one of these statuses; empty or absent: any status.")]
+        #[graphql(desc = "Only runs of this workflow (also `filter.workflowId`).")]
+        workflow_id: Option<ID>,
+        #[graphql(
+            desc = "Only runs in one of these statuses; empty or absent: any status (also `filter.status`)."
+        )]
         status: Option<Vec<RunStatus>>,
+        #[graphql(desc = "Which runs; absent: all.")] filter: Option<RunFilterInput>,
+        #[graphql(
+            desc = "NEWEST (default) or OLDEST first, by when the runs were requested.",
+            default_with = "RunOrder::Newest"
+        )]
+        order: RunOrder,
         #[graphql(desc = "How many runs to return from the start: 0 to 100, default 20.")]
         first: Option<i32>,
         #[graphql(desc = "Return the runs after this cursor.")] after: Option<String>,
         #[graphql(desc = "How many runs to return from the end: 0 to 100.")] last: Option<i32>,
         #[graphql(desc = "Return the runs before this cursor.")] before: Option<String>,
     ) -> async_graphql::Result<CountedConnection<Run>> {
-        let filter = RunFilter {
-            workflow_id: workflow_id.map(|id| id.0),
-            statuses: statuses(status)?,
-            retry_of: None,
-        };
+        let filter = filter
+            .unwrap_or_default()
+            .into_domain(workflow_id, status)?;
         let args = PageArgs {
             first,
             after,
             last,
             before,
         };
-        runs_connection(ctx, filter, args).await
+        runs_connection(ctx, filter, order.into(), args).await
     }
 }
 

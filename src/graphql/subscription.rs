@@ -564,12 +564,13 @@ async fn active_runs(
     let filter = RunFilter {
         workflow_id,
         statuses: vec![RunStatus::Queued, RunStatus::Running, RunStatus::Paused],
-        retry_of: None,
+        ..RunFilter::default()
     };
     let page = domain::run::list(
         &services.snapshots(),
         &viewer.tenant,
         &filter,
+        domain::run::RunOrder::NewestFirst,
         &PageRequest::first(MAX_PAGE_SIZE),
     )
     .await?;
@@ -582,10 +583,7 @@ async fn recent_notifications(
     viewer: &Viewer,
     since: NaiveDateTime,
 ) -> AppResult<Vec<domain::notification::Notification>> {
-    let filter = domain::notification::NotificationFilter {
-        unread_only: false,
-        severity: None,
-    };
+    let filter = domain::notification::NotificationFilter::default();
     let page = domain::notification::list(
         &services.snapshots(),
         &viewer.tenant,

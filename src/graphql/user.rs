@@ -10,6 +10,7 @@ use super::company::{Company, TenantCompany};
 use super::context::ContextExt as _;
 use super::guards::AdminOnly;
 use super::loaders::{LoadError, TenantLoader, load_error};
+use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
 use crate::auth::Viewer;
 use crate::domain;
 use crate::error::AppError;
@@ -136,7 +137,8 @@ impl UserQuery {
         })
     }
 
-    /// Every member of the signed-in user's company, in the order they joined.
+    /// Every member of the signed-in user's company, in the order they joined (all at
+    /// once; `members` pages and searches).
     async fn users(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
         let viewer = ctx.viewer()?;
         let rows = domain::user::list(ctx.db(), &viewer.tenant).await?;
@@ -147,6 +149,52 @@ impl UserQuery {
                 viewer: viewer.clone(),
             })
             .collect())
+    }
+
+    /// The members of the signed-in user's company in the order they joined, a page at a
+    /// time, optionally only those whose name or email contains `search`.
+    #[graphql(complexity = "super::pagination::page_complexity(first, last, child_complexity)")]
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "Only members whose name or email contains this text, ignoring case; at most 200 characters."
+        )]
+        search: Option<String>,
+        #[graphql(desc = "How many members to return from the start: 0 to 100, default 20.")]
+        first: Option<i32>,
+        #[graphql(desc = "Return the members after this cursor.")] after: Option<String>,
+        #[graphql(desc = "How many members to return from the end: 0 to 100.")] last: Option<i32>,
+        #[graphql(desc = "Return the members before this cursor.")] before: Option<String>,
+    ) -> async_graphql::Result<CountedConnection<User>> {
+        let viewer = ctx.viewer()?;
+        let db = ctx.db();
+        let filter = domain::user::MemberFilter { search }.validate()?;
+        let request = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        }
+        .into_request(domain::user::ORDERING)?;
+        let page = domain::user::page(db, &viewer.tenant, &filter, &request).await?;
+        let total = {
+            let (db, tenant) = (db.clone(), viewer.tenant.clone());
+            TotalCount::new(move || {
+                let (db, tenant, filter) = (db.clone(), tenant.clone(), filter.clone());
+                async move { domain::user::count(&db, &tenant, &filter).await }
+            })
+        };
+        Ok(connection(
+            page,
+            domain::user::ORDERING,
+            domain::user::User::position,
+            |row| User {
+                row,
+                viewer: viewer.clone(),
+            },
+            total,
+        ))
     }
 }
 

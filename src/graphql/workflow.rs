@@ -99,11 +99,37 @@ pub struct WorkflowFilter {
     pub updated_since: Option<DateTime<Utc>>,
     /// In this project.
     pub project_id: Option<ID>,
+    /// Carries any (or, with `tagsMatch: ALL`, every) one of these tags: at most 20, each
+    /// 1–50 characters, compared lower-cased. Empty or absent: no condition.
+    pub tags: Option<Vec<String>>,
+    /// How `tags` match: ANY (default) or ALL.
+    #[graphql(default_with = "TagsMatch::Any")]
+    pub tags_match: TagsMatch,
+}
+
+/// How a list of tags filters workflows.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagsMatch {
+    /// Workflows carrying at least one of the tags.
+    #[default]
+    Any,
+    /// Workflows carrying every one of the tags.
+    All,
 }
 
 impl WorkflowFilter {
-    /// The domain filter; an overlong status list is BAD_USER_INPUT (`filter.status`).
+    /// The domain filter; an overlong status list is BAD_USER_INPUT (`filter.status`), bad
+    /// tags too (`filter.tags`).
     fn into_domain(self) -> AppResult<domain::workflow::WorkflowFilter> {
+        let tags =
+            domain::workflow::normalize_tags(self.tags.unwrap_or_default()).map_err(|error| {
+                match error {
+                    AppError::BadUserInput { message, .. } => {
+                        AppError::bad_input("filter.tags", message)
+                    }
+                    other => other,
+                }
+            })?;
         Ok(domain::workflow::WorkflowFilter {
             statuses: domain::filter_values("filter.status", self.status)?,
             tag: self.tag,
@@ -112,6 +138,11 @@ impl WorkflowFilter {
             // Rounded up to the stored microseconds, so both backends compare the same value.
             updated_since: self.updated_since.map(super::health_log::stored_precision),
             project_id: self.project_id.map(|id| id.0),
+            tags,
+            tags_match: match self.tags_match {
+                TagsMatch::Any => domain::workflow::TagsMatch::Any,
+                TagsMatch::All => domain::workflow::TagsMatch::All,
+            },
         })
     }
 }

@@ -604,6 +604,12 @@ const TABLES: &[(&str, &str)] = &[
         "id, company_id, template_id, hash, storage_key, content_type, size_bytes, width, \
          height, created_at",
     ),
+    // The policy only: the sweep's bookkeeping (next_sweep_at, claims) moves on its own.
+    (
+        "retention_policies",
+        "company_id, run_max_age_days, runs_kept_per_workflow, notification_max_age_days, \
+         version, updated_at",
+    ),
 ];
 
 /// Every stored row of one company, each rendered as text column by column.

@@ -956,6 +956,8 @@ macro_rules! both_backends {
 // Run helpers over HTTP, and WebSocket clients (Node scripts in tests/realtime/).
 pub mod realtime;
 pub mod runs;
+// Runs, health logs and notifications at chosen times (retention, statistics, filters).
+pub mod history;
 
 // Versions, projects, templates, shares and public links (issue 14).
 pub mod lifecycle;

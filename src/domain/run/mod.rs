@@ -41,8 +41,31 @@ pub use sweeper::time_out_stale_runs;
 /// The longest `error` a run keeps (finish error, cancel reason).
 pub const MAX_ERROR_CHARS: usize = 2_000;
 
-/// Names the one ordering of run lists inside cursors.
+/// Names the ordering of run lists nested under a workflow (newest first) inside cursors.
 pub const ORDERING: &str = "runs:created_at:desc";
+
+/// The order of the company's run list: by creation time, ties broken by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunOrder {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+impl RunOrder {
+    /// Names the ordering inside cursors, so a cursor only works for the ordering it came
+    /// from.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::NewestFirst => ORDERING,
+            Self::OldestFirst => "runs:created_at:asc",
+        }
+    }
+
+    fn descending(self) -> bool {
+        self == Self::NewestFirst
+    }
+}
 
 crate::text_enum! {
     /// What made a run: a person starting it at once, or the queue (enqueued by a client,
@@ -226,15 +249,45 @@ pub struct RunFilter {
     pub statuses: Vec<Status>,
     /// Only the retries of this run.
     pub retry_of: Option<String>,
+    /// Started by this member.
+    pub started_by: Option<String>,
+    /// Started at or after this time (runs not started yet have no start time).
+    pub started_after: Option<NaiveDateTime>,
+    /// Started before this time.
+    pub started_before: Option<NaiveDateTime>,
+}
+
+impl RunFilter {
+    /// Checks the time window; `field` prefixes the names in errors (e.g. `filter`).
+    pub fn validate(self, field: &str) -> AppResult<Self> {
+        if let (Some(after), Some(before)) = (self.started_after, self.started_before)
+            && before < after
+        {
+            return Err(AppError::bad_input(
+                format!("{field}.startedBefore"),
+                format!("{field}.startedBefore must not be before {field}.startedAfter"),
+            ));
+        }
+        Ok(self)
+    }
 }
 
 /// The condition of a [`RunFilter`].
 type Matching = dsl::And<
     dsl::And<
-        Maybe<dsl::Eq<runs::workflow_id, String>>,
-        Maybe<dsl::EqAny<runs::status, Vec<Status>>>,
+        dsl::And<
+            dsl::And<
+                dsl::And<
+                    Maybe<dsl::Eq<runs::workflow_id, String>>,
+                    Maybe<dsl::EqAny<runs::status, Vec<Status>>>,
+                >,
+                Maybe<dsl::Eq<runs::retry_of, String>>,
+            >,
+            Maybe<dsl::Eq<runs::started_by, String>>,
+        >,
+        Maybe<dsl::GtEq<runs::started_at, NaiveDateTime>>,
     >,
-    Maybe<dsl::Eq<runs::retry_of, String>>,
+    Maybe<dsl::Lt<runs::started_at, NaiveDateTime>>,
 >;
 
 impl RunFilter {
@@ -246,17 +299,29 @@ impl RunFilter {
             .and(Maybe::from_option(
                 self.retry_of.clone().map(|id| runs::retry_of.eq(id)),
             ))
+            .and(Maybe::from_option(
+                self.started_by
+                    .clone()
+                    .map(|user| runs::started_by.eq(user)),
+            ))
+            .and(Maybe::from_option(
+                self.started_after.map(|at| runs::started_at.ge(at)),
+            ))
+            .and(Maybe::from_option(
+                self.started_before.map(|at| runs::started_at.lt(at)),
+            ))
     }
 }
 
-/// One page of the tenant's runs, newest first.
+/// One page of the tenant's runs in `order`.
 pub async fn list(
     db: &Db,
     tenant: &Tenant,
     filter: &RunFilter,
+    order: RunOrder,
     page: &PageRequest,
 ) -> AppResult<Page<Run>> {
-    let keyset = page.keyset(true, time_key)?;
+    let keyset = page.keyset(order.descending(), time_key)?;
     let mut tx = db.read(tenant).await?;
     let rows = tx
         .load(
@@ -332,9 +397,8 @@ pub async fn counts_by_workflow(
     statuses: &[Status],
 ) -> AppResult<HashMap<String, i64>> {
     let filter = RunFilter {
-        workflow_id: None,
         statuses: statuses.to_vec(),
-        retry_of: None,
+        ..RunFilter::default()
     };
     let mut tx = db.read(tenant).await?;
     let rows: Vec<(String, i64)> = tx
