@@ -132,6 +132,7 @@ pub struct Metrics {
     pub persisted_queries_bytes: Gauge,
     pub retention_removed_rows: Family<RetentionLabels, Counter>,
     pub retention_batches: Counter,
+    pub credential_lookups: Counter,
 }
 
 impl Metrics {
@@ -295,6 +296,13 @@ impl Metrics {
             "Retention sweep batches (one transaction each) this instance committed",
             retention_batches.clone(),
         );
+        let credential_lookups = Counter::default();
+        registry.register(
+            "credential_lookups",
+            "Times this instance asked the database whether a session or API key still holds \
+             (cache misses; concurrent misses of one credential share one lookup)",
+            credential_lookups.clone(),
+        );
         Self {
             registry,
             requests,
@@ -321,6 +329,7 @@ impl Metrics {
             persisted_queries_bytes,
             retention_removed_rows,
             retention_batches,
+            credential_lookups,
         }
     }
 

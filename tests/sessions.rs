@@ -486,3 +486,27 @@ async fn ended_sessions_are_refused_on_every_instance_within_seconds() {
     assert_eq!(code, 4403);
     assert!(works(&first, &acme.admin_token).await);
 }
+
+both_backends!(a_burst_on_one_token_costs_one_credential_lookup);
+/// Thousands of open WebSockets of one credential re-check it on their own timers, and a
+/// frontend fires its queries in bursts: when the cached answer has lapsed, a burst of
+/// requests on one token asks the database once, not once per request.
+async fn a_burst_on_one_token_costs_one_credential_lookup(backend: Backend) {
+    const LOOKUPS: &str = "stepwise_credential_lookups_total";
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    assert!(works(&server, &acme.admin_token).await);
+    // Past the credential cache's lifetime (2 s): the next use must ask again.
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+
+    let before = server.metric(LOOKUPS).await;
+    let burst = (0..100).map(|_| server.gql("{ __typename }", json!({}), Some(&acme.admin_token)));
+    for resp in futures_util::future::join_all(burst).await {
+        assert_eq!(resp["data"]["__typename"], "Query", "{resp:#}");
+    }
+    let lookups = server.metric(LOOKUPS).await - before;
+    assert_eq!(
+        lookups, 1.0,
+        "lookups for a burst of 100 requests on one token"
+    );
+}

@@ -20,6 +20,11 @@
 //! so an ended session's or revoked key's sockets close (4403) at once here instead of at
 //! their next periodic check (the other instances' at theirs, every couple of seconds).
 //!
+//! A lapsed cache entry is looked up once however many callers want it at that moment:
+//! thousands of open WebSockets of one credential re-check on their own timers, and
+//! without the per-credential gate every one of them that came due while a lookup was in
+//! flight would start its own, queueing for the pool behind each other.
+//!
 //! `last_used_at` (sessions and keys) is read with the standing; when it is older than a
 //! minute, a background task writes it with a conditional update. So a credential in use
 //! is written about once a minute whatever its request rate, never per request.
@@ -38,6 +43,7 @@ use crate::crypto::secret_token::{SecretKind, SecretTokens};
 use crate::db::Db;
 use crate::domain::{Tenant, api_key, now, session};
 use crate::error::AppResult;
+use crate::metrics::METRICS;
 
 /// How long a confirmed (or refused) credential is believed without asking the database.
 pub const CREDENTIAL_TTL: Duration = Duration::from_secs(2);
@@ -88,6 +94,9 @@ pub struct Credentials {
     secrets: Arc<SecretTokens>,
     cache: Mutex<HashMap<String, Entry>>,
     keys: Mutex<LruCache<String, KnownKey>>,
+    /// One gate per credential being looked up right now (single flight); removed by the
+    /// last holder.
+    lookups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     changed: broadcast::Sender<Arc<str>>,
 }
 
@@ -99,6 +108,7 @@ impl Credentials {
             secrets,
             cache: Mutex::new(HashMap::new()),
             keys: Mutex::new(LruCache::new(capacity)),
+            lookups: Mutex::new(HashMap::new()),
             changed: broadcast::channel(CHANGES_BUFFERED).0,
         }
     }
@@ -113,11 +123,7 @@ impl Credentials {
     pub async fn check(&self, viewer: &Viewer) -> AppResult<Option<Valid>> {
         let standing = match self.cached(viewer) {
             Some(standing) => standing,
-            None => {
-                let standing = self.look_up(viewer).await?;
-                self.remember(viewer, standing);
-                standing
-            }
+            None => self.look_up_once(viewer).await?,
         };
         let at = now();
         Ok(standing
@@ -183,7 +189,33 @@ impl Credentials {
         let _ = self.changed.send(Arc::from(id));
     }
 
+    /// Looks the credential up unless a caller that held the gate before us just did.
+    async fn look_up_once(&self, viewer: &Viewer) -> AppResult<Option<Standing>> {
+        let id = viewer.credential_id();
+        let gate = {
+            let mut lookups = lock(&self.lookups);
+            Arc::clone(lookups.entry(id.to_owned()).or_default())
+        };
+        let looked_up = {
+            let _turn = gate.lock().await;
+            match self.cached(viewer) {
+                Some(standing) => Ok(standing),
+                None => self.look_up(viewer).await.inspect(|standing| {
+                    self.remember(viewer, *standing);
+                }),
+            }
+        };
+        let mut lookups = lock(&self.lookups);
+        // Cloned only under this lock: two references (the map's and ours) mean nobody
+        // else waits at the gate.
+        if Arc::strong_count(&gate) == 2 {
+            lookups.remove(id);
+        }
+        looked_up
+    }
+
     async fn look_up(&self, viewer: &Viewer) -> AppResult<Option<Standing>> {
+        METRICS.credential_lookups.inc();
         let stale_before = now() - session::LAST_USED_PRECISION;
         match &viewer.principal {
             Principal::Member {
@@ -260,15 +292,17 @@ impl Credentials {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        // The map holds no invariant a panicking holder could break half-way.
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.cache)
     }
 
     fn lock_keys(&self) -> std::sync::MutexGuard<'_, LruCache<String, KnownKey>> {
-        self.keys
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.keys)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps hold no invariant a panicking holder could break half-way.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
