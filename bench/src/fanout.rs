@@ -672,6 +672,7 @@ pub async fn s2(
     );
     // Each subscription's first message is its run's state: no probes needed.
     fleet.barrier(None).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle = procstat::rss_kib(&pids);
     let subscribed = fleet.connected();
     let connect_seconds = fleet.connect_seconds;

@@ -91,7 +91,7 @@ impl Server {
 
     /// Ready does not wait for the event bus (NATS may still be connecting); events written
     /// before it is up would reach no other instance.
-    async fn wait_event_bus_up(&self) -> Result<()> {
+    async fn wait_event_bus_up(&self) -> Result<Value> {
         let client = reqwest::Client::new();
         let url = format!("http://127.0.0.1:{}/readyz", self.port);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -100,7 +100,7 @@ impl Server {
                 serde_json::from_slice(&client.get(&url).send().await?.bytes().await?)?;
             let state = &body["eventBus"]["state"];
             if state.is_null() || state == "up" {
-                return Ok(());
+                return Ok(body["eventBus"].clone());
             }
             if Instant::now() > deadline {
                 return Err(format!("the event bus is not up after 30 s: {body}").into());
@@ -141,6 +141,13 @@ async fn wait_http_ok(url: &str, child: &mut Child, what: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The soft "Max open files" of a process, from /proc/<pid>/limits.
+fn open_files_limit(pid: u32) -> Option<String> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3).map(str::to_owned)
 }
 
 /// The JetStream stream of the bench servers: not the default one, so the machine's other
@@ -197,7 +204,11 @@ pub async fn start_stepwise(
     )
     .await?;
     let server = Server { child, pid, port };
-    server.wait_event_bus_up().await?;
+    let bus = server.wait_event_bus_up().await?;
+    eprintln!(
+        "started stepwise {name} (pid {pid}, port {port}, event bus {bus}, open files {})",
+        open_files_limit(pid).unwrap_or_else(|| "?".into())
+    );
     Ok(server)
 }
 
