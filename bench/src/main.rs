@@ -495,10 +495,18 @@ async fn run_all(options: Options) -> Result<()> {
         .max(s1_two_subscribers);
     // Each subscriber holds a socket in the harness and one in the server (which inherits
     // the limit), plus the pools, logs and HTTP clients.
-    let nofile = procstat::raise_nofile_limit(most as u64 + 4_096);
+    let needed = most as u64 + 4_096;
+    let nofile = procstat::raise_nofile_limit(needed);
     eprintln!("open-files limit: {nofile}");
-    if (nofile as usize) < most + 1_000 {
-        eprintln!("warning: {nofile} open files cannot hold {most} subscribers; raise `ulimit -n`");
+    if nofile < needed {
+        eprintln!(
+            "warning: the open-files limit is {nofile} and could not be raised to {needed} \
+             (setrlimit above the hard limit needs CAP_SYS_RESOURCE): the harness and each \
+             server hold one socket per subscriber, so about {} subscribers per process is \
+             the most this machine allows; raise the hard limit (`ulimit -Hn`, \
+             `prlimit --nofile`) or lower --subscribers",
+            nofile.saturating_sub(200)
+        );
     }
     std::fs::create_dir_all(servers::out_dir())?;
     if !options.no_build {
@@ -514,7 +522,7 @@ async fn run_all(options: Options) -> Result<()> {
         duration: Duration::from_secs(options.duration),
         only: options.only.clone(),
     };
-    let mut setup = json!({});
+    let mut setup = json!({ "open_files_limit": nofile });
     let nats_env = [("STEPWISE_EVENT_BUS", options.nats_url.as_str())];
 
     // ------------------------------------------- PostgreSQL, NOTIFY bus: Q1, Q2, W1
