@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::load::{Row, histogram};
 use crate::procstat::{self, Window, WindowFigures};
+use crate::remote;
 use crate::seed::Company;
 use crate::servers::{Result, Server, gql};
 
@@ -61,7 +62,7 @@ pub const REPORT_STEP: &str = "mutation($run: ID!, $step: ID!) { reportStep(runI
 pub struct Spec {
     pub url: String,
     pub token: String,
-    pub query: &'static str,
+    pub query: String,
     pub variables: Value,
     pub group: usize,
 }
@@ -74,7 +75,10 @@ struct Shared {
     ready_on_any_next: bool,
 }
 
-type Receipts = Vec<(String, Instant)>;
+pub type Receipts = Vec<(String, Instant)>;
+
+/// What one subscriber ended with, and its group.
+pub type Outcome = (usize, std::result::Result<Receipts, String>);
 
 async fn subscriber(
     spec: Spec,
@@ -157,52 +161,105 @@ async fn subscriber(
     Ok(receipts)
 }
 
-/// Subscribers, connected and listening until `finish`.
-pub struct Fleet {
+/// Subscribers running in this process.
+pub struct Local {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     handles: Vec<(usize, JoinHandle<std::result::Result<Receipts, String>>)>,
+}
+
+impl Local {
+    /// Starts every subscriber, at most `parallelism` handshakes at once.
+    pub fn spawn(specs: Vec<Spec>, parallelism: usize, ready_on_any_next: bool) -> Self {
+        let shared = Arc::new(Shared {
+            connected: AtomicUsize::new(0),
+            heard: AtomicUsize::new(0),
+            connect_gate: Semaphore::new(parallelism),
+            ready_on_any_next,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let handles = specs
+            .into_iter()
+            .map(|spec| {
+                (
+                    spec.group,
+                    tokio::spawn(subscriber(spec, shared.clone(), stop_rx.clone())),
+                )
+            })
+            .collect();
+        Self {
+            shared,
+            stop,
+            handles,
+        }
+    }
+
+    /// (subscribed, heard anything, gave up).
+    pub fn status(&self) -> (usize, usize, usize) {
+        (
+            self.shared.connected.load(Ordering::Relaxed),
+            self.shared.heard.load(Ordering::Relaxed),
+            self.handles.iter().filter(|(_, h)| h.is_finished()).count(),
+        )
+    }
+
+    pub async fn stop(self) -> Vec<Outcome> {
+        let _ = self.stop.send(true);
+        let mut outcomes = Vec::with_capacity(self.handles.len());
+        for (group, handle) in self.handles {
+            outcomes.push((group, handle.await.unwrap_or_else(|e| Err(e.to_string()))));
+        }
+        outcomes
+    }
+}
+
+/// Subscribers, connected and listening until `finish`: in this process, and in worker
+/// processes (`stepwise-bench subscribers`) when one process cannot open enough sockets.
+pub struct Fleet {
+    local: Local,
+    remotes: Vec<remote::Remote>,
     pub target: usize,
+    pub processes: usize,
     pub connect_seconds: f64,
 }
 
-/// Starts every subscriber (at most `parallelism` handshakes at once) and waits until each
-/// has subscribed or given up.
-pub async fn connect(specs: Vec<Spec>, parallelism: usize, ready_on_any_next: bool) -> Fleet {
-    let shared = Arc::new(Shared {
-        connected: AtomicUsize::new(0),
-        heard: AtomicUsize::new(0),
-        connect_gate: Semaphore::new(parallelism),
-        ready_on_any_next,
-    });
-    let (stop, stop_rx) = watch::channel(false);
+/// Starts every subscriber (at most `parallelism` handshakes at once per process) and waits
+/// until each has subscribed or given up.
+pub async fn connect(mut specs: Vec<Spec>, parallelism: usize, ready_on_any_next: bool) -> Fleet {
     let started = Instant::now();
     let target = specs.len();
-    let handles: Vec<_> = specs
-        .into_iter()
-        .map(|spec| {
-            (
-                spec.group,
-                tokio::spawn(subscriber(spec, shared.clone(), stop_rx.clone())),
-            )
-        })
-        .collect();
+    // A process holds one socket per subscriber; keep room for everything else.
+    let per_process = (procstat::nofile_limit() as usize)
+        .saturating_sub(1_000)
+        .max(1_000);
+    let processes = target.div_ceil(per_process).max(1);
+    let chunk = target.div_ceil(processes).max(1);
+    let mut remotes = Vec::new();
+    while specs.len() > chunk {
+        let rest = specs.split_off(specs.len() - chunk);
+        match remote::Remote::spawn(rest, parallelism, ready_on_any_next).await {
+            Ok(remote) => remotes.push(remote),
+            Err(error) => eprintln!("  could not start a subscriber process: {error}"),
+        }
+    }
+    let local = Local::spawn(specs, parallelism, ready_on_any_next);
+    let mut fleet = Fleet {
+        local,
+        remotes,
+        target,
+        processes,
+        connect_seconds: 0.0,
+    };
     let deadline = started + Duration::from_secs(180.max(target as u64 / 50));
     loop {
-        let connected = shared.connected.load(Ordering::Relaxed);
-        let finished = handles.iter().filter(|(_, h)| h.is_finished()).count();
+        let (connected, _, finished) = fleet.status();
         if connected + finished >= target || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Fleet {
-        shared,
-        stop,
-        handles,
-        target,
-        connect_seconds: started.elapsed().as_secs_f64(),
-    }
+    fleet.connect_seconds = started.elapsed().as_secs_f64();
+    fleet
 }
 
 /// Who reports, and through which server.
@@ -314,7 +371,7 @@ impl Reporter<'_> {
     }
 }
 
-type Outcome = (
+type Answered = (
     std::result::Result<String, String>,
     usize,
     Instant,
@@ -323,7 +380,7 @@ type Outcome = (
 );
 
 impl Reports {
-    fn add(&mut self, done: std::result::Result<Outcome, tokio::task::JoinError>) {
+    fn add(&mut self, done: std::result::Result<Answered, tokio::task::JoinError>) {
         match done {
             Ok((Ok(id), group, sent, answered, true)) => {
                 self.sent.insert(
@@ -351,12 +408,24 @@ impl Reports {
 }
 
 impl Fleet {
+    /// (subscribed, heard anything, gave up), over every process.
+    fn status(&self) -> (usize, usize, usize) {
+        let (mut connected, mut heard, mut finished) = self.local.status();
+        for remote in &self.remotes {
+            let (c, h, f) = remote.status();
+            connected += c;
+            heard += h;
+            finished += f;
+        }
+        (connected, heard, finished)
+    }
+
     pub fn connected(&self) -> usize {
-        self.shared.connected.load(Ordering::Relaxed)
+        self.status().0
     }
 
     fn heard(&self) -> usize {
-        self.shared.heard.load(Ordering::Relaxed)
+        self.status().1
     }
 
     /// The server has no "subscribed" acknowledgement: waits until every subscriber heard
@@ -398,7 +467,10 @@ impl Fleet {
     /// Stops every subscriber and tallies what each received against what was sent to
     /// its group.
     pub async fn finish(self, reports: &Reports, ignore: &HashSet<String>) -> Tally {
-        let _ = self.stop.send(true);
+        let mut outcomes = self.local.stop().await;
+        for remote in self.remotes {
+            outcomes.extend(remote.stop().await);
+        }
         let mut expected = HashMap::<usize, u64>::new();
         for s in reports.sent.values() {
             *expected.entry(s.group).or_default() += 1;
@@ -414,19 +486,13 @@ impl Fleet {
             from_answer: histogram(),
             from_send: histogram(),
         };
-        for (group, handle) in self.handles {
+        for (group, outcome) in outcomes {
             let expected = expected.get(&group).copied().unwrap_or(0);
-            let receipts = match handle.await {
-                Ok(Ok(receipts)) => receipts,
-                Ok(Err(error)) => {
-                    tally.failed_subscribers += 1;
-                    tally.first_error.get_or_insert(error);
-                    tally.missed += expected;
-                    continue;
-                }
+            let receipts = match outcome {
+                Ok(receipts) => receipts,
                 Err(error) => {
                     tally.failed_subscribers += 1;
-                    tally.first_error.get_or_insert(error.to_string());
+                    tally.first_error.get_or_insert(error);
                     tally.missed += expected;
                     continue;
                 }
@@ -571,7 +637,7 @@ pub async fn s1(
             Spec {
                 url: plan.servers[i % plan.servers.len()].ws_url(),
                 token: companies[company].token.clone(),
-                query: RUNS_UPDATED,
+                query: RUNS_UPDATED.into(),
                 variables: json!({}),
                 group: company,
             }
@@ -589,6 +655,7 @@ pub async fn s1(
     let rss_idle = procstat::rss_kib(&pids);
     let subscribed = fleet.connected();
     let connect_seconds = fleet.connect_seconds;
+    let processes = fleet.processes;
 
     let window = Window::begin(&pids);
     let reports = reporter
@@ -611,6 +678,7 @@ pub async fn s1(
     let extra = json!({
         "servers": plan.servers.len(),
         "subscribers_connected": subscribed,
+        "subscriber_processes": processes,
         "connect_seconds": connect_seconds,
         "probe_errors": probe_errors,
         "event_interval_ms": interval.as_millis() as u64,
@@ -658,7 +726,7 @@ pub async fn s2(
         .map(|target| Spec {
             url: server.ws_url(),
             token: companies[target.company].token.clone(),
-            query: RUN_UPDATED,
+            query: RUN_UPDATED.into(),
             variables: json!({ "run": target.run_id }),
             group: target.group,
         })
@@ -676,6 +744,7 @@ pub async fn s2(
     let rss_idle = procstat::rss_kib(&pids);
     let subscribed = fleet.connected();
     let connect_seconds = fleet.connect_seconds;
+    let processes = fleet.processes;
     let window = Window::begin(&pids);
     let reports = reporter
         .run(
@@ -695,6 +764,7 @@ pub async fn s2(
     let tally = fleet.finish(&reports, &HashSet::new()).await;
     let extra = json!({
         "subscribers_connected": subscribed,
+        "subscriber_processes": processes,
         "connect_seconds": connect_seconds,
         "event_interval_ms": interval.as_secs_f64() * 1000.0,
         "reports_in_flight": in_flight,

@@ -9,6 +9,7 @@ mod fanout;
 mod load;
 mod mixed;
 mod procstat;
+mod remote;
 mod report;
 mod seed;
 mod servers;
@@ -40,6 +41,9 @@ enum Command {
     All(Options),
     /// Only seed PostgreSQL (as `all` does) and keep it, for profiling a scenario by hand.
     Seed(Options),
+    /// A worker holding subscribers for `all` (specs on stdin); not for use by hand.
+    #[command(hide = true)]
+    Subscribers,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -912,6 +916,7 @@ async fn main() {
     let result = match cli.command {
         Command::All(options) => run_all(options).await,
         Command::Seed(options) => run_seed(options).await,
+        Command::Subscribers => remote::worker().await,
     };
     if let Err(error) = result {
         eprintln!("stepwise-bench: {error} ({error:?})");

@@ -50,7 +50,7 @@ pub async fn run(mix: Mix<'_>) -> Result<Vec<Row>> {
             Spec {
                 url: mix.server.ws_url(),
                 token: mix.companies[company].token.clone(),
-                query: fanout::RUNS_UPDATED_OF_WORKFLOW,
+                query: fanout::RUNS_UPDATED_OF_WORKFLOW.into(),
                 variables: json!({ "w": mix.s1_targets[company].workflow_id }),
                 group: company,
             }

@@ -105,6 +105,18 @@ pub fn reset_peak_rss(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
+/// The current soft limit of open files.
+pub fn nofile_limit() -> u64 {
+    // SAFETY: getrlimit writes into the zeroed struct we pass.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1_024;
+        }
+        limit.rlim_cur
+    }
+}
+
 /// Raises the open-files limit to at least `wanted` (soft and hard, which needs
 /// CAP_SYS_RESOURCE when above the hard limit), else the soft limit to the hard one; the
 /// servers the harness spawns inherit it. Returns the new soft limit.
