@@ -505,10 +505,10 @@ async fn run_all(options: Options) -> Result<()> {
     if nofile < needed {
         eprintln!(
             "warning: the open-files limit is {nofile} and could not be raised to {needed} \
-             (setrlimit above the hard limit needs CAP_SYS_RESOURCE): the harness and each \
-             server hold one socket per subscriber, so about {} subscribers per process is \
-             the most this machine allows; raise the hard limit (`ulimit -Hn`, \
-             `prlimit --nofile`) or lower --subscribers",
+             (setrlimit above the hard limit needs CAP_SYS_RESOURCE): the harness spreads its \
+             subscribers over worker processes, but a server holds one socket per subscriber \
+             of its own, so about {} per server is the most this machine allows; raise the \
+             hard limit (`ulimit -Hn`, `prlimit --nofile`) or lower --subscribers",
             nofile.saturating_sub(200)
         );
     }
