@@ -166,6 +166,10 @@ pub async fn start_stepwise(
     let log = std::fs::File::create(out_dir().join(format!("server-{name}.log")))?;
     let mut command = Command::new(stepwise_binary());
     command
+        // A row's label names its bus and backend: nothing set in the caller's shell may
+        // change them behind its back.
+        .env_remove("STEPWISE_EVENT_BUS")
+        .env_remove("DATABASE_READ_URL")
         .arg("serve")
         .env("DATABASE_URL", database_url)
         .env("STEPWISE_LISTEN", format!("127.0.0.1:{port}"))
@@ -178,8 +182,8 @@ pub async fn start_stepwise(
         // S1 connects thousands of subscribers with one token per company; the default
         // per-user connection cap guards production servers against exactly that.
         .env("STEPWISE_WS_MAX_CONNECTIONS_PER_USER", "1000000")
-        // Every sign-up and start-up comes from 127.0.0.1; the sign-in limiter would
-        // throttle the harness, not an attacker.
+        // Every sign-up comes from 127.0.0.1; the sign-in limiter would throttle the
+        // harness, not an attacker.
         .env("STEPWISE_SIGN_IN_ATTEMPTS_PER_ADDRESS", "0")
         .env("STEPWISE_SIGN_IN_ATTEMPTS_PER_EMAIL", "0")
         // Runs started for a scenario wait through the ones before it; the sweeper must
