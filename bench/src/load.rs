@@ -33,6 +33,9 @@ pub struct Row {
     pub window: WindowFigures,
     /// Anything scenario-specific (S1's delivery figures, ratios...).
     pub extra: Value,
+    /// False when other scenarios ran in the same window (M1): the server CPU is then
+    /// theirs too and is not divided by this row's requests.
+    pub own_window: bool,
 }
 
 impl Row {
@@ -45,6 +48,14 @@ impl Row {
             return 0.0;
         }
         self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    /// Server CPU time per request (per delivery for the fan-out rows), in ms.
+    pub fn server_cpu_ms_per_request(&self) -> Option<f64> {
+        if !self.own_window || self.requests == 0 {
+            return None;
+        }
+        Some(self.window.server_cpu_seconds? * 1000.0 / self.requests as f64)
     }
 
     pub fn to_json(&self) -> Value {
@@ -62,6 +73,8 @@ impl Row {
             "errors": self.errors,
             "first_error": self.first_error,
             "server_cpu_pct": self.window.server_cpu_pct,
+            "server_cpu_seconds": self.window.server_cpu_seconds,
+            "server_cpu_ms_per_request": self.server_cpu_ms_per_request(),
             "server_peak_rss_kib": self.window.server_peak_rss_kib,
             "postgres_cpu_pct": self.window.postgres_cpu_pct,
             "client_cpu_pct": self.window.client_cpu_pct,
@@ -79,14 +92,14 @@ struct WorkerResult {
 }
 
 /// Runs `ops` (one per client) for `warmup`, then measures for `duration`.
-/// `server_pid` is the process whose CPU and peak RSS are reported.
+/// `server_pids` are the processes whose CPU and peak RSS are reported.
 pub async fn run<O: Op>(
     scenario: &str,
     target: &str,
     ops: Vec<O>,
     warmup: Duration,
     duration: Duration,
-    server_pid: Option<u32>,
+    server_pids: &[u32],
 ) -> Row {
     let clients = ops.len();
     let start = Instant::now();
@@ -136,7 +149,7 @@ pub async fn run<O: Op>(
         }));
     }
     tokio::time::sleep_until(measure_from.into()).await;
-    let window = Window::begin(server_pid);
+    let window = Window::begin(server_pids);
     tokio::time::sleep_until(measure_until.into()).await;
     let figures = window.end();
     let mut row = Row {
@@ -149,6 +162,7 @@ pub async fn run<O: Op>(
         latency: histogram(),
         window: figures,
         extra: json!({}),
+        own_window: true,
     };
     for handle in handles {
         match handle.await {

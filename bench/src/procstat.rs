@@ -105,31 +105,66 @@ pub fn reset_peak_rss(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
-/// Raises the soft limit of open files to the hard limit; returns the new soft limit.
-pub fn raise_nofile_limit() -> u64 {
-    // SAFETY: plain syscalls on a struct we own.
+/// The current soft limit of open files.
+pub fn nofile_limit() -> u64 {
+    // SAFETY: getrlimit writes into the zeroed struct we pass.
     unsafe {
         let mut limit: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let wanted = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-                return wanted.rlim_cur;
-            }
+            return 1_024;
         }
         limit.rlim_cur
     }
 }
 
-/// CPU figures over a measurement window.
+/// Raises the open-files limit to at least `wanted` (soft and hard, which needs
+/// CAP_SYS_RESOURCE when above the hard limit), else the soft limit to the hard one; the
+/// servers the harness spawns inherit it. Returns the new soft limit.
+pub fn raise_nofile_limit(wanted: u64) -> u64 {
+    // SAFETY: plain syscalls on structs we own.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur >= wanted {
+            return limit.rlim_cur;
+        }
+        if wanted > limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: wanted,
+                rlim_max: wanted,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return wanted;
+            }
+        }
+        let soft = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 {
+            return soft.rlim_cur;
+        }
+        limit.rlim_cur
+    }
+}
+
+/// user+system CPU seconds of all `pids` together; `None` for no pid.
+fn processes_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    (!pids.is_empty()).then(|| pids.iter().filter_map(|&p| process_cpu_seconds(p)).sum())
+}
+
+/// Current RSS of all `pids` together, in KiB.
+pub fn rss_kib(pids: &[u32]) -> u64 {
+    pids.iter().filter_map(|&p| status_kib(p, "VmRSS:")).sum()
+}
+
+/// CPU figures over a measurement window. Several server pids (instances side by side)
+/// are added up.
 pub struct Window {
     started: Instant,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     server_cpu: f64,
     postgres_cpu: HashMap<u32, f64>,
     client_cpu: f64,
@@ -141,6 +176,8 @@ pub struct WindowFigures {
     pub seconds: f64,
     /// Share of one core, in percent.
     pub server_cpu_pct: Option<f64>,
+    /// CPU seconds the server(s) used in the window.
+    pub server_cpu_seconds: Option<f64>,
     pub postgres_cpu_pct: f64,
     pub client_cpu_pct: f64,
     /// Share of the whole machine that was busy, in percent.
@@ -149,14 +186,14 @@ pub struct WindowFigures {
 }
 
 impl Window {
-    pub fn begin(server_pid: Option<u32>) -> Self {
-        if let Some(pid) = server_pid {
+    pub fn begin(server_pids: &[u32]) -> Self {
+        for &pid in server_pids {
             reset_peak_rss(pid);
         }
         Self {
             started: Instant::now(),
-            server_pid,
-            server_cpu: server_pid.and_then(process_cpu_seconds).unwrap_or(0.0),
+            server_pids: server_pids.to_vec(),
+            server_cpu: processes_cpu_seconds(server_pids).unwrap_or(0.0),
             postgres_cpu: postgres_cpu_seconds(),
             client_cpu: self_cpu_seconds(),
             machine: machine_jiffies(),
@@ -167,11 +204,12 @@ impl Window {
         let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
         let (busy, total) = machine_jiffies();
         let (busy0, total0) = self.machine;
+        let server_cpu_seconds =
+            processes_cpu_seconds(&self.server_pids).map(|c| (c - self.server_cpu).max(0.0));
         WindowFigures {
             seconds,
-            server_cpu_pct: self.server_pid.and_then(|pid| {
-                process_cpu_seconds(pid).map(|c| (c - self.server_cpu) / seconds * 100.0)
-            }),
+            server_cpu_pct: server_cpu_seconds.map(|c| c / seconds * 100.0),
+            server_cpu_seconds,
             postgres_cpu_pct: postgres_delta(&self.postgres_cpu, &postgres_cpu_seconds()) / seconds
                 * 100.0,
             client_cpu_pct: (self_cpu_seconds() - self.client_cpu) / seconds * 100.0,
@@ -180,7 +218,12 @@ impl Window {
             } else {
                 0.0
             },
-            server_peak_rss_kib: self.server_pid.and_then(|pid| status_kib(pid, "VmHWM:")),
+            server_peak_rss_kib: (!self.server_pids.is_empty()).then(|| {
+                self.server_pids
+                    .iter()
+                    .filter_map(|&pid| status_kib(pid, "VmHWM:"))
+                    .sum()
+            }),
         }
     }
 }

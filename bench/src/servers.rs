@@ -89,6 +89,26 @@ impl Server {
         format!("ws://127.0.0.1:{}/graphql/ws", self.port)
     }
 
+    /// Ready does not wait for the event bus (NATS may still be connecting); events written
+    /// before it is up would reach no other instance.
+    async fn wait_event_bus_up(&self) -> Result<Value> {
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let body: Value =
+                serde_json::from_slice(&client.get(&url).send().await?.bytes().await?)?;
+            let state = &body["eventBus"]["state"];
+            if state.is_null() || state == "up" {
+                return Ok(body["eventBus"].clone());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the event bus is not up after 30 s: {body}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         // SIGTERM first so the server shuts down cleanly; then make sure.
         // SAFETY: kill(2) on the pid of our own child.
@@ -123,20 +143,58 @@ async fn wait_http_ok(url: &str, child: &mut Child, what: &str) -> Result<()> {
     }
 }
 
-/// Starts `stepwise serve` on `database_url` and waits until /readyz answers.
-pub async fn start_stepwise(name: &str, database_url: &str, pool_size: usize) -> Result<Server> {
+/// The soft "Max open files" of a process, from /proc/<pid>/limits.
+fn open_files_limit(pid: u32) -> Option<String> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3).map(str::to_owned)
+}
+
+/// The JetStream stream of the bench servers: not the default one, so the machine's other
+/// users of its NATS (tests, other instances) neither see nor feed the bench's events.
+pub const NATS_STREAM: &str = "stepwise_bench_events";
+
+/// Starts `stepwise serve` on `database_url` and waits until /readyz answers. `env` adds
+/// to (or overrides) the bench settings, e.g. `STEPWISE_EVENT_BUS`.
+pub async fn start_stepwise(
+    name: &str,
+    database_url: &str,
+    pool_size: usize,
+    env: &[(&str, &str)],
+) -> Result<Server> {
     let port = free_port()?;
     let log = std::fs::File::create(out_dir().join(format!("server-{name}.log")))?;
-    let mut child = Command::new(stepwise_binary())
+    let mut command = Command::new(stepwise_binary());
+    command
+        // A row's label names its bus and backend: nothing set in the caller's shell may
+        // change them behind its back.
+        .env_remove("STEPWISE_EVENT_BUS")
+        .env_remove("DATABASE_READ_URL")
         .arg("serve")
         .env("DATABASE_URL", database_url)
         .env("STEPWISE_LISTEN", format!("127.0.0.1:{port}"))
         .env("DATABASE_POOL_SIZE", pool_size.to_string())
         .env("JWT_SECRET", JWT_SECRET)
+        // Access tokens live 15 minutes by default, and a WebSocket closes when its token
+        // expires: a full run takes longer than that.
+        .env("JWT_TTL_SECONDS", "604800")
         .env("RUST_LOG", "warn")
         // S1 connects thousands of subscribers with one token per company; the default
         // per-user connection cap guards production servers against exactly that.
         .env("STEPWISE_WS_MAX_CONNECTIONS_PER_USER", "1000000")
+        // Every sign-up comes from 127.0.0.1; the sign-in limiter would throttle the
+        // harness, not an attacker.
+        .env("STEPWISE_SIGN_IN_ATTEMPTS_PER_ADDRESS", "0")
+        .env("STEPWISE_SIGN_IN_ATTEMPTS_PER_EMAIL", "0")
+        // Runs started for a scenario wait through the ones before it; the sweeper must
+        // not time them out meanwhile.
+        .env("STEPWISE_RUN_TIMEOUT_SECONDS", "86400")
+        .env("STEPWISE_BLOB_STORE", out_dir().join("blobs"))
+        .env("STEPWISE_NATS_STREAM", NATS_STREAM);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -149,7 +207,13 @@ pub async fn start_stepwise(name: &str, database_url: &str, pool_size: usize) ->
         "stepwise serve",
     )
     .await?;
-    Ok(Server { child, pid, port })
+    let server = Server { child, pid, port };
+    let bus = server.wait_event_bus_up().await?;
+    eprintln!(
+        "started stepwise {name} (pid {pid}, port {port}, event bus {bus}, open files {})",
+        open_files_limit(pid).unwrap_or_else(|| "?".into())
+    );
+    Ok(server)
 }
 
 fn postgraphile_dir() -> PathBuf {
