@@ -217,11 +217,14 @@ async fn load_kind(
             })
             .collect(),
         Kind::Step => {
-            let mut nodes = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(step) = Step::load_optional(ctx, Some(&id)).await? {
-                    nodes.push((id, Node::Step(step)));
-                }
+            // Side by side, so the request's batch loader reads them in one statement.
+            let loads = ids.into_iter().map(|id| async move {
+                let step = Step::load_optional(ctx, Some(&id)).await;
+                step.map(|step| step.map(|step| (id, Node::Step(step))))
+            });
+            let mut nodes = Vec::new();
+            for loaded in join_all(loads).await {
+                nodes.extend(loaded?);
             }
             nodes
         }
@@ -331,12 +334,14 @@ async fn load_kind(
             .collect(),
         // `Workflow.shareLinks` shows a workflow's links only to those who manage it.
         Kind::ShareLink => {
-            let mut nodes = Vec::with_capacity(ids.len());
-            for row in domain::share_link::find_many(db, tenant, &ids).await? {
-                if super::share::access(ctx, &row.workflow_id)
-                    .await?
-                    .can_manage()
-                {
+            let rows = domain::share_link::find_many(db, tenant, &ids).await?;
+            let checks = rows.into_iter().map(|row| async move {
+                let access = super::share::access(ctx, &row.workflow_id).await;
+                access.map(|access| access.can_manage().then_some(row))
+            });
+            let mut nodes = Vec::new();
+            for checked in join_all(checks).await {
+                if let Some(row) = checked? {
                     let viewer = viewer.clone();
                     nodes.push((row.id.clone(), Node::ShareLink(ShareLink { row, viewer })));
                 }
