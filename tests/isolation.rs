@@ -225,7 +225,7 @@ const ROOT_CASES: &[(&str, &str)] = &[
     ),
     (
         "Query.node",
-        "every id of A's (company, users, workflows, steps, screenshots, runs, logs, notifications): null + NOT_FOUND, same as a missing id",
+        "every id of A's (every Node type, see NODE_CASES): null + NOT_FOUND, same as a missing id; A's PUBLIC template only as the catalogue shows it",
     ),
     (
         "Query.nodes",
@@ -320,7 +320,88 @@ const NODE_FIELDS: &str = "__typename id \
      ... on Company { name settings } ... on User { email name } \
      ... on Workflow { name description tags } ... on Step { fieldLabel instruction selectors } \
      ... on Screenshot { hash } ... on Run { status error } \
-     ... on HealthLog { status errorMessage } ... on Notification { title message }";
+     ... on HealthLog { status errorMessage } ... on Notification { title message } \
+     ... on ApiKey { name prefix } ... on Session { userAgent clientAddress } \
+     ... on AuditEntry { actorLabel targetId summary } ... on Schedule { name cron } \
+     ... on Webhook { name url } ... on WorkflowVersion { name tags } \
+     ... on Project { name description } ... on WorkflowShare { permission } \
+     ... on ShareLink { accessCount } ... on WorkflowTemplate { name description } \
+     ... on TemplateScreenshot { contentType width }";
+
+/// Every type implementing `Node`, with the test that asks `node(id:)` for one of A's
+/// objects of that type as company B (null + NOT_FOUND like a missing id; for the public
+/// template catalogue, what `template(id:)` shows and no more). The schema test fails when
+/// a `Node` type is missing here, and each test checks that it met every type it lists.
+const NODE_CASES: &[(&str, &str)] = &[
+    ("Company", MAIN),
+    ("User", MAIN),
+    ("Workflow", MAIN),
+    ("Step", MAIN),
+    ("Screenshot", MAIN),
+    ("Run", MAIN),
+    ("HealthLog", MAIN),
+    ("Notification", MAIN),
+    ("ApiKey", MAIN),
+    ("Session", MAIN),
+    ("AuditEntry", MAIN),
+    ("Schedule", MAIN),
+    ("Webhook", MAIN),
+    ("WorkflowVersion", LIFECYCLE),
+    ("Project", LIFECYCLE),
+    ("WorkflowShare", LIFECYCLE),
+    ("ShareLink", LIFECYCLE),
+    ("WorkflowTemplate", LIFECYCLE),
+    ("TemplateScreenshot", LIFECYCLE),
+];
+const MAIN: &str = "company_b_cannot_see_or_touch_company_a";
+const LIFECYCLE: &str = "company_b_cannot_see_or_touch_company_a_lifecycle";
+
+/// Asks `node(id:)` for A's `id` as its owner (`owner_token`), which must find it, and as
+/// B, which must get null + NOT_FOUND exactly like a missing id; answers the type found.
+async fn a_node_like_missing(
+    server: &TestServer,
+    world: &World,
+    owner_token: &str,
+    id: &str,
+) -> String {
+    let owner = server
+        .gql(
+            "query($id: ID!) { node(id: $id) { __typename id } }",
+            json!({ "id": id }),
+            Some(owner_token),
+        )
+        .await;
+    assert_eq!(
+        owner["data"]["node"]["id"], id,
+        "A finds its own {id}: {owner:#}"
+    );
+    let node_query = format!("query($id: ID!) {{ node(id: $id) {{ {NODE_FIELDS} }} }}");
+    like_missing(
+        server,
+        world,
+        &world.b.admin_token,
+        &node_query,
+        "node",
+        |id| json!({ "id": id }),
+        id,
+    )
+    .await;
+    str_field(&owner["data"]["node"], "__typename")
+}
+
+/// Fails unless `met` holds every `Node` type [`NODE_CASES`] gives to `test`.
+#[track_caller]
+fn assert_node_types_met(test: &str, met: &BTreeSet<String>) {
+    let missing: Vec<&str> = NODE_CASES
+        .iter()
+        .filter(|(t, owner)| *owner == test && !met.contains(*t))
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{test}: node(id:) never tried with A's {missing:?}"
+    );
+}
 
 /// The root fields of the workflow lifecycle (issue 14), run by
 /// `company_b_cannot_see_or_touch_company_a_lifecycle`.
@@ -581,6 +662,33 @@ async fn every_schema_field_has_an_isolation_case() {
                 "{key} is in the isolation tables but not reachable in the schema"
             ));
         }
+    }
+    // Every object with an id is a Node, and every Node type has its node(id:) case.
+    let node_types: BTreeSet<String> = ok(
+        &server,
+        &token,
+        "{ __type(name: \"Node\") { possibleTypes { name } } }",
+        json!({}),
+    )
+    .await["__type"]["possibleTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| str_field(t, "name"))
+        .collect();
+    for (name, (kind, fields)) in &types {
+        let has_id = fields.iter().any(|(field, target_kind, target)| {
+            field == "id" && target_kind == "SCALAR" && target == "ID"
+        });
+        if kind == "OBJECT" && has_id && !name.starts_with("__") && !node_types.contains(name) {
+            missing.push(format!("{name} has an id but does not implement Node"));
+        }
+    }
+    let node_cases: BTreeSet<String> = NODE_CASES.iter().map(|(t, _)| (*t).to_owned()).collect();
+    for name in node_types.symmetric_difference(&node_cases) {
+        missing.push(format!(
+            "Node type {name} is not in NODE_CASES, or NODE_CASES names a type that is not a Node"
+        ));
     }
     assert!(
         missing.is_empty(),
@@ -2346,19 +2454,33 @@ async fn company_b_cannot_see_or_touch_company_a(backend: Backend) {
     queue_cases(&server, &w, &q, &mut covered).await;
     // ----- Relay's node lookup --------------------------------------------------------
 
-    let node_query = format!("query($id: ID!) {{ node(id: $id) {{ {NODE_FIELDS} }} }}");
+    let mut node_types = BTreeSet::new();
     for id in w.a_ids() {
-        like_missing(
-            &server,
-            &w,
-            tb,
-            &node_query,
-            "node",
-            |id| json!({ "id": id }),
-            &id,
-        )
-        .await;
+        node_types.insert(a_node_like_missing(&server, &w, &w.a.admin_token, &id).await);
     }
+    // A's sessions (each only its owner finds), audit entries and run-queue objects.
+    for token in [&w.a.admin_token, &w.a.member_token] {
+        let sessions = ok(&server, token, "{ sessions { id current } }", json!({})).await;
+        for session in sessions["sessions"].as_array().unwrap() {
+            let id = str_field(session, "id");
+            node_types.insert(a_node_like_missing(&server, &w, token, &id).await);
+        }
+    }
+    let a_audit = ok(
+        &server,
+        &w.a.admin_token,
+        "{ auditLog(first: 3) { nodes { id } } }",
+        json!({}),
+    )
+    .await;
+    for entry in a_audit["auditLog"]["nodes"].as_array().unwrap() {
+        let id = str_field(entry, "id");
+        node_types.insert(a_node_like_missing(&server, &w, &w.a.admin_token, &id).await);
+    }
+    for id in [&q.a_queued, &q.a_schedule, &q.a_webhook] {
+        node_types.insert(a_node_like_missing(&server, &w, &w.a.admin_token, id).await);
+    }
+    assert_node_types_met(MAIN, &node_types);
     covered.insert("Query.node");
     let b_ids = [
         w.b.company_id.as_str(),
@@ -3552,6 +3674,59 @@ async fn company_b_cannot_see_or_touch_company_a_lifecycle(backend: Backend) {
     let resp = b_list(&server, &w, "mutation($id: ID!) { rateTemplate(templateId: $id, stars: 4) { viewerRating ratingCount } }", json!({ "id": public_id }), "rating A's PUBLIC template", &[]).await;
     assert_eq!(resp["data"]["rateTemplate"]["viewerRating"], 4);
     covered.insert("Mutation.rateTemplate");
+
+    // Relay's node lookup with A's lifecycle ids: like missing ones, except A's PUBLIC
+    // template and the screenshot copies it includes, which B reads exactly as the
+    // catalogue (`template(id:)`) shows them.
+    let mut node_types = BTreeSet::new();
+    for id in &a_extra {
+        if *id == recipe_shot || *id == recipe_step || *id == recipe_id {
+            continue; // a workflow, step and screenshot: the main test's kinds
+        }
+        node_types.insert(a_node_like_missing(&server, &w, ta, id).await);
+    }
+    let template_fields = "__typename id ... on WorkflowTemplate { name isOwn createdBy { id } \
+         sourceWorkflow { id } sourceVersion steps { fieldLabel screenshot { id contentType } } }";
+    let by_node = ok(
+        &server,
+        tb,
+        &format!("query($id: ID!) {{ node(id: $id) {{ {template_fields} }} }}"),
+        json!({ "id": public_id }),
+    )
+    .await;
+    let by_field = ok(
+        &server,
+        tb,
+        &format!("query($id: ID!) {{ template(id: $id) {{ {template_fields} }} }}"),
+        json!({ "id": public_id }),
+    )
+    .await;
+    assert_eq!(
+        by_node["node"], by_field["template"],
+        "A's PUBLIC template by node"
+    );
+    no_leak(
+        &json!({ "data": by_node }),
+        &[],
+        "A's PUBLIC template by node",
+    );
+    node_types.insert(str_field(&by_node["node"], "__typename"));
+    let public_shot = str_field(&by_node["node"]["steps"][0]["screenshot"], "id");
+    let shot_node = ok(
+        &server,
+        tb,
+        &format!("query($id: ID!) {{ node(id: $id) {{ {NODE_FIELDS} }} }}"),
+        json!({ "id": public_shot }),
+    )
+    .await;
+    no_leak(
+        &json!({ "data": shot_node }),
+        &[],
+        "A's PUBLIC template's screenshot by node",
+    );
+    assert_eq!(shot_node["node"]["id"], public_shot.as_str());
+    node_types.insert(str_field(&shot_node["node"], "__typename"));
+    assert_node_types_met(LIFECYCLE, &node_types);
 
     let expected: BTreeSet<&str> = LIFECYCLE_ROOT_CASES
         .iter()

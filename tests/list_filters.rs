@@ -1,6 +1,6 @@
 //! The list filters a frontend needs, each paged in both directions: `runs` (status,
-//! workflow, started by, start window, newest or oldest first; the older `workflowId` and
-//! `status` arguments still work), `notifications` (unread, severity, workflow, backward
+//! workflow, project, started by, start window, newest or oldest first; the older
+//! `workflowId` and `status` arguments still work), `notifications` (unread, severity, workflow, backward
 //! paging), `healthLogs` (step, at the root and under a workflow), `members` (paging and
 //! search) and `workflows(filter: { tags, tagsMatch })`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use chrono::{NaiveDateTime, TimeDelta};
 use common::fixtures::{Team, create_workflow, edge_ids, ok, step_ids, team};
 use common::history::{SeedLog, SeedNote, SeedRun, base_plus, insert_all};
+use common::lifecycle::{create_project, set_visibility, share, try_move_workflow};
 use common::runs::assert_bad_input;
 use common::{Backend, PASSWORD, TestServer, str_field};
 use serde_json::{Value, json};
@@ -344,6 +345,171 @@ async fn runs_filter_and_page_in_both_orders(backend: Backend) {
         "different list or ordering",
         "a NEWEST cursor with OLDEST",
     );
+}
+
+both_backends!(runs_filter_by_project);
+async fn runs_filter_by_project(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let world = run_world(&server).await;
+    let acme = &world.team;
+    let project = create_project(&server, &acme.admin_token, "Finance").await;
+    let empty_project = create_project(&server, &acme.admin_token, "Empty").await;
+    let moved = try_move_workflow(
+        &server,
+        &acme.admin_token,
+        &world.workflows[0],
+        Some(&project),
+    )
+    .await;
+    assert!(moved["errors"].is_null(), "{moved:#}");
+    // A RESTRICTED workflow of the project, with runs the member may not see.
+    let secret = create_workflow(
+        &server,
+        &acme.admin_token,
+        json!({ "name": "Secret payouts", "projectId": project }),
+    )
+    .await;
+    let secret = str_field(&secret, "id");
+    set_visibility(&server, &acme.admin_token, &secret, "RESTRICTED").await;
+    // Another company's project holding a workflow with runs.
+    let globex = team(&server, "Globex").await;
+    let foreign_project = create_project(&server, &globex.admin_token, "Finance").await;
+    let foreign = create_workflow(
+        &server,
+        &globex.admin_token,
+        json!({ "name": "Their invoices", "projectId": foreign_project }),
+    )
+    .await;
+    let foreign = str_field(&foreign, "id");
+    let mut extra = Vec::new();
+    for i in 0..4i64 {
+        let at = base_plus(3_600 * 24 * 50 + i * 60);
+        extra.push(SeedRun::new(
+            &acme.company_id,
+            &secret,
+            "succeeded",
+            at,
+            500,
+        ));
+        extra.push(SeedRun::new(
+            &globex.company_id,
+            &foreign,
+            "failed",
+            at,
+            500,
+        ));
+    }
+    insert_all(&server, &extra.iter().map(SeedRun::sql).collect::<Vec<_>>()).await;
+
+    let query = runs_query();
+    let of = |workflows: &[&str], statuses: &[&str]| -> Vec<String> {
+        let rows: Vec<&SeedRun> = world
+            .runs
+            .iter()
+            .chain(&extra)
+            .filter(|r| workflows.contains(&r.workflow_id.as_str()))
+            .filter(|r| statuses.is_empty() || statuses.contains(&r.status))
+            .collect();
+        sorted_ids(&rows, |r| (r.created_at, r.id.clone()), true)
+    };
+    let wf0 = world.workflows[0].as_str();
+    let unknown = common::fixtures::new_id();
+    let cases: Vec<(&str, &str, Value, Vec<String>)> = vec![
+        (
+            "member: the project's runs, not the restricted workflow's",
+            &acme.member_token,
+            json!({ "projectId": project }),
+            of(&[wf0], &[]),
+        ),
+        (
+            "admin: every workflow of the project",
+            &acme.admin_token,
+            json!({ "projectId": project }),
+            of(&[wf0, &secret], &[]),
+        ),
+        (
+            "with a status",
+            &acme.admin_token,
+            json!({ "projectId": project, "status": ["SUCCEEDED"] }),
+            of(&[wf0, &secret], &["succeeded"]),
+        ),
+        (
+            "with a workflow outside the project",
+            &acme.admin_token,
+            json!({ "projectId": project, "workflowId": world.workflows[1] }),
+            vec![],
+        ),
+        (
+            "a project without workflows",
+            &acme.admin_token,
+            json!({ "projectId": empty_project }),
+            vec![],
+        ),
+        (
+            "another company's project",
+            &acme.admin_token,
+            json!({ "projectId": foreign_project }),
+            vec![],
+        ),
+        (
+            "the other company asking for ours",
+            &globex.admin_token,
+            json!({ "projectId": project }),
+            vec![],
+        ),
+        (
+            "an unknown project",
+            &acme.admin_token,
+            json!({ "projectId": unknown }),
+            vec![],
+        ),
+        (
+            "the other company's own project",
+            &globex.member_token,
+            json!({ "projectId": foreign_project }),
+            of(&[&foreign], &[]),
+        ),
+    ];
+    for (what, token, filter, expected) in &cases {
+        check_list(
+            &server,
+            token,
+            &query,
+            "/runs",
+            json!({ "filter": filter, "order": "NEWEST" }),
+            expected,
+            &format!("runs by project: {what}"),
+        )
+        .await;
+    }
+    // Shared with the member, the restricted workflow's runs join the member's list.
+    share(&server, &acme.admin_token, &secret, &acme.member_id, "VIEW").await;
+    check_list(
+        &server,
+        &acme.member_token,
+        &query,
+        "/runs",
+        json!({ "filter": { "projectId": project }, "order": "OLDEST" }),
+        &of(&[wf0, &secret], &[])
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>(),
+        "runs by project: shared with the member",
+    )
+    .await;
+    // The project a workflow is in now decides, not where it was when it ran.
+    let moved = try_move_workflow(&server, &acme.admin_token, wf0, None).await;
+    assert!(moved["errors"].is_null(), "{moved:#}");
+    check_list(
+        &server,
+        &acme.member_token,
+        &query,
+        "/runs",
+        json!({ "filter": { "projectId": project }, "order": "NEWEST" }),
+        &of(&[&secret], &[]),
+        "runs by project: after moving a workflow out",
+    )
+    .await;
 }
 
 fn iso(at: NaiveDateTime) -> String {

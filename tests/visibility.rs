@@ -243,7 +243,10 @@ const ROOT_CASES: &[(&str, &str)] = &[
     ("Query.schedules", "of R: NOT_FOUND like a missing workflow"),
     ("Query.webhook", "R's webhook: NOT_FOUND like a missing one"),
     ("Query.webhooks", "of R: NOT_FOUND like a missing workflow"),
-    ("Query.node", "R's ids of every kind: like missing ids"),
+    (
+        "Query.node",
+        "R's ids of every kind (versions, shares, links, schedules, webhooks, queued runs too): like missing ids; links only for R's managers",
+    ),
     ("Query.nodes", "R's ids of every kind: like missing ids"),
     ("Mutation.enqueueRun", "R: NOT_FOUND; VIEW: FORBIDDEN"),
     (
@@ -2568,6 +2571,63 @@ async fn the_run_queue_respects_restriction(backend: Backend) {
         )
         .await;
     }
+    // What hangs off R and came with the lifecycle and the queue: like missing ids too.
+    for id in w.r_versions.iter().chain(&w.r_shares).chain([
+        &w.r_link,
+        &r_schedule,
+        &r_webhook,
+        &r_queued,
+        &r_retry,
+    ]) {
+        like_missing_q(
+            "query($id: ID!) { node(id: $id) { id __typename } }",
+            &by,
+            id,
+            "NOT_FOUND",
+        )
+        .await;
+    }
+    // Shared with VIEW, R's versions and shares are there; its public links only for those
+    // who manage R (its creator, admins), as `Workflow.shareLinks` shows them.
+    let kind = async |token: &str, id: &str| {
+        let resp = server
+            .gql(
+                "query($id: ID!) { node(id: $id) { id __typename } }",
+                by(id),
+                Some(token),
+            )
+            .await;
+        resp["data"]["node"]["__typename"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    for id in w.r_versions.iter().take(2) {
+        assert_eq!(kind(v, id).await.as_deref(), Some("WorkflowVersion"));
+    }
+    assert_eq!(
+        kind(v, &w.r_shares[0]).await.as_deref(),
+        Some("WorkflowShare")
+    );
+    assert_eq!(kind(v, &r_schedule).await.as_deref(), Some("Schedule"));
+    assert_eq!(
+        kind(v, &w.r_link).await,
+        None,
+        "a VIEW share does not manage R"
+    );
+    assert_eq!(kind(c, &w.r_link).await.as_deref(), Some("ShareLink"));
+    assert_eq!(kind(admin, &w.r_link).await.as_deref(), Some("ShareLink"));
+    // The template published from R stays readable, as `template(id:)` shows it.
+    let template = ok(
+        &server,
+        m,
+        "query($id: ID!) { node(id: $id) { ... on WorkflowTemplate { id sourceWorkflow { id } sourceVersion } } }",
+        by(&w.template),
+    )
+    .await;
+    assert_eq!(
+        template["node"],
+        json!({ "id": w.template, "sourceWorkflow": null, "sourceVersion": null })
+    );
     let nodes = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }";
     let resp = server
         .gql(nodes, json!({ "ids": [r, w.open] }), Some(m))

@@ -213,6 +213,17 @@ pub async fn list(db: &Db, tenant: &Tenant, include_revoked: bool) -> AppResult<
     .await
 }
 
+/// The tenant's keys among `ids`, revoked and expired ones too (others are absent).
+pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Vec<ApiKey>> {
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.api_keys()
+            .filter(api_keys::id.eq_any(ids))
+            .select(ApiKey::columns()),
+    )
+    .await
+}
+
 /// The key whose secret hashes to `secret_hash`, in whichever company holds it. Unscoped on
 /// purpose: the secret is what tells which company is calling.
 pub async fn by_secret_hash(db: &Db, secret_hash: &str) -> AppResult<Option<ApiKey>> {

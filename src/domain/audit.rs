@@ -369,6 +369,17 @@ pub async fn list(
     Ok(Page::from_scan(rows, page))
 }
 
+/// The tenant's entries among `ids` (others are absent).
+pub async fn find_many(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Vec<AuditEntry>> {
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.audit_log()
+            .filter(audit_log::id.eq_any(ids))
+            .select(AuditEntry::columns()),
+    )
+    .await
+}
+
 /// How many of the tenant's entries match `filter`.
 pub async fn count(db: &Db, tenant: &Tenant, filter: &AuditFilter) -> AppResult<i64> {
     let mut tx = db.read(tenant).await?;

@@ -3,7 +3,13 @@
 //! id needs no type prefix; a lookup probes each table's primary key within the company in
 //! one statement ([`Tx::tables_holding`](crate::db::Tx::tables_holding)), then the caller
 //! loads the object through the same lookup its typed field uses, so whatever that lookup
-//! enforces (the company, restricted visibility) holds for `node` too.
+//! enforces (the company, restricted visibility, admins only, the member's own sessions)
+//! holds for `node` too. The probe only says where an id lives; it never decides what the
+//! viewer may read.
+//!
+//! One read path crosses companies: the public template catalogue. An id the company does
+//! not hold may still be a published PUBLIC template of another company (or a screenshot
+//! one includes), found through the catalogue's own lookups, which read nothing else.
 //!
 //! Adding an entity: one line in [`KINDS`] (and its variant in [`Kind`]), and one arm in
 //! `graphql/node.rs`.
@@ -11,7 +17,11 @@
 use std::collections::HashMap;
 
 use super::Tenant;
-use crate::db::schema::{health_logs, notifications, runs, screenshots, steps, users, workflows};
+use crate::db::schema::{
+    api_keys, audit_log, health_logs, notifications, projects, runs, schedules, screenshots,
+    sessions, steps, template_screenshots, users, webhooks, workflow_share_links, workflow_shares,
+    workflow_templates, workflow_versions, workflows,
+};
 use crate::db::{Db, TableName};
 use crate::error::AppResult;
 
@@ -26,6 +36,17 @@ pub enum Kind {
     Run,
     HealthLog,
     Notification,
+    ApiKey,
+    Session,
+    AuditEntry,
+    Schedule,
+    Webhook,
+    Version,
+    Project,
+    Share,
+    ShareLink,
+    Template,
+    TemplateScreenshot,
 }
 
 /// Each kind with the tenant table its rows live in.
@@ -37,10 +58,27 @@ const KINDS: &[(Kind, TableName)] = &[
     (Kind::Run, TableName::of::<runs::table>()),
     (Kind::HealthLog, TableName::of::<health_logs::table>()),
     (Kind::Notification, TableName::of::<notifications::table>()),
+    (Kind::ApiKey, TableName::of::<api_keys::table>()),
+    (Kind::Session, TableName::of::<sessions::table>()),
+    (Kind::AuditEntry, TableName::of::<audit_log::table>()),
+    (Kind::Schedule, TableName::of::<schedules::table>()),
+    (Kind::Webhook, TableName::of::<webhooks::table>()),
+    (Kind::Version, TableName::of::<workflow_versions::table>()),
+    (Kind::Project, TableName::of::<projects::table>()),
+    (Kind::Share, TableName::of::<workflow_shares::table>()),
+    (
+        Kind::ShareLink,
+        TableName::of::<workflow_share_links::table>(),
+    ),
+    (Kind::Template, TableName::of::<workflow_templates::table>()),
+    (
+        Kind::TemplateScreenshot,
+        TableName::of::<template_screenshots::table>(),
+    ),
 ];
 
-/// The kind of each of `ids` the tenant has; others (missing, or another company's) are
-/// absent alike.
+/// The kind of each of `ids` the tenant has, or may read in the public template
+/// catalogue; others (missing, or another company's) are absent alike.
 pub async fn kinds_of(
     db: &Db,
     tenant: &Tenant,
@@ -50,10 +88,26 @@ pub async fn kinds_of(
         return Ok(HashMap::new());
     }
     let tables: Vec<TableName> = KINDS.iter().map(|(_, table)| *table).collect();
-    let mut tx = db.read(tenant).await?;
-    let held = tx.tables_holding(&tables, ids).await?;
-    Ok(held
+    let held = {
+        let mut tx = db.read(tenant).await?;
+        tx.tables_holding(&tables, ids).await?
+    };
+    let mut kinds: HashMap<String, Kind> = held
         .into_iter()
         .filter_map(|(index, id)| Some((id, KINDS.get(index)?.0)))
-        .collect())
+        .collect();
+    let elsewhere: Vec<String> = ids
+        .iter()
+        .filter(|id| !kinds.contains_key(*id))
+        .cloned()
+        .collect();
+    if !elsewhere.is_empty() {
+        for template in super::template::find_many(db, tenant, &elsewhere).await? {
+            kinds.insert(template.id, Kind::Template);
+        }
+        for shot in super::template::screenshots_of(db, tenant, &elsewhere).await? {
+            kinds.insert(shot.id, Kind::TemplateScreenshot);
+        }
+    }
+    Ok(kinds)
 }

@@ -392,6 +392,25 @@ pub async fn list(db: &Db, tenant: &Tenant, user_id: &str) -> AppResult<Vec<Sess
     .await
 }
 
+/// The sessions among `ids` that are `user_id`'s and have not ended: what [`list`] could
+/// show them; anyone else's are absent, as if they did not exist.
+pub async fn find_many_of(
+    db: &Db,
+    tenant: &Tenant,
+    user_id: &str,
+    ids: &[String],
+) -> AppResult<Vec<Session>> {
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.sessions()
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::id.eq_any(ids))
+            .filter(sessions::expires_at.gt(now()))
+            .select(Session::columns()),
+    )
+    .await
+}
+
 /// What the credential check needs to know of a session: whether it exists for this
 /// member, until when, when it was last used, and the member's role now.
 #[derive(Debug, Clone)]

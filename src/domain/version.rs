@@ -432,6 +432,17 @@ pub async fn count(db: &Db, tenant: &Tenant, workflow_id: &str) -> AppResult<i64
     .await
 }
 
+/// The versions among `ids` of workflows the tenant's member sees (others are absent).
+pub async fn find_by_ids(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Vec<Version>> {
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.workflow_versions()
+            .filter(workflow_versions::id.eq_any(ids))
+            .select(Version::columns()),
+    )
+    .await
+}
+
 /// The versions named by (workflow id, number) among `keys` that the tenant sees.
 pub async fn find_many(
     db: &Db,

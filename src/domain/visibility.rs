@@ -452,6 +452,17 @@ pub async fn shares_of(db: &Db, tenant: &Tenant, workflow_ids: &[String]) -> App
     .await
 }
 
+/// The shares among `ids` of workflows the tenant's member sees (others are absent).
+pub async fn find_shares(db: &Db, tenant: &Tenant, ids: &[String]) -> AppResult<Vec<Share>> {
+    let mut tx = db.read(tenant).await?;
+    tx.load(
+        tx.workflow_shares()
+            .filter(workflow_shares::id.eq_any(ids))
+            .select(Share::columns()),
+    )
+    .await
+}
+
 /// Who sees one workflow, for deciding whether an event about it may reach a subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readers {

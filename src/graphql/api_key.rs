@@ -31,7 +31,7 @@ pub struct ApiKey {
 #[Object]
 impl ApiKey {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

@@ -97,13 +97,13 @@ pub enum AuditTargetType {
 }
 
 /// One recorded action.
-pub struct AuditEntry(domain::audit::AuditEntry);
+pub struct AuditEntry(pub domain::audit::AuditEntry);
 
 /// One recorded action: who, what, to what, when and from where.
 #[Object]
 impl AuditEntry {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
 

@@ -3,26 +3,40 @@
 //!
 //! Ids stay as they are (UUIDv7 strings, unique across every table): `domain::node` finds
 //! which table holds an id with one primary-key probe per table, in one statement, and the
-//! object is then loaded by the same batch loader (and so the same domain lookup) its typed
-//! field uses. Another company's id is answered exactly like a missing one: `null` with
-//! NOT_FOUND.
+//! objects of each kind are then loaded together by the same lookup (batch loader or
+//! domain query) their ordinary field uses, with the same rule on top: API keys and audit
+//! entries for admins only, sessions only the caller's own, public links only for those
+//! who manage the workflow, restricted workflows' versions and shares only for those who
+//! see it, other companies' templates only as the public catalogue shows them. Anything
+//! the viewer may not read is answered exactly like a missing id: `null` with NOT_FOUND.
+//! (EXECUTOR API keys cannot ask at all: `node` is not on their allow-list.)
 //!
-//! Adding an entity: a variant in [`Node`], an arm in [`load`], and its line in
+//! Adding an entity: a variant in [`Node`], an arm in [`load_kind`], and its line in
 //! `domain::node::KINDS`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::{Context, ID, Interface, Object, PathSegment, ServerError};
 use futures_util::future::join_all;
 
+use super::api_key::ApiKey;
+use super::audit::AuditEntry;
 use super::company::{Company, TenantCompany};
 use super::context::ContextExt as _;
 use super::health_log::{HealthLog, HealthLogById};
 use super::notification::{Notification, NotificationById};
+use super::project::{Project, ProjectById};
 use super::run::{Run, RunById};
+use super::schedule::{Schedule, ScheduleById};
 use super::screenshot::{Screenshot, ScreenshotById};
+use super::session::Session;
+use super::share::{ShareLink, WorkflowShare};
 use super::step::Step;
+use super::template::{TemplateScreenshot, TemplateScreenshotById, WorkflowTemplate};
 use super::user::{User, UserById};
+use super::version::WorkflowVersion;
+use super::webhook::{Webhook, WebhookById};
 use super::workflow::{Workflow, WorkflowById};
 use crate::auth::Viewer;
 use crate::domain;
@@ -50,6 +64,17 @@ pub enum Node {
     Run(Run),
     HealthLog(HealthLog),
     Notification(Notification),
+    ApiKey(ApiKey),
+    Session(Session),
+    AuditEntry(AuditEntry),
+    Schedule(Schedule),
+    Webhook(Webhook),
+    WorkflowVersion(WorkflowVersion),
+    Project(Project),
+    WorkflowShare(WorkflowShare),
+    ShareLink(ShareLink),
+    WorkflowTemplate(WorkflowTemplate),
+    TemplateScreenshot(TemplateScreenshot),
 }
 
 #[derive(Default)]
@@ -146,54 +171,198 @@ async fn load_all(
             found.insert(company.to_owned(), node);
         }
     }
-    // Every load goes through the request's batch loader: the objects of one kind are
-    // read in one statement.
-    let loads = kinds
+    // One lookup per kind: the objects of a kind are read in one statement.
+    let mut by_kind: HashMap<Kind, Vec<String>> = HashMap::new();
+    for (id, kind) in kinds {
+        by_kind.entry(kind).or_default().push(id);
+    }
+    let loads = by_kind
         .into_iter()
-        .map(|(id, kind)| async move { (load(ctx, viewer, &id, kind).await, id) });
-    for (loaded, id) in join_all(loads).await {
-        if let Some(node) = loaded? {
-            found.insert(id, node);
-        }
+        .map(|(kind, ids)| async move { load_kind(ctx, viewer, kind, ids).await });
+    for loaded in join_all(loads).await {
+        found.extend(loaded?);
     }
     Ok(found)
 }
 
-/// One object of a known kind, through the lookup its typed field uses.
-async fn load(
+/// The objects of one kind among `ids` the viewer may read, through the lookup (and the
+/// rule) their ordinary field uses; the others are left out, as if they did not exist.
+async fn load_kind(
     ctx: &Context<'_>,
     viewer: &Viewer,
-    id: &str,
     kind: Kind,
-) -> async_graphql::Result<Option<Node>> {
+    ids: Vec<String>,
+) -> async_graphql::Result<Vec<(String, Node)>> {
     let loader = ctx.loader()?;
-    let id = id.to_owned();
+    let db = ctx.db();
+    let tenant = &viewer.tenant;
     let viewer = viewer.clone();
-    Ok(match kind {
+    let nodes: Vec<(String, Node)> = match kind {
         Kind::User => loader
-            .load_one(UserById(id))
+            .load_many(ids.into_iter().map(UserById))
             .await?
-            .map(|row| Node::User(User { row, viewer })),
+            .into_iter()
+            .map(|(key, row)| {
+                let viewer = viewer.clone();
+                (key.0, Node::User(User { row, viewer }))
+            })
+            .collect(),
         Kind::Workflow => loader
-            .load_one(WorkflowById(id))
+            .load_many(ids.into_iter().map(WorkflowById))
             .await?
-            .map(|row| Node::Workflow(Workflow { row, viewer })),
-        Kind::Step => Step::load_optional(ctx, Some(&id)).await?.map(Node::Step),
+            .into_iter()
+            .map(|(key, row)| {
+                let viewer = viewer.clone();
+                (key.0, Node::Workflow(Workflow { row, viewer }))
+            })
+            .collect(),
+        Kind::Step => {
+            // Side by side, so the request's batch loader reads them in one statement.
+            let loads = ids.into_iter().map(|id| async move {
+                let step = Step::load_optional(ctx, Some(&id)).await;
+                step.map(|step| step.map(|step| (id, Node::Step(step))))
+            });
+            let mut nodes = Vec::new();
+            for loaded in join_all(loads).await {
+                nodes.extend(loaded?);
+            }
+            nodes
+        }
         Kind::Screenshot => loader
-            .load_one(ScreenshotById(id))
+            .load_many(ids.into_iter().map(ScreenshotById))
             .await?
-            .map(|row| Node::Screenshot(row.into())),
+            .into_iter()
+            .map(|(key, row)| (key.0, Node::Screenshot(row.into())))
+            .collect(),
         Kind::Run => loader
-            .load_one(RunById(id))
+            .load_many(ids.into_iter().map(RunById))
             .await?
-            .map(|row| Node::Run(Run { row, viewer })),
+            .into_iter()
+            .map(|(key, row)| {
+                let viewer = viewer.clone();
+                (key.0, Node::Run(Run { row, viewer }))
+            })
+            .collect(),
         Kind::HealthLog => loader
-            .load_one(HealthLogById(id))
+            .load_many(ids.into_iter().map(HealthLogById))
             .await?
-            .map(|row| Node::HealthLog(HealthLog { row, viewer })),
+            .into_iter()
+            .map(|(key, row)| {
+                let viewer = viewer.clone();
+                (key.0, Node::HealthLog(HealthLog { row, viewer }))
+            })
+            .collect(),
         Kind::Notification => loader
-            .load_one(NotificationById(id))
+            .load_many(ids.into_iter().map(NotificationById))
             .await?
-            .map(|row| Node::Notification(Notification { row, viewer })),
-    })
+            .into_iter()
+            .map(|(key, row)| {
+                let viewer = viewer.clone();
+                (key.0, Node::Notification(Notification { row, viewer }))
+            })
+            .collect(),
+        // `apiKeys` and `auditLog` are admins' only.
+        Kind::ApiKey if viewer.is_admin() => domain::api_key::find_many(db, tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let viewer = viewer.clone();
+                (row.id.clone(), Node::ApiKey(ApiKey { row, viewer }))
+            })
+            .collect(),
+        Kind::AuditEntry if viewer.is_admin() => domain::audit::find_many(db, tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|row| (row.id.clone(), Node::AuditEntry(AuditEntry(row))))
+            .collect(),
+        Kind::ApiKey | Kind::AuditEntry => Vec::new(),
+        // `sessions` lists only the caller's own, and only those that have not ended.
+        Kind::Session => match viewer.user_id() {
+            Some(user_id) => domain::session::find_many_of(db, tenant, user_id, &ids)
+                .await?
+                .into_iter()
+                .map(|row| {
+                    let current = Some(row.id.as_str()) == viewer.session_id();
+                    (row.id.clone(), Node::Session(Session { row, current }))
+                })
+                .collect(),
+            None => Vec::new(),
+        },
+        Kind::Schedule => loader
+            .load_many(ids.into_iter().map(ScheduleById))
+            .await?
+            .into_iter()
+            .map(|(key, row)| {
+                let viewer = viewer.clone();
+                (key.0, Node::Schedule(Schedule { row, viewer }))
+            })
+            .collect(),
+        Kind::Webhook => loader
+            .load_many(ids.into_iter().map(WebhookById))
+            .await?
+            .into_iter()
+            .map(|(key, row)| (key.0, Node::Webhook(Webhook { row })))
+            .collect(),
+        Kind::Version => domain::version::find_by_ids(db, tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let id = row.id.clone();
+                let row = Arc::new(row);
+                (id, Node::WorkflowVersion(WorkflowVersion { row }))
+            })
+            .collect(),
+        Kind::Project => loader
+            .load_many(ids.into_iter().map(ProjectById))
+            .await?
+            .into_iter()
+            .map(|(key, row)| {
+                let viewer = viewer.clone();
+                (key.0, Node::Project(Project { row, viewer }))
+            })
+            .collect(),
+        Kind::Share => domain::visibility::find_shares(db, tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let viewer = viewer.clone();
+                (
+                    row.id.clone(),
+                    Node::WorkflowShare(WorkflowShare { row, viewer }),
+                )
+            })
+            .collect(),
+        // `Workflow.shareLinks` shows a workflow's links only to those who manage it.
+        Kind::ShareLink => {
+            let rows = domain::share_link::find_many(db, tenant, &ids).await?;
+            let checks = rows.into_iter().map(|row| async move {
+                let access = super::share::access(ctx, &row.workflow_id).await;
+                access.map(|access| access.can_manage().then_some(row))
+            });
+            let mut nodes = Vec::new();
+            for checked in join_all(checks).await {
+                if let Some(row) = checked? {
+                    let viewer = viewer.clone();
+                    nodes.push((row.id.clone(), Node::ShareLink(ShareLink { row, viewer })));
+                }
+            }
+            nodes
+        }
+        Kind::Template => domain::template::find_many(db, tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let id = row.id.clone();
+                let row = Arc::new(row);
+                (id, Node::WorkflowTemplate(WorkflowTemplate { row }))
+            })
+            .collect(),
+        Kind::TemplateScreenshot => loader
+            .load_many(ids.into_iter().map(TemplateScreenshotById))
+            .await?
+            .into_iter()
+            .map(|(key, row)| (key.0, Node::TemplateScreenshot(TemplateScreenshot { row })))
+            .collect(),
+    };
+    Ok(nodes)
 }

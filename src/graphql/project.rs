@@ -101,7 +101,7 @@ pub struct WorkflowStatusCount {
 #[Object]
 impl Project {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

@@ -88,6 +88,9 @@ pub struct RunFilterInput {
     pub started_after: Option<DateTime<Utc>>,
     /// Only runs that started before this time.
     pub started_before: Option<DateTime<Utc>>,
+    /// Only runs of workflows in this project (as they are now, not when the run
+    /// started). A project that does not exist or is another company's matches no runs.
+    pub project_id: Option<ID>,
 }
 
 impl RunFilterInput {
@@ -121,6 +124,7 @@ impl RunFilterInput {
             started_by: self.started_by.map(|id| id.0),
             started_after: self.started_after.map(super::health_log::stored_precision),
             started_before: self.started_before.map(super::health_log::stored_precision),
+            project_id: self.project_id.map(|id| id.0),
         }
         .validate("filter")
     }

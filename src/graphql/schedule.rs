@@ -46,7 +46,7 @@ impl Schedule {
 #[Object]
 impl Schedule {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

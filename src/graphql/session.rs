@@ -10,8 +10,8 @@ use crate::domain;
 /// One session of the signed-in member: a device or browser that signed in and keeps
 /// refreshing.
 pub struct Session {
-    row: domain::session::Session,
-    current: bool,
+    pub row: domain::session::Session,
+    pub current: bool,
 }
 
 /// One session of the signed-in member: a device or browser that signed in and keeps
@@ -19,7 +19,7 @@ pub struct Session {
 #[Object]
 impl Session {
     /// Stable identifier (the access token's `sid` claim).
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

@@ -134,7 +134,7 @@ pub struct WorkflowShare {
 #[Object]
 impl WorkflowShare {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 
@@ -182,7 +182,7 @@ pub struct ShareLink {
 #[Object]
 impl ShareLink {
     /// Stable identifier (not the token).
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

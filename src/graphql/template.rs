@@ -206,7 +206,7 @@ impl WorkflowTemplate {
 #[Object]
 impl WorkflowTemplate {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 
@@ -441,7 +441,7 @@ impl TemplateStep {
 
 /// A screenshot a template includes, served through a short-lived signed URL.
 pub struct TemplateScreenshot {
-    row: domain::template::TemplateScreenshot,
+    pub row: domain::template::TemplateScreenshot,
 }
 
 /// A screenshot a template includes (a copy with an id of its own), served through a
@@ -449,7 +449,7 @@ pub struct TemplateScreenshot {
 #[Object]
 impl TemplateScreenshot {
     /// Stable identifier (the template's own, not the publisher's screenshot's).
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

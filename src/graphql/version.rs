@@ -139,7 +139,7 @@ impl WorkflowVersion {
 #[Object]
 impl WorkflowVersion {
     /// Stable identifier.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

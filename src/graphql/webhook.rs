@@ -40,7 +40,7 @@ impl Webhook {
 #[Object]
 impl Webhook {
     /// Stable identifier (random: the URL cannot be guessed).
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
 

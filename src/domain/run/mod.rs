@@ -30,7 +30,7 @@ use super::page::{Page, PageRequest, Position, SortValue, time_key};
 use super::{Tenant, health::Verdict};
 use crate::db::expr::Maybe;
 use crate::db::partition::{Condition, PartitionedPage};
-use crate::db::schema::runs;
+use crate::db::schema::{runs, workflows};
 use crate::db::{Db, TenantRow};
 use crate::error::{AppError, AppResult};
 
@@ -255,6 +255,10 @@ pub struct RunFilter {
     pub started_after: Option<NaiveDateTime>,
     /// Started before this time.
     pub started_before: Option<NaiveDateTime>,
+    /// Only runs of workflows in this project. Matched against the workflows the unit of
+    /// work sees, so another company's project (or a restricted workflow in it) matches
+    /// nothing rather than failing: a list never tells which project ids exist.
+    pub project_id: Option<String>,
 }
 
 impl RunFilter {
@@ -323,10 +327,19 @@ pub async fn list(
 ) -> AppResult<Page<Run>> {
     let keyset = page.keyset(order.descending(), time_key)?;
     let mut tx = db.read(tenant).await?;
+    let in_project = filter.project_id.clone().map(|project| {
+        runs::workflow_id.eq_any(
+            tx.workflows()
+                .filter(workflows::project_id.eq(project))
+                .select(workflows::id)
+                .into_subquery(),
+        )
+    });
     let rows = tx
         .load(
             tx.runs()
                 .filter(filter.condition())
+                .filter_maybe(in_project)
                 .select(Run::columns())
                 .keyset(runs::created_at, runs::id, keyset),
         )
@@ -337,7 +350,21 @@ pub async fn list(
 /// How many of the tenant's runs match `filter`.
 pub async fn count(db: &Db, tenant: &Tenant, filter: &RunFilter) -> AppResult<i64> {
     let mut tx = db.read(tenant).await?;
-    tx.one(tx.runs().filter(filter.condition()).count()).await
+    let in_project = filter.project_id.clone().map(|project| {
+        runs::workflow_id.eq_any(
+            tx.workflows()
+                .filter(workflows::project_id.eq(project))
+                .select(workflows::id)
+                .into_subquery(),
+        )
+    });
+    tx.one(
+        tx.runs()
+            .filter(filter.condition())
+            .filter_maybe(in_project)
+            .count(),
+    )
+    .await
 }
 
 /// One page of runs per workflow among `workflow_ids` (the `runs` connection under a list
