@@ -12,6 +12,7 @@ use super::guards::AdminOnly;
 use super::health_log::{HealthLog, HealthLogFilterInput, logs_of};
 use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountedConnection, PageArgs, SortDirection, TotalCount, connection};
+use super::plain_list::PlainList;
 use super::project::Project;
 use super::run::{Run, RunStatus, runs_of_workflow, statuses as run_statuses};
 use super::screenshot::{Screenshot, ScreenshotsOfWorkflow};
@@ -299,8 +300,8 @@ impl Workflow {
     }
 
     /// The steps, ordered by `stepNumber`.
-    async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Step>> {
-        Step::of_workflow(ctx, &self.row.id).await
+    async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Step>> {
+        Ok(PlainList(Step::of_workflow(ctx, &self.row.id).await?))
     }
 
     /// How many steps the workflow has.
