@@ -143,6 +143,34 @@ async fn a_list_answers_like_single_steps(backend: Backend) {
     let ordinary = ordinary_steps(&server, token, &list_query, json!({ "id": workflow_id })).await;
     assert_same(&fast, &ordinary, "the list");
 
+    // `Workflow.screenshots` is answered in one pass too.
+    let shots_query = "query($id: ID!) { workflow(id: $id) { screenshots { id hash \
+        contentType sizeBytes width height createdAt __typename ... on Node { nodeId: id } } } }";
+    let fast_shots = ok(&server, token, shots_query, json!({ "id": workflow_id })).await;
+    assert_eq!(
+        fast_shots["workflow"]["screenshots"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{fast_shots:#}"
+    );
+    let ordinary_query = shots_query.replacen("screenshots {", "screenshots { workflow { id } ", 1);
+    let mut ordinary_shots = ok(
+        &server,
+        token,
+        &ordinary_query,
+        json!({ "id": workflow_id }),
+    )
+    .await;
+    for shot in ordinary_shots["workflow"]["screenshots"]
+        .as_array_mut()
+        .unwrap()
+    {
+        assert_eq!(shot["workflow"]["id"], json!(workflow_id));
+        shot.as_object_mut().unwrap().shift_remove("workflow");
+    }
+    assert_same(&fast_shots, &ordinary_shots, "the screenshots");
+
     // The signed URL is answered too, and it serves the image.
     let with_url = ok(
         &server,

@@ -315,13 +315,13 @@ impl Workflow {
     }
 
     /// Screenshots recorded for this workflow, oldest first.
-    async fn screenshots(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Screenshot>> {
+    async fn screenshots(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Screenshot>> {
         let rows = ctx
             .loader()?
             .load_one(ScreenshotsOfWorkflow(self.row.id.clone()))
             .await?
             .unwrap_or_default();
-        Ok(rows.into_iter().map(Screenshot::from).collect())
+        Ok(PlainList(rows.into_iter().map(Screenshot::from).collect()))
     }
 
     /// Runs of this workflow, newest first.
