@@ -112,6 +112,8 @@ impl PlainObject for Screenshot {
     }
 }
 
+// The fields `PlainObject for Screenshot` answers (above) bypass these resolvers inside a
+// list: giving one of them a guard, arguments or a lookup means removing its arm there.
 /// An image recorded with a step. The same bytes are stored once per company.
 #[Object]
 impl Screenshot {

@@ -361,6 +361,8 @@ impl PlainObject for Step {
     }
 }
 
+// The fields `PlainObject for Step` answers (above) bypass these resolvers inside a step
+// list: giving one of them a guard, arguments or a lookup means removing its arm there.
 /// One action of a workflow: what to do, where, and what the AI and people said about it.
 #[Object]
 impl Step {
