@@ -19,6 +19,7 @@ mod node;
 mod notification;
 mod pagination;
 mod persisted_queries;
+mod plain_list;
 mod prescan;
 mod project;
 mod readers;

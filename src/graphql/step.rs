@@ -5,12 +5,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object};
+use async_graphql::parser::types::Field;
+use async_graphql::{
+    Context, ContextSelectionSet, ID, InputObject, MaybeUndefined, Object, Positioned,
+    Value as GraphQLValue,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::context::ContextExt as _;
 use super::loaders::{LoadError, TenantLoader, load_error};
+use super::plain_list::{PlainObject, optional, optional_str, plain_object, scalar};
 use super::screenshot::{Screenshot, ScreenshotById};
 use super::user::{User, UserById};
 use super::workflow::Workflow;
@@ -316,6 +321,48 @@ impl Step {
     }
 }
 
+/// The fields of a step read from its head (and its screenshot, when the list loaded it
+/// joined): what `Workflow.steps` answers in one pass. Each arm answers exactly what the
+/// resolver of the same name below does.
+impl PlainObject for Step {
+    fn plain_field<'a>(
+        &self,
+        ctx: &ContextSelectionSet<'a>,
+        field: &'a Positioned<Field>,
+    ) -> Option<GraphQLValue> {
+        let row = &*self.row;
+        let at = |t: &chrono::NaiveDateTime| t.and_utc();
+        Some(match field.node.name.node.as_str() {
+            "id" => GraphQLValue::String(row.id.clone()),
+            "stepNumber" => scalar(&row.step_number),
+            "actionType" => GraphQLValue::String(row.action_type.clone()),
+            "fieldLabel" => optional_str(row.field_label.as_deref()),
+            "instruction" => optional_str(row.instruction.as_deref()),
+            "aiConfidence" => optional(row.ai_confidence.as_ref()),
+            "aiModel" => optional_str(row.ai_model.as_deref()),
+            "labelEdited" => scalar(&row.label_edited),
+            "instructionEdited" => scalar(&row.instruction_edited),
+            "editedAt" => optional(row.edited_at.as_ref().map(at).as_ref()),
+            "healedAt" => optional(row.healed_at.as_ref().map(at).as_ref()),
+            "healingConfidence" => optional(row.healing_confidence.as_ref()),
+            "healingMethod" => optional_str(row.healing_method.as_deref()),
+            "createdAt" => scalar(&at(&row.created_at)),
+            "updatedAt" => scalar(&at(&row.updated_at)),
+            // Only when loaded with the list; otherwise it is a lookup.
+            "screenshot" => match self.screenshot.as_ref()? {
+                None => GraphQLValue::Null,
+                Some(screenshot) => plain_object(
+                    screenshot,
+                    &ctx.with_selection_set(&field.node.selection_set),
+                )?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+// The fields `PlainObject for Step` answers (above) bypass these resolvers inside a step
+// list: giving one of them a guard, arguments or a lookup means removing its arm there.
 /// One action of a workflow: what to do, where, and what the AI and people said about it.
 #[Object]
 impl Step {

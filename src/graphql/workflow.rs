@@ -12,6 +12,7 @@ use super::guards::AdminOnly;
 use super::health_log::{HealthLog, HealthLogFilterInput, logs_of};
 use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountedConnection, PageArgs, SortDirection, TotalCount, connection};
+use super::plain_list::PlainList;
 use super::project::Project;
 use super::run::{Run, RunStatus, runs_of_workflow, statuses as run_statuses};
 use super::screenshot::{Screenshot, ScreenshotsOfWorkflow};
@@ -299,8 +300,8 @@ impl Workflow {
     }
 
     /// The steps, ordered by `stepNumber`.
-    async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Step>> {
-        Step::of_workflow(ctx, &self.row.id).await
+    async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Step>> {
+        Ok(PlainList(Step::of_workflow(ctx, &self.row.id).await?))
     }
 
     /// How many steps the workflow has.
@@ -314,13 +315,13 @@ impl Workflow {
     }
 
     /// Screenshots recorded for this workflow, oldest first.
-    async fn screenshots(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Screenshot>> {
+    async fn screenshots(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Screenshot>> {
         let rows = ctx
             .loader()?
             .load_one(ScreenshotsOfWorkflow(self.row.id.clone()))
             .await?
             .unwrap_or_default();
-        Ok(rows.into_iter().map(Screenshot::from).collect())
+        Ok(PlainList(rows.into_iter().map(Screenshot::from).collect()))
     }
 
     /// Runs of this workflow, newest first.
