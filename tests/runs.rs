@@ -473,10 +473,8 @@ async fn a_report_writes_the_log_the_run_and_the_step_alike(backend: Backend) {
     let read = ok_query(
         &server,
         token,
-        &format!(
-            "query($id: ID!) {{ run(id: $id) {{ status startedAt updatedAt stepsCompleted \
-           healthLogs(first: 5) {{ nodes {{ id createdAt status }} }} }} }}"
-        ),
+        "query($id: ID!) { run(id: $id) { status startedAt updatedAt stepsCompleted \
+           healthLogs(first: 5) { nodes { id createdAt status } } } }",
         json!({ "id": queued }),
     )
     .await;
