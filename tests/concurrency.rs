@@ -813,3 +813,82 @@ async fn a_deadlocked_transaction_is_retried() {
     assert_eq!(data["run"]["status"], "SUCCEEDED", "{data:#}");
     assert_eq!(data["workflow"]["totalUses"], 1, "counted once: {data:#}");
 }
+
+// ---------------------------------------------------------------------------
+// A retried report racing its original
+// ---------------------------------------------------------------------------
+
+// On PostgreSQL a report is one statement, whose reads share the snapshot taken before it
+// waited for the run's lock. Here a session outside the server plays the original report:
+// it holds the run, records the log under the key and commits while the retry waits. The
+// retry must then find that log (the unique index refuses a second one) and answer it as
+// a duplicate, counting nothing. Then the same with several retries at once. (SQLite's
+// single writer cannot interleave them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_waiting_for_its_original_is_answered_as_a_duplicate() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    if !Backend::Postgres.available().await {
+        return;
+    }
+    let server = Arc::new(TestServer::start(Backend::Postgres).await);
+    let acme = team(&server, "Acme").await;
+    let token: Arc<str> = acme.member_token.as_str().into();
+    let (workflow, steps) = active_workflow(&server, &token, "Retried", 1).await;
+    let run = str_field(&start_run(&server, &token, &workflow).await, "id");
+    let original = new_id();
+
+    let mut other = AsyncPgConnection::establish(&server.database_url())
+        .await
+        .expect("connect to the server's database");
+    other
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM runs WHERE id = {run} FOR UPDATE; \
+             INSERT INTO health_logs (id, company_id, workflow_id, run_id, step_id, \
+               idempotency_key, status, created_at) \
+             VALUES ({original}, {company}, {workflow}, {run}, {step}, 'attempt-1', 'success', \
+               (now() AT TIME ZONE 'UTC')); \
+             UPDATE runs SET steps_completed = steps_completed + 1, version = version + 1, \
+               updated_at = (now() AT TIME ZONE 'UTC') WHERE id = {run};",
+            run = lit(&run),
+            original = lit(&original),
+            company = lit(&acme.company_id),
+            workflow = lit(&workflow),
+            step = lit(&steps[0]),
+        ))
+        .await
+        .unwrap();
+    let retry = |status: &'static str| {
+        let (server, token, run, step) =
+            (server.clone(), token.clone(), run.clone(), steps[0].clone());
+        tokio::spawn(async move {
+            common::runs::try_report_step(
+                &server,
+                &token,
+                &run,
+                &step,
+                json!({ "status": status, "idempotencyKey": "attempt-1" }),
+            )
+            .await
+        })
+    };
+    let retries = [retry("FAILED"), retry("SUCCESS"), retry("FAILED")];
+    // The retries are waiting for the run's lock when the original commits.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    other.batch_execute("COMMIT").await.unwrap();
+    for retry in retries {
+        let resp = retry.await.unwrap();
+        assert!(resp["errors"].is_null(), "{resp:#}");
+        let report = &resp["data"]["reportStep"];
+        assert_eq!(report["duplicate"], true, "{report:#}");
+        assert_eq!(report["healthLog"]["id"], original.as_str(), "{report:#}");
+        assert_eq!(report["healthLog"]["status"], "SUCCESS", "{report:#}");
+        assert_eq!(report["run"]["stepsCompleted"], 1, "{report:#}");
+        assert_eq!(report["run"]["stepsFailed"], 0, "{report:#}");
+    }
+    assert_eq!(
+        server
+            .sql_count(&format!("health_logs WHERE run_id = {}", lit(&run)))
+            .await,
+        1
+    );
+}

@@ -405,6 +405,144 @@ async fn illegal_transitions_are_refused_naming_the_current_status(backend: Back
     );
 }
 
+both_backends!(a_report_writes_the_log_the_run_and_the_step_alike);
+/// What one report writes, as a client reads it back: the log it answered, the run
+/// (a queued run started at the report's time, counters, current step, one more version
+/// in `updatedAt` order) and, for a healing, the step — selectors kept from the last
+/// healing that sent some. On PostgreSQL this is one statement; on SQLite a transaction.
+async fn a_report_writes_the_log_the_run_and_the_step_alike(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let token = acme.member_token.as_str();
+    let (workflow, steps) = active_workflow(&server, token, "Alike", 2).await;
+    let queued = insert_run(
+        &server,
+        &RunRow {
+            company_id: &acme.company_id,
+            workflow_id: &workflow,
+            started_by: Some(acme.member_id.as_str()),
+            status: "queued",
+            current_step_id: None,
+            error: None,
+            created_at: ts(chrono::Utc::now()),
+        },
+    )
+    .await;
+    let selectors = json!({ "css": "#pay", "xpath": "//button[2]" });
+    let first = report_step(
+        &server,
+        token,
+        &queued,
+        &steps[1],
+        json!({ "status": "HEALED_DETERMINISTIC", "healingConfidence": 0.93,
+                "deterministicScore": 0.93, "pageUrl": "https://shop.example/pay",
+                "executionTimeMs": 812, "healedSelectors": selectors }),
+    )
+    .await;
+    assert_eq!(first["duplicate"], false);
+    let (run, log) = (&first["run"], &first["healthLog"]);
+    assert_eq!(run["status"], "RUNNING", "a queued run starts: {first:#}");
+    assert_eq!(run["startedAt"], log["createdAt"], "{first:#}");
+    assert_eq!(run["updatedAt"], log["createdAt"], "{first:#}");
+    assert_eq!(run["currentStep"]["id"], steps[1].as_str());
+    assert_eq!(
+        (
+            &run["stepsCompleted"],
+            &run["stepsHealed"],
+            &run["stepsFailed"]
+        ),
+        (&json!(2), &json!(1), &json!(1)),
+        "the fixture's run had one completed and one failed step: {first:#}"
+    );
+    assert_eq!(log["status"], "HEALED_DETERMINISTIC");
+    assert_eq!(log["step"]["id"], steps[1].as_str());
+    assert_eq!(log["run"]["id"], queued.as_str());
+    assert_eq!(log["workflow"]["id"], workflow.as_str());
+    assert_eq!(log["pageUrl"], "https://shop.example/pay");
+    assert_eq!(log["executionTimeMs"], 812);
+    assert!(approx(&log["healingConfidence"], 0.93), "{log:#}");
+    assert!(approx(&log["deterministicScore"], 0.93), "{log:#}");
+    assert!(
+        log["aiScore"].is_null() && log["errorType"].is_null(),
+        "{log:#}"
+    );
+
+    // What the answer said is what is stored.
+    let step_query = "query($id: ID!) { step(id: $id) { healedSelectors healedAt \
+                      healingConfidence healingMethod } }";
+    let read = ok_query(
+        &server,
+        token,
+        "query($id: ID!) { run(id: $id) { status startedAt updatedAt stepsCompleted \
+           healthLogs(first: 5) { nodes { id createdAt status } } } }",
+        json!({ "id": queued }),
+    )
+    .await;
+    assert_eq!(read["run"]["updatedAt"], run["updatedAt"]);
+    assert_eq!(read["run"]["healthLogs"]["nodes"][0]["id"], log["id"]);
+    assert_eq!(
+        read["run"]["healthLogs"]["nodes"][0]["createdAt"],
+        log["createdAt"]
+    );
+    let step = ok_query(&server, token, step_query, json!({ "id": steps[1] })).await;
+    assert_eq!(step["step"]["healedSelectors"], selectors, "{step:#}");
+    assert_eq!(step["step"]["healedAt"], log["createdAt"], "{step:#}");
+    assert_eq!(step["step"]["healingMethod"], "deterministic", "{step:#}");
+
+    // A later healing without selectors says nothing new about where the element is.
+    let second = report_step(
+        &server,
+        token,
+        &queued,
+        &steps[1],
+        json!({ "status": "HEALED_AI", "healingConfidence": 0.97, "healingMethod": "text-match" }),
+    )
+    .await;
+    let run2 = &second["run"];
+    assert!(
+        parse_datetime(&run2["updatedAt"]) >= parse_datetime(&run["updatedAt"]),
+        "{second:#}"
+    );
+    assert_eq!(
+        run2["startedAt"], run["startedAt"],
+        "started once: {second:#}"
+    );
+    assert_eq!(
+        (
+            &run2["stepsCompleted"],
+            &run2["stepsHealed"],
+            &run2["stepsFailed"]
+        ),
+        (&json!(3), &json!(2), &json!(1))
+    );
+    let step = ok_query(&server, token, step_query, json!({ "id": steps[1] })).await;
+    assert_eq!(step["step"]["healedSelectors"], selectors, "kept: {step:#}");
+    assert_eq!(step["step"]["healingMethod"], "text-match", "{step:#}");
+    assert!(approx(&step["step"]["healingConfidence"], 0.97), "{step:#}");
+    assert_eq!(step["step"]["healedAt"], second["healthLog"]["createdAt"]);
+
+    // A failure counts as one, on the other step, and leaves the step's healing alone.
+    let third = report_step(
+        &server,
+        token,
+        &queued,
+        &steps[0],
+        json!({ "status": "FAILED", "errorType": "timeout", "errorMessage": "no #pay" }),
+    )
+    .await;
+    assert_eq!(third["run"]["stepsFailed"], 2);
+    assert_eq!(third["run"]["stepsCompleted"], 3);
+    assert_eq!(third["run"]["currentStep"]["id"], steps[0].as_str());
+    assert_eq!(third["healthLog"]["errorType"], "timeout");
+    assert_eq!(third["healthLog"]["errorMessage"], "no #pay");
+    let other = ok_query(&server, token, step_query, json!({ "id": steps[0] })).await;
+    assert!(other["step"]["healedAt"].is_null(), "{other:#}");
+}
+
+async fn ok_query(server: &TestServer, token: &str, query: &str, variables: Value) -> Value {
+    server.gql_ok(query, variables, Some(token)).await
+}
+
 both_backends!(report_step_checks_the_step_and_the_outcome);
 async fn report_step_checks_the_step_and_the_outcome(backend: Backend) {
     let server = TestServer::start(backend).await;

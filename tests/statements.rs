@@ -274,3 +274,102 @@ async fn nested_connections_cost_the_same_for_5_and_50_parents(backend: Backend)
         "nested connections ran {large:?} statements for 50 workflows, {small:?} for 5"
     );
 }
+
+both_backends!(a_report_costs_one_statement_on_postgres);
+/// `reportStep` is one statement on PostgreSQL (a data-modifying CTE run on its own: no
+/// BEGIN, no COMMIT), whoever reports and whatever the outcome, and a duplicate is
+/// answered by that same statement. (It was 6 for an admin's report and 7 for a member's,
+/// 4 and 5 for a duplicate.) A healing that sends the workflow to review still takes the
+/// transaction, as every report does on SQLite.
+async fn a_report_costs_one_statement_on_postgres(backend: Backend) {
+    use common::runs::{active_workflow, start_run};
+    // What an executor asks back: nothing that needs another read.
+    let report_step =
+        async |server: &TestServer, token: &str, run: &str, step: &str, outcome: Value| {
+            ok(
+                server,
+                token,
+                "mutation($run: ID!, $step: ID!, $outcome: StepOutcomeInput!) { \
+               reportStep(runId: $run, stepId: $step, outcome: $outcome) { \
+                 duplicate healthLog { id status } run { id status stepsCompleted } } }",
+                json!({ "run": run, "step": step, "outcome": outcome }),
+            )
+            .await["reportStep"]
+                .clone()
+        };
+    let server = TestServer::start(backend).await;
+    let acme = team(&server, "Acme").await;
+    let (workflow, steps) = active_workflow(&server, &acme.admin_token, "Flow", 2).await;
+    let run = str_field(
+        &start_run(&server, &acme.admin_token, &workflow).await,
+        "id",
+    );
+    // The fewest statements of a few tries: a credential re-check (every few seconds)
+    // or a sweeper may fall into any one request.
+    let cost = async |token: &str, outcome: Value, duplicate: bool| {
+        let mut least = f64::MAX;
+        for _ in 0..3 {
+            let before = server.metric(COUNTER).await;
+            let report = report_step(&server, token, &run, &steps[1], outcome.clone()).await;
+            least = least.min(server.metric(COUNTER).await - before);
+            assert_eq!(report["duplicate"], duplicate, "{report:#}");
+        }
+        least
+    };
+    // Warm up (connections opened, statements prepared).
+    report_step(
+        &server,
+        &acme.admin_token,
+        &run,
+        &steps[0],
+        json!({ "status": "SUCCESS" }),
+    )
+    .await;
+    let mut counted = Vec::new();
+    let mut duplicates = Vec::new();
+    for (who, token) in [("admin", &acme.admin_token), ("member", &acme.member_token)] {
+        counted.push((
+            who,
+            "success",
+            cost(token, json!({ "status": "SUCCESS" }), false).await,
+        ));
+        let healed = json!({ "status": "HEALED_DETERMINISTIC", "healingConfidence": 0.99,
+                             "healedSelectors": { "css": "#b" } });
+        counted.push((who, "healed", cost(token, healed, false).await));
+        let keyed = json!({ "status": "FAILED", "idempotencyKey": format!("k-{who}") });
+        report_step(&server, token, &run, &steps[1], keyed.clone()).await;
+        duplicates.push((who, "duplicate", cost(token, keyed, true).await));
+    }
+    let review = json!({ "status": "HEALED_AI", "healingConfidence": 0.1 });
+    let transaction = cost(&acme.admin_token, review, false).await;
+    if backend == Backend::Postgres {
+        // A duplicate announces nothing: what it costs is the report's statement alone.
+        for (who, what, statements) in &duplicates {
+            assert_eq!(
+                *statements, 1.0,
+                "a {what} report by the {who} ran {statements} statements"
+            );
+        }
+        // A counted report announces its log: the instance's log-stream tail then reads
+        // what is new (once or twice, whoever wrote it), on the same counter.
+        for (who, what, statements) in &counted {
+            assert!(
+                *statements <= 3.0,
+                "a {what} report by the {who} ran {statements} statements: one for the \
+                 report and at most two tail reads expected (all: {counted:?})"
+            );
+        }
+        assert!(
+            transaction > 3.0,
+            "a healing sent to review takes the transaction ({transaction} statements)"
+        );
+    } else {
+        // SQLite's single writer: the transaction of several statements, as before.
+        for (who, what, statements) in counted.iter().chain(&duplicates) {
+            assert!(
+                *statements >= 4.0,
+                "a {what} report by the {who} ran {statements} statements on SQLite"
+            );
+        }
+    }
+}

@@ -22,6 +22,7 @@ pub mod migrations;
 pub mod origin;
 pub mod partition;
 mod replica;
+pub mod report;
 pub mod retention;
 pub mod schema;
 pub mod sql;
@@ -484,6 +485,57 @@ impl Db {
                     }
                     return other;
                 }
+            }
+        }
+    }
+
+    /// Runs `statement`, a whole write in one statement (a data-modifying CTE such as
+    /// [`report::StepReport`]), for the tenant, on its own: PostgreSQL runs a single
+    /// statement atomically, so no BEGIN and COMMIT are sent and the write costs one round
+    /// trip. The statement is prepared once per connection and reused (see
+    /// [`sql::Prepared`]). Like [`Db::write`], an attempt aborted by a deadlock or a
+    /// serialization failure changed nothing and runs again, then answers UNAVAILABLE.
+    ///
+    /// No events are recorded here: the caller publishes what the answer says happened,
+    /// after this returns (the statement has committed by then).
+    pub async fn write_statement<R>(
+        &self,
+        tenant: &Tenant,
+        statement: &impl TenantStatement,
+    ) -> AppResult<Vec<R>>
+    where
+        R: diesel::QueryableByName<diesel::pg::Pg>
+            + diesel::QueryableByName<diesel::sqlite::Sqlite>
+            + Send
+            + 'static,
+    {
+        use diesel_async::RunQueryDsl as _;
+        let scope = sql::TenantScope {
+            company: tenant.id(),
+            member: tenant.restricted_to(),
+        };
+        let backend = self.backend();
+        let mut attempt = 0u32;
+        // Held for every attempt: SQLite's writer permit, and the request's share.
+        let mut conn = self.write_conn().await?;
+        loop {
+            let query = statement.statement(&scope, backend).into_prepared();
+            let result: Result<Vec<R>, diesel::result::Error> = match &mut conn {
+                WriteConn::Postgres(pooled, _) => {
+                    let c: &mut AsyncPgConnection = pooled;
+                    query.load(c).await
+                }
+                WriteConn::Sqlite(_, pooled, _) => {
+                    let c: &mut SqliteConn = pooled;
+                    query.load(c).await
+                }
+            };
+            match result.map_err(AppError::from) {
+                Err(AppError::Contention(_)) if attempt < CONTENTION_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(contention_pause(attempt)).await;
+                }
+                other => return other,
             }
         }
     }

@@ -11,7 +11,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::query_builder::BoxedSqlQuery;
-use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Timestamp};
 
 use super::Backend;
 
@@ -22,6 +22,12 @@ pub enum Bind {
     Time(NaiveDateTime),
     /// A whole number (a limit, an offset), bound as `BigInt`.
     Int(i64),
+    /// Text or NULL.
+    OptText(Option<String>),
+    /// A double or NULL.
+    OptDouble(Option<f64>),
+    /// A 32-bit whole number or NULL, bound as `Integer`.
+    OptInt(Option<i32>),
 }
 
 /// A condition on the child table, with `{}` standing for each bound value in turn.
@@ -151,15 +157,21 @@ pub fn bind_all<'f, DB>(
 where
     DB: diesel::backend::Backend + diesel::sql_types::HasSqlType<Text>,
     DB: diesel::sql_types::HasSqlType<Timestamp> + diesel::sql_types::HasSqlType<BigInt>,
+    DB: diesel::sql_types::HasSqlType<Double> + diesel::sql_types::HasSqlType<Integer>,
     String: diesel::serialize::ToSql<Text, DB>,
     NaiveDateTime: diesel::serialize::ToSql<Timestamp, DB>,
     i64: diesel::serialize::ToSql<BigInt, DB>,
+    f64: diesel::serialize::ToSql<Double, DB>,
+    i32: diesel::serialize::ToSql<Integer, DB>,
 {
     for bind in binds {
         query = match bind {
             Bind::Text(text) => query.bind::<Text, _>(text),
             Bind::Time(at) => query.bind::<Timestamp, _>(at),
             Bind::Int(value) => query.bind::<BigInt, _>(value),
+            Bind::OptText(text) => query.bind::<Nullable<Text>, _>(text),
+            Bind::OptDouble(value) => query.bind::<Nullable<Double>, _>(value),
+            Bind::OptInt(value) => query.bind::<Nullable<Integer>, _>(value),
         };
     }
     query

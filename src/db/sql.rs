@@ -9,6 +9,8 @@
 //! member may see ([`TenantScope::visible`]). The trait is sealed: only `db` writes raw SQL, so the rule that
 //! a query reaches a tenant's rows through the tenant holds here by construction too.
 
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Timestamp};
+
 use super::Backend;
 use super::partition::Bind;
 
@@ -19,6 +21,8 @@ pub struct Statement {
     backend: Backend,
     text: String,
     binds: Vec<Bind>,
+    /// Where each placeholder is in `text` (start and end), for [`Statement::into_prepared`].
+    marks: Vec<(usize, usize)>,
 }
 
 impl Statement {
@@ -27,6 +31,7 @@ impl Statement {
             backend,
             text: String::with_capacity(512),
             binds: Vec::new(),
+            marks: Vec::new(),
         }
     }
 
@@ -43,6 +48,7 @@ impl Statement {
     /// Appends a placeholder for `value`.
     pub(super) fn bind(&mut self, value: Bind) -> &mut Self {
         self.binds.push(value);
+        let start = self.text.len();
         match self.backend {
             Backend::Postgres => {
                 self.text.push('$');
@@ -50,6 +56,7 @@ impl Statement {
             }
             Backend::Sqlite => self.text.push('?'),
         }
+        self.marks.push((start, self.text.len()));
         self
     }
 
@@ -71,6 +78,81 @@ impl Statement {
 
     pub(super) fn into_parts(self) -> (String, Vec<Bind>) {
         (self.text, self.binds)
+    }
+
+    /// The statement as a query the connection prepares once and then reuses (see
+    /// [`Prepared`]).
+    pub(super) fn into_prepared(self) -> Prepared {
+        let mut pieces = Vec::with_capacity(self.marks.len() + 1);
+        let mut from = 0;
+        for (start, end) in &self.marks {
+            pieces.push(self.text[from..*start].to_owned());
+            from = *end;
+        }
+        pieces.push(self.text[from..].to_owned());
+        Prepared {
+            pieces,
+            binds: self.binds,
+        }
+    }
+}
+
+/// SQL text with its bound values, as a diesel query the connection caches as a
+/// prepared statement by its text. `diesel::sql_query` never is (diesel cannot know what
+/// raw SQL does), so each run of one costs a round trip to prepare it before the one that
+/// executes it: for a statement run on every request (a step report) that doubles the
+/// round trips. The text is the same for every run of such a statement; only the binds
+/// differ.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The SQL between the placeholders: one more piece than binds.
+    pieces: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+impl diesel::query_builder::QueryId for Prepared {
+    type QueryId = ();
+    // Cached by its text, like any query whose type does not fix its SQL.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for Prepared {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<DB> diesel::query_builder::QueryFragment<DB> for Prepared
+where
+    DB: diesel::backend::Backend
+        + diesel::sql_types::HasSqlType<Text>
+        + diesel::sql_types::HasSqlType<Timestamp>
+        + diesel::sql_types::HasSqlType<BigInt>
+        + diesel::sql_types::HasSqlType<Double>
+        + diesel::sql_types::HasSqlType<Integer>,
+    String: diesel::serialize::ToSql<Text, DB>,
+    chrono::NaiveDateTime: diesel::serialize::ToSql<Timestamp, DB>,
+    i64: diesel::serialize::ToSql<BigInt, DB>,
+    f64: diesel::serialize::ToSql<Double, DB>,
+    i32: diesel::serialize::ToSql<Integer, DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        for (n, piece) in self.pieces.iter().enumerate() {
+            out.push_sql(piece);
+            let Some(bind) = self.binds.get(n) else {
+                continue;
+            };
+            match bind {
+                Bind::Text(text) => out.push_bind_param::<Text, String>(text)?,
+                Bind::Time(at) => out.push_bind_param::<Timestamp, _>(at)?,
+                Bind::Int(value) => out.push_bind_param::<BigInt, i64>(value)?,
+                Bind::OptText(text) => out.push_bind_param::<Nullable<Text>, _>(text)?,
+                Bind::OptDouble(value) => out.push_bind_param::<Nullable<Double>, _>(value)?,
+                Bind::OptInt(value) => out.push_bind_param::<Nullable<Integer>, _>(value)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -99,11 +181,21 @@ impl TenantScope<'_> {
         name: &str,
         reach: super::visibility::Reach,
     ) -> &Self {
-        let Some(member) = self.member else {
+        if self.member.is_none() {
             return self;
-        };
-        let (sql, bounds) = super::visibility::condition(name, reach);
+        }
         s.sql(" AND ");
+        self.condition(s, super::visibility::condition(name, reach))
+    }
+
+    /// Appends a visibility condition (SQL with `{}` standing for each bound value in
+    /// turn, as `db::visibility` writes them) with its values bound.
+    pub(super) fn condition(
+        &self,
+        s: &mut Statement,
+        (sql, bounds): (String, Vec<super::visibility::Bound>),
+    ) -> &Self {
+        let member = self.member.unwrap_or_default();
         let mut bounds = bounds.into_iter();
         let mut pieces = sql.split("{}").peekable();
         while let Some(piece) = pieces.next() {
@@ -181,5 +273,25 @@ mod tests {
         let mut sqlite = Statement::new(Backend::Sqlite);
         sqlite.sql("a = ").bind(Bind::Int(3));
         assert_eq!(sqlite.into_parts().0, "a = ?");
+    }
+
+    #[test]
+    fn a_prepared_statement_is_cut_at_its_placeholders() {
+        use diesel::query_builder::QueryFragment as _;
+        let mut pg = Statement::new(Backend::Postgres);
+        pg.sql("SELECT ")
+            .text("x")
+            .sql(" WHERE b IN (")
+            .texts(&["y", "z"])
+            .sql(")");
+        let prepared = pg.into_prepared();
+        assert_eq!(prepared.pieces, ["SELECT ", " WHERE b IN (", ", ", ")"]);
+        let sql = diesel::debug_query::<diesel::pg::Pg, _>(&prepared).to_string();
+        assert!(sql.starts_with("SELECT $1 WHERE b IN ($2, $3)"), "{sql}");
+        assert!(
+            prepared
+                .is_safe_to_cache_prepared(&diesel::pg::Pg)
+                .unwrap_or(false)
+        );
     }
 }

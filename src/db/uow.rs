@@ -46,7 +46,10 @@
 //! - **SQL the DSL cannot write** (window functions, per-workflow boundaries, time
 //!   buckets) is a [`TenantStatement`] built in `db` (see `db::sql`), run with
 //!   [`Tx::load_statement`], which hands it the unit of work's company; the trait is
-//!   sealed, so raw SQL stays in `db` and still reads a tenant's rows only.
+//!   sealed, so raw SQL stays in `db` and still reads a tenant's rows only. A hot write
+//!   that fits in one such statement (a step report on PostgreSQL, `db::report`) runs
+//!   with [`Db::write_statement`](super::Db::write_statement), on its own without
+//!   BEGIN/COMMIT; its caller publishes the events its answer names.
 //!
 //! A query on a tenant table that does not come from the tenant does not compile (the
 //! unit of work only runs a `Scoped` query; a bare table is a mismatched type, E0308):

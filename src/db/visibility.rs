@@ -123,6 +123,13 @@ pub fn runnable_runs() -> (String, Vec<Bound>) {
     (format!("\"runs\".\"workflow_id\" IN {ids}"), binds)
 }
 
+/// `column` (a workflow id, e.g. `"run"."workflow_id"`) names a workflow the member may
+/// run: COMPANY-visible, theirs, or shared with RUN or EDIT.
+pub fn runnable_workflow(column: &str) -> (String, Vec<Bound>) {
+    let (ids, binds) = visible_ids_with(true);
+    (format!("{column} IN {ids}"), binds)
+}
+
 /// The scoped source's condition: `table.company_id = <company>`, and for a member who
 /// may not see every workflow, the [`condition`] of the table's reach.
 #[derive(Debug, Clone)]

@@ -103,7 +103,7 @@ pub enum Need {
 }
 
 impl Need {
-    fn refusal(self) -> AppError {
+    pub(crate) fn refusal(self) -> AppError {
         AppError::Forbidden(match self {
             Self::View => "you may not see this workflow",
             Self::Run => "you may view this workflow but not run it",

@@ -79,13 +79,18 @@ impl StatusChange {
 /// ended). Call with the run locked.
 pub(super) fn check_lease(run: &Run, lease_id: Option<&str>) -> AppResult<()> {
     match lease_id {
-        Some(lease) if run.lease_id.as_deref() != Some(lease) => Err(AppError::Conflict(
-            "this lease is no longer the run's: it expired and the run was re-queued, or the \
-             run ended; stop working on it"
-                .to_owned(),
-        )),
+        Some(lease) if run.lease_id.as_deref() != Some(lease) => Err(lease_lost()),
         _ => Ok(()),
     }
+}
+
+/// The answer to an executor whose lease is no longer the run's.
+pub(super) fn lease_lost() -> AppError {
+    AppError::Conflict(
+        "this lease is no longer the run's: it expired and the run was re-queued, or the run \
+         ended; stop working on it"
+            .to_owned(),
+    )
 }
 
 /// The tenant's run, read and locked (see [`transition`]), or NOT_FOUND.

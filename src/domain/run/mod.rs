@@ -10,7 +10,9 @@
 //! Every write is one unit of work whose events leave after commit. The run is locked
 //! first and the time taken after the lock (the lock order is in the `domain` module
 //! docs), status checks happen under that lock, and every change adds one to the run's
-//! version, so states and times follow commit order.
+//! version, so states and times follow commit order. On PostgreSQL a step report is the
+//! same unit of work written as one statement (`db::report` explains why it keeps these
+//! rules): one round trip per report.
 
 mod accounting;
 mod lifecycle;

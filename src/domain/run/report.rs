@@ -4,13 +4,15 @@
 //! review.
 
 use diesel::prelude::*;
+use diesel::sql_types::{Double, Integer, Nullable, Text, Timestamp};
 
 use crate::db::Columns as _;
+use crate::db::report::Verdict;
 
 use super::lifecycle::run_changed;
 use super::{Action, Run, Status};
 use crate::db::schema::{health_logs, runs, steps, workflows};
-use crate::db::{Db, IntoWork as _, Lock, Tx};
+use crate::db::{Backend, Db, IntoWork as _, Lock, Tx};
 use crate::domain::event::EventKind;
 use crate::domain::event::Events;
 use crate::domain::health::{HealthRules, review_notification};
@@ -18,7 +20,7 @@ use crate::domain::health_log::{self, HealthLog, StepOutcome};
 use crate::domain::notification;
 use crate::domain::step::StepHead;
 use crate::domain::workflow::{self, Workflow};
-use crate::domain::{Tenant, now};
+use crate::domain::{Tenant, new_id, now};
 use crate::error::{AppError, AppResult};
 
 /// What `reportStep` answers.
@@ -82,11 +84,192 @@ pub async fn report_step(
         lease_id,
         review,
     };
+    // On PostgreSQL a report is one statement (`db::report`). A healing that may send
+    // the workflow to review takes the transaction: its notification's text is written
+    // here from the workflow, and it is rare (once per workflow until it is reviewed).
+    // SQLite's single writer always does.
+    if db.backend() == Backend::Postgres && !review {
+        return report_in_one_statement(db, events, tenant, run_id, step_id, report).await;
+    }
     let report = &report;
     db.write_with_events(tenant, events, |tx| {
         reported(tx, run_id, step_id, report).into_work()
     })
     .await
+}
+
+/// What the report statement answers (`db::report`): its verdict, the run, and the log
+/// under `log_`-prefixed names.
+#[derive(QueryableByName)]
+struct Answered {
+    #[diesel(sql_type = Text)]
+    verdict: Verdict,
+    #[diesel(embed)]
+    run: Run,
+    #[diesel(sql_type = Nullable<Text>)]
+    log_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    log_company_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    log_workflow_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    log_run_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    log_step_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    log_idempotency_key: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    log_status: Option<health_log::Status>,
+    #[diesel(sql_type = Nullable<Text>)]
+    log_error_type: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    log_error_message: Option<String>,
+    #[diesel(sql_type = Nullable<Double>)]
+    log_healing_confidence: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    log_deterministic_score: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    log_ai_score: Option<f64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    log_page_url: Option<String>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    log_execution_time_ms: Option<i32>,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    log_created_at: Option<chrono::NaiveDateTime>,
+}
+
+impl Answered {
+    /// The log the answer carries: the new one, or the original of a duplicate.
+    fn log(&mut self) -> Option<HealthLog> {
+        Some(HealthLog {
+            id: self.log_id.take()?,
+            company_id: self.log_company_id.take()?,
+            workflow_id: self.log_workflow_id.take()?,
+            run_id: self.log_run_id.take()?,
+            step_id: self.log_step_id.take(),
+            idempotency_key: self.log_idempotency_key.take(),
+            status: self.log_status?,
+            error_type: self.log_error_type.take(),
+            error_message: self.log_error_message.take(),
+            healing_confidence: self.log_healing_confidence,
+            deterministic_score: self.log_deterministic_score,
+            ai_score: self.log_ai_score,
+            page_url: self.log_page_url.take(),
+            execution_time_ms: self.log_execution_time_ms,
+            created_at: self.log_created_at?,
+        })
+    }
+}
+
+/// [`report_step`] as one statement on PostgreSQL: the same checks in the same order,
+/// the same writes, answers and events (see `db::report` for why it is the same).
+async fn report_in_one_statement(
+    db: &Db,
+    events: &Events,
+    tenant: &Tenant,
+    run_id: &str,
+    step_id: &str,
+    report: Report<'_>,
+) -> AppResult<StepReport> {
+    let outcome = report.outcome;
+    let log_id = new_id();
+    let statement = crate::db::report::StepReport {
+        run_id,
+        step_id,
+        lease_id: report.lease_id,
+        log_id: &log_id,
+        idempotency_key: outcome.idempotency_key.as_deref(),
+        status: outcome.status.as_str(),
+        error_type: outcome.error_type.as_deref(),
+        error_message: outcome.error_message.as_deref(),
+        healing_confidence: outcome.healing_confidence,
+        deterministic_score: outcome.deterministic_score,
+        ai_score: outcome.ai_score,
+        page_url: outcome.page_url.as_deref(),
+        execution_time_ms: outcome.execution_time_ms,
+        at: now(),
+        increments: counter_increments(outcome.status),
+        healing_method: outcome
+            .status
+            .healing_method()
+            .map(|kind| outcome.healing_method.as_deref().unwrap_or(kind)),
+        healed_selectors: report.healed_selectors,
+    };
+    let answer: Option<Answered> = db
+        .write_statement(tenant, &statement)
+        .await
+        .map_err(step_gone)?
+        .into_iter()
+        .next();
+    let mut answer = answer.ok_or(AppError::NotFound("run"))?;
+    let log = answer.log();
+    let run = answer.run;
+    match answer.verdict {
+        Verdict::Forbidden => Err(crate::domain::visibility::Need::Run.refusal()),
+        Verdict::LeaseLost => Err(super::lifecycle::lease_lost()),
+        Verdict::RunOver => Err(AppError::bad_input(
+            "runId",
+            Action::Report.refusal(run.status),
+        )),
+        Verdict::NoStep => Err(AppError::NotFound("step")),
+        Verdict::OtherWorkflow => Err(AppError::bad_input(
+            "stepId",
+            "the step belongs to another workflow than the run",
+        )),
+        Verdict::Duplicate => {
+            let original = log.ok_or_else(|| {
+                AppError::internal(anyhow::anyhow!(
+                    "the report statement found a duplicate of run {} without its log",
+                    run.id
+                ))
+            })?;
+            Ok(duplicate(run, original))
+        }
+        Verdict::Counted => {
+            let Some(log) = log else {
+                // A report with the same key committed after the statement's snapshot
+                // was taken: nothing was written, and it is the original.
+                return raced(db, tenant, &run.id, outcome).await;
+            };
+            events.publish(
+                tenant,
+                vec![
+                    run_changed(&run, Some(&log)),
+                    EventKind::HealthLogRecorded {
+                        health_log_id: log.id.clone(),
+                    },
+                ],
+            );
+            // Answered once the events have left for the other instances, as any write.
+            events.handed_over().await;
+            Ok(StepReport {
+                run,
+                health_log: log,
+                duplicate: false,
+            })
+        }
+    }
+}
+
+/// The answer to a report whose key a concurrent report recorded first: that report's
+/// log and the run as it is now.
+async fn raced(
+    db: &Db,
+    tenant: &Tenant,
+    run_id: &str,
+    outcome: &StepOutcome,
+) -> AppResult<StepReport> {
+    let key = outcome.idempotency_key.as_deref().unwrap_or_default();
+    let mut tx = db.read(tenant).await?;
+    let original = log_with_key(&mut tx, run_id, key).await?.ok_or_else(|| {
+        AppError::internal(anyhow::anyhow!(
+            "health log of run {run_id} was neither inserted nor found"
+        ))
+    })?;
+    let run: Run = tx
+        .one(tx.runs().filter(runs::id.eq(run_id)).select(Run::columns()))
+        .await?;
+    Ok(duplicate(run, original))
 }
 
 /// A validated report and what it entails.
@@ -211,8 +394,8 @@ fn duplicate(run: Run, health_log: HealthLog) -> StepReport {
 }
 
 /// The log of run `run_id` recorded with idempotency key `key`.
-async fn log_with_key(
-    tx: &mut Tx<EventKind>,
+async fn log_with_key<E: Send>(
+    tx: &mut Tx<E>,
     run_id: &str,
     key: &str,
 ) -> AppResult<Option<HealthLog>> {
