@@ -55,6 +55,8 @@ const GROUP_BUFFER: usize = 128;
 const FRAMED_IDS: usize = 4;
 
 /// What a subscriber's stream hands its transport.
+// Like `Answer` itself: the answer is moved once, boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum Delivery {
     /// An answer resolved for this subscriber alone.
     Answer(Answer),
