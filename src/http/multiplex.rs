@@ -306,6 +306,7 @@ async fn run_group(
     let answers = Operation::prepare(&state, request, transport)
         .and_then(|operation| {
             operation
+                .uncounted()
                 .with_data(Arc::clone(&control))
                 .stream(&state, Arc::new(data), &scope)
         })

@@ -117,8 +117,16 @@ impl Operation {
                 description,
                 unkept,
                 persisted,
+                counted: true,
             },
         })
+    }
+
+    /// Not counted in the operation metrics: a shared subscription's group runs on behalf
+    /// of subscribers each counted already.
+    pub fn uncounted(mut self) -> Self {
+        self.first.counted = false;
+        self
     }
 
     /// Whether the operation the request selects is a mutation (`false` when the document
@@ -265,6 +273,8 @@ struct FirstAnswer {
     description: Description,
     unkept: Unkept,
     persisted: Unpersisted,
+    /// See [`Operation::uncounted`].
+    counted: bool,
 }
 
 /// The instance's caches of documents, which keep what an operation brought once it ran.
@@ -290,7 +300,9 @@ impl FirstAnswer {
             caches.documents.keep(self.unkept);
             caches.persisted_queries.keep(self.persisted);
         }
-        METRICS.record(self.description.labels(self.transport, &response), elapsed);
+        if self.counted {
+            METRICS.record(self.description.labels(self.transport, &response), elapsed);
+        }
         Answer::shape(response)
     }
 }
