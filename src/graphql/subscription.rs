@@ -112,6 +112,11 @@ impl StreamControl {
             .unwrap_or_else(|| services.events.subscribe())
     }
 
+    /// The part the stream runs.
+    pub fn part(&self) -> StreamPart {
+        self.part
+    }
+
     /// The fields whose streams know their parts.
     pub fn shares(field: &str) -> bool {
         matches!(

@@ -194,6 +194,44 @@ struct Entry {
     id: u64,
     sender: broadcast::Sender<Arc<Shared>>,
     task: AbortHandle,
+    operation: Arc<GroupOperation>,
+}
+
+/// The operation a group runs, kept once per group: its subscribers hold only this, and
+/// one that falls behind runs it again alone (as the same principal: the same answers).
+struct GroupOperation {
+    state: AppState,
+    viewer: Viewer,
+    query: String,
+    operation_name: Option<String>,
+    variables: async_graphql::Variables,
+    extensions: async_graphql::Extensions,
+    transport: Transport,
+}
+
+impl GroupOperation {
+    /// Runs the operation with `control`'s part, for the group's principal, with fresh
+    /// request data.
+    fn stream_shared(
+        &self,
+        control: Arc<StreamControl>,
+    ) -> Result<BoxStream<'static, Answer>, Refused> {
+        let mut request = async_graphql::Request::new(self.query.clone());
+        request.operation_name = self.operation_name.clone();
+        request.variables = self.variables.clone();
+        request.extensions = self.extensions.clone();
+        let authentication = Authentication::Verified(self.viewer.clone());
+        let (data, scope) = RequestData::new(&self.state.services, authentication).into_session();
+        let operation = Operation::prepare(&self.state, request, self.transport)?;
+        let operation = match control.part() {
+            StreamPart::Tail => operation.uncounted(),
+            _ => operation,
+        };
+        Ok(operation
+            .with_data(control)
+            .stream(&self.state, Arc::new(data), &scope)?
+            .boxed())
+    }
 }
 
 /// A subscriber's place in a group; leaving the last place stops the group.
@@ -202,6 +240,7 @@ struct Membership {
     key: Arc<GroupKey>,
     id: u64,
     receiver: broadcast::Receiver<Arc<Shared>>,
+    operation: Arc<GroupOperation>,
 }
 
 impl Drop for Membership {
@@ -251,10 +290,20 @@ impl Groups {
                 key: Arc::clone(key),
                 id: entry.id,
                 receiver: entry.sender.subscribe(),
+                operation: Arc::clone(&entry.operation),
             };
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = broadcast::channel(GROUP_BUFFER);
+        let operation = Arc::new(GroupOperation {
+            state: state.clone(),
+            viewer: viewer.clone(),
+            query: request.query,
+            operation_name: request.operation_name,
+            variables: request.variables,
+            extensions: request.extensions,
+            transport,
+        });
         // Listening to the bus now, before the joining head reads its snapshot: what
         // commits after that reaches the group.
         let control = StreamControl::new(StreamPart::Tail, None)
@@ -264,11 +313,8 @@ impl Groups {
             Arc::clone(key),
             id,
             sender.clone(),
-            state.clone(),
-            viewer.clone(),
-            request,
-            Arc::new(control),
-            transport,
+            Arc::clone(&operation),
+            control,
         ));
         groups.insert(
             Arc::clone(key),
@@ -276,6 +322,7 @@ impl Groups {
                 id,
                 sender,
                 task: task.abort_handle(),
+                operation: Arc::clone(&operation),
             },
         );
         Membership {
@@ -283,35 +330,24 @@ impl Groups {
             key: Arc::clone(key),
             id,
             receiver,
+            operation,
         }
     }
 }
 
 /// Runs a group's operation once for all its subscribers, until it ends or is stopped.
-#[allow(clippy::too_many_arguments)] // one call site, each argument moved in once
 async fn run_group(
     groups: Arc<Groups>,
     key: Arc<GroupKey>,
     id: u64,
     sender: broadcast::Sender<Arc<Shared>>,
-    state: AppState,
-    viewer: Viewer,
-    request: async_graphql::Request,
-    control: Arc<StreamControl>,
-    transport: Transport,
+    operation: Arc<GroupOperation>,
+    control: StreamControl,
 ) {
     let _running = GaugeGuard::hold(&METRICS.subscription_groups);
-    let (data, scope) =
-        RequestData::new(&state.services, Authentication::Verified(viewer)).into_session();
-    let answers = Operation::prepare(&state, request, transport)
-        .and_then(|operation| {
-            operation
-                .uncounted()
-                .with_data(Arc::clone(&control))
-                .stream(&state, Arc::new(data), &scope)
-        })
-        .ok();
-    drop(state);
+    let control = Arc::new(control);
+    let answers = operation.stream_shared(Arc::clone(&control)).ok();
+    drop(operation);
     if let Some(mut answers) = answers {
         while let Some(answer) = answers.next().await {
             // Every subscriber's head ran the same document: it is valid.
@@ -373,14 +409,10 @@ pub fn stream(
                 .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(joined);
         })
     };
-    let fallback = operation.request_copy();
     let control = Arc::new(StreamControl::new(StreamPart::Head, Some(joiner)));
-    let mut head =
-        operation
-            .with_data(Arc::clone(&control))
-            .stream(state, Arc::clone(&session), scope)?;
-    let state = state.clone();
-    let scope = scope.clone();
+    let mut head = operation
+        .with_data(Arc::clone(&control))
+        .stream(state, session, scope)?;
     Ok(async_stream::stream! {
         let mut failed = false;
         while let Some(answer) = head.next().await {
@@ -420,13 +452,11 @@ pub fn stream(
             }
         }
         // Fell behind the group: alone from here, beginning with a catch-up.
+        let operation = Arc::clone(&membership.operation);
         drop(membership);
         let control = StreamControl::new(StreamPart::CatchUpFirst { since: joined_at }, None);
-        let answers = Operation::prepare(&state, fallback, transport).and_then(|operation| {
-            operation
-                .with_data(Arc::new(control))
-                .stream(&state, session, &scope)
-        });
+        let answers = operation.stream_shared(Arc::new(control));
+        drop(operation);
         match answers {
             Ok(mut answers) => {
                 while let Some(answer) = answers.next().await {
