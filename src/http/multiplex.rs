@@ -49,7 +49,7 @@ use crate::metrics::{GaugeGuard, METRICS, Transport};
 /// Answers a group keeps for subscribers that read slowly; one further behind leaves the
 /// group. Allocated whole when a group starts, so kept small: one-subscriber groups are
 /// common (each watching its own run).
-const GROUP_BUFFER: usize = 128;
+const GROUP_BUFFER: usize = 64;
 
 /// Distinct ids whose framed messages a shared answer keeps.
 const FRAMED_IDS: usize = 4;
