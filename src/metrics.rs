@@ -115,6 +115,13 @@ pub struct Metrics {
     pub events_published: Counter,
     pub events_received_remote: Counter,
     pub events_delivered: Counter,
+    /// Subscription answers resolved through GraphQL: once per group and event when
+    /// subscribers share an operation, once per subscriber otherwise.
+    pub subscription_resolutions: Counter,
+    /// Shared subscription answers handed to a subscriber (resolved once for its group).
+    pub subscription_shared_deliveries: Counter,
+    /// Groups of subscribers sharing one resolution per event.
+    pub subscription_groups: Gauge,
     pub events_rejected: Family<RejectedEventLabels, Counter>,
     pub db_statements: Counter,
     pub db_server_statements: Family<ServerLabels, Counter>,
@@ -182,6 +189,24 @@ impl Metrics {
             "events_delivered",
             "Events handed to a subscription of the company they belong to",
             events_delivered.clone(),
+        );
+        let subscription_resolutions = Counter::default();
+        registry.register(
+            "subscription_resolutions",
+            "Subscription answers resolved through GraphQL (once per group of subscribers sharing an operation)",
+            subscription_resolutions.clone(),
+        );
+        let subscription_shared_deliveries = Counter::default();
+        registry.register(
+            "subscription_shared_deliveries",
+            "Subscription answers resolved once for a group and sent to one of its subscribers",
+            subscription_shared_deliveries.clone(),
+        );
+        let subscription_groups = Gauge::default();
+        registry.register(
+            "subscription_groups",
+            "Groups of subscribers sharing one resolution per event",
+            subscription_groups.clone(),
         );
         let events_rejected = Family::<RejectedEventLabels, Counter>::default();
         // Every reason shows from the start, at 0, so a rise is visible to alert rules.
@@ -312,6 +337,9 @@ impl Metrics {
             events_published,
             events_received_remote,
             events_delivered,
+            subscription_resolutions,
+            subscription_shared_deliveries,
+            subscription_groups,
             events_rejected,
             db_statements,
             db_server_statements,

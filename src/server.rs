@@ -264,6 +264,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown,
         persisted_queries,
         sse_streams: Default::default(),
+        groups: Default::default(),
     });
 
     let listener = TcpListener::bind(args.listen)

@@ -52,6 +52,7 @@ pub use persisted_queries::{PersistedQueries, Unpersisted};
 pub use prescan::DocumentLimits;
 pub use readers::WorkflowReaders;
 pub use stream_cursor::StreamCursors;
+pub use subscription::{StreamControl, StreamPart};
 
 /// Everything a client can read.
 #[derive(MergedObject, Default)]

@@ -17,7 +17,8 @@
 use crate::metrics::METRICS;
 use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_graphql::{Context, ID, Object, SimpleObject, Subscription};
 use chrono::NaiveDateTime;
@@ -44,6 +45,117 @@ enum Heard {
     /// Events were missed: re-read the current state.
     CatchUp,
     Closed,
+}
+
+/// Which part of a subscription a stream runs, when subscribers of the same operation,
+/// variables and authorisation share one resolution per event (`http::multiplex`). Only
+/// the fields that know their parts are shared; any other runs whole for each subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamPart {
+    /// One subscriber's own beginning: it joins its group ([`StreamControl::join`]) and,
+    /// for a field that sends a snapshot first, reads and sends its own snapshot; then the
+    /// stream ends and the subscriber goes on with the group's answers.
+    Head,
+    /// The group's stream: what every subscriber of the group gets, live changes only.
+    Tail,
+    /// A subscriber that fell behind its group goes on alone, beginning with the catch-up
+    /// a lagging stream does (changes since `since`).
+    CatchUpFirst { since: NaiveDateTime },
+}
+
+/// Attached to a shared subscription's request: which part the stream runs, and what the
+/// stream tells the subscriber about what it sent.
+pub struct StreamControl {
+    part: StreamPart,
+    /// Subscribes the subscriber to its group's answers: called by the head before it
+    /// reads its snapshot, so nothing committed in between is lost.
+    joiner: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// `runUpdated`: the version of the run in the answer last sent (`i64::MIN`: none).
+    version: AtomicI64,
+    /// `runUpdated`: the head's snapshot shows a finished run; nothing follows it.
+    finished: AtomicBool,
+    /// The group's bus receiver, subscribed when the group started (before the first
+    /// subscriber's head read its snapshot).
+    events: Mutex<Option<Receiver<Arc<Event>>>>,
+}
+
+impl StreamControl {
+    pub fn new(part: StreamPart, joiner: Option<Box<dyn FnOnce() + Send>>) -> Self {
+        Self {
+            part,
+            joiner: Mutex::new(joiner),
+            version: AtomicI64::new(i64::MIN),
+            finished: AtomicBool::new(false),
+            events: Mutex::new(None),
+        }
+    }
+
+    /// With the bus receiver the stream is to listen to.
+    pub fn with_events(self, events: Receiver<Arc<Event>>) -> Self {
+        *self
+            .events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(events);
+        self
+    }
+
+    /// The bus receiver to listen to: the one subscribed for this stream, or a new one.
+    fn events(control: Option<&Arc<Self>>, services: &Services) -> Receiver<Arc<Event>> {
+        control
+            .and_then(|control| {
+                control
+                    .events
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .take()
+            })
+            .unwrap_or_else(|| services.events.subscribe())
+    }
+
+    /// The part the stream runs.
+    pub fn part(&self) -> StreamPart {
+        self.part
+    }
+
+    /// The fields whose streams know their parts.
+    pub fn shares(field: &str) -> bool {
+        matches!(
+            field,
+            "runUpdated" | "runsUpdated" | "workflowStatusChanged"
+        )
+    }
+
+    fn join(&self) {
+        let joiner = self
+            .joiner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(join) = joiner {
+            join();
+        }
+    }
+
+    /// The run version of the answer last sent, when the stream sends one run's versions.
+    pub fn version(&self) -> Option<i64> {
+        Some(self.version.load(Ordering::SeqCst)).filter(|v| *v != i64::MIN)
+    }
+
+    fn sent_version(&self, version: i64) {
+        self.version.store(version, Ordering::SeqCst);
+    }
+
+    /// Whether the head sent everything there was (a finished run): no group follows.
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+}
+
+/// The part this stream runs, and its control when it is shared.
+fn stream_part(ctx: &Context<'_>) -> (Option<Arc<StreamControl>>, Option<StreamPart>) {
+    let control = ctx.data_opt::<Arc<StreamControl>>().cloned();
+    let part = control.as_ref().map(|c| c.part);
+    (control, part)
 }
 
 /// The next event of the viewer's company, or a reason to catch up.
@@ -145,12 +257,32 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = RunUpdate>> {
         let viewer = ctx.viewer()?.clone();
         let services = ctx.services().clone();
-        let mut events = services.events.subscribe();
-        let run = snapshot_run(&services, &viewer, &run_id).await?;
+        let (control, part) = stream_part(ctx);
+        let mut events = StreamControl::events(control.as_ref(), &services);
+        if let Some(control) = control.as_ref().filter(|_| part == Some(StreamPart::Head)) {
+            control.join();
+        }
+        let run = match snapshot_run(&services, &viewer, &run_id).await {
+            Ok(run) => Some(run),
+            // The group ends; each subscriber's own head reported the error.
+            Err(_) if part == Some(StreamPart::Tail) => None,
+            Err(error) => return Err(error.into()),
+        };
         Ok(async_stream::stream! {
+            let Some(run) = run else { return };
             let mut last_version = run.version;
             let mut finished = is_finished(&run);
-            yield RunUpdate { run, health_log: None, viewer: viewer.clone() };
+            match (&control, part) {
+                (Some(control), Some(StreamPart::Head)) => {
+                    control.sent_version(run.version);
+                    control.finished.store(finished, Ordering::SeqCst);
+                    yield RunUpdate { run, health_log: None, viewer: viewer.clone() };
+                    return;
+                }
+                // Every subscriber of the group had its own snapshot.
+                (_, Some(StreamPart::Tail)) => {}
+                _ => yield RunUpdate { run, health_log: None, viewer: viewer.clone() },
+            }
             while !finished {
                 let update = match next_event(&mut events, &viewer).await {
                     Heard::Event(event) => match &event.kind {
@@ -173,6 +305,9 @@ impl Subscription {
                 if let Some((run, health_log)) = update.filter(|(run, _)| run.version > last_version) {
                     last_version = run.version;
                     finished = is_finished(&run);
+                    if let Some(control) = &control {
+                        control.sent_version(run.version);
+                    }
                     yield RunUpdate { run, health_log, viewer: viewer.clone() };
                 }
             }
@@ -188,12 +323,26 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = RunUpdate>> {
         let viewer = ctx.viewer()?.clone();
         let services = ctx.services().clone();
-        let mut events = services.events.subscribe();
+        let (control, part) = stream_part(ctx);
+        if let Some(control) = control.as_ref().filter(|_| part == Some(StreamPart::Head)) {
+            // No snapshot: the group's answers are all there is.
+            control.join();
+        }
+        let mut catch_up_first = matches!(part, Some(StreamPart::CatchUpFirst { .. }));
+        let mut events = StreamControl::events(control.as_ref(), &services);
         let workflow_id = workflow_id.map(|id| id.0);
         Ok(async_stream::stream! {
+            if part == Some(StreamPart::Head) {
+                return;
+            }
             let mut versions = RunVersions::default();
             loop {
-                match next_event(&mut events, &viewer).await {
+                let heard = if std::mem::take(&mut catch_up_first) {
+                    Heard::CatchUp
+                } else {
+                    next_event(&mut events, &viewer).await
+                };
+                match heard {
                     Heard::Event(event) => {
                         if let EventKind::RunChanged { run, health_log } = &event.kind
                             && workflow_id.as_ref().is_none_or(|w| *w == run.workflow_id)
@@ -442,13 +591,29 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = WorkflowStatusChange>> {
         let viewer = ctx.viewer()?.clone();
         let services = ctx.services().clone();
-        let mut events = services.events.subscribe();
+        let (control, part) = stream_part(ctx);
+        if let Some(control) = control.as_ref().filter(|_| part == Some(StreamPart::Head)) {
+            // No snapshot: the group's answers are all there is.
+            control.join();
+        }
+        let (mut catch_up_first, since) = match part {
+            Some(StreamPart::CatchUpFirst { since }) => (true, since),
+            _ => (false, domain::now()),
+        };
+        let mut events = StreamControl::events(control.as_ref(), &services);
         let workflow_id = workflow_id.map(|id| id.0);
-        let since = domain::now();
         Ok(async_stream::stream! {
+            if part == Some(StreamPart::Head) {
+                return;
+            }
             let mut last_heard = since;
             loop {
-                match next_event(&mut events, &viewer).await {
+                let heard = if std::mem::take(&mut catch_up_first) {
+                    Heard::CatchUp
+                } else {
+                    next_event(&mut events, &viewer).await
+                };
+                match heard {
                     Heard::Event(event) => {
                         // The event carries the workflow as committed: no read per subscriber.
                         let EventKind::WorkflowStatusChanged { workflow, previous } = &event.kind else {

@@ -7,6 +7,7 @@ mod graphql;
 mod health;
 mod hooks;
 mod metrics;
+pub mod multiplex;
 mod operation;
 mod screenshots;
 mod sse;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub persisted_queries: Arc<PersistedQueries>,
     /// Event streams of graphql-sse's single connection mode, by their reservation token.
     pub sse_streams: sse::Reservations,
+    /// Subscribers sharing one resolution per event, by operation and authorisation.
+    pub groups: Arc<multiplex::Groups>,
 }
 
 pub const GRAPHQL_PATH: &str = "/graphql";

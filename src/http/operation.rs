@@ -29,9 +29,9 @@ use tracing::Instrument as _;
 use super::AppState;
 use crate::db::Reads;
 use crate::graphql::{
-    OperationScope, ParsedDocuments, PersistedQueries, RequestData, Unkept, Unpersisted,
-    check_aliases, code_request_errors, is_request_error, null_failed_fields, refuse_nul,
-    selected_operation,
+    OperationScope, ParsedDocuments, PersistedQueries, RequestData, StreamControl, Unkept,
+    Unpersisted, check_aliases, code_request_errors, is_request_error, null_failed_fields,
+    refuse_nul, selected_operation,
 };
 use crate::metrics::{METRICS, OperationLabels, Outcome, Transport};
 
@@ -117,14 +117,67 @@ impl Operation {
                 description,
                 unkept,
                 persisted,
+                counted: true,
             },
         })
+    }
+
+    /// Not counted in the operation metrics: a shared subscription's group runs on behalf
+    /// of subscribers each counted already.
+    pub fn uncounted(mut self) -> Self {
+        self.first.counted = false;
+        self
     }
 
     /// Whether the operation the request selects is a mutation (`false` when the document
     /// names no operation it has; execution reports that).
     pub fn is_mutation(&self) -> bool {
         self.first.description.kind == Some(OperationType::Mutation)
+    }
+
+    /// Whether subscribers of this operation may share one resolution per event: a
+    /// subscription of one root field whose stream knows its parts
+    /// ([`StreamControl::shares`]), with no directive on it.
+    pub fn is_shareable(&self) -> bool {
+        self.first.description.shareable
+    }
+
+    /// What, besides the authorisation, decides this operation's answers: its document,
+    /// the operation it selects, its variables and its extensions. Subscribers share only
+    /// when all of it is the same.
+    pub fn sharing_text(&self) -> String {
+        let request = &self.request;
+        let variables = serde_json::to_string(&request.variables).unwrap_or_default();
+        let extensions = serde_json::to_string(&request.extensions).unwrap_or_default();
+        // Lengths first: no two different combinations read the same.
+        let name = request.operation_name.as_deref().unwrap_or("");
+        format!(
+            "{}:{}:{}:{}:{}{}{}{}",
+            request.query.len(),
+            name.len(),
+            variables.len(),
+            extensions.len(),
+            request.query,
+            name,
+            variables,
+            extensions
+        )
+    }
+
+    /// The same request again, read afresh: for the group a shared subscription runs, and
+    /// for a subscriber that leaves its group.
+    pub fn request_copy(&self) -> async_graphql::Request {
+        let mut request = async_graphql::Request::new(self.request.query.clone());
+        request.operation_name = self.request.operation_name.clone();
+        request.variables = self.request.variables.clone();
+        request.extensions = self.request.extensions.clone();
+        request
+    }
+
+    /// Adds per-request data (a shared subscription's [`StreamControl`]).
+    pub fn with_data<D: std::any::Any + Send + Sync>(mut self, data: D) -> Self {
+        self.request = self.request.data(data);
+        self
     }
 
     /// Where the operation's reads go: a query's and a subscription's snapshots may come
@@ -184,10 +237,24 @@ impl Operation {
             .schema
             .execute_stream_with_session_data(request, session);
         let caches = state.caches();
+        let subscription = self.first.description.kind == Some(OperationType::Subscription);
         let mut first = Some(self.first);
-        Ok(responses.map(move |response| match first.take() {
-            Some(first) => first.answer(&caches, response, None),
-            None => Answer::executed(response),
+        Ok(Box::pin(async_stream::stream! {
+            let mut responses = responses;
+            while let Some(response) = responses.next().await {
+                if subscription {
+                    METRICS.subscription_resolutions.inc();
+                }
+                yield match first.take() {
+                    Some(first) => first.answer(&caches, response, None),
+                    None => Answer::executed(response),
+                };
+            }
+            // A shared subscriber's head can end without an answer: it ran, and is
+            // counted (and its document kept) like one that answered.
+            if let Some(first) = first {
+                let _ = first.answer(&caches, Response::default(), None);
+            }
         }))
     }
 
@@ -206,6 +273,8 @@ struct FirstAnswer {
     description: Description,
     unkept: Unkept,
     persisted: Unpersisted,
+    /// See [`Operation::uncounted`].
+    counted: bool,
 }
 
 /// The instance's caches of documents, which keep what an operation brought once it ran.
@@ -231,7 +300,9 @@ impl FirstAnswer {
             caches.documents.keep(self.unkept);
             caches.persisted_queries.keep(self.persisted);
         }
-        METRICS.record(self.description.labels(self.transport, &response), elapsed);
+        if self.counted {
+            METRICS.record(self.description.labels(self.transport, &response), elapsed);
+        }
         Answer::shape(response)
     }
 }
@@ -251,6 +322,8 @@ struct Description {
     kind: Option<OperationType>,
     /// `unknown` when it selects no field (or there is no operation).
     field: String,
+    /// See [`Operation::is_shareable`].
+    shareable: bool,
 }
 
 impl Description {
@@ -258,6 +331,7 @@ impl Description {
         Self {
             kind: None,
             field: UNKNOWN.to_owned(),
+            shareable: false,
         }
     }
 
@@ -276,9 +350,18 @@ impl Description {
                 _ => None,
             })
             .unwrap_or_else(|| UNKNOWN.to_owned());
+        let items = &operation.node.selection_set.node.items;
+        let shareable = operation.node.ty == OperationType::Subscription
+            && operation.node.directives.is_empty()
+            && matches!(
+                items.as_slice(),
+                [item] if matches!(&item.node, Selection::Field(f)
+                    if f.node.directives.is_empty() && StreamControl::shares(&f.node.name.node))
+            );
         Self {
             kind: Some(operation.node.ty),
             field,
+            shareable,
         }
     }
 

@@ -57,10 +57,11 @@ use super::graphql::{
     MediaType, authenticate_request, error_response, graphql_response, negotiate, read_request,
     unavailable_response,
 };
+use super::multiplex::{self, Delivery, Frame};
 use super::operation::{Answer, Operation};
 use super::websocket::ConnectionSlot;
-use crate::auth::Authentication;
 use crate::auth::rate_limit::address_group;
+use crate::auth::{Authentication, Viewer};
 use crate::error::ErrorCode;
 use crate::graphql::{OperationScope, RequestData};
 use crate::metrics::{GaugeGuard, METRICS, Transport};
@@ -141,16 +142,27 @@ async fn distinct(state: AppState, request: Request) -> Response {
         .from_address(address)
         .from_user_agent(user_agent.as_deref())
         .into_session();
-    let answers: BoxStream<'static, Answer> =
+    let refused = |refused| {
+        futures_util::stream::once(async { Delivery::Answer(Answer::Refused(refused)) }).boxed()
+    };
+    let answers: BoxStream<'static, Delivery> =
         match Operation::prepare(&state, graphql_request, Transport::Sse) {
-            Err(refused) => futures_util::stream::once(async { Answer::Refused(refused) }).boxed(),
+            Err(error) => refused(error),
             Ok(operation) if is_get && operation.is_mutation() => return mutation_over_get(),
-            Ok(operation) => match operation.stream(&state, Arc::new(data), &scope) {
-                Ok(answers) => answers.boxed(),
-                Err(refused) => {
-                    futures_util::stream::once(async { Answer::Refused(refused) }).boxed()
+            Ok(operation) => {
+                let data = Arc::new(data);
+                match multiplex::stream(
+                    &state,
+                    operation,
+                    data,
+                    &scope,
+                    viewer.as_ref(),
+                    Transport::Sse,
+                ) {
+                    Ok(answers) => answers,
+                    Err(error) => refused(error),
                 }
-            },
+            }
         };
     watch.watch(viewer, expires_at);
     event_stream(distinct_events(state, answers, watch, slot))
@@ -169,7 +181,7 @@ enum Step<T> {
 
 fn distinct_events(
     state: AppState,
-    mut answers: BoxStream<'static, Answer>,
+    mut answers: BoxStream<'static, Delivery>,
     mut watch: CredentialWatch,
     slot: Option<Slot>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
@@ -201,7 +213,7 @@ fn distinct_events(
                         yield Ok(complete_event(None));
                         break;
                     }
-                    yield Ok(next_event(None, &answer_payload(answer)));
+                    yield Ok(delivery_event(None, answer));
                     keep_alive.reset();
                 }
                 Step::Done => {
@@ -268,6 +280,8 @@ impl Owner {
 
 struct Reservation {
     owner: Owner,
+    /// Who runs the operations, when signed in (shared subscriptions group by it).
+    viewer: Option<Viewer>,
     /// The operations' session: who runs them, from where.
     data: Arc<Data>,
     /// Each operation's database handle and batch loader.
@@ -290,7 +304,7 @@ struct ReservationState {
 // Like the WebSocket's: the answer is the common case and moves once through the channel.
 #[allow(clippy::large_enum_variant)]
 enum Outgoing {
-    Next(String, Answer),
+    Next(String, Delivery),
     Complete(String),
 }
 
@@ -330,6 +344,7 @@ async fn reserve(state: AppState, request: Request) -> Response {
         Ok(slot) => slot,
         Err(response) => return response,
     };
+    let viewer = authentication.viewer().ok().cloned();
     let (data, scope) = RequestData::new(&state.services, authentication)
         .from_address(address)
         .from_user_agent(user_agent.as_deref())
@@ -338,6 +353,7 @@ async fn reserve(state: AppState, request: Request) -> Response {
     let token = new_token();
     let reservation = Arc::new(Reservation {
         owner,
+        viewer,
         data: Arc::new(data),
         scope,
         outgoing,
@@ -453,7 +469,7 @@ fn single_events(
                     Ok(()) => {
                         let known = reservation.state().operations.contains_key(&id);
                         if known {
-                            yield Ok(next_event(Some(&id), &answer_payload(answer)));
+                            yield Ok(delivery_event(Some(&id), answer));
                             keep_alive.reset();
                         }
                         continue;
@@ -539,15 +555,24 @@ async fn submit(state: AppState, request: Request, token: String) -> Response {
     if is_get && operation.is_mutation() {
         return mutation_over_get();
     }
-    let mut answers =
-        match operation.stream(&state, Arc::clone(&reservation.data), &reservation.scope) {
-            Ok(answers) => answers,
-            Err(refused) => return request_error(refused.into(), media),
-        };
+    let answers = multiplex::stream(
+        &state,
+        operation,
+        Arc::clone(&reservation.data),
+        &reservation.scope,
+        reservation.viewer.as_ref(),
+        Transport::Sse,
+    );
+    let mut answers = match answers {
+        Ok(answers) => answers,
+        Err(refused) => return request_error(refused.into(), media),
+    };
     // Validation runs in the executor's first step, before any resolver: a request error
     // is ready at once and is answered here, as the protocol asks (GraphQL over HTTP).
     let (first, ended) = match answers.next().now_or_never() {
-        Some(Some(Answer::Refused(refused))) => return request_error(refused.into(), media),
+        Some(Some(Delivery::Answer(Answer::Refused(refused)))) => {
+            return request_error(refused.into(), media);
+        }
         Some(Some(answer)) => (Some(answer), false),
         Some(None) => (None, true),
         None => (None, false),
@@ -816,6 +841,14 @@ fn answer_payload(answer: Answer) -> String {
                               "extensions": { "code": ErrorCode::Internal.as_str() } }] })
         .to_string()
     })
+}
+
+/// The `next` event of a delivery: a shared answer as its group serialised it.
+fn delivery_event(id: Option<&str>, delivery: Delivery) -> Bytes {
+    match delivery {
+        Delivery::Answer(answer) => next_event(id, &answer_payload(answer)),
+        Delivery::Shared(shared) => shared.framed(Frame::SseNext, id),
+    }
 }
 
 fn lapsed_payload(lapsed: Lapsed) -> String {

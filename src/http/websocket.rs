@@ -33,6 +33,7 @@ use super::AppState;
 use super::client_address::client_address;
 use super::credentials::{CredentialWatch, Lapsed};
 use super::graphql::authenticate_token;
+use super::multiplex::{self, Delivery, Frame, Shared};
 use super::operation::{Answer, Operation, Refused};
 use crate::auth::Authentication;
 use crate::auth::rate_limit::address_group;
@@ -231,9 +232,13 @@ fn text(value: Value) -> Message {
     Message::Text(Utf8Bytes::from(value.to_string()))
 }
 
-/// What an operation task reports back to the connection.
+/// What an operation task reports back to the connection. Small, because the channel
+/// that carries it allocates its first block of slots with the connection: the response
+/// is boxed.
 enum Outgoing {
-    Next(String, Response),
+    Next(String, Box<Response>),
+    /// An answer resolved once for the operation's group, sent as it was serialised.
+    Shared(String, Arc<Shared>),
     Error(String, Vec<ServerError>),
     Complete(String),
 }
@@ -588,7 +593,16 @@ impl Connection {
             Ok(operation) => operation,
             Err(refused) => return self.on_outgoing(Outgoing::refused(id, refused)).await,
         };
-        let mut answers = match operation.stream(&self.state, Arc::clone(data), scope) {
+        let viewer = self.watch.viewer();
+        let answers = multiplex::stream(
+            &self.state,
+            operation,
+            Arc::clone(data),
+            scope,
+            viewer,
+            Transport::Websocket,
+        );
+        let mut answers = match answers {
             Ok(answers) => answers,
             Err(refused) => return self.on_outgoing(Outgoing::refused(id, refused)).await,
         };
@@ -599,11 +613,14 @@ impl Connection {
             while let Some(answer) = answers.next().await {
                 let outgoing = match answer {
                     // Parse and validation failures get an `error` message and no `complete`.
-                    Answer::Refused(refused) => {
+                    Delivery::Answer(Answer::Refused(refused)) => {
                         let _ = tx.send(Outgoing::refused(operation_id, refused)).await;
                         return;
                     }
-                    Answer::Executed(response) => Outgoing::Next(operation_id.clone(), response),
+                    Delivery::Answer(Answer::Executed(response)) => {
+                        Outgoing::Next(operation_id.clone(), Box::new(response))
+                    }
+                    Delivery::Shared(shared) => Outgoing::Shared(operation_id.clone(), shared),
                 };
                 if tx.send(outgoing).await.is_err() {
                     return;
@@ -616,10 +633,28 @@ impl Connection {
     }
 
     async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), Closing> {
-        if let Outgoing::Next(..) = outgoing {
+        if let Outgoing::Next(..) | Outgoing::Shared(..) = outgoing {
             self.watch.check_pending().await.map_err(lapsed_closing)?;
         }
         let message = match (outgoing, self.protocol) {
+            (Outgoing::Shared(id, shared), protocol) => {
+                if !self.operations.contains_key(&id) {
+                    return Ok(()); // stopped by the client meanwhile
+                }
+                let frame = if protocol == Protocol::TransportWs {
+                    Frame::WsNext
+                } else {
+                    Frame::WsData
+                };
+                // The payload is serde_json's output and the frame adds ASCII: UTF-8.
+                let framed = Utf8Bytes::try_from(shared.framed(frame, Some(&id)))
+                    .map_err(|_| Closing(close::INTERNAL_ERROR, "Internal error".into()))?;
+                return self
+                    .socket
+                    .send(Message::Text(framed))
+                    .await
+                    .map_err(|_| Closing(close::NORMAL, String::new()));
+            }
             (Outgoing::Next(id, response), protocol) => {
                 if !self.operations.contains_key(&id) {
                     return Ok(()); // stopped by the client meanwhile
