@@ -454,23 +454,19 @@ async fn due_companies(db: &Db) -> AppResult<Vec<String>> {
 /// Claims `company` for this instance if it is still due and unclaimed (one conditional
 /// update, so only one instance wins); answers its policy then.
 async fn claim(db: &Db, settings: &SweepSettings, company: &str) -> AppResult<Option<PolicyRow>> {
-    db.write_unscoped(|tx| claimed(tx, settings, company).into_work())
-        .await
+    db.write(&Tenant::new(company.to_owned()), |tx| {
+        claimed(tx, settings).into_work()
+    })
+    .await
 }
 
-async fn claimed(
-    tx: &mut Tx<NoEvents>,
-    settings: &SweepSettings,
-    company: &str,
-) -> AppResult<Option<PolicyRow>> {
+async fn claimed(tx: &mut Tx<NoEvents>, settings: &SweepSettings) -> AppResult<Option<PolicyRow>> {
     use retention_policies::dsl as p;
     let at = now();
     let until = lease_end(at)?;
-    let mut all = tx.unscoped();
-    let rows: Vec<PolicyRow> = all
+    let rows: Vec<PolicyRow> = tx
         .load(
-            all.retention_policies()
-                .filter(p::company_id.eq(company))
+            tx.retention_policies()
                 .filter(p::next_sweep_at.le(at))
                 .filter(p::claimed_until.is_null().or(p::claimed_until.lt(at)))
                 .set((
