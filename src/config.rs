@@ -471,6 +471,18 @@ pub struct HttpArgs {
     /// with FORBIDDEN.
     #[arg(long, env = "STEPWISE_PERSISTED_QUERIES_ONLY")]
     pub persisted_queries_only: Option<PathBuf>,
+
+    /// Answer the plain fields of listed workflows, runs, health logs, steps and
+    /// screenshots in one pass (`graphql/plain_list.rs`). `false` sends every list down
+    /// async-graphql's ordinary path: slower, the same answers; for ruling the fast path out
+    /// when something looks wrong.
+    #[arg(
+        long,
+        env = "STEPWISE_FAST_LISTS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub fast_lists: bool,
 }
 
 impl HttpArgs {

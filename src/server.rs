@@ -172,6 +172,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let schema = limits
         .apply(graphql::schema_builder())
         .data(services.clone())
+        .data(graphql::FastLists(args.http.fast_lists))
         .finish();
     let http = HttpConfig {
         cors: CorsOrigins::parse(&args.http.cors_allowed_origins)

@@ -1,17 +1,20 @@
-//! `Workflow.steps` answers its plain fields (and preloaded screenshots) in one pass instead
-//! of a future per field per step. What a client sees must not change: these tests ask the
-//! same questions through the fast path and through the ordinary one (a single `step(id:)`,
-//! or the same list with a field that needs loading, which sends the whole list down the
-//! ordinary path) and compare the answers, key order included — with aliases, named and
-//! inline fragments, `@skip`/`@include`, `__typename`, and a field that fails inside the
-//! list. On SQLite and Postgres.
+//! Lists answer their plain fields in one pass instead of a future per field per item:
+//! `Workflow.steps` (with preloaded screenshots), `Workflow.screenshots`, and the edges and
+//! nodes of the workflow, run and health-log connections. What a client sees must not
+//! change: these tests ask the same questions through the fast path and through the
+//! ordinary one (a single `step(id:)`, or the same server restarted with
+//! `STEPWISE_FAST_LISTS=false`) and compare the answers — with aliases, named and inline
+//! fragments, `@skip`/`@include`, `__typename`, fields that need loading mixed in, and a
+//! field that fails inside a list. Every field of those types without arguments is asked
+//! (read from the schema), as an admin and as a member, so a field given a guard or a role
+//! check that the fast path would skip makes the answers differ. On SQLite and Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::blobs::{multipart_request, png};
 use common::fixtures::*;
-use common::{Backend, TestServer, str_field};
+use common::{Backend, ServerOptions, TestServer, str_field};
 use serde_json::{Value, json};
 
 /// Every field of a step a list answers in one pass, and of its screenshot but `url`
@@ -86,16 +89,11 @@ fn key_order(value: &Value) -> Vec<String> {
     keys
 }
 
-/// `steps` as the ordinary path gives them: the same selection plus `workflow { id }` (a
-/// lookup, so not plain), which is then removed again.
-async fn ordinary_steps(server: &TestServer, token: &str, query: &str, variables: Value) -> Value {
-    let ordinary = query.replacen("steps {", "steps { workflow { id } ", 1);
-    assert_ne!(ordinary, query, "the query has no `steps {{`");
-    let mut data = ok(server, token, &ordinary, variables).await;
-    for step in data["workflow"]["steps"].as_array_mut().unwrap() {
-        step.as_object_mut().unwrap().shift_remove("workflow");
-    }
-    data
+/// Sends every list down async-graphql's ordinary path from now on: the server restarts on
+/// the same database with `STEPWISE_FAST_LISTS=false` (tokens stay valid).
+async fn ordinary_path(server: &mut TestServer) {
+    server.set_env("STEPWISE_FAST_LISTS", "false");
+    server.restart().await;
 }
 
 fn assert_same(fast: &Value, ordinary: &Value, what: &str) {
@@ -109,7 +107,7 @@ fn assert_same(fast: &Value, ordinary: &Value, what: &str) {
 
 both_backends!(a_list_answers_like_single_steps);
 async fn a_list_answers_like_single_steps(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let mut server = TestServer::start(backend).await;
     let acme = team(&server, "Acme").await;
     let token = &acme.member_token;
     let (workflow_id, step_ids) = workflow_with_screenshots(&server, token).await;
@@ -139,10 +137,6 @@ async fn a_list_answers_like_single_steps(backend: Backend) {
         assert_same(&steps[index], &alone["step"], &format!("step {index}"));
     }
 
-    // And the whole list down the ordinary path.
-    let ordinary = ordinary_steps(&server, token, &list_query, json!({ "id": workflow_id })).await;
-    assert_same(&fast, &ordinary, "the list");
-
     // `Workflow.screenshots` is answered in one pass too.
     let shots_query = "query($id: ID!) { workflow(id: $id) { screenshots { id hash \
         contentType sizeBytes width height createdAt __typename ... on Node { nodeId: id } } } }";
@@ -154,22 +148,6 @@ async fn a_list_answers_like_single_steps(backend: Backend) {
         Some(2),
         "{fast_shots:#}"
     );
-    let ordinary_query = shots_query.replacen("screenshots {", "screenshots { workflow { id } ", 1);
-    let mut ordinary_shots = ok(
-        &server,
-        token,
-        &ordinary_query,
-        json!({ "id": workflow_id }),
-    )
-    .await;
-    for shot in ordinary_shots["workflow"]["screenshots"]
-        .as_array_mut()
-        .unwrap()
-    {
-        assert_eq!(shot["workflow"]["id"], json!(workflow_id));
-        shot.as_object_mut().unwrap().shift_remove("workflow");
-    }
-    assert_same(&fast_shots, &ordinary_shots, "the screenshots");
 
     // The signed URL is answered too, and it serves the image.
     let with_url = ok(
@@ -204,6 +182,14 @@ async fn a_list_answers_like_single_steps(backend: Backend) {
         ]),
         "{page:#}"
     );
+
+    // And the same lists down the ordinary path.
+    ordinary_path(&mut server).await;
+    let ordinary = ok(&server, token, &list_query, json!({ "id": workflow_id })).await;
+    assert_same(&fast, &ordinary, "the list");
+    let ordinary_shots = ok(&server, token, shots_query, json!({ "id": workflow_id })).await;
+    assert_same(&fast_shots, &ordinary_shots, "the screenshots");
+    assert_same(&page, &ok(&server, token, q1, json!({})).await, "Q1");
 }
 
 const SHAPES: &str = "query($id: ID!, $yes: Boolean!, $no: Boolean!) {
@@ -237,7 +223,7 @@ fragment ShotParts on Screenshot { w: width h: height }";
 
 both_backends!(aliases_fragments_and_directives);
 async fn aliases_fragments_and_directives(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let mut server = TestServer::start(backend).await;
     let acme = team(&server, "Acme").await;
     let token = &acme.member_token;
     let (workflow_id, step_ids) = workflow_with_screenshots(&server, token).await;
@@ -287,8 +273,7 @@ async fn aliases_fragments_and_directives(backend: Backend) {
     assert!(steps[1]["screenshot"].is_null());
     assert!(steps[1]["pic"].is_null());
 
-    let ordinary = ordinary_steps(&server, token, SHAPES, variables.clone()).await;
-    assert_same(&fast, &ordinary, "aliases, fragments and directives");
+    let fast_shapes = fast.clone();
 
     // The other way round: what was skipped is included and the other way round.
     let flipped = json!({ "id": workflow_id, "yes": false, "no": true });
@@ -300,8 +285,7 @@ async fn aliases_fragments_and_directives(backend: Backend) {
     assert!(first.get("pic").is_none(), "{fast:#}");
     assert_eq!(first["gone"]["id"], first["screenshot"]["id"], "{fast:#}");
     assert!(first["skipped"].is_null() && first.get("skipped").is_some());
-    let ordinary = ordinary_steps(&server, token, SHAPES, flipped).await;
-    assert_same(&fast, &ordinary, "the directives flipped");
+    let fast_flipped = fast.clone();
 
     // The same list twice under one key merges item by item; under two keys, each its own.
     let twice = "query($id: ID!) { workflow(id: $id) { \
@@ -317,11 +301,19 @@ async fn aliases_fragments_and_directives(backend: Backend) {
     );
     assert_eq!(workflow["a"][1], json!({ "stepNumber": 2 }));
     assert_eq!(workflow["b"][0], json!({ "__typename": "Step" }));
+
+    ordinary_path(&mut server).await;
+    let ordinary = ok(&server, token, SHAPES, variables).await;
+    assert_same(&fast_shapes, &ordinary, "aliases, fragments and directives");
+    let ordinary = ok(&server, token, SHAPES, flipped).await;
+    assert_same(&fast_flipped, &ordinary, "the directives flipped");
+    let ordinary = ok(&server, token, twice, json!({ "id": workflow_id })).await;
+    assert_same(&data, &ordinary, "the same list twice");
 }
 
 both_backends!(a_failing_field_inside_the_list);
 async fn a_failing_field_inside_the_list(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let mut server = TestServer::start(backend).await;
     let acme = team(&server, "Acme").await;
     let token = &acme.member_token;
     let (workflow_id, step_ids) = workflow_with_screenshots(&server, token).await;
@@ -393,6 +385,17 @@ async fn a_failing_field_inside_the_list(backend: Backend) {
         "{page:#}"
     );
     assert_eq!(steps[2]["stepNumber"], 3, "{page:#}");
+
+    // The ordinary path answers both the same, errors included.
+    let page_query =
+        "query { workflows(first: 5) { edges { node { steps { stepNumber selectors } } } } }";
+    ordinary_path(&mut server).await;
+    let ordinary = server
+        .gql(query, json!({ "id": workflow_id }), Some(token))
+        .await;
+    assert_eq!(resp, ordinary, "fast and ordinary answers differ");
+    let ordinary = server.gql(page_query, json!({}), Some(token)).await;
+    assert_eq!(page, ordinary, "fast and ordinary answers differ");
 }
 
 both_backends!(another_company_sees_none_of_it);
@@ -427,4 +430,322 @@ async fn another_company_sees_none_of_it(backend: Backend) {
     assert_eq!(edges.len(), 1, "{page:#}");
     assert_eq!(edges[0]["node"]["name"], "Theirs");
     assert_eq!(edges[0]["node"]["steps"].as_array().unwrap().len(), 2);
+
+    // Nor their runs and health logs, in any of the connections that list them.
+    let steps = ok(
+        &server,
+        &acme.member_token,
+        "query($id: ID!) { workflow(id: $id) { steps { id } } }",
+        json!({ "id": workflow_id }),
+    )
+    .await;
+    let step_id = str_field(&steps["workflow"]["steps"][0], "id");
+    set_status(&server, &acme.member_token, &workflow_id, "ACTIVE").await;
+    run_with_reports(
+        &server,
+        &acme.member_token,
+        &workflow_id,
+        &[step_id],
+        &[json!({ "status": "SUCCESS" })],
+    )
+    .await;
+    let theirs = ok(
+        &server,
+        &globex.member_token,
+        "query { runs(first: 50) { totalCount nodes { id status } }            healthLogs(first: 50) { totalCount edges { node { id status } } }            workflows(first: 20) { edges { node { runs(first: 5) { totalCount nodes { id } }              healthLogs(first: 5) { totalCount nodes { id } } } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        theirs["runs"],
+        json!({ "totalCount": 0, "nodes": [] }),
+        "{theirs:#}"
+    );
+    assert_eq!(
+        theirs["healthLogs"],
+        json!({ "totalCount": 0, "edges": [] }),
+        "{theirs:#}"
+    );
+    assert_eq!(
+        theirs["workflows"]["edges"][0]["node"],
+        json!({ "runs": { "totalCount": 0, "nodes": [] },
+                "healthLogs": { "totalCount": 0, "nodes": [] } }),
+        "{theirs:#}"
+    );
+}
+
+/// Every field of `type_name` without arguments whose values are scalars or enums (lists of
+/// them included), but `except`: read from the schema, so a field added later is compared
+/// too.
+async fn argument_free_scalars(
+    server: &TestServer,
+    token: &str,
+    type_name: &str,
+    except: &[&str],
+) -> String {
+    let data = ok(
+        server,
+        token,
+        "query($t: String!) { __type(name: $t) { fields { name args { name } \
+           type { kind ofType { kind ofType { kind ofType { kind } } } } } } }",
+        json!({ "t": type_name }),
+    )
+    .await;
+    let fields = data["__type"]["fields"].as_array().expect("fields");
+    let names: Vec<&str> = fields
+        .iter()
+        .filter(|field| field["args"].as_array().is_some_and(Vec::is_empty))
+        .filter(|field| {
+            let mut ty = &field["type"];
+            while ty["kind"] == "NON_NULL" || ty["kind"] == "LIST" {
+                ty = &ty["ofType"];
+            }
+            ty["kind"] == "SCALAR" || ty["kind"] == "ENUM"
+        })
+        .filter_map(|field| field["name"].as_str())
+        .filter(|name| !except.contains(name))
+        .collect();
+    assert!(names.len() > 5, "{type_name}: {data:#}");
+    names.join(" ")
+}
+
+/// Starts a run of `workflow_id` and reports `outcomes`, one per step in order.
+async fn run_with_reports(
+    server: &TestServer,
+    token: &str,
+    workflow_id: &str,
+    step_ids: &[String],
+    outcomes: &[Value],
+) -> String {
+    let run = ok(
+        server,
+        token,
+        "mutation($w: ID!) { startRun(workflowId: $w) { id } }",
+        json!({ "w": workflow_id }),
+    )
+    .await;
+    let run_id = str_field(&run["startRun"], "id");
+    for (step_id, outcome) in step_ids.iter().zip(outcomes) {
+        ok(
+            server,
+            token,
+            "mutation($r: ID!, $s: ID!, $o: StepOutcomeInput!) { \
+               reportStep(runId: $r, stepId: $s, outcome: $o) { duplicate } }",
+            json!({ "r": run_id, "s": step_id, "o": outcome }),
+        )
+        .await;
+    }
+    run_id
+}
+
+/// Errors in a stable order: the two paths may record them in different orders.
+fn sorted_errors(resp: &Value) -> Vec<String> {
+    let mut errors: Vec<String> = resp["errors"]
+        .as_array()
+        .map(|errors| errors.iter().map(Value::to_string).collect())
+        .unwrap_or_default();
+    errors.sort();
+    errors
+}
+
+both_backends!(connections_answer_like_the_ordinary_path);
+async fn connections_answer_like_the_ordinary_path(backend: Backend) {
+    let mut server = TestServer::start_with(
+        backend,
+        ServerOptions {
+            // The comparison asks three nested connections at once.
+            env: vec![("STEPWISE_MAX_QUERY_COMPLEXITY".into(), "10000000".into())],
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let acme = team(&server, "Acme").await;
+    let member = acme.member_token.as_str();
+    let (workflow_id, step_ids) = workflow_with_screenshots(&server, member).await;
+    set_status(&server, member, &workflow_id, "ACTIVE").await;
+    simple_workflow(&server, &acme.admin_token, "Second", 2).await;
+    let finished = run_with_reports(
+        &server,
+        member,
+        &workflow_id,
+        &step_ids,
+        &[
+            json!({ "status": "SUCCESS", "pageUrl": "https://a.test/1", "executionTimeMs": 12 }),
+            json!({ "status": "FAILED", "errorType": "element_not_found",
+                    "errorMessage": "gone", "executionTimeMs": 40,
+                    "deterministicScore": 0.4, "aiScore": 0.25 }),
+        ],
+    )
+    .await;
+    ok(
+        &server,
+        member,
+        "mutation($r: ID!) { finishRun(runId: $r, status: FAILED, error: \"step 2\") { id } }",
+        json!({ "r": finished }),
+    )
+    .await;
+    let running = run_with_reports(
+        &server,
+        &acme.admin_token,
+        &workflow_id,
+        &step_ids[..1],
+        &[json!({ "status": "SUCCESS" })],
+    )
+    .await;
+
+    let workflow = argument_free_scalars(&server, member, "Workflow", &[]).await;
+    let run = argument_free_scalars(&server, member, "Run", &[]).await;
+    let log = argument_free_scalars(&server, member, "HealthLog", &[]).await;
+    let step = argument_free_scalars(&server, member, "Step", &[]).await;
+    // `url` is signed with the current time: two requests may differ.
+    let shot = argument_free_scalars(&server, member, "Screenshot", &["url"]).await;
+    let query = format!(
+        "query($w: ID!) {{
+          workflows(first: 5) {{
+            __typename totalCount
+            pageInfo {{ __typename hasNextPage hasPreviousPage startCursor endCursor }}
+            edges {{ __typename cursor node {{ {workflow} createdBy {{ id }}
+              steps {{ {step} screenshot {{ {shot} }} }} screenshots {{ {shot} }}
+              runs(first: 5) {{ totalCount edges {{ cursor node {{ {run} workflow {{ id }}
+                currentStep {{ id }}
+                healthLogs(first: 10) {{ totalCount nodes {{ {log} step {{ id }} run {{ id }} }} }}
+              }} }} }}
+            }} }}
+            nodes {{ id ... on Node {{ nodeId: id }} }}
+          }}
+          runs(first: 10) {{ pageInfo {{ endCursor }} nodes {{ {run} startedBy {{ id }} }}
+            edges {{ node {{ id }} }} }}
+          healthLogs(first: 10) {{ edges {{ node {{ {log} }} }} pageInfo {{ startCursor hasNextPage }} }}
+          workflow(id: $w) {{
+            healthLogs(first: 10) {{ ...Logs }}
+            last: runs(last: 1) {{ ... on RunConnection {{ pageInfo {{ hasPreviousPage }}
+              x: edges {{ c: cursor n: node {{ ... on Run {{ id status }} }} }} }} }}
+          }}
+        }}
+        fragment Logs on HealthLogConnection {{ totalCount
+          edges {{ ... on HealthLogEdge {{ cursor }} node {{ {log} }} }} }}"
+    );
+    let variables = json!({ "w": workflow_id });
+    let mut fast = Vec::new();
+    for token in [member, acme.admin_token.as_str()] {
+        let answer = ok(&server, token, &query, variables.clone()).await;
+        fast.push(answer);
+    }
+
+    // What the fast path answered is what the data says.
+    let page = &fast[0]["workflows"];
+    assert_eq!(page["__typename"], "WorkflowConnection");
+    assert_eq!(page["totalCount"], 2, "{page:#}");
+    assert_eq!(page["edges"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["pageInfo"]["endCursor"], page["edges"][1]["cursor"]);
+    assert_eq!(page["edges"][0]["__typename"], "WorkflowEdge");
+    assert_eq!(page["nodes"][1]["nodeId"], page["edges"][1]["node"]["id"]);
+    let flow = page["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| &edge["node"])
+        .find(|node| node["id"] == json!(workflow_id))
+        .expect("the workflow with runs");
+    assert_eq!(flow["runs"]["totalCount"], 2, "{flow:#}");
+    let runs = flow["runs"]["edges"].as_array().unwrap();
+    let finished_run = runs
+        .iter()
+        .map(|edge| &edge["node"])
+        .find(|run| run["id"] == json!(finished))
+        .expect("the finished run");
+    assert_eq!(finished_run["status"], "FAILED");
+    assert_eq!(finished_run["error"], "step 2");
+    assert_eq!(finished_run["workflow"]["id"], json!(workflow_id));
+    assert_eq!(finished_run["healthLogs"]["totalCount"], 2);
+    let failed_log = &finished_run["healthLogs"]["nodes"][1];
+    assert_eq!(failed_log["status"], "FAILED", "{finished_run:#}");
+    assert_eq!(failed_log["errorType"], "element_not_found");
+    assert_eq!(failed_log["aiScore"], 0.25);
+    assert_eq!(failed_log["step"]["id"], json!(step_ids[1]));
+    assert_eq!(failed_log["run"]["id"], json!(finished));
+    assert_eq!(fast[0]["runs"]["nodes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        fast[0]["healthLogs"]["edges"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(fast[0]["workflow"]["healthLogs"]["totalCount"], 3);
+    assert_eq!(
+        fast[0]["workflow"]["last"]["x"][0]["n"]["id"],
+        json!(finished)
+    );
+
+    // Keys come in selection order, a field that waited included.
+    let order = ok(
+        &server,
+        member,
+        "query { workflows(first: 1) { edges { node { tags id } } totalCount \
+           pageInfo { hasNextPage } } }",
+        json!({}),
+    )
+    .await;
+    let keys =
+        |value: &Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(
+        keys(&order["workflows"]),
+        ["edges", "totalCount", "pageInfo"]
+    );
+    assert_eq!(
+        keys(&order["workflows"]["edges"][0]["node"]),
+        ["tags", "id"]
+    );
+
+    // A field that fails inside a connection names its edge or node, and only it is null.
+    server
+        .sql(&format!(
+            "UPDATE runs SET input = 'not json' WHERE id = '{finished}'"
+        ))
+        .await;
+    let failing = "query { runs(first: 10) { edges { node { id input } } nodes { id input } } }";
+    let broken = server.gql(failing, json!({}), Some(member)).await;
+    let index = broken["data"]["runs"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|run| run["id"] == json!(finished))
+        .expect("the broken run is listed");
+    let mut paths: Vec<Value> = broken["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|error| {
+            assert_eq!(error["extensions"]["code"], "INTERNAL", "{broken:#}");
+            error["path"].clone()
+        })
+        .collect();
+    paths.sort_by_key(Value::to_string);
+    assert_eq!(
+        paths,
+        [
+            json!(["runs", "edges", index, "node", "input"]),
+            json!(["runs", "nodes", index, "input"]),
+        ],
+        "{broken:#}"
+    );
+    assert_eq!(
+        broken["data"]["runs"]["edges"][index]["node"],
+        json!({ "id": finished, "input": null })
+    );
+    assert_eq!(
+        broken["data"]["runs"]["nodes"][1 - index],
+        json!({ "id": running, "input": null })
+    );
+
+    // The ordinary path answers all of it the same.
+    let corrupt = |input: &str| format!("UPDATE runs SET input = {input} WHERE id = '{finished}'");
+    server.sql(&corrupt("NULL")).await;
+    ordinary_path(&mut server).await;
+    for (token, fast) in [member, acme.admin_token.as_str()].into_iter().zip(&fast) {
+        let ordinary = ok(&server, token, &query, variables.clone()).await;
+        assert_eq!(fast, &ordinary, "fast and ordinary answers differ");
+    }
+    server.sql(&corrupt("'not json'")).await;
+    let ordinary = server.gql(failing, json!({}), Some(member)).await;
+    assert_eq!(broken["data"], ordinary["data"], "{ordinary:#}");
+    assert_eq!(sorted_errors(&broken), sorted_errors(&ordinary));
 }

@@ -49,6 +49,7 @@ pub use context::{OperationScope, QueueSettings, RequestData, ScreenshotSettings
 pub use documents::{ParsedDocuments, Unkept};
 pub use limits::{QueryLimits, check_aliases, code_request_errors, limit_name, refuse_nul};
 pub use persisted_queries::{PersistedQueries, Unpersisted};
+pub use plain_list::FastLists;
 pub use prescan::DocumentLimits;
 pub use readers::WorkflowReaders;
 pub use stream_cursor::StreamCursors;

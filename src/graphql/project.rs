@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use super::context::ContextExt as _;
 use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountedConnection, PageArgs, TotalCount, connection};
+use super::plain_list::PlainConnection;
 use super::user::User;
 use super::workflow::{
     Workflow, WorkflowFilter, WorkflowOrder, WorkflowStatus, workflows_connection,
@@ -143,7 +144,7 @@ impl Project {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> async_graphql::Result<CountedConnection<Workflow>> {
+    ) -> async_graphql::Result<PlainConnection<Workflow>> {
         let filter = WorkflowFilter {
             project_id: Some(ID(self.row.id.clone())),
             ..filter.unwrap_or_default()
@@ -154,7 +155,9 @@ impl Project {
             last,
             before,
         };
-        workflows_connection(ctx, filter, order_by, args).await
+        workflows_connection(ctx, filter, order_by, args)
+            .await
+            .map(PlainConnection)
     }
 
     /// How many workflows it holds (that the viewer sees).

@@ -7,13 +7,18 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use async_graphql::dataloader::Loader;
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::parser::types::Field;
+use async_graphql::resolver_utils::enum_value;
+use async_graphql::{
+    Context, ContextSelectionSet, Enum, ID, InputObject, Object, Positioned, SimpleObject, Value,
+};
 use chrono::{DateTime, Utc};
 
 use super::context::ContextExt as _;
 use super::health_log::{HealthLog, StepOutcomeInput, logs_of};
 use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountSource, CountedConnection, PageArgs, TotalCount, connection};
+use super::plain_list::{PlainConnection, PlainObject, optional, optional_str, scalar};
 use super::step::Step;
 use super::user::User;
 use super::version::WorkflowVersion;
@@ -148,6 +153,42 @@ pub struct Run {
     pub viewer: Viewer,
 }
 
+/// The fields of a run read from its row: what a page of runs answers in one pass
+/// (`plain_list.rs`). Each arm answers exactly what the resolver of the same name below
+/// does.
+impl PlainObject for Run {
+    fn plain_field<'a>(
+        &self,
+        _ctx: &ContextSelectionSet<'a>,
+        field: &'a Positioned<Field>,
+    ) -> Option<Value> {
+        let row = &self.row;
+        let at = |t: &chrono::NaiveDateTime| t.and_utc();
+        Some(match field.node.name.node.as_str() {
+            "id" => Value::String(row.id.clone()),
+            "status" => enum_value(RunStatus::from(row.status)),
+            "stepsTotal" => scalar(&row.steps_total),
+            "stepsCompleted" => scalar(&row.steps_completed),
+            "stepsFailed" => scalar(&row.steps_failed),
+            "stepsHealed" => scalar(&row.steps_healed),
+            "error" => optional_str(row.error.as_deref()),
+            "startedAt" => optional(row.started_at.as_ref().map(at).as_ref()),
+            "finishedAt" => optional(row.finished_at.as_ref().map(at).as_ref()),
+            "createdAt" => scalar(&at(&row.created_at)),
+            "updatedAt" => scalar(&at(&row.updated_at)),
+            "trigger" => enum_value(super::queue::RunTrigger::from(row.trigger_kind)),
+            "priority" => scalar(&row.priority),
+            "notBefore" => optional(row.not_before.as_ref().map(at).as_ref()),
+            "attempt" => scalar(&row.attempt),
+            "maxAttempts" => scalar(&row.max_attempts),
+            "leaseExpiresAt" => optional(row.lease_expires_at.as_ref().map(at).as_ref()),
+            _ => return None,
+        })
+    }
+}
+
+// The fields `PlainObject for Run` answers (above) bypass these resolvers inside a page of
+// runs: giving one of them a guard, arguments or a lookup means removing its arm there.
 /// One execution of a workflow by an executor, with its progress.
 #[Object]
 impl Run {
@@ -239,7 +280,7 @@ impl Run {
         ctx: &Context<'_>,
         #[graphql(desc = "How many logs to return: 0 to 100, default 20.")] first: Option<i32>,
         #[graphql(desc = "Return the logs after this cursor.")] after: Option<String>,
-    ) -> async_graphql::Result<CountedConnection<HealthLog>> {
+    ) -> async_graphql::Result<PlainConnection<HealthLog>> {
         logs_of(
             ctx,
             LogParent::Run,
@@ -249,6 +290,7 @@ impl Run {
             PageArgs::forward(first, after),
         )
         .await
+        .map(PlainConnection)
     }
 
     /// What made the run: MANUAL (`startRun`), QUEUE (`enqueueRun`), SCHEDULE, WEBHOOK or
@@ -324,7 +366,7 @@ impl Run {
         ctx: &Context<'_>,
         #[graphql(desc = "How many runs to return: 0 to 100, default 20.")] first: Option<i32>,
         #[graphql(desc = "Return the runs after this cursor.")] after: Option<String>,
-    ) -> async_graphql::Result<CountedConnection<Run>> {
+    ) -> async_graphql::Result<PlainConnection<Run>> {
         let filter = RunFilter {
             retry_of: Some(self.row.id.clone()),
             ..RunFilter::default()
@@ -336,6 +378,7 @@ impl Run {
             PageArgs::forward(first, after),
         )
         .await
+        .map(PlainConnection)
     }
 
     /// Where a retry starts: this step of the workflow and the ones after it. Null for
@@ -634,7 +677,7 @@ impl RunQuery {
         #[graphql(desc = "Return the runs after this cursor.")] after: Option<String>,
         #[graphql(desc = "How many runs to return from the end: 0 to 100.")] last: Option<i32>,
         #[graphql(desc = "Return the runs before this cursor.")] before: Option<String>,
-    ) -> async_graphql::Result<CountedConnection<Run>> {
+    ) -> async_graphql::Result<PlainConnection<Run>> {
         let filter = filter
             .unwrap_or_default()
             .into_domain(workflow_id, status)?;
@@ -644,7 +687,9 @@ impl RunQuery {
             last,
             before,
         };
-        runs_connection(ctx, filter, order.into(), args).await
+        runs_connection(ctx, filter, order.into(), args)
+            .await
+            .map(PlainConnection)
     }
 }
 

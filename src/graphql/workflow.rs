@@ -4,7 +4,11 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
+use async_graphql::parser::types::Field;
+use async_graphql::resolver_utils::enum_value;
+use async_graphql::{
+    Context, ContextSelectionSet, Enum, ID, InputObject, MaybeUndefined, Object, Positioned, Value,
+};
 use chrono::{DateTime, Utc};
 
 use super::context::ContextExt as _;
@@ -12,7 +16,7 @@ use super::guards::AdminOnly;
 use super::health_log::{HealthLog, HealthLogFilterInput, logs_of};
 use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountedConnection, PageArgs, SortDirection, TotalCount, connection};
-use super::plain_list::PlainList;
+use super::plain_list::{PlainConnection, PlainList, PlainObject, optional, scalar};
 use super::project::Project;
 use super::run::{Run, RunStatus, runs_of_workflow, statuses as run_statuses};
 use super::screenshot::{Screenshot, ScreenshotsOfWorkflow};
@@ -224,6 +228,42 @@ impl Workflow {
     }
 }
 
+/// The fields of a workflow read from its row: what a page of workflows answers in one
+/// pass (`plain_list.rs`). Each arm answers exactly what the resolver of the same name
+/// below does.
+impl PlainObject for Workflow {
+    fn plain_field<'a>(
+        &self,
+        _ctx: &ContextSelectionSet<'a>,
+        field: &'a Positioned<Field>,
+    ) -> Option<Value> {
+        let row = &self.row;
+        let at = |t: &chrono::NaiveDateTime| t.and_utc();
+        Some(match field.node.name.node.as_str() {
+            "id" => Value::String(row.id.clone()),
+            "name" => Value::String(row.name.clone()),
+            "description" => row
+                .description
+                .as_ref()
+                .map_or(Value::Null, |text| Value::String(text.clone())),
+            "status" => enum_value(WorkflowStatus::from(row.status)),
+            "successRate" => scalar(&row.success_rate),
+            "totalUses" => scalar(&row.total_uses),
+            "consecutiveFailures" => scalar(&row.consecutive_failures),
+            "lastSuccessAt" => optional(row.last_success_at.as_ref().map(at).as_ref()),
+            "lastFailureAt" => optional(row.last_failure_at.as_ref().map(at).as_ref()),
+            "createdAt" => scalar(&at(&row.created_at)),
+            "updatedAt" => scalar(&at(&row.updated_at)),
+            "visibility" => enum_value(WorkflowVisibility::from(row.visibility)),
+            "currentVersion" => scalar(&row.current_version),
+            _ => return None,
+        })
+    }
+}
+
+// The fields `PlainObject for Workflow` answers (above) bypass these resolvers inside a page
+// of workflows: giving one of them a guard, arguments or a lookup means removing its arm
+// there.
 /// A recorded browser automation: ordered steps, their screenshots, its runs and health.
 #[Object]
 impl Workflow {
@@ -334,7 +374,7 @@ impl Workflow {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> async_graphql::Result<CountedConnection<Run>> {
+    ) -> async_graphql::Result<PlainConnection<Run>> {
         runs_of_workflow(
             ctx,
             &self.row.id,
@@ -347,6 +387,7 @@ impl Workflow {
             },
         )
         .await
+        .map(PlainConnection)
     }
 
     /// What executors reported for this workflow's steps, newest first.
@@ -361,7 +402,7 @@ impl Workflow {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> async_graphql::Result<CountedConnection<HealthLog>> {
+    ) -> async_graphql::Result<PlainConnection<HealthLog>> {
         let filter = filter.unwrap_or_default().into_domain()?;
         logs_of(
             ctx,
@@ -377,6 +418,7 @@ impl Workflow {
             },
         )
         .await
+        .map(PlainConnection)
     }
 
     /// Who sees it: COMPANY (every member) or RESTRICTED (admins, its creator and the
@@ -536,14 +578,16 @@ impl WorkflowQuery {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> async_graphql::Result<CountedConnection<Workflow>> {
+    ) -> async_graphql::Result<PlainConnection<Workflow>> {
         let args = PageArgs {
             first,
             after,
             last,
             before,
         };
-        workflows_connection(ctx, filter.unwrap_or_default(), order_by, args).await
+        workflows_connection(ctx, filter.unwrap_or_default(), order_by, args)
+            .await
+            .map(PlainConnection)
     }
 
     /// One workflow of the company; null with NOT_FOUND if there is none with this id.

@@ -281,6 +281,12 @@ impl TestServer {
         self.spawn().await;
     }
 
+    /// Sets `key=value` in the server's environment from its next (re)start on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.options.env.retain(|(k, _)| k != key);
+        self.options.env.push((key.to_owned(), value.to_owned()));
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
