@@ -31,6 +31,7 @@ use std::borrow::Cow;
 use async_graphql::connection::{CursorType, Edge, EmptyFields};
 use async_graphql::extensions::ResolveInfo;
 use async_graphql::indexmap::IndexMap;
+use async_graphql::indexmap::map::Entry as MapEntry;
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
 use async_graphql::registry::Registry;
 use async_graphql::resolver_utils::resolve_list;
@@ -550,10 +551,14 @@ fn page_info<'a, N: PlainObject>(
     Some(assemble(ctx, entries, Vec::new()))
 }
 
-/// async-graphql's merge of a response key seen twice (`resolver_utils::container`).
+/// async-graphql's merge of a response key seen twice (`resolver_utils::container`), with
+/// one hash of the key instead of a lookup and an insert.
 fn insert_value(target: &mut IndexMap<Name, Value>, name: Name, value: Value) {
-    if let Some(previous) = target.get_mut(&name) {
-        match (previous, value) {
+    match target.entry(name) {
+        MapEntry::Vacant(slot) => {
+            slot.insert(value);
+        }
+        MapEntry::Occupied(mut previous) => match (previous.get_mut(), value) {
             (Value::Object(target), Value::Object(object)) => {
                 for (key, value) in object {
                     insert_value(target, key, value);
@@ -571,9 +576,7 @@ fn insert_value(target: &mut IndexMap<Name, Value>, name: Name, value: Value) {
                 }
             }
             _ => {}
-        }
-    } else {
-        target.insert(name, value);
+        },
     }
 }
 
