@@ -384,17 +384,10 @@ async fn resolve_items<T: PlainObject + Sync>(
     items: Vec<&T>,
 ) -> ServerResult<Value> {
     let shapes: Vec<Option<Entries<'_>>> = items.iter().map(|item| shape(*item, ctx)).collect();
-    if shapes
-        .iter()
-        .all(|shape| shape.as_ref().is_some_and(|entries| !waits(entries)))
-    {
-        let values = shapes
-            .into_iter()
-            .flatten()
-            .map(|entries| assemble(ctx, entries, Vec::new()))
-            .collect();
-        return Ok(Value::List(values));
-    }
+    let shapes = match ready_list(ctx, shapes) {
+        Ok(list) => return Ok(list),
+        Err(shapes) => shapes,
+    };
     let items =
         items
             .into_iter()
@@ -411,6 +404,27 @@ async fn resolve_items<T: PlainObject + Sync>(
                 }
             });
     Ok(Value::List(try_join_all(items).await?))
+}
+
+/// The list's value when no item waits for a resolver (nor takes the ordinary path);
+/// otherwise the shapes back.
+fn ready_list<'a>(
+    ctx: &ContextSelectionSet<'_>,
+    shapes: Vec<Option<Entries<'a>>>,
+) -> Result<Value, Vec<Option<Entries<'a>>>> {
+    if !shapes
+        .iter()
+        .all(|shape| shape.as_ref().is_some_and(|entries| !waits(entries)))
+    {
+        return Err(shapes);
+    }
+    Ok(Value::List(
+        shapes
+            .into_iter()
+            .flatten()
+            .map(|entries| assemble(ctx, entries, Vec::new()))
+            .collect(),
+    ))
 }
 
 /// A connection's `nodes`, as `Connection::nodes` then `resolve_list` would answer it.
@@ -467,17 +481,10 @@ async fn edges<'a, N: PlainObject + Sync>(
             Some(entries)
         })
         .collect();
-    if shapes
-        .iter()
-        .all(|shape| shape.as_ref().is_some_and(|entries| !waits(entries)))
-    {
-        let values = shapes
-            .into_iter()
-            .flatten()
-            .map(|entries| assemble(ctx_list, entries, Vec::new()))
-            .collect();
-        return Ok(Value::List(values));
-    }
+    let shapes = match ready_list(ctx_list, shapes) {
+        Ok(list) => return Ok(list),
+        Err(shapes) => shapes,
+    };
     let edges =
         connection
             .edges
