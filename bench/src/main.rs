@@ -13,6 +13,7 @@ mod remote;
 mod report;
 mod seed;
 mod servers;
+mod subscribers;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

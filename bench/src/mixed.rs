@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::fanout::{self, FleetPlan, Reporter, Schedule, Spec};
+use crate::fanout::{self, FleetPlan, Reporter, Schedule};
 use crate::load::{self, GraphqlOp, Row};
 use crate::procstat::{self, Window};
 use crate::seed::Company;
 use crate::servers::{Result, Server};
+use crate::subscribers::Spec;
 
 pub struct Mix<'a> {
     pub server: &'a Server,

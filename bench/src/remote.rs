@@ -13,8 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::oneshot;
 
-use crate::fanout::{Local, Outcome, Spec};
 use crate::servers::Result;
+use crate::subscribers::{Local, Outcome, Spec};
 
 fn micros_since_epoch(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
