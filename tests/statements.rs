@@ -260,18 +260,26 @@ async fn nested_connections_cost_the_same_for_5_and_50_parents(backend: Backend)
         after - before
     };
     cost(5).await;
-    // Loads of different levels may or may not share a batch window on a busy machine, so
-    // a size's cost varies a little: 50 parents must never cost more than 5 at their most.
+    // Seven kinds of load (the page of workflows; their runs and logs, each a page and a
+    // count; the runs' logs, a page and a count), each batched over all parents. Loads of
+    // two levels that share a loader (the logs of workflows and of runs) may or may not
+    // land in one batch window, depending on which timer fires first, so a request costs 7
+    // to 10 statements whatever its size (seen on both backends, for 5 and for 50 parents
+    // alike; comparing the two sizes failed by chance). A per-parent statement would cost
+    // 50 or more for 50 parents.
+    const MOST: f64 = 12.0;
     let (mut small, mut large) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         small.push(cost(5).await);
         large.push(cost(50).await);
     }
-    let most_small = small.iter().copied().fold(f64::MIN, f64::max);
-    let least_large = large.iter().copied().fold(f64::MAX, f64::min);
     assert!(
-        least_large <= most_small,
-        "nested connections ran {large:?} statements for 50 workflows, {small:?} for 5"
+        small
+            .iter()
+            .chain(&large)
+            .all(|&statements| statements <= MOST),
+        "nested connections ran {large:?} statements for 50 workflows, {small:?} for 5 \
+         (at most {MOST} whatever the number of parents)"
     );
 }
 
