@@ -16,7 +16,7 @@ use super::guards::AdminOnly;
 use super::health_log::{HealthLog, HealthLogFilterInput, logs_of};
 use super::loaders::{LoadError, TenantLoader, load_error};
 use super::pagination::{CountedConnection, PageArgs, SortDirection, TotalCount, connection};
-use super::plain_list::{PlainConnection, PlainList, PlainObject, optional, scalar};
+use super::plain_list::{PlainConnection, PlainList, PlainObject, optional, optional_str, scalar};
 use super::project::Project;
 use super::run::{Run, RunStatus, runs_of_workflow, statuses as run_statuses};
 use super::screenshot::{Screenshot, ScreenshotsOfWorkflow};
@@ -242,10 +242,7 @@ impl PlainObject for Workflow {
         Some(match field.node.name.node.as_str() {
             "id" => Value::String(row.id.clone()),
             "name" => Value::String(row.name.clone()),
-            "description" => row
-                .description
-                .as_ref()
-                .map_or(Value::Null, |text| Value::String(text.clone())),
+            "description" => optional_str(row.description.as_deref()),
             "status" => enum_value(WorkflowStatus::from(row.status)),
             "successRate" => scalar(&row.success_rate),
             "totalUses" => scalar(&row.total_uses),
